@@ -1,0 +1,225 @@
+"""The engine: layers, directions, dropout between layers, state layout, packing.
+
+This is the one place that knows how a multi-layer, possibly bidirectional
+recurrent network is assembled from layer-directions.  Inside, every input is
+a *packed* sequence (see :mod:`lstmkit.backends.base`): rows of all time steps
+stacked time-major, with ``batch_sizes``.  A dense ``(T, B, F)`` batch is
+``batch_sizes = [B] * T``; ``batch_first`` and unbatched input are handled by
+:class:`SequenceLayout` at the edge.
+
+States are ``(num_layers * D, B, width)`` with index ``layer * D + direction``
+(PyTorch's ``h_n`` layout), one such array per state tensor (``h``, ``c``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from .backends import Backend
+from .cells import CellType
+from .utils.rnn import PackedSequence
+
+
+# -- input and output layout ---------------------------------------------------
+@dataclass
+class SequenceLayout:
+    """How the caller's input maps to packed rows, and how results map back."""
+
+    packed: PackedSequence | None  # the caller's PackedSequence, if any
+    batch_first: bool
+    unbatched: bool
+    steps: int  # T
+    batch: int  # B
+
+    @classmethod
+    def of(cls, input, batch_first: bool) -> "SequenceLayout":
+        if isinstance(input, PackedSequence):
+            return cls(input, False, False, len(input.batch_sizes), int(input.batch_sizes[0]) if len(input.batch_sizes) else 0)
+        unbatched = input.ndim == 2
+        if unbatched:
+            return cls(None, False, True, input.shape[0], 1)
+        t_axis, b_axis = (1, 0) if batch_first else (0, 1)
+        return cls(None, batch_first, False, input.shape[t_axis], input.shape[b_axis])
+
+    # forward direction: caller -> rows
+    def rows(self, input, dtype) -> tuple[np.ndarray, np.ndarray]:
+        """``(x_rows (N, F), batch_sizes (T,))`` as a C-contiguous ``dtype`` copy or view."""
+        if self.packed is not None:
+            data = input.data
+            batch_sizes = np.asarray(input.batch_sizes, dtype=np.int64)
+        else:
+            data = self.time_major(input)
+            batch_sizes = np.full(self.steps, self.batch, dtype=np.int64)
+            data = data.reshape(self.steps * self.batch, data.shape[-1])
+        return np.ascontiguousarray(data, dtype=dtype), batch_sizes
+
+    def time_major(self, array):
+        """``(T, B, F)`` view of a dense caller array shaped like the input or output."""
+        if self.unbatched:
+            return array[:, None, :]
+        return array.transpose(1, 0, 2) if self.batch_first else array
+
+    def output(self, y_rows: np.ndarray):
+        """The caller-facing output from output rows ``(N, D*P)``."""
+        if self.packed is not None:
+            return self.packed._replace(data=y_rows)
+        y = y_rows.reshape(self.steps, self.batch, y_rows.shape[-1])
+        if self.unbatched:
+            return y[:, 0, :]
+        return y.transpose(1, 0, 2) if self.batch_first else y
+
+    def output_shape(self, width: int) -> tuple[int, ...]:
+        """Shape of the caller-facing dense output (or of packed ``.data``) for ``width`` features."""
+        if self.packed is not None:
+            return (int(np.sum(self.packed.batch_sizes)), width)
+        if self.unbatched:
+            return (self.steps, width)
+        return (self.batch, self.steps, width) if self.batch_first else (self.steps, self.batch, width)
+
+    def grad_rows(self, d_out, width: int, dtype) -> np.ndarray:
+        """Rows ``(N, width)`` of a gradient shaped like the output (``None``: zeros)."""
+        expected = self.output_shape(width)
+        rows = (self.steps * self.batch, width) if self.packed is None else expected
+        if d_out is None:
+            return np.zeros(rows, dtype=dtype)
+        if isinstance(d_out, PackedSequence):
+            d_out = d_out.data
+        d_out = np.asarray(d_out)
+        if d_out.shape != expected:
+            raise ValueError(f"d_out should have the output's shape {expected}, got {d_out.shape}")
+        if self.packed is None:
+            d_out = self.time_major(d_out).reshape(rows)
+        return np.ascontiguousarray(d_out, dtype=dtype)
+
+    def input_grad(self, d_x_rows: np.ndarray):
+        """``d_input`` shaped like the input (like its ``.data`` for packed input)."""
+        if self.packed is not None:
+            return d_x_rows
+        return self.output(d_x_rows)
+
+    # states: caller order <-> sorted (internal) order
+    def state_in(self, state: np.ndarray) -> np.ndarray:
+        """``(L*D, B, w)`` caller state -> internal order (packed: sorted by length)."""
+        if self.packed is not None and self.packed.sorted_indices is not None:
+            return state[:, self.packed.sorted_indices]
+        return state
+
+    def state_out(self, state: np.ndarray) -> np.ndarray:
+        """Internal ``(L*D, B, w)`` state -> caller order."""
+        if self.packed is not None and self.packed.unsorted_indices is not None:
+            return state[:, self.packed.unsorted_indices]
+        return state
+
+
+# -- the layer stack -----------------------------------------------------------
+@dataclass
+class StackCache:
+    """What :func:`stack_backward` needs from a training forward."""
+
+    layer_caches: list  # [layer][direction] backend caches
+    masks: list  # dropout mask applied to each layer's output (None: no dropout)
+    width: int  # P, one direction's output width
+
+
+def stack_forward(
+    cell: CellType,
+    backend: Backend,
+    params: Sequence[Sequence[dict[str, Any]]],
+    x: np.ndarray,
+    batch_sizes: np.ndarray,
+    state0: Sequence[np.ndarray],
+    *,
+    dropout: float = 0.0,
+    training: bool = False,
+    keep_cache: bool = False,
+    rng: np.random.Generator | None = None,
+):
+    """Run ``num_layers`` layers of ``D`` directions over packed rows ``x``.
+
+    ``params[layer][direction]``: that layer-direction's parameters by base
+    name.  ``state0``: one ``(L*D, B, w)`` array per state tensor.  Dropout
+    (inverted, elementwise, fresh per element) is applied to each layer's
+    output except the last's, only when ``training``.  Returns ``(y, state_n,
+    cache)``: ``y`` ``(N, D*P)``, ``state_n`` like ``state0``, ``cache`` a
+    :class:`StackCache` when ``keep_cache`` else ``None``.
+    """
+    num_layers, num_dirs = len(params), len(params[0])
+    state_n = [np.empty_like(s) for s in state0]
+    layer_caches, masks = [], []
+    layer_input = x
+    for layer in range(num_layers):
+        outputs, caches = [], []
+        for direction in range(num_dirs):
+            index = layer * num_dirs + direction
+            y, final, cache = backend.layer_forward(
+                cell,
+                params[layer][direction],
+                layer_input,
+                batch_sizes,
+                direction == 1,
+                tuple(s[index] for s in state0),
+                keep_cache,
+            )
+            for out, value in zip(state_n, final):
+                out[index] = value
+            outputs.append(y)
+            caches.append(cache)
+        layer_output = outputs[0] if num_dirs == 1 else np.concatenate(outputs, axis=1)
+        mask = None
+        if training and dropout > 0 and layer < num_layers - 1:
+            mask = dropout_mask(rng, layer_output.shape, dropout, layer_output.dtype)
+            layer_output = layer_output * mask
+        layer_caches.append(caches)
+        masks.append(mask)
+        layer_input = layer_output
+    width = layer_input.shape[1] // num_dirs
+    cache = StackCache(layer_caches, masks, width) if keep_cache else None
+    return layer_input, tuple(state_n), cache
+
+
+def stack_backward(
+    cell: CellType,
+    backend: Backend,
+    params: Sequence[Sequence[dict[str, Any]]],
+    cache: StackCache,
+    d_y: np.ndarray,
+    d_state_n: Sequence[np.ndarray],
+):
+    """Backward of :func:`stack_forward`.
+
+    Returns ``(d_x, d_state0, d_params)`` with ``d_params[layer][direction]``
+    keyed like ``params``.
+    """
+    num_layers, num_dirs = len(params), len(params[0])
+    d_state0 = [np.empty_like(d) for d in d_state_n]
+    d_params = [[None] * num_dirs for _ in range(num_layers)]
+    d_layer_out = d_y
+    for layer in range(num_layers - 1, -1, -1):
+        d_input = None
+        for direction in range(num_dirs):
+            index = layer * num_dirs + direction
+            cols = slice(direction * cache.width, (direction + 1) * cache.width)
+            d_x, d_s0, d_p = backend.layer_backward(
+                cell,
+                params[layer][direction],
+                cache.layer_caches[layer][direction],
+                np.ascontiguousarray(d_layer_out[:, cols]),
+                tuple(d[index] for d in d_state_n),
+            )
+            for out, value in zip(d_state0, d_s0):
+                out[index] = value
+            d_params[layer][direction] = d_p
+            d_input = d_x if d_input is None else d_input + d_x
+        if layer > 0 and cache.masks[layer - 1] is not None:
+            d_input = d_input * cache.masks[layer - 1]
+        d_layer_out = d_input
+    return d_layer_out, tuple(d_state0), d_params
+
+
+def dropout_mask(rng: np.random.Generator, shape, p: float, dtype) -> np.ndarray:
+    """Inverted-dropout mask: each element 0 with probability ``p``, else ``1/(1-p)``."""
+    keep = rng.random(shape) >= p
+    scale = 0.0 if p >= 1 else 1.0 / (1.0 - p)
+    return (keep * scale).astype(dtype)

@@ -1,0 +1,209 @@
+"""``RecurrentCell`` and its PyTorch faces ``LSTMCell``, ``GRUCell``, ``RNNCell``: one time step.
+
+Input ``(N, H_in)`` or unbatched ``(H_in,)``; state ``(N, H)`` or ``(H,)``.
+``LSTMCell`` returns ``(h_1, c_1)``, the others ``h_1``.  A Python loop over a
+cell reproduces the module::
+
+    h, c = h0, c0
+    for x_t in x:
+        h, c = cell(x_t, (h, c))     # h is output[t] of LSTM with the same weights
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..backends import get_backend
+from ..cells import get_cell
+from . import _checks as checks
+from .module import Module, as_float_dtype, as_generator
+
+
+class RecurrentCell(Module):
+    """One step of any registered cell, PyTorch's ``RNNCellBase``.
+
+    Parameters ``weight_ih (G, H_in)``, ``weight_hh (G, H)``, ``bias_ih (G,)``,
+    ``bias_hh (G,)`` (``None`` when ``bias=False``), drawn from
+    ``U(-1/sqrt(hidden_size), 1/sqrt(hidden_size))``.  Keyword-only ``dtype``,
+    ``backend`` and ``seed`` as for :class:`~lstmkit.Recurrent`.
+    """
+
+    def __init__(self, cell, input_size, hidden_size, bias=True, *, dtype=np.float32,
+                 backend="auto", seed=None):
+        super().__init__()
+        self.cell = get_cell(cell)
+        # PyTorch's cells validate nothing; we check like the modules do and
+        # also accept NumPy integers (documented deviation).
+        self.input_size = checks.check_size("input_size", input_size, allow_numpy=True)
+        self.hidden_size = checks.check_size("hidden_size", hidden_size, allow_numpy=True)
+        checks.check_bool("bias", bias)
+        self.bias = bias
+        self._dtype = as_float_dtype(dtype)
+        self.backend = get_backend(backend)
+        self.generator = as_generator(seed)
+        for name, shape in self.cell.parameter_shapes(self.input_size, self.hidden_size, 0, bias):
+            self._register_parameter(name, np.empty(shape, dtype=self._dtype))
+        if not bias:
+            object.__setattr__(self, "bias_ih", None)
+            object.__setattr__(self, "bias_hh", None)
+        self._num_states = len(self.cell.state_names)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Draw every parameter from ``U(-k, k)``, ``k = 1/sqrt(hidden_size)``, in order."""
+        bound = 1.0 / np.sqrt(self.hidden_size)
+        for value in self._parameters.values():
+            value[...] = self.generator.uniform(-bound, bound, size=value.shape)
+
+    @property
+    def _label(self) -> str:
+        return type(self).__name__
+
+    # -- forward --------------------------------------------------------------
+    def __call__(self, input, hx=None):
+        return self.forward(input, hx)
+
+    def forward(self, input, hx=None):
+        """One step: ``(h_1, c_1)`` for LSTM, ``h_1`` otherwise."""
+        x, state, unbatched = self._prepare(input, hx)
+        new_state = self.backend.cell_step(self.cell, self._parameters, x, state)
+        return self._result(new_state, unbatched)
+
+    def forward_train(self, input, hx=None):
+        """One step that keeps what backward needs: ``result, backward``.
+
+        ``result`` is what :meth:`forward` returns; ``backward(d_result)``
+        (same structure; ``None`` counts as zeros) returns ``(d_input, d_hx,
+        d_params)`` with ``d_hx`` structured like ``hx`` and ``d_params`` keyed
+        like ``state_dict()``.
+        """
+        x, state, unbatched = self._prepare(input, hx)
+        batch_sizes = np.array([x.shape[0]], dtype=np.int64)
+        params = self._parameters
+        _, new_state, cache = self.backend.layer_forward(
+            self.cell, params, x, batch_sizes, False, state, True
+        )
+
+        def backward(d_result=None):
+            if d_result is None:
+                d_state = tuple(np.zeros_like(s) for s in new_state)
+            else:
+                d_state = self._gradient_state(d_result, new_state, unbatched)
+            d_y = np.zeros_like(new_state[0])
+            d_x, d_state0, d_params = self.backend.layer_backward(
+                self.cell, params, cache, d_y, d_state
+            )
+            d_params = {name: d_params[name] for name in self._parameters}
+            d_x = d_x[0] if unbatched else d_x
+            return d_x, self._result(d_state0, unbatched), d_params
+
+        return self._result(new_state, unbatched), backward
+
+    def _prepare(self, input, hx):
+        label = self._label
+        if type(input) is not np.ndarray:
+            checks.check_array(label, "input", input)
+        if input.ndim not in (1, 2):
+            raise ValueError(f"{label}: Expected input to be 1D or 2D, got {input.ndim}D instead")
+        unbatched = input.ndim == 1
+        x = input[None, :] if unbatched else input
+        if x.shape[1] != self.input_size:
+            raise RuntimeError(
+                f"input has inconsistent input_size: got {x.shape[1]} expected {self.input_size}"
+            )
+        checks.check_dtype(label, "input", x, self._dtype)
+        widths = self.cell.state_sizes(self.hidden_size)
+        if hx is None:
+            state = tuple(np.zeros((x.shape[0], w), dtype=self._dtype) for w in widths)
+            return np.ascontiguousarray(x), state, unbatched
+        tensors = self._unpack_hx(hx)
+        state = []
+        for i, t in enumerate(tensors):
+            if t.ndim not in (1, 2):
+                what = f"hx[{i}]" if self._num_states > 1 else "hidden"
+                raise ValueError(f"{label}: Expected {what} to be 1D or 2D, got {t.ndim}D instead")
+            t = t[None] if unbatched else t
+            # PyTorch's ATen checks: batch first, then width.
+            if t.shape[0] != x.shape[0]:
+                raise RuntimeError(
+                    f"Input batch size {x.shape[0]} doesn't match hidden{i} batch size {t.shape[0]}"
+                )
+            if t.ndim != 2 or t.shape[1] != widths[i]:
+                got = t.shape[1] if t.ndim > 1 else t.shape
+                raise RuntimeError(f"hidden{i} has inconsistent hidden_size: got {got}, expected {widths[i]}")
+            checks.check_dtype(label, "hx", t, self._dtype)
+            state.append(np.ascontiguousarray(t))
+        return np.ascontiguousarray(x), tuple(state), unbatched
+
+    def _unpack_hx(self, hx):
+        if self._num_states == 1:
+            checks.check_array(self._label, "hx", hx)
+            return (hx,)
+        if not isinstance(hx, (tuple, list)):
+            raise TypeError(
+                f"{self.cell.name}_cell(): argument 'hx' (position 2) must be tuple of arrays, "
+                f"not {type(hx).__name__}"
+            )
+        if len(hx) != self._num_states:
+            raise RuntimeError(f"{self.cell.name}_cell expects two hidden states")
+        for t in hx:
+            checks.check_array(self._label, "hx", t)
+        return tuple(hx)
+
+    def _gradient_state(self, d_result, state, unbatched):
+        parts = (d_result,) if self._num_states == 1 else tuple(d_result)
+        if len(parts) != self._num_states:
+            raise ValueError(f"d_result should have {self._num_states} arrays, got {len(parts)}")
+        out = []
+        for d, s in zip(parts, state):
+            d = np.zeros_like(s) if d is None else np.asarray(d, dtype=self._dtype)
+            d = d[None] if unbatched and d.ndim == 1 else d
+            if d.shape != s.shape:
+                raise ValueError(f"gradient has shape {d.shape}; expected {s.shape[1:] if unbatched else s.shape}")
+            out.append(np.ascontiguousarray(d))
+        return tuple(out)
+
+    def _result(self, state, unbatched):
+        if unbatched:
+            state = tuple(s[0] for s in state)
+        return state[0] if self._num_states == 1 else tuple(state)
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        if self.bias is not True:
+            s += f", bias={self.bias}"
+        if self._dtype != np.float32:
+            s += f", dtype={self._dtype}"
+        return s
+
+    def __repr__(self) -> str:
+        if type(self) is RecurrentCell:
+            return f"RecurrentCell({self.cell.name!r}, {self.extra_repr()})"
+        return super().__repr__()
+
+
+class LSTMCell(RecurrentCell):
+    """PyTorch's ``nn.LSTMCell``: ``h_1, c_1 = cell(input, (h_0, c_0))`` — one step of :class:`~lstmkit.LSTM`."""
+
+    def __init__(self, input_size, hidden_size, bias=True, *, dtype=np.float32, backend="auto", seed=None):
+        super().__init__("lstm", input_size, hidden_size, bias, dtype=dtype, backend=backend, seed=seed)
+
+
+class GRUCell(RecurrentCell):
+    """PyTorch's ``nn.GRUCell``: ``h_1 = cell(input, h_0)`` — one step of :class:`~lstmkit.GRU`."""
+
+    def __init__(self, input_size, hidden_size, bias=True, *, dtype=np.float32, backend="auto", seed=None):
+        super().__init__("gru", input_size, hidden_size, bias, dtype=dtype, backend=backend, seed=seed)
+
+
+class RNNCell(RecurrentCell):
+    """PyTorch's ``nn.RNNCell``: ``h_1 = act(W_ih x + b_ih + W_hh h + b_hh)``, one step of :class:`~lstmkit.RNN`."""
+
+    def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", *, dtype=np.float32,
+                 backend="auto", seed=None):
+        self.nonlinearity = checks.check_nonlinearity(nonlinearity)
+        super().__init__("rnn_" + nonlinearity, input_size, hidden_size, bias, dtype=dtype,
+                         backend=backend, seed=seed)
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr()
+        return s + (f", nonlinearity={self.nonlinearity}" if self.nonlinearity != "tanh" else "")

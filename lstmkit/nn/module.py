@@ -1,0 +1,151 @@
+"""``Module``: named parameters, state dicts, train/eval — the ``torch.nn.Module`` parts lstmkit needs."""
+from __future__ import annotations
+
+from typing import Iterator, Mapping
+
+import numpy as np
+
+_DTYPES = {np.dtype(np.float32): np.float32, np.dtype(np.float64): np.float64}
+
+
+def as_float_dtype(dtype) -> np.dtype:
+    """``np.float32``/``np.float64`` (or their names) as a NumPy dtype; anything else is an error."""
+    try:
+        resolved = np.dtype(dtype)
+    except TypeError:
+        resolved = None
+    if resolved not in _DTYPES:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}")
+    return resolved
+
+
+def as_generator(seed) -> np.random.Generator:
+    """A ``numpy.random.Generator`` from ``None``, an int, or a Generator (used as is)."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if seed is None or (isinstance(seed, (int, np.integer)) and not isinstance(seed, bool)):
+        return np.random.default_rng(seed)
+    raise TypeError(f"seed must be None, an int or a numpy.random.Generator, got {type(seed).__name__}")
+
+
+class Module:
+    """Base of lstmkit's modules: an ordered set of named NumPy parameters.
+
+    Parameters are attributes (``module.weight_ih_l0``) holding C-contiguous
+    arrays of the module's dtype; edit them in place or assign an array of the
+    same shape.  ``state_dict()`` returns copies, ``load_state_dict`` copies in.
+    """
+
+    training: bool = True
+
+    def __init__(self) -> None:
+        object.__setattr__(self, "_parameters", {})
+        self.training = True
+
+    # -- parameters -----------------------------------------------------------
+    def _register_parameter(self, name: str, value: np.ndarray) -> None:
+        self._parameters[name] = np.ascontiguousarray(value)
+
+    def __getattr__(self, name: str):
+        params = self.__dict__.get("_parameters")
+        if params is not None and name in params:
+            return params[name]
+        raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
+
+    def __setattr__(self, name: str, value) -> None:
+        params = self.__dict__.get("_parameters")
+        if params is not None and name in params:
+            self._parameters[name] = self._checked_parameter(name, value)
+        else:
+            object.__setattr__(self, name, value)
+
+    def _checked_parameter(self, name: str, value) -> np.ndarray:
+        old = self._parameters[name]
+        value = np.asarray(value)
+        if value.shape != old.shape:
+            raise ValueError(
+                f"size mismatch for {name}: expected shape {old.shape}, got {value.shape}"
+            )
+        # Copy: the module never shares memory with a caller's array.
+        return np.array(value, dtype=old.dtype, order="C", copy=True)
+
+    def named_parameters(self) -> Iterator[tuple[str, np.ndarray]]:
+        """``(name, array)`` pairs in PyTorch's order."""
+        yield from self._parameters.items()
+
+    def parameters(self) -> Iterator[np.ndarray]:
+        """The parameter arrays in PyTorch's order (the arrays themselves, not copies)."""
+        yield from self._parameters.values()
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """A copy of every parameter, keyed as in PyTorch (``torch.tensor`` of each loads into torch)."""
+        return {name: value.copy() for name, value in self._parameters.items()}
+
+    def load_state_dict(self, state_dict: Mapping[str, np.ndarray], strict: bool = True) -> None:
+        """Copy parameters in from ``state_dict`` (e.g. ``{k: v.numpy() for k, v in torch_sd.items()}``).
+
+        With ``strict``, missing and unexpected keys are errors; a wrong shape is
+        always an error.  Nothing is changed unless every check passes.
+        """
+        missing = [k for k in self._parameters if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in self._parameters]
+        problems = []
+        if strict and missing:
+            problems.append("Missing key(s) in state_dict: " + ", ".join(f'"{k}"' for k in missing) + ".")
+        if strict and unexpected:
+            problems.append(
+                "Unexpected key(s) in state_dict: " + ", ".join(f'"{k}"' for k in unexpected) + "."
+            )
+        loaded = {}
+        for name, old in self._parameters.items():
+            if name not in state_dict:
+                continue
+            value = np.asarray(state_dict[name])
+            if value.shape != old.shape:
+                problems.append(
+                    f"size mismatch for {name}: copying a param with shape {value.shape} from "
+                    f"checkpoint, the shape in current model is {old.shape}."
+                )
+            else:
+                loaded[name] = np.array(value, dtype=old.dtype, order="C", copy=True)
+        if problems:
+            raise RuntimeError(
+                f"Error(s) in loading state_dict for {type(self).__name__}:\n\t" + "\n\t".join(problems)
+            )
+        self._parameters.update(loaded)
+
+    # -- modes and dtype ------------------------------------------------------
+    def train(self, mode: bool = True) -> "Module":
+        """Training mode (dropout between layers active).  Returns ``self``."""
+        if not isinstance(mode, bool):
+            raise ValueError("training mode is expected to be boolean")
+        self.training = mode
+        return self
+
+    def eval(self) -> "Module":
+        """Evaluation mode: ``train(False)``."""
+        return self.train(False)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._dtype
+
+    def to(self, dtype) -> "Module":
+        """Convert every parameter to ``dtype`` (float32 or float64), in place.  Returns ``self``."""
+        self._dtype = as_float_dtype(dtype)
+        for name, value in self._parameters.items():
+            self._parameters[name] = value.astype(self._dtype)
+        return self
+
+    def double(self) -> "Module":
+        return self.to(np.float64)
+
+    def float(self) -> "Module":
+        return self.to(np.float32)
+
+    # -- presentation ---------------------------------------------------------
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.extra_repr()})"
