@@ -160,6 +160,9 @@ class Recurrent(Module):
 
         def backward(d_output=None, d_state=None):
             d_y = layout.grad_rows(d_output, width, self._dtype)
+            if isinstance(d_state, (tuple, list)) and isinstance(state, tuple) and len(d_state) == len(state):
+                # A None part of d_state counts as zeros.
+                d_state = tuple(np.zeros_like(s) if d is None else d for d, s in zip(d_state, state))
             d_state_n = self._internal_state(layout, d_state, what="d_state")
             d_x, d_state0, d_layers = engine.stack_backward(
                 self.cell, self.backend, params, cache, d_y, d_state_n
