@@ -1,43 +1,22 @@
-"""Compute backends: how a layer runs.  ``get_backend(name)``; ``"auto"`` is the fastest available."""
+"""Compute backends: how a layer runs.  Look them up by name through :mod:`lstmkit.registry`."""
 from __future__ import annotations
 
 from .base import Backend, step_offsets
 from .reference import ReferenceBackend
 
-_NUMPY = ReferenceBackend()
 
+def get_backend(name="auto") -> Backend:
+    """The backend named ``name`` (see :func:`lstmkit.registry.get_backend`)."""
+    from ..registry import get_backend
 
-def _load_cython():
-    try:
-        from .cython import CythonBackend
-    except ImportError as exc:  # compiled core not built
-        return None, f"the compiled core could not be imported: {exc}"
-    return CythonBackend(), None
-
-
-_CYTHON, _CYTHON_REASON = _load_cython()
+    return get_backend(name)
 
 
 def available_backends() -> list[str]:
     """Names of the backends that can run here, fastest first."""
-    return (["cython"] if _CYTHON is not None else []) + ["numpy"]
+    from ..registry import available_backends
 
-
-def get_backend(name: str | Backend | None = "auto") -> Backend:
-    """The backend named ``name``; ``"auto"``/``None`` picks the fastest available."""
-    if isinstance(name, Backend):
-        return name
-    if name in (None, "auto"):
-        return _CYTHON if _CYTHON is not None else _NUMPY
-    if name == "numpy":
-        return _NUMPY
-    if name == "cython":
-        if _CYTHON is None:
-            raise ValueError(f"backend 'cython' is unavailable: {_CYTHON_REASON}")
-        return _CYTHON
-    raise ValueError(
-        f"unknown backend {name!r}; valid backends: auto, {', '.join(available_backends())}"
-    )
+    return available_backends()
 
 
 __all__ = ["Backend", "ReferenceBackend", "available_backends", "get_backend", "step_offsets"]

@@ -1,7 +1,4 @@
-"""Recurrent cell types: the equations of each cell, once.
-
-``get_cell(name)`` returns the cell type registered under ``name``.
-"""
+"""Recurrent cell types: the equations of each cell, once."""
 from __future__ import annotations
 
 from .base import CellType, sigmoid
@@ -9,31 +6,19 @@ from .gru import GRUCellType
 from .lstm import LSTMCellType
 from .rnn import RNNReluCellType, RNNTanhCellType
 
-BUILTIN_CELLS: tuple[type[CellType], ...] = (
-    LSTMCellType,
-    GRUCellType,
-    RNNTanhCellType,
-    RNNReluCellType,
-)
 
-_CELLS: dict[str, CellType] = {cls.name: cls() for cls in BUILTIN_CELLS}
+def get_cell(name, options=None) -> CellType:
+    """The cell registered as ``name`` (see :func:`lstmkit.registry.get_cell`)."""
+    from ..registry import get_cell
+
+    return get_cell(name, options)
 
 
 def available_cells() -> list[str]:
-    """Names of the cells that can be built, sorted."""
-    return sorted(_CELLS)
+    """Names of the registered cells, sorted."""
+    from ..registry import available_cells
 
-
-def get_cell(name: str | CellType) -> CellType:
-    """The cell type registered as ``name`` (a ``CellType`` passes through)."""
-    if isinstance(name, CellType):
-        return name
-    try:
-        return _CELLS[name]
-    except (KeyError, TypeError):
-        raise ValueError(
-            f"unknown cell {name!r}; valid cells: {', '.join(available_cells())}"
-        ) from None
+    return available_cells()
 
 
 __all__ = [

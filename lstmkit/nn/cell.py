@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backends import get_backend
-from ..cells import get_cell
+from ..registry import get_backend, get_cell
 from . import _checks as checks
 from .module import Module, as_float_dtype, as_generator
 
@@ -28,9 +27,9 @@ class RecurrentCell(Module):
     """
 
     def __init__(self, cell, input_size, hidden_size, bias=True, *, dtype=np.float32,
-                 backend="auto", seed=None):
+                 backend="auto", seed=None, cell_options=None):
         super().__init__()
-        self.cell = get_cell(cell)
+        self.cell = get_cell(cell, cell_options)
         # PyTorch's cells validate nothing; we check like the modules do and
         # also accept NumPy integers (documented deviation).
         self.input_size = checks.check_size("input_size", input_size, allow_numpy=True)

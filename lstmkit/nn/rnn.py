@@ -20,8 +20,7 @@ import warnings
 import numpy as np
 
 from .. import engine
-from ..backends import get_backend
-from ..cells import get_cell
+from ..registry import get_backend, get_cell
 from ..utils.rnn import PackedSequence
 from . import _checks as checks
 from .module import Module, as_float_dtype, as_generator
@@ -33,8 +32,10 @@ class Recurrent(Module):
     ``Recurrent("lstm", 10, 20, num_layers=2)`` is ``LSTM(10, 20, num_layers=2)``.
     Arguments as in ``torch.nn.LSTM``; keyword-only ``dtype`` (float32 default,
     or float64), ``backend`` (``"auto"``: the fastest available; ``"cython"``,
-    ``"numpy"``) and ``seed`` (int or ``numpy.random.Generator``: parameter
-    initialisation and dropout masks draw from it).
+    ``"numpy"``, or a plugin's), ``seed`` (int or ``numpy.random.Generator``:
+    parameter initialisation and dropout masks draw from it) and
+    ``cell_options`` (a dict for cells that take options, validated by the
+    cell's options model).
 
     Parameters are drawn from ``U(-1/sqrt(hidden_size), 1/sqrt(hidden_size))``.
     """
@@ -54,9 +55,10 @@ class Recurrent(Module):
         dtype=np.float32,
         backend="auto",
         seed=None,
+        cell_options=None,
     ):
         super().__init__()
-        self.cell = get_cell(cell)
+        self.cell = get_cell(cell, cell_options)
         if proj_size != 0 and not self.cell.supports_proj:
             raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
         dropout = checks.check_dropout(dropout)

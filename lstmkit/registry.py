@@ -1,0 +1,326 @@
+"""The plugin registry: pluggy, safe entry-point loading, lookup by name.
+
+Plugins are packages with an entry point in the group ``lstmkit`` pointing at
+a module (or object) with ``@lstmkit.hookimpl`` functions.  Loading is lazy
+(the first lookup) and safe: a plugin that fails to import, declares a hook
+wrongly, implements an unknown hook, or registers a name that is taken gives
+one warning naming it, its version and the error, and everything else keeps
+working.  Environment:
+
+``LSTMKIT_LOAD_PLUGINS``
+    unset: load every installed plugin; ``""``: none; ``a,b``: only those.
+``LSTMKIT_DISABLE_PLUGINS``
+    ``a,b``: never import these.
+``LSTMKIT_STRICT_PLUGINS=1``
+    re-raise plugin errors (for plugin authors' CI).
+
+Names are entry-point names or distribution names.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .specs import BackendSpec, CellSpec, TaskSpec
+
+ENTRY_POINT_GROUP = "lstmkit"
+BUILTIN = "lstmkit"
+HOOKS = ("register_cells", "register_backends", "register_tasks", "register_commands")
+_KINDS = {"register_cells": ("cell", CellSpec), "register_backends": ("backend", BackendSpec),
+          "register_tasks": ("task", TaskSpec)}
+
+
+class PluginError(RuntimeError):
+    """A plugin could not be loaded or registered something invalid."""
+
+
+class LookupFailed(ValueError):
+    """A cell, backend or task name that is unknown or unavailable."""
+
+
+@dataclass
+class PluginInfo:
+    """One plugin as ``lstmkit plugins`` lists it."""
+
+    name: str
+    distribution: str
+    version: str
+    builtin: bool = False
+    hooks: list[str] = field(default_factory=list)
+    provides: list[str] = field(default_factory=list)  # "cell:peephole", ...
+    status: str = "ok"  # ok | error | disabled
+    error: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"{self.distribution} {self.version}"
+
+
+def _env_names(variable: str) -> set[str] | None:
+    value = os.environ.get(variable)
+    if value is None:
+        return None
+    return {n.strip() for n in value.split(",") if n.strip()}
+
+
+def _strict() -> bool:
+    return os.environ.get("LSTMKIT_STRICT_PLUGINS", "") not in ("", "0")
+
+
+class Registry:
+    """Cells, backends and tasks by name, collected from every registered plugin."""
+
+    def __init__(self, *, entry_points: bool = True):
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self.plugins: dict[str, PluginInfo] = {}
+        self._objects: dict[str, Any] = {}
+        if entry_points:
+            self._load_entry_points()
+        from . import _builtins
+
+        version = metadata.version("lstmkit") if _installed("lstmkit") else "dev"
+        self._add(_builtins, PluginInfo(BUILTIN, BUILTIN, version, builtin=True), raise_errors=True)
+        self._collect()
+
+    # -- loading ----------------------------------------------------------------
+    def _load_entry_points(self) -> None:
+        wanted = _env_names("LSTMKIT_LOAD_PLUGINS")
+        disabled = _env_names("LSTMKIT_DISABLE_PLUGINS") or set()
+        for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+            dist = ep.dist.name if ep.dist else ep.name
+            version = ep.dist.version if ep.dist else "?"
+            info = PluginInfo(ep.name, dist, version)
+            names = {ep.name, dist}
+            if (wanted is not None and not names & wanted) or names & disabled:
+                info.status = "disabled"
+                self.plugins[ep.name] = info
+                continue
+            try:
+                plugin = ep.load()
+            except Exception as exc:  # a broken plugin must not break lstmkit
+                self._fail(info, f"failed to import: {type(exc).__name__}: {exc}", exc)
+                continue
+            self._add(plugin, info)
+
+    def _add(self, plugin, info: PluginInfo, raise_errors: bool = False) -> bool:
+        """Register one plugin object; on error record it (or raise)."""
+        try:
+            self.pm.register(plugin, name=info.name)
+        except Exception as exc:  # pluggy.PluginValidationError, or a name clash
+            if raise_errors:
+                raise
+            self._fail(info, f"declares a hook wrongly (written for another lstmkit?): {exc}", exc)
+            return False
+        unknown = [
+            hc.name for hc in (self.pm.get_hookcallers(plugin) or [])
+            if hc.spec is None and not all(impl.optionalhook for impl in hc.get_hookimpls())
+        ]
+        if unknown:
+            self.pm.unregister(plugin)
+            error = PluginError(f"unknown hook(s) {', '.join(unknown)}; valid hooks: {', '.join(HOOKS)}")
+            if raise_errors:
+                raise error
+            self._fail(info, str(error), error)
+            return False
+        info.hooks = sorted(hc.name for hc in self.pm.get_hookcallers(plugin) or [])
+        self.plugins[info.name] = info
+        self._objects[info.name] = plugin
+        return True
+
+    def _fail(self, info: PluginInfo, message: str, exc: Exception) -> None:
+        info.status, info.error = "error", message
+        self.plugins[info.name] = info
+        if _strict():
+            raise PluginError(f"lstmkit plugin {info.name!r} ({info.label}) {message}") from exc
+        warnings.warn(
+            f"lstmkit plugin {info.name!r} ({info.label}) {message} — it is skipped; "
+            f"disable it with LSTMKIT_DISABLE_PLUGINS={info.name}",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+
+    # -- in-process registration (tests, notebooks) ---------------------------------
+    def register(self, plugin, name: str | None = None) -> str:
+        """Register a plugin object now (errors raise).  Returns its name."""
+        name = name or getattr(plugin, "__name__", None) or f"plugin-{id(plugin)}"
+        if name in self.plugins:
+            raise PluginError(f"a plugin named {name!r} is already registered")
+        info = PluginInfo(name, name, "local")
+        self._add(plugin, info, raise_errors=True)
+        try:
+            self._collect(raise_errors=True, only=name)
+        except Exception:
+            self.unregister(name)
+            raise
+        return name
+
+    def unregister(self, name: str) -> None:
+        plugin = self._objects.pop(name, None)
+        if plugin is not None:
+            self.pm.unregister(plugin)
+        self.plugins.pop(name, None)
+        self._collect()
+
+    # -- collection -------------------------------------------------------------------
+    def _collect(self, raise_errors: bool = False, only: str | None = None) -> None:
+        """Call every plugin's register_* hooks; the built-ins first, so a clash blames the newcomer."""
+        self.specs: dict[str, dict[str, Any]] = {"cell": {}, "backend": {}, "task": {}}
+        self.providers: dict[tuple[str, str], PluginInfo] = {}
+        order = [BUILTIN] + [n for n in self._objects if n != BUILTIN]
+        for name in order:
+            info = self.plugins[name]
+            if info.status != "ok":
+                continue
+            plugin = self._objects[name]
+            info.provides = []
+            try:
+                for hook, (kind, spec_type) in _KINDS.items():
+                    function = getattr(plugin, hook, None)
+                    if function is None:
+                        continue
+                    function(register=self._registrar(kind, spec_type, info))
+            except Exception as exc:
+                if raise_errors and (only is None or name == only):
+                    raise
+                self._drop(info)
+                self._fail(info, f"failed while registering: {type(exc).__name__}: {exc}", exc)
+
+    def _registrar(self, kind: str, spec_type: type, info: PluginInfo):
+        def register(spec):
+            if not isinstance(spec, spec_type):
+                raise TypeError(f"register_{kind}s expects {spec_type.__name__} objects, got {type(spec).__name__}")
+            table = self.specs[kind]
+            if spec.name in table:
+                other = self.providers[(kind, spec.name)]
+                raise PluginError(
+                    f"{kind} {spec.name!r} is registered twice: by {other.label} and by {info.label}"
+                )
+            table[spec.name] = spec
+            self.providers[(kind, spec.name)] = info
+            info.provides.append(f"{kind}:{spec.name}")
+
+        return register
+
+    def _drop(self, info: PluginInfo) -> None:
+        """Remove everything ``info`` registered (it failed half-way)."""
+        for item in info.provides:
+            kind, name = item.split(":", 1)
+            self.specs[kind].pop(name, None)
+            self.providers.pop((kind, name), None)
+        info.provides = []
+
+    # -- lookups ------------------------------------------------------------------------
+    def _failed_hint(self) -> str:
+        failed = [p for p in self.plugins.values() if p.status == "error"]
+        if not failed:
+            return ""
+        return " (plugins that failed to load: " + "; ".join(f"{p.name}: {p.error}" for p in failed) + ")"
+
+    def cell_spec(self, name: str) -> CellSpec:
+        try:
+            return self.specs["cell"][name]
+        except (KeyError, TypeError):
+            raise LookupFailed(
+                f"unknown cell {name!r}; valid cells: {', '.join(sorted(self.specs['cell']))}"
+                + self._failed_hint()
+            ) from None
+
+    def task_spec(self, name: str) -> TaskSpec:
+        try:
+            return self.specs["task"][name]
+        except (KeyError, TypeError):
+            raise LookupFailed(
+                f"unknown task {name!r}; valid tasks: {', '.join(sorted(self.specs['task']))}"
+                + self._failed_hint()
+            ) from None
+
+    def backend_spec(self, name: str) -> BackendSpec:
+        if name in (None, "auto"):
+            ranked = sorted(self.specs["backend"].values(), key=lambda s: -s.priority)
+            for spec in ranked:
+                if spec.is_available()[0]:
+                    return spec
+            raise LookupFailed("no backend is available")
+        try:
+            spec = self.specs["backend"][name]
+        except (KeyError, TypeError):
+            raise LookupFailed(
+                f"unknown backend {name!r}; valid backends: auto, {', '.join(sorted(self.specs['backend']))}"
+                + self._failed_hint()
+            ) from None
+        ok, reason = spec.is_available()
+        if not ok:
+            raise LookupFailed(f"backend {name!r} is unavailable: {reason}")
+        return spec
+
+    def available_backends(self) -> list[str]:
+        """Names of the backends that can run here, by priority (highest first)."""
+        ranked = sorted(self.specs["backend"].values(), key=lambda s: -s.priority)
+        return [s.name for s in ranked if s.is_available()[0]]
+
+
+def _installed(name: str) -> bool:
+    try:
+        metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+_REGISTRY: Registry | None = None
+_BACKENDS: dict[str, Any] = {}
+
+
+def get_registry() -> Registry:
+    """The process-wide registry, loaded on first use."""
+    global _REGISTRY
+    if _REGISTRY is None:
+        _REGISTRY = Registry()
+    return _REGISTRY
+
+
+def reset_registry(*, entry_points: bool = True) -> Registry:
+    """Reload every plugin (e.g. after installing one in this process)."""
+    global _REGISTRY
+    _REGISTRY = Registry(entry_points=entry_points)
+    _BACKENDS.clear()
+    return _REGISTRY
+
+
+def get_cell(name, options: dict | None = None):
+    """A cell instance by registered name (a ``CellType`` instance passes through)."""
+    from .cells import CellType
+
+    if isinstance(name, CellType):
+        if options:
+            raise ValueError("cell options are given to the cell's constructor when passing a CellType instance")
+        return name
+    return get_registry().cell_spec(name).create(options)
+
+
+def get_backend(name="auto"):
+    """A backend by name; ``"auto"``/``None``: the available one with the highest priority."""
+    from .backends import Backend
+
+    if isinstance(name, Backend):
+        return name
+    spec = get_registry().backend_spec(name)
+    backend = _BACKENDS.get(spec.name)
+    if backend is None:
+        backend = _BACKENDS[spec.name] = spec.factory()
+    return backend
+
+
+def available_backends() -> list[str]:
+    return get_registry().available_backends()
+
+
+def available_cells() -> list[str]:
+    return sorted(get_registry().specs["cell"])

@@ -1,0 +1,94 @@
+"""What plugins register: cell, backend and task specifications."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .cells import CellType
+
+
+def _validated_options(kind: str, name: str, options_model, options: dict | None) -> dict:
+    """Options checked by the spec's pydantic model (or refused when there is none)."""
+    options = dict(options or {})
+    if options_model is None:
+        if options:
+            raise ValueError(f"{kind} {name!r} takes no options, got: {', '.join(sorted(options))}")
+        return options
+    return options_model(**options).model_dump()
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    """A recurrent cell.
+
+    ``name``: the name users write (``Recurrent("peephole", ...)``,
+    ``model.cell: peephole``); must equal ``cell_type.name``.
+    ``cell_type``: a :class:`~lstmkit.cells.CellType` subclass — its parameter
+    layout (``parameter_shapes``), gate count (``num_gates``), state tensors
+    (``state_names``) and reference ``forward_step``/``backward_step``
+    written against an array module.  Its constructor takes the options.
+    ``options_model``: a pydantic model validating those options (config
+    ``model.cell_options``), or ``None`` for a cell without options.
+    """
+
+    name: str
+    cell_type: type[CellType]
+    options_model: Any = None
+    description: str = ""
+
+    def __post_init__(self):
+        if not (isinstance(self.cell_type, type) and issubclass(self.cell_type, CellType)):
+            raise TypeError(f"CellSpec {self.name!r}: cell_type must be a CellType subclass, got {self.cell_type!r}")
+        if self.cell_type.name != self.name:
+            raise ValueError(
+                f"CellSpec name {self.name!r} differs from {self.cell_type.__name__}.name {self.cell_type.name!r}"
+            )
+
+    @property
+    def num_gates(self) -> int:
+        return self.cell_type.num_gates
+
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        return self.cell_type.state_names
+
+    def create(self, options: dict | None = None) -> CellType:
+        """A cell instance with validated ``options``."""
+        return self.cell_type(**_validated_options("cell", self.name, self.options_model, options))
+
+
+def _always_available() -> tuple[bool, str]:
+    return True, ""
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """A compute backend.
+
+    ``factory()``: returns the :class:`~lstmkit.backends.Backend`; import heavy
+    modules (CuPy) inside it, not at plugin import.  ``is_available()``:
+    ``(True, "")`` or ``(False, reason)`` — cheap, and never raises.
+    ``priority``: ``backend="auto"`` picks the available backend with the
+    highest priority (built-ins: ``cython`` 100, ``numpy`` 0).
+    """
+
+    name: str
+    factory: Callable[[], Any]
+    is_available: Callable[[], tuple[bool, str]] = _always_available
+    priority: int = 0
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A task for ``lstmkit run``: data, loss and metrics.
+
+    ``factory(options, ...)`` builds the task object (see ``docs/config.md``);
+    ``options_model`` validates ``task.options``.
+    """
+
+    name: str
+    factory: Callable[..., Any]
+    options_model: Any = None
+    description: str = ""
+    metrics: tuple[str, ...] = field(default_factory=tuple)
