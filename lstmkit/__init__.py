@@ -8,11 +8,12 @@ gate order, equations and errors — on NumPy, with a Cython+BLAS core.
 ((5, 3, 20), (2, 3, 20), (2, 3, 20))
 """
 from . import utils
+from .hookspecs import hookimpl
 from .nn import GRU, GRUCell, LSTM, LSTMCell, Module, Recurrent, RecurrentCell, RNN, RNNCell
 
 __version__ = "0.1.0"
 
 __all__ = [
     "LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell",
-    "Recurrent", "RecurrentCell", "Module", "utils", "__version__",
+    "Recurrent", "RecurrentCell", "Module", "utils", "hookimpl", "__version__",
 ]

@@ -7,6 +7,9 @@ stacked time-major, with ``batch_sizes``.  A dense ``(T, B, F)`` batch is
 ``batch_sizes = [B] * T``; ``batch_first`` and unbatched input are handled by
 :class:`SequenceLayout` at the edge.
 
+Arrays belong to the backend's array module ``backend.xp`` (NumPy, or CuPy for
+a GPU backend); the modules move the caller's arrays there once per call.
+
 States are ``(num_layers * D, B, width)`` with index ``layer * D + direction``
 (PyTorch's ``h_n`` layout), one such array per state tensor (``h``, ``c``).
 """
@@ -44,8 +47,9 @@ class SequenceLayout:
         return cls(None, batch_first, False, input.shape[t_axis], input.shape[b_axis])
 
     # forward direction: caller -> rows
-    def rows(self, input, dtype) -> tuple[np.ndarray, np.ndarray]:
-        """``(x_rows (N, F), batch_sizes (T,))`` as a C-contiguous ``dtype`` copy or view."""
+    def rows(self, input, dtype, xp=np) -> tuple[Any, np.ndarray]:
+        """``(x_rows (N, F), batch_sizes (T,))``: rows a C-contiguous ``dtype`` ``xp`` array
+        (a view when possible); ``batch_sizes`` always a host int64 array."""
         if self.packed is not None:
             data = input.data
             batch_sizes = np.asarray(input.batch_sizes, dtype=np.int64)
@@ -53,7 +57,7 @@ class SequenceLayout:
             data = self.time_major(input)
             batch_sizes = np.full(self.steps, self.batch, dtype=np.int64)
             data = data.reshape(self.steps * self.batch, data.shape[-1])
-        return np.ascontiguousarray(data, dtype=dtype), batch_sizes
+        return xp.ascontiguousarray(data, dtype=dtype), batch_sizes
 
     def time_major(self, array):
         """``(T, B, F)`` view of a dense caller array shaped like the input or output."""
@@ -78,20 +82,20 @@ class SequenceLayout:
             return (self.steps, width)
         return (self.batch, self.steps, width) if self.batch_first else (self.steps, self.batch, width)
 
-    def grad_rows(self, d_out, width: int, dtype) -> np.ndarray:
+    def grad_rows(self, d_out, width: int, dtype, xp=np):
         """Rows ``(N, width)`` of a gradient shaped like the output (``None``: zeros)."""
         expected = self.output_shape(width)
         rows = (self.steps * self.batch, width) if self.packed is None else expected
         if d_out is None:
-            return np.zeros(rows, dtype=dtype)
+            return xp.zeros(rows, dtype=dtype)
         if isinstance(d_out, PackedSequence):
             d_out = d_out.data
-        d_out = np.asarray(d_out)
+        d_out = xp.asarray(d_out)
         if d_out.shape != expected:
             raise ValueError(f"d_out should have the output's shape {expected}, got {d_out.shape}")
         if self.packed is None:
             d_out = self.time_major(d_out).reshape(rows)
-        return np.ascontiguousarray(d_out, dtype=dtype)
+        return xp.ascontiguousarray(d_out, dtype=dtype)
 
     def input_grad(self, d_x_rows: np.ndarray):
         """``d_input`` shaped like the input (like its ``.data`` for packed input)."""
@@ -145,8 +149,9 @@ def stack_forward(
     cache)``: ``y`` ``(N, D*P)``, ``state_n`` like ``state0``, ``cache`` a
     :class:`StackCache` when ``keep_cache`` else ``None``.
     """
+    xp = backend.xp
     num_layers, num_dirs = len(params), len(params[0])
-    state_n = [np.empty_like(s) for s in state0]
+    state_n = [xp.empty_like(s) for s in state0]
     layer_caches, masks = [], []
     layer_input = x
     for layer in range(num_layers):
@@ -166,10 +171,11 @@ def stack_forward(
                 out[index] = value
             outputs.append(y)
             caches.append(cache)
-        layer_output = outputs[0] if num_dirs == 1 else np.concatenate(outputs, axis=1)
+        layer_output = outputs[0] if num_dirs == 1 else xp.concatenate(outputs, axis=1)
         mask = None
         if training and dropout > 0 and layer < num_layers - 1:
-            mask = dropout_mask(rng, layer_output.shape, dropout, layer_output.dtype)
+            # Drawn on the host from the module's generator: the same masks on every backend.
+            mask = xp.asarray(dropout_mask(rng, layer_output.shape, dropout, layer_output.dtype))
             layer_output = layer_output * mask
         layer_caches.append(caches)
         masks.append(mask)
@@ -192,8 +198,9 @@ def stack_backward(
     Returns ``(d_x, d_state0, d_params)`` with ``d_params[layer][direction]``
     keyed like ``params``.
     """
+    xp = backend.xp
     num_layers, num_dirs = len(params), len(params[0])
-    d_state0 = [np.empty_like(d) for d in d_state_n]
+    d_state0 = [xp.empty_like(d) for d in d_state_n]
     d_params = [[None] * num_dirs for _ in range(num_layers)]
     d_layer_out = d_y
     for layer in range(num_layers - 1, -1, -1):
@@ -205,7 +212,7 @@ def stack_backward(
                 cell,
                 params[layer][direction],
                 cache.layer_caches[layer][direction],
-                np.ascontiguousarray(d_layer_out[:, cols]),
+                xp.ascontiguousarray(d_layer_out[:, cols]),
                 tuple(d[index] for d in d_state_n),
             )
             for out, value in zip(d_state0, d_s0):

@@ -80,6 +80,10 @@ class Backend:
         _, state_n, _ = self.layer_forward(cell, params, x, batch_sizes, False, state, False)
         return state_n
 
+    def to_host(self, array) -> np.ndarray:
+        """A NumPy copy of a backend array (identity for NumPy backends)."""
+        return array
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
 

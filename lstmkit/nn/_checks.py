@@ -40,7 +40,8 @@ def check_nonlinearity(nonlinearity) -> str:
 
 
 def check_array(label: str, what: str, value) -> None:
-    if not isinstance(value, np.ndarray):
+    # A GPU backend's arrays (CuPy) are accepted too; they stay on the device.
+    if not isinstance(value, np.ndarray) and not hasattr(value, "__cuda_array_interface__"):
         raise TypeError(f"{label}: expected {what} to be a numpy.ndarray, got {type(value).__name__}")
 
 

@@ -132,7 +132,12 @@ class Recurrent(Module):
         return [[self._parameters[n] for _, n in names] for per_dir in self._names for names in per_dir]
 
     def _layer_params(self) -> list[list[dict[str, np.ndarray]]]:
-        return [[{base: self._parameters[n] for base, n in names} for names in per_dir] for per_dir in self._names]
+        """``[layer][direction] -> {base name: array}``, on the backend's device."""
+        to_device = self.backend.xp.asarray
+        return [
+            [{base: to_device(self._parameters[n]) for base, n in names} for names in per_dir]
+            for per_dir in self._names
+        ]
 
     @property
     def num_directions(self) -> int:
@@ -157,11 +162,12 @@ class Recurrent(Module):
         ``None`` gradients count as zeros.
         """
         output, state, saved = self._run(input, hx, keep_cache=True)
-        layout, cache, params = saved
+        layout, cache, params, finish = saved
+        xp = self.backend.xp
         width = self.num_directions * self.cell.state_sizes(self.hidden_size, self.proj_size)[0]
 
         def backward(d_output=None, d_state=None):
-            d_y = layout.grad_rows(d_output, width, self._dtype)
+            d_y = layout.grad_rows(d_output, width, self._dtype, xp)
             if isinstance(d_state, (tuple, list)) and isinstance(state, tuple) and len(d_state) == len(state):
                 # A None part of d_state counts as zeros.
                 d_state = tuple(np.zeros_like(s) if d is None else d for d, s in zip(d_state, state))
@@ -175,8 +181,8 @@ class Recurrent(Module):
                 (g for per_dir in d_layers for g in per_dir),
             ):
                 d_params.update({full: grads[base] for base, full in names})
-            d_params = {name: d_params[name] for name in self._parameters}
-            return layout.input_grad(d_x), self._caller_state(layout, d_state0), d_params
+            d_params = {name: finish(d_params[name]) for name in self._parameters}
+            return finish(layout.input_grad(d_x)), self._caller_state(layout, d_state0, finish), d_params
 
         return output, state, backward
 
@@ -185,7 +191,12 @@ class Recurrent(Module):
         state0 = self._internal_state(layout, hx, what="hx")
         if layout.steps == 0:
             raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
-        x, batch_sizes = layout.rows(input, self._dtype)
+        xp = self.backend.xp
+        x, batch_sizes = layout.rows(input, self._dtype, xp)
+        # Host (NumPy) input with a device backend: results come back to the host once.
+        data = input.data if isinstance(input, PackedSequence) else input
+        on_host = isinstance(data, np.ndarray) and xp is not np
+        finish = self.backend.to_host if on_host else _identity
         params = self._layer_params()
         y, state_n, cache = engine.stack_forward(
             self.cell,
@@ -199,7 +210,8 @@ class Recurrent(Module):
             keep_cache=keep_cache,
             rng=self.generator,
         )
-        return layout.output(y), self._caller_state(layout, state_n), (layout, cache, params)
+        output = layout.output(finish(y))
+        return output, self._caller_state(layout, state_n, finish), (layout, cache, params, finish)
 
     # -- input and state checks (PyTorch's order and wording) -------------------
     @property
@@ -234,8 +246,9 @@ class Recurrent(Module):
     def _internal_state(self, layout, state, what):
         """Caller's ``hx`` (or ``d_state``) -> tuple of internal ``(L*D, B, w)`` arrays."""
         shapes = self._state_shapes(layout.batch)
+        xp = self.backend.xp
         if state is None:
-            return tuple(np.zeros(s, dtype=self._dtype) for s in shapes)
+            return tuple(xp.zeros(s, dtype=self._dtype) for s in shapes)
         tensors = self._unpack_state(state, what)
         want = 2 if layout.unbatched else 3
         dims = [t.ndim for t in tensors]
@@ -252,7 +265,7 @@ class Recurrent(Module):
                 which = f"hidden[{i}]" if len(shapes) > 1 else "hidden"
                 raise RuntimeError(f"Expected {which} size {shape}, got {checks.shape_list(t.shape)}")
             checks.check_dtype(self._label, what, t, self._dtype)
-        return tuple(np.ascontiguousarray(layout.state_in(t)) for t in tensors)
+        return tuple(xp.ascontiguousarray(layout.state_in(t)) for t in tensors)
 
     def _unpack_state(self, state, what):
         n = len(self.cell.state_names)
@@ -270,8 +283,8 @@ class Recurrent(Module):
             checks.check_array(self._label, what, t)
         return list(state)
 
-    def _caller_state(self, layout, state):
-        tensors = [layout.state_out(s) for s in state]
+    def _caller_state(self, layout, state, finish):
+        tensors = [layout.state_out(finish(s)) for s in state]
         if layout.unbatched:
             tensors = [t[:, 0, :] for t in tensors]
         return tensors[0] if len(tensors) == 1 else tuple(tensors)
@@ -357,3 +370,7 @@ class RNN(Recurrent):
         # PyTorch omits nonlinearity here; we show it when not the default.
         s = super().extra_repr()
         return s + (", nonlinearity='relu'" if self.nonlinearity == "relu" else "")
+
+
+def _identity(array):
+    return array
