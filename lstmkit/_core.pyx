@@ -1,0 +1,1297 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""The compiled core: fused float/double kernels for LSTM, GRU and Elman RNN layers.
+
+Knows arrays and numbers only.  BLAS comes from ``scipy.linalg.cython_blas``
+(nothing is linked); the time loop of every kernel runs inside ``with nogil``
+without allocating or touching a Python object.
+
+Layout (see ``lstmkit/backends/base.py``): a layer-direction's input is a
+*packed* sequence, ``x`` ``(N, I)`` with step ``t``'s ``batch_sizes[t]`` rows
+after the earlier steps' rows, batch sizes non-increasing.  ``B`` state rows,
+``H`` hidden, ``P`` output width (``proj_size`` or ``H``), ``G`` gate rows
+(``4H`` LSTM ``[i|f|g|o]``, ``3H`` GRU ``[r|z|n]``, ``H`` RNN).  Weights keep
+PyTorch's row-major layout; GEMMs use BLAS transpose flags, never copies.
+
+Each cell has three ``def`` kernels: ``*_forward`` (inference, or training when
+the cache arrays are given), ``*_backward`` and ``*_step`` (one dense inference
+step with little per-call overhead: the path of ``LSTMCell.__call__``).  Callers
+allocate every array; kernels write every element of every output and workspace
+before reading it, so ``np.empty`` buffers are safe (the tests poison them with
+NaN).
+
+Gate math is a branch-free ``tanh`` (sigmoid as ``tanh(x/2)/2 + 1/2``, which
+never overflows) that GCC vectorises; on x86-64 Linux the elementwise kernels
+are built three times (AVX-512, AVX2, SSE2) and glibc picks one at load time.
+"""
+from cpython.buffer cimport (PyBUF_C_CONTIGUOUS, PyBUF_FORMAT, PyBUF_WRITABLE,
+                             PyBuffer_Release, PyObject_GetBuffer)
+from cython cimport floating
+from libc.math cimport NAN
+from libc.stdint cimport int64_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy, memmove
+from scipy.linalg.cython_blas cimport dgemm, dgemv, sgemm, sgemv
+
+cdef extern from *:
+    r"""
+    #include <math.h>
+    #include <stdint.h>
+    #include <string.h>
+
+    #if defined(__GNUC__) || defined(__clang__)
+    #  define LK_INLINE static inline __attribute__((always_inline))
+    #  define LK_RESTRICT __restrict__
+    #elif defined(_MSC_VER)
+    #  define LK_INLINE static __forceinline
+    #  define LK_RESTRICT __restrict
+    #else
+    #  define LK_INLINE static inline
+    #  define LK_RESTRICT
+    #endif
+
+    /* One clone per x86-64 level, chosen once at load time by glibc's ifunc:
+       a portable binary whose gate loops still run on AVX-512/AVX2.  (musl,
+       macOS, Windows and other CPUs get one build at the baseline level.) */
+    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) \
+        && defined(__GLIBC__) && !defined(LK_NO_CLONES)
+    #  define LK_KERNEL static __attribute__((target_clones( \
+           "arch=x86-64-v4", "arch=x86-64-v3", "default")))
+    #else
+    #  define LK_KERNEL static
+    #endif
+
+    /* tanh(x) = -e / (2 + e), e = expm1(-2|x|), sign restored.  expm1 by
+       Cody-Waite reduction y = n ln2 + r, |r| <= ln2/2, a Taylor polynomial
+       for expm1(r) and 2^n built in the exponent bits (the 1.5*2^52 shift
+       rounds y/ln2 to an integer without a float->int conversion).  No branch,
+       no libm call: GCC vectorises it (needs -fno-trapping-math for the
+       clamp).  |x| is clamped where tanh rounds to +-1; NaN passes the clamp
+       and propagates.  Max error: 3 ulp (double), 2.5 ulp (float). */
+    LK_INLINE double lk_tanh_d(double x) {
+        double ax = fabs(x);
+        ax = ax > 20.0 ? 20.0 : ax;
+        const double y = -2.0 * ax, shift = 6755399441055744.0;
+        const double t = y * 1.4426950408889634 + shift, n = t - shift;
+        const double r = (y - n * 6.93147180369123816490e-01) - n * 1.90821492927058770002e-10;
+        double p = 1.0 / 6227020800.0;
+        p = p * r + 1.0 / 479001600.0;
+        p = p * r + 1.0 / 39916800.0;
+        p = p * r + 1.0 / 3628800.0;
+        p = p * r + 1.0 / 362880.0;
+        p = p * r + 1.0 / 40320.0;
+        p = p * r + 1.0 / 5040.0;
+        p = p * r + 1.0 / 720.0;
+        p = p * r + 1.0 / 120.0;
+        p = p * r + 1.0 / 24.0;
+        p = p * r + 1.0 / 6.0;
+        p = p * r + 0.5;
+        p = p * r * r + r;                              /* expm1(r) */
+        uint64_t bits; memcpy(&bits, &t, sizeof bits);
+        bits = (bits << 52) + 0x3ff0000000000000ULL;    /* 2^n, n in [-58, 0] */
+        double s; memcpy(&s, &bits, sizeof s);
+        const double e = s * p + (s - 1.0);             /* expm1(y) */
+        return copysign(-e / (2.0 + e), x);
+    }
+
+    LK_INLINE float lk_tanh_f(float x) {
+        float ax = fabsf(x);
+        ax = ax > 10.0f ? 10.0f : ax;
+        const float y = -2.0f * ax, shift = 12582912.0f;
+        const float t = y * 1.44269504f + shift, n = t - shift;
+        const float r = (y - n * 0.693145752f) - n * 1.42860677e-06f;
+        float p = 1.0f / 40320.0f;
+        p = p * r + 1.0f / 5040.0f;
+        p = p * r + 1.0f / 720.0f;
+        p = p * r + 1.0f / 120.0f;
+        p = p * r + 1.0f / 24.0f;
+        p = p * r + 1.0f / 6.0f;
+        p = p * r + 0.5f;
+        p = p * r * r + r;
+        uint32_t bits; memcpy(&bits, &t, sizeof bits);
+        bits = (bits << 23) + 0x3f800000u;              /* 2^n, n in [-29, 0] */
+        float s; memcpy(&s, &bits, sizeof s);
+        const float e = s * p + (s - 1.0f);
+        return copysignf(-e / (2.0f + e), x);
+    }
+
+    LK_INLINE double lk_sigmoid_d(double x) { return 0.5 * lk_tanh_d(0.5 * x) + 0.5; }
+    LK_INLINE float lk_sigmoid_f(float x) { return 0.5f * lk_tanh_f(0.5f * x) + 0.5f; }
+
+    /* The elementwise kernels, written once for T = float/double (suffix S).
+       Rows are contiguous; n rows of width H (gate blocks H apart). */
+    #define LK_DEFINE_KERNELS(T, S)                                                  \
+    /* Test twins: out = tanh(x), out = sigmoid(x). */                               \
+    LK_KERNEL void lk_tanh_arr_##S(Py_ssize_t n, const T *LK_RESTRICT x,             \
+                                   T *LK_RESTRICT out) {                             \
+        for (Py_ssize_t k = 0; k < n; k++) out[k] = lk_tanh_##S(x[k]);               \
+    }                                                                                \
+    LK_KERNEL void lk_sigmoid_arr_##S(Py_ssize_t n, const T *LK_RESTRICT x,          \
+                                      T *LK_RESTRICT out) {                          \
+        for (Py_ssize_t k = 0; k < n; k++) out[k] = lk_sigmoid_##S(x[k]);            \
+    }                                                                                \
+    /* LSTM step: g (n, 4H) pre-activations [i|f|g|o]; c (n, H) c_prev in, c out;   \
+       h (n, H) = o * tanh(c).  With tanhc (n, H) (training), g is overwritten     \
+       with the activations and tanhc receives tanh(c). */                           \
+    LK_KERNEL void lk_lstm_fwd_##S(Py_ssize_t n, Py_ssize_t H, T *LK_RESTRICT g,     \
+                                   T *LK_RESTRICT c, T *LK_RESTRICT h,               \
+                                   T *LK_RESTRICT tanhc) {                           \
+        for (Py_ssize_t b = 0; b < n; b++) {                                         \
+            T *gb = g + b * 4 * H, *cb = c + b * H, *hb = h + b * H;                 \
+            if (tanhc) {                                                             \
+                T *tb = tanhc + b * H;                                               \
+                for (Py_ssize_t j = 0; j < H; j++) {                                 \
+                    const T i = lk_sigmoid_##S(gb[j]), f = lk_sigmoid_##S(gb[H + j]);\
+                    const T gg = lk_tanh_##S(gb[2 * H + j]);                         \
+                    const T o = lk_sigmoid_##S(gb[3 * H + j]);                       \
+                    const T cn = f * cb[j] + i * gg, tc = lk_tanh_##S(cn);           \
+                    gb[j] = i; gb[H + j] = f; gb[2 * H + j] = gg; gb[3 * H + j] = o; \
+                    cb[j] = cn; tb[j] = tc; hb[j] = o * tc;                          \
+                }                                                                    \
+            } else {                                                                 \
+                for (Py_ssize_t j = 0; j < H; j++) {                                 \
+                    const T i = lk_sigmoid_##S(gb[j]), f = lk_sigmoid_##S(gb[H + j]);\
+                    const T gg = lk_tanh_##S(gb[2 * H + j]);                         \
+                    const T o = lk_sigmoid_##S(gb[3 * H + j]);                       \
+                    const T cn = f * cb[j] + i * gg;                                 \
+                    cb[j] = cn; hb[j] = o * lk_tanh_##S(cn);                         \
+                }                                                                    \
+            }                                                                        \
+        }                                                                            \
+    }                                                                                \
+    /* LSTM step backward: from the activations g, c_prev, tanh(c), dh (n, H)      \
+       (total gradient of h_cell) and dc (n, H) (gradient of c from later steps),   \
+       writes dg (n, 4H) (gates' pre-activation gradients) and dc <- dc_prev. */    \
+    LK_KERNEL void lk_lstm_bwd_##S(Py_ssize_t n, Py_ssize_t H, const T *LK_RESTRICT g,\
+                                   const T *LK_RESTRICT cprev,                       \
+                                   const T *LK_RESTRICT tanhc,                       \
+                                   const T *LK_RESTRICT dh, T *LK_RESTRICT dc,       \
+                                   T *LK_RESTRICT dg) {                              \
+        for (Py_ssize_t b = 0; b < n; b++) {                                         \
+            const T *gb = g + b * 4 * H, *cp = cprev + b * H, *tc = tanhc + b * H;   \
+            const T *dhb = dh + b * H;                                               \
+            T *dcb = dc + b * H, *dgb = dg + b * 4 * H;                              \
+            for (Py_ssize_t j = 0; j < H; j++) {                                     \
+                const T i = gb[j], f = gb[H + j], gg = gb[2 * H + j], o = gb[3 * H + j];\
+                const T t = tc[j], d = dhb[j];                                       \
+                const T dcn = dcb[j] + d * o * (1 - t * t);                          \
+                dgb[j] = dcn * gg * i * (1 - i);                                     \
+                dgb[H + j] = dcn * cp[j] * f * (1 - f);                              \
+                dgb[2 * H + j] = dcn * i * (1 - gg * gg);                            \
+                dgb[3 * H + j] = d * t * o * (1 - o);                                \
+                dcb[j] = dcn * f;                                                    \
+            }                                                                        \
+        }                                                                            \
+    }                                                                                \
+    /* GRU step: gi (n, 3H) input part [r|z|n] (b_hr, b_hz already added);         \
+       gh (n, 3H) = h_prev W_hh^T; bhn (H); h (n, H) h_prev in, h out.  With ghn   \
+       (n, H) (training), gi is overwritten with r, z, n and ghn gets gh_n + b_hn.*/\
+    LK_KERNEL void lk_gru_fwd_##S(Py_ssize_t n, Py_ssize_t H, T *LK_RESTRICT gi,     \
+                                  const T *LK_RESTRICT gh, const T *LK_RESTRICT bhn, \
+                                  T *LK_RESTRICT h, T *LK_RESTRICT ghn) {            \
+        for (Py_ssize_t b = 0; b < n; b++) {                                         \
+            T *gb = gi + b * 3 * H, *hb = h + b * H;                                 \
+            const T *hh = gh + b * 3 * H;                                            \
+            if (ghn) {                                                               \
+                T *nb = ghn + b * H;                                                 \
+                for (Py_ssize_t j = 0; j < H; j++) {                                 \
+                    const T r = lk_sigmoid_##S(gb[j] + hh[j]);                       \
+                    const T z = lk_sigmoid_##S(gb[H + j] + hh[H + j]);               \
+                    const T a = hh[2 * H + j] + bhn[j];                              \
+                    const T nn = lk_tanh_##S(gb[2 * H + j] + r * a);                 \
+                    gb[j] = r; gb[H + j] = z; gb[2 * H + j] = nn; nb[j] = a;         \
+                    hb[j] = nn + z * (hb[j] - nn);                                   \
+                }                                                                    \
+            } else {                                                                 \
+                for (Py_ssize_t j = 0; j < H; j++) {                                 \
+                    const T r = lk_sigmoid_##S(gb[j] + hh[j]);                       \
+                    const T z = lk_sigmoid_##S(gb[H + j] + hh[H + j]);               \
+                    const T nn = lk_tanh_##S(gb[2 * H + j] + r * (hh[2 * H + j] + bhn[j]));\
+                    hb[j] = nn + z * (hb[j] - nn);                                   \
+                }                                                                    \
+            }                                                                        \
+        }                                                                            \
+    }                                                                                \
+    /* GRU step backward: g (n, 3H) r, z, n; ghn (n, H); hprev (n, H); dh (n, H)   \
+       total gradient of h in, dh * z out; dgh (n, 3H) = [dr, dz, dn * r] (the     \
+       recurrent product's gradient), dgin (n, H) = dn (the input part's). */      \
+    LK_KERNEL void lk_gru_bwd_##S(Py_ssize_t n, Py_ssize_t H, const T *LK_RESTRICT g,\
+                                  const T *LK_RESTRICT ghn,                          \
+                                  const T *LK_RESTRICT hprev, T *LK_RESTRICT dh,     \
+                                  T *LK_RESTRICT dgh, T *LK_RESTRICT dgin) {         \
+        for (Py_ssize_t b = 0; b < n; b++) {                                         \
+            const T *gb = g + b * 3 * H, *ab = ghn + b * H, *hp = hprev + b * H;     \
+            T *dhb = dh + b * H, *dgb = dgh + b * 3 * H, *dnb = dgin + b * H;        \
+            for (Py_ssize_t j = 0; j < H; j++) {                                     \
+                const T r = gb[j], z = gb[H + j], nn = gb[2 * H + j], d = dhb[j];    \
+                const T dn = d * (1 - z) * (1 - nn * nn);                            \
+                dgb[j] = dn * ab[j] * r * (1 - r);                                   \
+                dgb[H + j] = d * (hp[j] - nn) * z * (1 - z);                         \
+                dgb[2 * H + j] = dn * r;                                             \
+                dnb[j] = dn;                                                         \
+                dhb[j] = d * z;                                                      \
+            }                                                                        \
+        }                                                                            \
+    }                                                                                \
+    /* Elman step on n = rows * H contiguous values: h = act(g); with store,       \
+       g = act(g) too (kept for backward). */                                        \
+    LK_KERNEL void lk_rnn_fwd_##S(Py_ssize_t n, T *LK_RESTRICT g, T *LK_RESTRICT h,  \
+                                  int relu, int store) {                             \
+        if (relu) {                                                                  \
+            for (Py_ssize_t k = 0; k < n; k++) {                                     \
+                const T v = g[k] < 0 ? (T)0 : g[k];   /* NaN propagates */           \
+                h[k] = v; if (store) g[k] = v;                                       \
+            }                                                                        \
+        } else {                                                                     \
+            for (Py_ssize_t k = 0; k < n; k++) {                                     \
+                const T v = lk_tanh_##S(g[k]);                                       \
+                h[k] = v; if (store) g[k] = v;                                       \
+            }                                                                        \
+        }                                                                            \
+    }                                                                                \
+    /* Elman step backward: dg = dh * act'(pre) from the activations a. */          \
+    LK_KERNEL void lk_rnn_bwd_##S(Py_ssize_t n, const T *LK_RESTRICT a,              \
+                                  const T *LK_RESTRICT dh, T *LK_RESTRICT dg,        \
+                                  int relu) {                                        \
+        if (relu) {                                                                  \
+            for (Py_ssize_t k = 0; k < n; k++) dg[k] = a[k] > 0 ? dh[k] : (T)0;      \
+        } else {                                                                     \
+            for (Py_ssize_t k = 0; k < n; k++) dg[k] = dh[k] * (1 - a[k] * a[k]);    \
+        }                                                                            \
+    }
+
+    LK_DEFINE_KERNELS(float, f)
+    LK_DEFINE_KERNELS(double, d)
+    """
+    void lk_tanh_arr_f(Py_ssize_t n, const float* x, float* out) noexcept nogil
+    void lk_tanh_arr_d(Py_ssize_t n, const double* x, double* out) noexcept nogil
+    void lk_sigmoid_arr_f(Py_ssize_t n, const float* x, float* out) noexcept nogil
+    void lk_sigmoid_arr_d(Py_ssize_t n, const double* x, double* out) noexcept nogil
+    void lk_lstm_fwd_f(Py_ssize_t n, Py_ssize_t H, float* g, float* c, float* h,
+                       float* tanhc) noexcept nogil
+    void lk_lstm_fwd_d(Py_ssize_t n, Py_ssize_t H, double* g, double* c, double* h,
+                       double* tanhc) noexcept nogil
+    void lk_lstm_bwd_f(Py_ssize_t n, Py_ssize_t H, const float* g, const float* cprev,
+                       const float* tanhc, const float* dh, float* dc,
+                       float* dg) noexcept nogil
+    void lk_lstm_bwd_d(Py_ssize_t n, Py_ssize_t H, const double* g, const double* cprev,
+                       const double* tanhc, const double* dh, double* dc,
+                       double* dg) noexcept nogil
+    void lk_gru_fwd_f(Py_ssize_t n, Py_ssize_t H, float* gi, const float* gh,
+                      const float* bhn, float* h, float* ghn) noexcept nogil
+    void lk_gru_fwd_d(Py_ssize_t n, Py_ssize_t H, double* gi, const double* gh,
+                      const double* bhn, double* h, double* ghn) noexcept nogil
+    void lk_gru_bwd_f(Py_ssize_t n, Py_ssize_t H, const float* g, const float* ghn,
+                      const float* hprev, float* dh, float* dgh,
+                      float* dgin) noexcept nogil
+    void lk_gru_bwd_d(Py_ssize_t n, Py_ssize_t H, const double* g, const double* ghn,
+                      const double* hprev, double* dh, double* dgh,
+                      double* dgin) noexcept nogil
+    void lk_rnn_fwd_f(Py_ssize_t n, float* g, float* h, int relu, int store) noexcept nogil
+    void lk_rnn_fwd_d(Py_ssize_t n, double* g, double* h, int relu, int store) noexcept nogil
+    void lk_rnn_bwd_f(Py_ssize_t n, const float* a, const float* dh, float* dg,
+                      int relu) noexcept nogil
+    void lk_rnn_bwd_d(Py_ssize_t n, const double* a, const double* dh, double* dg,
+                      int relu) noexcept nogil
+
+
+# ---------------------------------------------------------------------------
+# BLAS and small helpers (C level)
+# ---------------------------------------------------------------------------
+
+cdef void _gemm(bint ta, bint tb, int m, int n, int k, floating alpha,
+                const floating* a, int lda, const floating* b, int ldb,
+                floating beta, floating* c, int ldc) noexcept nogil:
+    """Row-major ``C[m, n] = alpha * op(A) @ op(B) + beta * C`` (op = transpose if flag).
+
+    Fortran BLAS sees a row-major matrix as its transpose, so this is the
+    column-major ``C^T = op(B)^T op(A)^T``: operands and ``m``/``n`` swap.
+    A single row (``m == 1``, batch 1) goes to gemv: gemm would repack ``B``
+    on every call, which costs more than the product.  ``beta == 0`` never
+    reads ``C`` (BLAS semantics, kept on every path).
+    """
+    cdef char ca = b'T' if ta else b'N'
+    cdef char cb = b'T' if tb else b'N'
+    cdef int one = 1, inc
+    cdef Py_ssize_t i, j
+    if m <= 0 or n <= 0:
+        return
+    if k <= 0:  # empty sum: BLAS would reject the leading dimensions
+        for i in range(m):
+            for j in range(n):
+                c[i * ldc + j] = 0 if beta == 0 else beta * c[i * ldc + j]
+        return
+    if m == 1:
+        # tb: c = B @ a with B row-major (n, k) = column-major (k, n) -> gemv 'T'.
+        # not tb: c = a @ B, B row-major (k, n) = column-major (n, k) -> gemv 'N'.
+        if beta == 0:  # don't count on gemv ignoring y (NaN * 0 = NaN in some scal paths)
+            for j in range(n):
+                c[j] = 0
+        inc = lda if ta else 1  # stride of a's k values
+        if floating is float:
+            if tb:
+                sgemv(&cb, &k, &n, &alpha, <float*>b, &ldb, <float*>a, &inc,
+                      &beta, c, &one)
+            else:
+                sgemv(&cb, &n, &k, &alpha, <float*>b, &ldb, <float*>a, &inc,
+                      &beta, c, &one)
+        else:
+            if tb:
+                dgemv(&cb, &k, &n, &alpha, <double*>b, &ldb, <double*>a, &inc,
+                      &beta, c, &one)
+            else:
+                dgemv(&cb, &n, &k, &alpha, <double*>b, &ldb, <double*>a, &inc,
+                      &beta, c, &one)
+        return
+    # scipy declares the operands non-const (scipy/scipy#14262)
+    if floating is float:
+        sgemm(&cb, &ca, &n, &m, &k, &alpha, <float*>b, &ldb, <float*>a, &lda,
+              &beta, c, &ldc)
+    else:
+        dgemm(&cb, &ca, &n, &m, &k, &alpha, <double*>b, &ldb, <double*>a, &lda,
+              &beta, c, &ldc)
+
+
+cdef inline void _recurrent_gemm(int rows, int g, int p, const floating* h,
+                                 const floating* w_hh, floating beta,
+                                 floating* out) noexcept nogil:
+    """One step's recurrent product ``out[rows, g] = h[rows, p] @ w_hh[g, p]^T + beta*out``.
+
+    Kept apart: the one place a packed-weights small-GEMM kernel will go.
+    """
+    _gemm(False, True, rows, g, p, 1, h, p, w_hh, p, beta, out, g)
+
+
+cdef inline void _recurrent_gemm_bwd(int rows, int g, int p, const floating* dg,
+                                     const floating* w_hh, floating beta,
+                                     floating* dh) noexcept nogil:
+    """Its backward: ``dh[rows, p] = dg[rows, g] @ w_hh[g, p] + beta * dh``."""
+    _gemm(False, False, rows, p, g, 1, dg, g, w_hh, p, beta, dh, p)
+
+
+cdef void _input_projection(int n, int g, int i, const floating* x, const floating* w_ih,
+                            const floating* b1, int n1, const floating* b2, int n2,
+                            floating* out) noexcept nogil:
+    """``out[n, g] = x[n, i] @ w_ih[g, i]^T + b1 + b2``: one GEMM for all rows.
+
+    The biases (either may be NULL) cover the first ``n1``/``n2`` columns; each
+    row is pre-filled with their sum and the GEMM accumulates with beta = 1.
+    """
+    cdef Py_ssize_t r, j
+    cdef floating beta = 0
+    if n <= 0:
+        return
+    if b1 != NULL or b2 != NULL:
+        for j in range(g):
+            out[j] = 0
+        if b1 != NULL:
+            for j in range(n1):
+                out[j] += b1[j]
+        if b2 != NULL:
+            for j in range(n2):
+                out[j] += b2[j]
+        for r in range(1, n):
+            memcpy(out + r * g, out, g * sizeof(floating))
+        beta = 1
+    _gemm(False, True, n, g, i, 1, x, i, w_ih, i, beta, out, g)
+
+
+cdef inline void _add(Py_ssize_t n, floating* dst, const floating* src) noexcept nogil:
+    """``dst += src`` over ``n`` contiguous values."""
+    cdef Py_ssize_t k
+    for k in range(n):
+        dst[k] += src[k]
+
+
+cdef void _colsum(Py_ssize_t n, Py_ssize_t g, const floating* a, Py_ssize_t lda,
+                  floating* out) noexcept nogil:
+    """``out[g] = a[:n, :g].sum(axis=0)`` (row by row, vectorised along ``g``)."""
+    cdef Py_ssize_t r, j
+    for j in range(g):
+        out[j] = 0
+    for r in range(n):
+        _add(g, out, a + r * lda)
+
+
+cdef inline void _lstm_rows(Py_ssize_t n, Py_ssize_t H, floating* g, floating* c,
+                            floating* h, floating* tanhc) noexcept nogil:
+    if floating is float:
+        lk_lstm_fwd_f(n, H, g, c, h, tanhc)
+    else:
+        lk_lstm_fwd_d(n, H, g, c, h, tanhc)
+
+
+cdef inline void _lstm_rows_bwd(Py_ssize_t n, Py_ssize_t H, const floating* g,
+                                const floating* cprev, const floating* tanhc,
+                                const floating* dh, floating* dc,
+                                floating* dg) noexcept nogil:
+    if floating is float:
+        lk_lstm_bwd_f(n, H, g, cprev, tanhc, dh, dc, dg)
+    else:
+        lk_lstm_bwd_d(n, H, g, cprev, tanhc, dh, dc, dg)
+
+
+cdef inline void _gru_rows(Py_ssize_t n, Py_ssize_t H, floating* gi, const floating* gh,
+                           const floating* bhn, floating* h, floating* ghn) noexcept nogil:
+    if floating is float:
+        lk_gru_fwd_f(n, H, gi, gh, bhn, h, ghn)
+    else:
+        lk_gru_fwd_d(n, H, gi, gh, bhn, h, ghn)
+
+
+cdef inline void _gru_rows_bwd(Py_ssize_t n, Py_ssize_t H, const floating* g,
+                               const floating* ghn, const floating* hprev, floating* dh,
+                               floating* dgh, floating* dgin) noexcept nogil:
+    if floating is float:
+        lk_gru_bwd_f(n, H, g, ghn, hprev, dh, dgh, dgin)
+    else:
+        lk_gru_bwd_d(n, H, g, ghn, hprev, dh, dgh, dgin)
+
+
+cdef inline void _rnn_rows(Py_ssize_t n, floating* g, floating* h, bint relu,
+                           bint store) noexcept nogil:
+    if floating is float:
+        lk_rnn_fwd_f(n, g, h, relu, store)
+    else:
+        lk_rnn_fwd_d(n, g, h, relu, store)
+
+
+cdef inline void _rnn_rows_bwd(Py_ssize_t n, const floating* a, const floating* dh,
+                               floating* dg, bint relu) noexcept nogil:
+    if floating is float:
+        lk_rnn_bwd_f(n, a, dh, dg, relu)
+    else:
+        lk_rnn_bwd_d(n, a, dh, dg, relu)
+
+
+# ---------------------------------------------------------------------------
+# Time loops (C level).  Step order: forward t = 0..T-1, reverse t = T-1..0;
+# ``off`` is the first packed row of step t.  State rows 0..live-1 of ``h``/``c``
+# are the live sequences; the others keep their value, which gives both the
+# final state of finished rows (forward) and state0 of not-yet-started rows
+# (reverse).  Training copies h_prev/c_prev of every row into row-aligned caches.
+# ---------------------------------------------------------------------------
+
+cdef void _lstm_forward(Py_ssize_t T, const int64_t* bs, bint reverse, int N, int I,
+                        int H, int P, const floating* x, const floating* w_ih,
+                        const floating* w_hh, const floating* b_ih, const floating* b_hh,
+                        const floating* w_hr, floating* h, floating* c, floating* y,
+                        floating* gates, floating* hcell, floating* hprev,
+                        floating* cprev, floating* tanhc) noexcept nogil:
+    """LSTM layer-direction forward.  ``h`` (B, P), ``c`` (B, H): state0 in, state_n out.
+
+    ``gates`` (N, 4H) workspace (activations on return when training).  ``y``
+    (N, P) or NULL.  ``hcell``: projection only, ``(N, H)`` when training
+    (cached) else ``(B, H)``.  Training: ``hprev`` (N, P), ``cprev``/``tanhc``
+    (N, H) caches; all three NULL for inference.
+    """
+    cdef int G = 4 * H
+    cdef bint train = hprev != NULL
+    cdef Py_ssize_t s, t, off = N if reverse else 0
+    cdef int live
+    cdef floating* hc
+    _input_projection(N, G, I, x, w_ih, b_ih, G, b_hh, G, gates)
+    for s in range(T):
+        t = T - 1 - s if reverse else s
+        live = <int>bs[t]
+        if reverse:
+            off -= live
+        if live > 0:
+            if train:
+                memcpy(hprev + off * P, h, <size_t>live * P * sizeof(floating))
+                memcpy(cprev + off * H, c, <size_t>live * H * sizeof(floating))
+            _recurrent_gemm(live, G, P, h, w_hh, 1, gates + off * G)
+            if w_hr == NULL:
+                hc = h
+            else:
+                hc = hcell + off * H if train else hcell
+            _lstm_rows(live, H, gates + off * G, c, hc, tanhc + off * H if train else NULL)
+            if w_hr != NULL:
+                _gemm(False, True, live, P, H, 1, hc, H, w_hr, H, 0, h, P)
+            if y != NULL:
+                memcpy(y + off * P, h, <size_t>live * P * sizeof(floating))
+        if not reverse:
+            off += live
+
+
+cdef void _lstm_backward(Py_ssize_t T, const int64_t* bs, bint reverse, int N, int I,
+                         int H, int P, const floating* x, const floating* w_ih,
+                         const floating* w_hh, const floating* w_hr,
+                         const floating* gates, const floating* hprev,
+                         const floating* cprev, const floating* tanhc,
+                         const floating* hcell, const floating* dy, floating* dh,
+                         floating* dc, floating* dgates, floating* dhtot,
+                         floating* dhcell, floating* dx, floating* dw_ih,
+                         floating* dw_hh, floating* db_ih, floating* db_hh,
+                         floating* dw_hr) noexcept nogil:
+    """LSTM layer-direction backward through time.
+
+    ``dh`` (B, P), ``dc`` (B, H): d state_n in, d state0 out.  Workspaces
+    ``dgates`` (N, 4H); projection only: ``dhtot`` (N, P), ``dhcell`` (B, H).
+    Outputs ``dx`` (N, I), ``dw_ih`` (4H, I), ``dw_hh`` (4H, P), ``db_*`` (4H)
+    or NULL, ``dw_hr`` (P, H) or NULL.
+    """
+    cdef int G = 4 * H
+    cdef Py_ssize_t s, t, off = 0 if reverse else N
+    cdef int live
+    cdef const floating* src
+    for s in range(T):
+        t = s if reverse else T - 1 - s
+        live = <int>bs[t]
+        if not reverse:
+            off -= live
+        if live > 0:
+            if w_hr != NULL:
+                # total gradient of this step's h, kept for dW_hr
+                memcpy(dhtot + off * P, dh, <size_t>live * P * sizeof(floating))
+                _add(<Py_ssize_t>live * P, dhtot + off * P, dy + off * P)
+                _gemm(False, False, live, H, P, 1, dhtot + off * P, P, w_hr, H, 0, dhcell, H)
+                src = dhcell
+            else:
+                _add(<Py_ssize_t>live * P, dh, dy + off * P)
+                src = dh
+            _lstm_rows_bwd(live, H, gates + off * G, cprev + off * H, tanhc + off * H,
+                           src, dc, dgates + off * G)
+            _recurrent_gemm_bwd(live, G, P, dgates + off * G, w_hh, 0, dh)
+        if reverse:
+            off += live
+    _gemm(True, False, G, I, N, 1, dgates, G, x, I, 0, dw_ih, I)
+    _gemm(True, False, G, P, N, 1, dgates, G, hprev, P, 0, dw_hh, P)
+    _gemm(False, False, N, I, G, 1, dgates, G, w_ih, I, 0, dx, I)
+    if db_ih != NULL:
+        _colsum(N, G, dgates, G, db_ih)
+    if db_hh != NULL:
+        _colsum(N, G, dgates, G, db_hh)
+    if w_hr != NULL:
+        _gemm(True, False, P, H, N, 1, dhtot, P, hcell, H, 0, dw_hr, H)
+
+
+cdef void _gru_forward(Py_ssize_t T, const int64_t* bs, bint reverse, int N, int I, int H,
+                       const floating* x, const floating* w_ih, const floating* w_hh,
+                       const floating* b_ih, const floating* b_hh, floating* h,
+                       floating* y, floating* gates, floating* gh, floating* hprev,
+                       floating* ghn) noexcept nogil:
+    """GRU layer-direction forward.  ``h`` (B, H): state0 in, state_n out.
+
+    ``gates`` (N, 3H) gets ``x W_ih^T + b_ih + [b_hr, b_hz, 0]`` (b_hn stays
+    apart: r multiplies it), then r, z, n when training; ``gh`` (B, 3H) per-step
+    workspace; ``b_hh`` must not be NULL (zeros when bias=False).  Training:
+    ``hprev``/``ghn`` (N, H) caches, NULL for inference.
+    """
+    cdef int G = 3 * H
+    cdef bint train = hprev != NULL
+    cdef Py_ssize_t s, t, off = N if reverse else 0
+    cdef int live
+    _input_projection(N, G, I, x, w_ih, b_ih, G, b_hh, 2 * H, gates)
+    for s in range(T):
+        t = T - 1 - s if reverse else s
+        live = <int>bs[t]
+        if reverse:
+            off -= live
+        if live > 0:
+            if train:
+                memcpy(hprev + off * H, h, <size_t>live * H * sizeof(floating))
+            _recurrent_gemm(live, G, H, h, w_hh, 0, gh)
+            _gru_rows(live, H, gates + off * G, gh, b_hh + 2 * H, h,
+                      ghn + off * H if train else NULL)
+            if y != NULL:
+                memcpy(y + off * H, h, <size_t>live * H * sizeof(floating))
+        if not reverse:
+            off += live
+
+
+cdef void _gru_backward(Py_ssize_t T, const int64_t* bs, bint reverse, int N, int I, int H,
+                        const floating* x, const floating* w_ih, const floating* w_hh,
+                        const floating* gates, const floating* hprev, const floating* ghn,
+                        const floating* dy, floating* dh, floating* dgh, floating* dgin,
+                        floating* dx, floating* dw_ih, floating* dw_hh, floating* db_ih,
+                        floating* db_hh) noexcept nogil:
+    """GRU backward.  ``dh`` (B, H): d h_n in, d h_0 out.  Workspaces ``dgh`` (N, 3H)
+    (gradient of the recurrent product, n block times r) and ``dgin`` (N, H)
+    (the input part's n block; its r, z blocks equal ``dgh``'s)."""
+    cdef int G = 3 * H
+    cdef Py_ssize_t s, t, off = 0 if reverse else N
+    cdef int live
+    for s in range(T):
+        t = s if reverse else T - 1 - s
+        live = <int>bs[t]
+        if not reverse:
+            off -= live
+        if live > 0:
+            _add(<Py_ssize_t>live * H, dh, dy + off * H)
+            _gru_rows_bwd(live, H, gates + off * G, ghn + off * H, hprev + off * H, dh,
+                          dgh + off * G, dgin + off * H)
+            _recurrent_gemm_bwd(live, G, H, dgh + off * G, w_hh, 1, dh)
+        if reverse:
+            off += live
+    _gemm(True, False, G, H, N, 1, dgh, G, hprev, H, 0, dw_hh, H)
+    _gemm(True, False, 2 * H, I, N, 1, dgh, G, x, I, 0, dw_ih, I)
+    _gemm(True, False, H, I, N, 1, dgin, H, x, I, 0, dw_ih + 2 * H * I, I)
+    _gemm(False, False, N, I, 2 * H, 1, dgh, G, w_ih, I, 0, dx, I)
+    _gemm(False, False, N, I, H, 1, dgin, H, w_ih + 2 * H * I, I, 1, dx, I)
+    if db_hh != NULL:
+        _colsum(N, G, dgh, G, db_hh)
+    if db_ih != NULL:
+        _colsum(N, 2 * H, dgh, G, db_ih)
+        _colsum(N, H, dgin, H, db_ih + 2 * H)
+
+
+cdef void _rnn_forward(Py_ssize_t T, const int64_t* bs, bint reverse, bint relu, int N,
+                       int I, int H, const floating* x, const floating* w_ih,
+                       const floating* w_hh, const floating* b_ih, const floating* b_hh,
+                       floating* h, floating* y, floating* gates,
+                       floating* hprev) noexcept nogil:
+    """Elman RNN forward.  ``h`` (B, H) state0 in, state_n out; ``gates`` (N, H)
+    workspace, holding the activations when training (``hprev`` (N, H) given)."""
+    cdef bint train = hprev != NULL
+    cdef Py_ssize_t s, t, off = N if reverse else 0
+    cdef int live
+    _input_projection(N, H, I, x, w_ih, b_ih, H, b_hh, H, gates)
+    for s in range(T):
+        t = T - 1 - s if reverse else s
+        live = <int>bs[t]
+        if reverse:
+            off -= live
+        if live > 0:
+            if train:
+                memcpy(hprev + off * H, h, <size_t>live * H * sizeof(floating))
+            _recurrent_gemm(live, H, H, h, w_hh, 1, gates + off * H)
+            _rnn_rows(<Py_ssize_t>live * H, gates + off * H, h, relu, train)
+            if y != NULL:
+                memcpy(y + off * H, h, <size_t>live * H * sizeof(floating))
+        if not reverse:
+            off += live
+
+
+cdef void _rnn_backward(Py_ssize_t T, const int64_t* bs, bint reverse, bint relu, int N,
+                        int I, int H, const floating* x, const floating* w_ih,
+                        const floating* w_hh, const floating* act, const floating* hprev,
+                        const floating* dy, floating* dh, floating* dg, floating* dx,
+                        floating* dw_ih, floating* dw_hh, floating* db_ih,
+                        floating* db_hh) noexcept nogil:
+    """Elman RNN backward.  ``dh`` (B, H): d h_n in, d h_0 out; ``dg`` (N, H) workspace."""
+    cdef Py_ssize_t s, t, off = 0 if reverse else N
+    cdef int live
+    for s in range(T):
+        t = s if reverse else T - 1 - s
+        live = <int>bs[t]
+        if not reverse:
+            off -= live
+        if live > 0:
+            _add(<Py_ssize_t>live * H, dh, dy + off * H)
+            _rnn_rows_bwd(<Py_ssize_t>live * H, act + off * H, dh, dg + off * H, relu)
+            _recurrent_gemm_bwd(live, H, H, dg + off * H, w_hh, 0, dh)
+        if reverse:
+            off += live
+    _gemm(True, False, H, I, N, 1, dg, H, x, I, 0, dw_ih, I)
+    _gemm(True, False, H, H, N, 1, dg, H, hprev, H, 0, dw_hh, H)
+    _gemm(False, False, N, I, H, 1, dg, H, w_ih, I, 0, dx, I)
+    if db_ih != NULL:
+        _colsum(N, H, dg, H, db_ih)
+    if db_hh != NULL:
+        _colsum(N, H, dg, H, db_hh)
+
+
+# ---------------------------------------------------------------------------
+# Python entry points: check every shape (the C code trusts them), then run
+# the C kernels without the GIL.
+# ---------------------------------------------------------------------------
+
+cdef int _INT_MAX = 2147483647
+
+
+cdef int _shape(object name, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t want_rows,
+                Py_ssize_t want_cols) except -1:
+    if rows != want_rows or cols != want_cols:
+        raise ValueError(f"{name}: expected shape ({want_rows}, {want_cols}), "
+                         f"got ({rows}, {cols})")
+    return 0
+
+
+cdef int _vec(object name, Py_ssize_t n, Py_ssize_t want) except -1:
+    if n != want:
+        raise ValueError(f"{name}: expected shape ({want},), got ({n},)")
+    return 0
+
+
+cdef int _check_batch_sizes(const int64_t[::1] bs, Py_ssize_t B, Py_ssize_t N) except -1:
+    """batch_sizes must be non-increasing, within [0, B], and sum to N."""
+    cdef Py_ssize_t t, total = 0
+    cdef int64_t prev = B
+    for t in range(bs.shape[0]):
+        if bs[t] < 0 or bs[t] > prev:
+            raise ValueError(
+                f"batch_sizes must be non-increasing and within [0, {B}] "
+                f"(the state's batch size); got {[bs[k] for k in range(bs.shape[0])]}")
+        prev = bs[t]
+        total += bs[t]
+    if total != N:
+        raise ValueError(f"batch_sizes sum to {total} but the input has {N} rows")
+    return 0
+
+
+cdef int _check_dims(Py_ssize_t N, Py_ssize_t I, Py_ssize_t G, Py_ssize_t P) except -1:
+    if N > _INT_MAX or I > _INT_MAX or G > _INT_MAX or P > _INT_MAX:
+        raise ValueError("array dimensions must fit in a 32-bit BLAS int")
+    return 0
+
+
+cdef inline floating* _p2(floating[:, ::1] a) noexcept nogil:
+    """Data pointer of an optional array (NULL for None)."""
+    if a is None:
+        return NULL
+    return &a[0, 0]
+
+
+cdef inline const floating* _c1(const floating[::1] a) noexcept nogil:
+    if a is None:
+        return NULL
+    return &a[0]
+
+
+cdef inline const floating* _c2(const floating[:, ::1] a) noexcept nogil:
+    if a is None:
+        return NULL
+    return &a[0, 0]
+
+
+def lstm_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
+                 const floating[:, ::1] w_hh, const floating[::1] b_ih,
+                 const floating[::1] b_hh, const floating[:, ::1] w_hr,
+                 const int64_t[::1] batch_sizes, bint reverse,
+                 const floating[:, ::1] h0, const floating[:, ::1] c0,
+                 floating[:, ::1] h, floating[:, ::1] c, floating[:, ::1] y,
+                 floating[:, ::1] gates, floating[:, ::1] hcell,
+                 floating[:, ::1] hprev=None, floating[:, ::1] cprev=None,
+                 floating[:, ::1] tanhc=None):
+    """LSTM layer-direction forward over a packed sequence (see the module docstring).
+
+    ``x`` (N, I); ``w_ih`` (4H, I), ``w_hh`` (4H, P), ``b_ih``/``b_hh`` (4H) or
+    None, ``w_hr`` (P, H) or None.  ``h0`` (B, P), ``c0`` (B, H) are copied into
+    the outputs ``h``, ``c`` (state_n on return).  ``y`` (N, P) outputs or None.
+    ``gates`` (N, 4H) workspace.  ``hcell``: None without projection, else
+    (N, H) when training, (B, H) otherwise.  Training: pass ``hprev`` (N, P),
+    ``cprev``/``tanhc`` (N, H); ``gates`` then holds the activations i, f, g, o.
+    """
+    cdef Py_ssize_t N = x.shape[0], I = x.shape[1], G = w_ih.shape[0]
+    cdef Py_ssize_t H = G // 4, P = w_hh.shape[1], B = h0.shape[0]
+    cdef bint train = hprev is not None
+    if G % 4:
+        raise ValueError(f"weight_ih: expected 4*hidden_size rows, got {G}")
+    _check_dims(N, I, G, P)
+    _shape("weight_ih", w_ih.shape[0], w_ih.shape[1], G, I)
+    _shape("weight_hh", w_hh.shape[0], w_hh.shape[1], G, P)
+    if b_ih is not None:
+        _vec("bias_ih", b_ih.shape[0], G)
+    if b_hh is not None:
+        _vec("bias_hh", b_hh.shape[0], G)
+    if w_hr is not None:
+        _shape("weight_hr", w_hr.shape[0], w_hr.shape[1], P, H)
+    elif P != H:
+        raise ValueError(f"weight_hh: expected {H} columns without weight_hr, got {P}")
+    _shape("h0", h0.shape[0], h0.shape[1], B, P)
+    _shape("c0", c0.shape[0], c0.shape[1], B, H)
+    _shape("h", h.shape[0], h.shape[1], B, P)
+    _shape("c", c.shape[0], c.shape[1], B, H)
+    if y is not None:
+        _shape("y", y.shape[0], y.shape[1], N, P)
+    _shape("gates", gates.shape[0], gates.shape[1], N, G)
+    if w_hr is not None:
+        if hcell is None:
+            raise ValueError("hcell: a workspace is needed with weight_hr")
+        _shape("hcell", hcell.shape[0], hcell.shape[1], N if train else B, H)
+    if train:
+        if cprev is None or tanhc is None:
+            raise ValueError("training needs hprev, cprev and tanhc")
+        _shape("hprev", hprev.shape[0], hprev.shape[1], N, P)
+        _shape("cprev", cprev.shape[0], cprev.shape[1], N, H)
+        _shape("tanhc", tanhc.shape[0], tanhc.shape[1], N, H)
+    _check_batch_sizes(batch_sizes, B, N)
+    with nogil:
+        memmove(&h[0, 0], &h0[0, 0], B * P * sizeof(floating))
+        memmove(&c[0, 0], &c0[0, 0], B * H * sizeof(floating))
+        _lstm_forward(batch_sizes.shape[0], &batch_sizes[0], reverse, N, I, H, P,
+                      &x[0, 0], &w_ih[0, 0], &w_hh[0, 0], _c1(b_ih), _c1(b_hh), _c2(w_hr),
+                      &h[0, 0], &c[0, 0], _p2(y), &gates[0, 0], _p2(hcell),
+                      _p2(hprev), _p2(cprev), _p2(tanhc))
+
+
+def lstm_backward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
+                  const floating[:, ::1] w_hh, const floating[:, ::1] w_hr,
+                  const int64_t[::1] batch_sizes, bint reverse,
+                  const floating[:, ::1] gates, const floating[:, ::1] hprev,
+                  const floating[:, ::1] cprev, const floating[:, ::1] tanhc,
+                  const floating[:, ::1] hcell, const floating[:, ::1] dy,
+                  const floating[:, ::1] dhn, const floating[:, ::1] dcn,
+                  floating[:, ::1] dh0, floating[:, ::1] dc0, floating[:, ::1] dgates,
+                  floating[:, ::1] dhtot, floating[:, ::1] dhcell, floating[:, ::1] dx,
+                  floating[:, ::1] dw_ih, floating[:, ::1] dw_hh, floating[::1] db_ih,
+                  floating[::1] db_hh, floating[:, ::1] dw_hr):
+    """Backward of :func:`lstm_forward` (training mode) for the gradients ``dy`` (N, P),
+    ``dhn`` (B, P), ``dcn`` (B, H).
+
+    Cache inputs as filled by the forward.  Outputs: ``dh0`` (B, P), ``dc0``
+    (B, H), ``dx`` (N, I), ``dw_ih`` (4H, I), ``dw_hh`` (4H, P), ``db_ih``/``db_hh``
+    (4H) or None, ``dw_hr`` (P, H) or None.  Workspaces: ``dgates`` (N, 4H);
+    with projection ``dhtot`` (N, P) and ``dhcell`` (B, H), else None.
+    """
+    cdef Py_ssize_t N = x.shape[0], I = x.shape[1], G = w_ih.shape[0]
+    cdef Py_ssize_t H = G // 4, P = w_hh.shape[1], B = dhn.shape[0]
+    if G % 4:
+        raise ValueError(f"weight_ih: expected 4*hidden_size rows, got {G}")
+    _check_dims(N, I, G, P)
+    _shape("weight_ih", w_ih.shape[0], w_ih.shape[1], G, I)
+    _shape("weight_hh", w_hh.shape[0], w_hh.shape[1], G, P)
+    _shape("gates", gates.shape[0], gates.shape[1], N, G)
+    _shape("hprev", hprev.shape[0], hprev.shape[1], N, P)
+    _shape("cprev", cprev.shape[0], cprev.shape[1], N, H)
+    _shape("tanhc", tanhc.shape[0], tanhc.shape[1], N, H)
+    _shape("d_y", dy.shape[0], dy.shape[1], N, P)
+    _shape("d_h_n", dhn.shape[0], dhn.shape[1], B, P)
+    _shape("d_c_n", dcn.shape[0], dcn.shape[1], B, H)
+    _shape("dh0", dh0.shape[0], dh0.shape[1], B, P)
+    _shape("dc0", dc0.shape[0], dc0.shape[1], B, H)
+    _shape("dgates", dgates.shape[0], dgates.shape[1], N, G)
+    _shape("dx", dx.shape[0], dx.shape[1], N, I)
+    _shape("dw_ih", dw_ih.shape[0], dw_ih.shape[1], G, I)
+    _shape("dw_hh", dw_hh.shape[0], dw_hh.shape[1], G, P)
+    if db_ih is not None:
+        _vec("db_ih", db_ih.shape[0], G)
+    if db_hh is not None:
+        _vec("db_hh", db_hh.shape[0], G)
+    if w_hr is not None:
+        _shape("weight_hr", w_hr.shape[0], w_hr.shape[1], P, H)
+        if hcell is None or dhtot is None or dhcell is None or dw_hr is None:
+            raise ValueError("weight_hr needs hcell, dhtot, dhcell and dw_hr")
+        _shape("hcell", hcell.shape[0], hcell.shape[1], N, H)
+        _shape("dhtot", dhtot.shape[0], dhtot.shape[1], N, P)
+        _shape("dhcell", dhcell.shape[0], dhcell.shape[1], B, H)
+        _shape("dw_hr", dw_hr.shape[0], dw_hr.shape[1], P, H)
+    elif P != H:
+        raise ValueError(f"weight_hh: expected {H} columns without weight_hr, got {P}")
+    _check_batch_sizes(batch_sizes, B, N)
+    with nogil:
+        memmove(&dh0[0, 0], &dhn[0, 0], B * P * sizeof(floating))
+        memmove(&dc0[0, 0], &dcn[0, 0], B * H * sizeof(floating))
+        _lstm_backward(batch_sizes.shape[0], &batch_sizes[0], reverse, N, I, H, P,
+                       &x[0, 0], &w_ih[0, 0], &w_hh[0, 0], _c2(w_hr), &gates[0, 0],
+                       &hprev[0, 0], &cprev[0, 0], &tanhc[0, 0], _c2(hcell), &dy[0, 0],
+                       &dh0[0, 0], &dc0[0, 0], &dgates[0, 0], _p2(dhtot), _p2(dhcell),
+                       &dx[0, 0], &dw_ih[0, 0], &dw_hh[0, 0],
+                       NULL if db_ih is None else &db_ih[0],
+                       NULL if db_hh is None else &db_hh[0], _p2(dw_hr))
+
+
+def gru_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
+                const floating[:, ::1] w_hh, const floating[::1] b_ih,
+                const floating[::1] b_hh, const int64_t[::1] batch_sizes, bint reverse,
+                const floating[:, ::1] h0, floating[:, ::1] h, floating[:, ::1] y,
+                floating[:, ::1] gates, floating[:, ::1] gh,
+                floating[:, ::1] hprev=None, floating[:, ::1] ghn=None):
+    """GRU layer-direction forward over a packed sequence.
+
+    ``x`` (N, I); ``w_ih`` (3H, I), ``w_hh`` (3H, H), ``b_ih`` (3H) or None,
+    ``b_hh`` (3H) (zeros when the layer has no bias).  ``h0`` (B, H) is copied
+    into ``h`` (state_n on return); ``y`` (N, H) or None.  Workspaces ``gates``
+    (N, 3H), ``gh`` (B, 3H).  Training: ``hprev``/``ghn`` (N, H) caches; ``gates``
+    then holds r, z, n.
+    """
+    cdef Py_ssize_t N = x.shape[0], I = x.shape[1], G = w_ih.shape[0]
+    cdef Py_ssize_t H = G // 3, B = h0.shape[0]
+    cdef bint train = hprev is not None
+    if G % 3:
+        raise ValueError(f"weight_ih: expected 3*hidden_size rows, got {G}")
+    _check_dims(N, I, G, H)
+    _shape("weight_ih", w_ih.shape[0], w_ih.shape[1], G, I)
+    _shape("weight_hh", w_hh.shape[0], w_hh.shape[1], G, H)
+    if b_ih is not None:
+        _vec("bias_ih", b_ih.shape[0], G)
+    if b_hh is None:
+        raise ValueError("bias_hh: pass zeros when the layer has no bias")
+    _vec("bias_hh", b_hh.shape[0], G)
+    _shape("h0", h0.shape[0], h0.shape[1], B, H)
+    _shape("h", h.shape[0], h.shape[1], B, H)
+    if y is not None:
+        _shape("y", y.shape[0], y.shape[1], N, H)
+    _shape("gates", gates.shape[0], gates.shape[1], N, G)
+    _shape("gh", gh.shape[0], gh.shape[1], B, G)
+    if train:
+        if ghn is None:
+            raise ValueError("training needs hprev and ghn")
+        _shape("hprev", hprev.shape[0], hprev.shape[1], N, H)
+        _shape("ghn", ghn.shape[0], ghn.shape[1], N, H)
+    _check_batch_sizes(batch_sizes, B, N)
+    with nogil:
+        memmove(&h[0, 0], &h0[0, 0], B * H * sizeof(floating))
+        _gru_forward(batch_sizes.shape[0], &batch_sizes[0], reverse, N, I, H, &x[0, 0],
+                     &w_ih[0, 0], &w_hh[0, 0], _c1(b_ih), &b_hh[0], &h[0, 0], _p2(y),
+                     &gates[0, 0], &gh[0, 0], _p2(hprev), _p2(ghn))
+
+
+def gru_backward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
+                 const floating[:, ::1] w_hh, const int64_t[::1] batch_sizes,
+                 bint reverse, const floating[:, ::1] gates,
+                 const floating[:, ::1] hprev, const floating[:, ::1] ghn,
+                 const floating[:, ::1] dy, const floating[:, ::1] dhn,
+                 floating[:, ::1] dh0, floating[:, ::1] dgh, floating[:, ::1] dgin,
+                 floating[:, ::1] dx, floating[:, ::1] dw_ih, floating[:, ::1] dw_hh,
+                 floating[::1] db_ih, floating[::1] db_hh):
+    """Backward of :func:`gru_forward` (training mode) for ``dy`` (N, H), ``dhn`` (B, H).
+
+    Outputs ``dh0`` (B, H), ``dx`` (N, I), ``dw_ih`` (3H, I), ``dw_hh`` (3H, H),
+    ``db_ih``/``db_hh`` (3H) or None.  Workspaces ``dgh`` (N, 3H), ``dgin`` (N, H).
+    """
+    cdef Py_ssize_t N = x.shape[0], I = x.shape[1], G = w_ih.shape[0]
+    cdef Py_ssize_t H = G // 3, B = dhn.shape[0]
+    if G % 3:
+        raise ValueError(f"weight_ih: expected 3*hidden_size rows, got {G}")
+    _check_dims(N, I, G, H)
+    _shape("weight_ih", w_ih.shape[0], w_ih.shape[1], G, I)
+    _shape("weight_hh", w_hh.shape[0], w_hh.shape[1], G, H)
+    _shape("gates", gates.shape[0], gates.shape[1], N, G)
+    _shape("hprev", hprev.shape[0], hprev.shape[1], N, H)
+    _shape("ghn", ghn.shape[0], ghn.shape[1], N, H)
+    _shape("d_y", dy.shape[0], dy.shape[1], N, H)
+    _shape("d_h_n", dhn.shape[0], dhn.shape[1], B, H)
+    _shape("dh0", dh0.shape[0], dh0.shape[1], B, H)
+    _shape("dgh", dgh.shape[0], dgh.shape[1], N, G)
+    _shape("dgin", dgin.shape[0], dgin.shape[1], N, H)
+    _shape("dx", dx.shape[0], dx.shape[1], N, I)
+    _shape("dw_ih", dw_ih.shape[0], dw_ih.shape[1], G, I)
+    _shape("dw_hh", dw_hh.shape[0], dw_hh.shape[1], G, H)
+    if db_ih is not None:
+        _vec("db_ih", db_ih.shape[0], G)
+    if db_hh is not None:
+        _vec("db_hh", db_hh.shape[0], G)
+    _check_batch_sizes(batch_sizes, B, N)
+    with nogil:
+        memmove(&dh0[0, 0], &dhn[0, 0], B * H * sizeof(floating))
+        _gru_backward(batch_sizes.shape[0], &batch_sizes[0], reverse, N, I, H, &x[0, 0],
+                      &w_ih[0, 0], &w_hh[0, 0], &gates[0, 0], &hprev[0, 0], &ghn[0, 0],
+                      &dy[0, 0], &dh0[0, 0], &dgh[0, 0], &dgin[0, 0], &dx[0, 0],
+                      &dw_ih[0, 0], &dw_hh[0, 0],
+                      NULL if db_ih is None else &db_ih[0],
+                      NULL if db_hh is None else &db_hh[0])
+
+
+def rnn_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
+                const floating[:, ::1] w_hh, const floating[::1] b_ih,
+                const floating[::1] b_hh, const int64_t[::1] batch_sizes, bint reverse,
+                bint relu, const floating[:, ::1] h0, floating[:, ::1] h,
+                floating[:, ::1] y, floating[:, ::1] gates, floating[:, ::1] hprev=None):
+    """Elman RNN (tanh, or ReLU with ``relu``) layer-direction forward.
+
+    ``x`` (N, I); ``w_ih`` (H, I), ``w_hh`` (H, H), biases (H) or None.  ``h0``
+    (B, H) copied into ``h`` (state_n on return); ``y`` (N, H) or None;
+    ``gates`` (N, H) workspace.  Training: ``hprev`` (N, H) cache; ``gates`` then
+    holds the activations.
+    """
+    cdef Py_ssize_t N = x.shape[0], I = x.shape[1], H = w_ih.shape[0], B = h0.shape[0]
+    cdef bint train = hprev is not None
+    _check_dims(N, I, H, H)
+    _shape("weight_hh", w_hh.shape[0], w_hh.shape[1], H, H)
+    if b_ih is not None:
+        _vec("bias_ih", b_ih.shape[0], H)
+    if b_hh is not None:
+        _vec("bias_hh", b_hh.shape[0], H)
+    _shape("h0", h0.shape[0], h0.shape[1], B, H)
+    _shape("h", h.shape[0], h.shape[1], B, H)
+    if y is not None:
+        _shape("y", y.shape[0], y.shape[1], N, H)
+    _shape("gates", gates.shape[0], gates.shape[1], N, H)
+    if train:
+        _shape("hprev", hprev.shape[0], hprev.shape[1], N, H)
+    _check_batch_sizes(batch_sizes, B, N)
+    with nogil:
+        memmove(&h[0, 0], &h0[0, 0], B * H * sizeof(floating))
+        _rnn_forward(batch_sizes.shape[0], &batch_sizes[0], reverse, relu, N, I, H,
+                     &x[0, 0], &w_ih[0, 0], &w_hh[0, 0], _c1(b_ih), _c1(b_hh), &h[0, 0],
+                     _p2(y), &gates[0, 0], _p2(hprev))
+
+
+def rnn_backward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
+                 const floating[:, ::1] w_hh, const int64_t[::1] batch_sizes,
+                 bint reverse, bint relu, const floating[:, ::1] act,
+                 const floating[:, ::1] hprev, const floating[:, ::1] dy,
+                 const floating[:, ::1] dhn, floating[:, ::1] dh0, floating[:, ::1] dg,
+                 floating[:, ::1] dx, floating[:, ::1] dw_ih, floating[:, ::1] dw_hh,
+                 floating[::1] db_ih, floating[::1] db_hh):
+    """Backward of :func:`rnn_forward` (training mode): ``act`` is its ``gates``.
+
+    Outputs ``dh0`` (B, H), ``dx`` (N, I), ``dw_ih`` (H, I), ``dw_hh`` (H, H),
+    ``db_ih``/``db_hh`` (H) or None; workspace ``dg`` (N, H).
+    """
+    cdef Py_ssize_t N = x.shape[0], I = x.shape[1], H = w_ih.shape[0], B = dhn.shape[0]
+    _check_dims(N, I, H, H)
+    _shape("weight_hh", w_hh.shape[0], w_hh.shape[1], H, H)
+    _shape("act", act.shape[0], act.shape[1], N, H)
+    _shape("hprev", hprev.shape[0], hprev.shape[1], N, H)
+    _shape("d_y", dy.shape[0], dy.shape[1], N, H)
+    _shape("d_h_n", dhn.shape[0], dhn.shape[1], B, H)
+    _shape("dh0", dh0.shape[0], dh0.shape[1], B, H)
+    _shape("dg", dg.shape[0], dg.shape[1], N, H)
+    _shape("dx", dx.shape[0], dx.shape[1], N, I)
+    _shape("dw_ih", dw_ih.shape[0], dw_ih.shape[1], H, I)
+    _shape("dw_hh", dw_hh.shape[0], dw_hh.shape[1], H, H)
+    if db_ih is not None:
+        _vec("db_ih", db_ih.shape[0], H)
+    if db_hh is not None:
+        _vec("db_hh", db_hh.shape[0], H)
+    _check_batch_sizes(batch_sizes, B, N)
+    with nogil:
+        memmove(&dh0[0, 0], &dhn[0, 0], B * H * sizeof(floating))
+        _rnn_backward(batch_sizes.shape[0], &batch_sizes[0], reverse, relu, N, I, H,
+                      &x[0, 0], &w_ih[0, 0], &w_hh[0, 0], &act[0, 0], &hprev[0, 0],
+                      &dy[0, 0], &dh0[0, 0], &dg[0, 0], &dx[0, 0], &dw_ih[0, 0],
+                      &dw_hh[0, 0], NULL if db_ih is None else &db_ih[0],
+                      NULL if db_hh is None else &db_hh[0])
+
+
+# ---------------------------------------------------------------------------
+# One dense step (LSTMCell, GRUCell, RNNCell).  A Python loop over a cell pays
+# the argument handling on every call, so these entry points take plain
+# objects and read their buffers directly (a fraction of the cost of typed
+# memoryviews) and malloc their small workspace.
+# ---------------------------------------------------------------------------
+
+cdef struct _Buffers:
+    Py_buffer views[10]
+    int n       # views acquired so far (released by _release)
+    char kind   # b'f' or b'd': the dtype of the first buffer, which all share
+
+
+cdef int _take(_Buffers* bufs, object obj, object name, int ndim, Py_ssize_t d0,
+               Py_ssize_t d1, bint writable, void** data) except -1:
+    """Acquire ``obj``'s C-contiguous buffer; check dtype and shape (``-1``: any size)."""
+    cdef Py_buffer* v = &bufs.views[bufs.n]
+    cdef int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT
+    cdef char fmt
+    if writable:
+        flags |= PyBUF_WRITABLE
+    try:
+        PyObject_GetBuffer(obj, v, flags)
+    except (ValueError, BufferError, TypeError) as exc:  # e.g. not C-contiguous
+        raise ValueError(f"{name}: {exc}") from None
+    bufs.n += 1
+    fmt = v.format[0] if v.format != NULL and v.format[1] == 0 else 0
+    if fmt == 0 or (fmt != bufs.kind if bufs.kind else fmt != b'f' and fmt != b'd'):
+        raise ValueError(f"{name}: expected a float32 or float64 array of the input's dtype")
+    bufs.kind = fmt
+    if (v.ndim != ndim or (d0 >= 0 and v.shape[0] != d0)
+            or (ndim == 2 and d1 >= 0 and v.shape[1] != d1)):
+        got = tuple([v.shape[k] for k in range(v.ndim)])
+        want = (d0, d1)[:ndim]
+        raise ValueError(f"{name}: expected shape {want} (-1: any), got {got}")
+    data[0] = v.buf
+    return 0
+
+
+cdef void _release(_Buffers* bufs) noexcept:
+    cdef int k
+    for k in range(bufs.n):
+        PyBuffer_Release(&bufs.views[k])
+    bufs.n = 0
+
+
+cdef void* _workspace(char kind, Py_ssize_t n, bint poison) except NULL:
+    """``n`` uninitialised values (NaN with ``poison``, a test hook); free() it."""
+    cdef size_t item = sizeof(float) if kind == b'f' else sizeof(double)
+    cdef void* ws = malloc(max(n, 1) * item)
+    cdef Py_ssize_t k
+    if ws == NULL:
+        raise MemoryError()
+    if poison:
+        for k in range(n):
+            if kind == b'f':
+                (<float*>ws)[k] = NAN
+            else:
+                (<double*>ws)[k] = NAN
+    return ws
+
+
+cdef int _take_common(_Buffers* bufs, x, w_ih, w_hh, b_ih, b_hh, int gates,
+                      Py_ssize_t* dims, void** data) except -1:
+    """x (B, I), w_ih (gates*H, I), w_hh (gates*H, H), biases (gates*H) or None;
+    ``dims`` <- B, I, H; ``data`` <- the five data pointers (NULL for a None bias)."""
+    cdef Py_ssize_t g
+    _take(bufs, x, "input", 2, -1, -1, False, &data[0])
+    dims[0], dims[1] = bufs.views[0].shape[0], bufs.views[0].shape[1]
+    _take(bufs, w_ih, "weight_ih", 2, -1, dims[1], False, &data[1])
+    g = bufs.views[1].shape[0]
+    if g % gates:
+        raise ValueError(f"weight_ih: expected {gates}*hidden_size rows, got {g}")
+    dims[2] = g // gates
+    _take(bufs, w_hh, "weight_hh", 2, g, dims[2], False, &data[2])
+    data[3] = data[4] = NULL
+    if b_ih is not None:
+        _take(bufs, b_ih, "bias_ih", 1, g, -1, False, &data[3])
+    if b_hh is not None:
+        _take(bufs, b_hh, "bias_hh", 1, g, -1, False, &data[4])
+    _check_dims(dims[0], dims[1], g, dims[2])
+    return 0
+
+
+def lstm_step(x, w_ih, w_hh, b_ih, b_hh, h0, c0, h, c, bint poison=False):
+    """One LSTM step without projection (``LSTMCell``), inference.
+
+    ``x`` (B, I), ``w_ih`` (4H, I), ``w_hh`` (4H, H), ``b_ih``/``b_hh`` (4H) or
+    None, ``h0``/``c0`` (B, H) -> written into ``h``/``c`` (B, H).  float32 or
+    float64, one dtype, C-contiguous (else ValueError).  ``poison``: fill the
+    internal workspace with NaN first (a test hook).
+    """
+    cdef _Buffers bufs
+    cdef Py_ssize_t dims[3]
+    cdef void* d[9]
+    cdef void* ws = NULL
+    cdef int64_t bs
+    cdef Py_ssize_t B, H
+    bufs.n = 0
+    bufs.kind = 0
+    try:
+        _take_common(&bufs, x, w_ih, w_hh, b_ih, b_hh, 4, dims, d)
+        B, H = dims[0], dims[2]
+        _take(&bufs, h0, "h0", 2, B, H, False, &d[5])
+        _take(&bufs, c0, "c0", 2, B, H, False, &d[6])
+        _take(&bufs, h, "h", 2, B, H, True, &d[7])
+        _take(&bufs, c, "c", 2, B, H, True, &d[8])
+        ws = _workspace(bufs.kind, B * 4 * H, poison)
+        bs = B
+        with nogil:
+            if bufs.kind == b'f':
+                memmove(d[7], d[5], B * H * sizeof(float))
+                memmove(d[8], d[6], B * H * sizeof(float))
+                _lstm_forward(1, &bs, False, B, dims[1], H, H, <float*>d[0], <float*>d[1],
+                              <float*>d[2], <float*>d[3], <float*>d[4], <float*>NULL,
+                              <float*>d[7], <float*>d[8], <float*>NULL, <float*>ws,
+                              <float*>NULL, <float*>NULL, <float*>NULL, <float*>NULL)
+            else:
+                memmove(d[7], d[5], B * H * sizeof(double))
+                memmove(d[8], d[6], B * H * sizeof(double))
+                _lstm_forward(1, &bs, False, B, dims[1], H, H, <double*>d[0], <double*>d[1],
+                              <double*>d[2], <double*>d[3], <double*>d[4], <double*>NULL,
+                              <double*>d[7], <double*>d[8], <double*>NULL, <double*>ws,
+                              <double*>NULL, <double*>NULL, <double*>NULL, <double*>NULL)
+    finally:
+        free(ws)
+        _release(&bufs)
+
+
+def gru_step(x, w_ih, w_hh, b_ih, b_hh, h0, h, bint poison=False):
+    """One GRU step (``GRUCell``), inference: ``x`` (B, I), ``w_ih`` (3H, I),
+    ``w_hh`` (3H, H), biases (3H) or None, ``h0`` (B, H) -> written into ``h``."""
+    cdef _Buffers bufs
+    cdef Py_ssize_t dims[3]
+    cdef void* d[7]
+    cdef void* ws = NULL
+    cdef int64_t bs
+    cdef Py_ssize_t B, H, k
+    bufs.n = 0
+    bufs.kind = 0
+    try:
+        _take_common(&bufs, x, w_ih, w_hh, b_ih, b_hh, 3, dims, d)
+        B, H = dims[0], dims[2]
+        _take(&bufs, h0, "h0", 2, B, H, False, &d[5])
+        _take(&bufs, h, "h", 2, B, H, True, &d[6])
+        # gates (B, 3H), gh (B, 3H), then zeros standing in for a missing b_hh
+        ws = _workspace(bufs.kind, 6 * B * H + 3 * H, poison)
+        bs = B
+        with nogil:
+            if bufs.kind == b'f':
+                if d[4] == NULL:
+                    d[4] = <float*>ws + 6 * B * H
+                    for k in range(3 * H):
+                        (<float*>d[4])[k] = 0
+                memmove(d[6], d[5], B * H * sizeof(float))
+                _gru_forward(1, &bs, False, B, dims[1], H, <float*>d[0], <float*>d[1],
+                             <float*>d[2], <float*>d[3], <float*>d[4], <float*>d[6],
+                             <float*>NULL, <float*>ws, <float*>ws + 3 * B * H,
+                             <float*>NULL, <float*>NULL)
+            else:
+                if d[4] == NULL:
+                    d[4] = <double*>ws + 6 * B * H
+                    for k in range(3 * H):
+                        (<double*>d[4])[k] = 0
+                memmove(d[6], d[5], B * H * sizeof(double))
+                _gru_forward(1, &bs, False, B, dims[1], H, <double*>d[0], <double*>d[1],
+                             <double*>d[2], <double*>d[3], <double*>d[4], <double*>d[6],
+                             <double*>NULL, <double*>ws, <double*>ws + 3 * B * H,
+                             <double*>NULL, <double*>NULL)
+    finally:
+        free(ws)
+        _release(&bufs)
+
+
+def rnn_step(x, w_ih, w_hh, b_ih, b_hh, bint relu, h0, h, bint poison=False):
+    """One Elman step (``RNNCell``), inference: ``x`` (B, I), ``w_ih`` (H, I),
+    ``w_hh`` (H, H), biases (H) or None, ``h0`` (B, H) -> written into ``h``."""
+    cdef _Buffers bufs
+    cdef Py_ssize_t dims[3]
+    cdef void* d[7]
+    cdef void* ws = NULL
+    cdef int64_t bs
+    cdef Py_ssize_t B, H
+    bufs.n = 0
+    bufs.kind = 0
+    try:
+        _take_common(&bufs, x, w_ih, w_hh, b_ih, b_hh, 1, dims, d)
+        B, H = dims[0], dims[2]
+        _take(&bufs, h0, "h0", 2, B, H, False, &d[5])
+        _take(&bufs, h, "h", 2, B, H, True, &d[6])
+        ws = _workspace(bufs.kind, B * H, poison)
+        bs = B
+        with nogil:
+            if bufs.kind == b'f':
+                memmove(d[6], d[5], B * H * sizeof(float))
+                _rnn_forward(1, &bs, False, relu, B, dims[1], H, <float*>d[0], <float*>d[1],
+                             <float*>d[2], <float*>d[3], <float*>d[4], <float*>d[6],
+                             <float*>NULL, <float*>ws, <float*>NULL)
+            else:
+                memmove(d[6], d[5], B * H * sizeof(double))
+                _rnn_forward(1, &bs, False, relu, B, dims[1], H, <double*>d[0],
+                             <double*>d[1], <double*>d[2], <double*>d[3], <double*>d[4],
+                             <double*>d[6], <double*>NULL, <double*>ws, <double*>NULL)
+    finally:
+        free(ws)
+        _release(&bufs)
+
+
+# ---------------------------------------------------------------------------
+# Test twins of the C helpers
+# ---------------------------------------------------------------------------
+
+def tanh_array(const floating[::1] x, floating[::1] out):
+    """``out[:] = tanh(x)`` with the kernels' vectorised tanh (test twin)."""
+    if out.shape[0] != x.shape[0]:
+        raise ValueError("out: expected the shape of x")
+    with nogil:
+        if floating is float:
+            lk_tanh_arr_f(x.shape[0], &x[0], &out[0])
+        else:
+            lk_tanh_arr_d(x.shape[0], &x[0], &out[0])
+
+
+def sigmoid_array(const floating[::1] x, floating[::1] out):
+    """``out[:] = sigmoid(x) = tanh(x/2)/2 + 1/2`` with the kernels' tanh (test twin)."""
+    if out.shape[0] != x.shape[0]:
+        raise ValueError("out: expected the shape of x")
+    with nogil:
+        if floating is float:
+            lk_sigmoid_arr_f(x.shape[0], &x[0], &out[0])
+        else:
+            lk_sigmoid_arr_d(x.shape[0], &x[0], &out[0])
+
+
+def gemm(bint trans_a, bint trans_b, floating alpha, const floating[:, ::1] a,
+         const floating[:, ::1] b, floating beta, floating[:, ::1] c):
+    """``c[:] = alpha * op(a) @ op(b) + beta * c`` through the row-major BLAS wrapper
+    (test twin)."""
+    cdef Py_ssize_t m = a.shape[1] if trans_a else a.shape[0]
+    cdef Py_ssize_t k = a.shape[0] if trans_a else a.shape[1]
+    cdef Py_ssize_t kb = b.shape[1] if trans_b else b.shape[0]
+    cdef Py_ssize_t n = b.shape[0] if trans_b else b.shape[1]
+    if kb != k:
+        raise ValueError(f"inner dimensions differ: {k} and {kb}")
+    _shape("c", c.shape[0], c.shape[1], m, n)
+    _check_dims(m, k, n, 1)
+    with nogil:
+        _gemm(trans_a, trans_b, m, n, k, alpha, &a[0, 0], max(1, a.shape[1]), &b[0, 0],
+              max(1, b.shape[1]), beta, &c[0, 0], max(1, c.shape[1]))

@@ -1,0 +1,244 @@
+"""The ``cython`` backend: the fused kernels of :mod:`lstmkit._core`.
+
+The built-in cells (LSTM with or without projection, GRU, RNN tanh/ReLU) run
+in one compiled kernel per layer-direction; any other cell (a plugin's) runs on
+:class:`~lstmkit.backends.reference.ReferenceBackend`.  Arrays are float32 or
+float64; they are made C-contiguous (a copy only when needed) at this boundary.
+Nothing the caller passes is modified.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _core
+from ..cells import GRUCellType, LSTMCellType, RNNReluCellType, RNNTanhCellType
+from .base import Backend
+from .reference import ReferenceBackend
+
+#: Debug switch: when true, every array this backend allocates (outputs,
+#: caches, workspaces) starts filled with NaN instead of ``np.empty`` garbage,
+#: so a kernel that reads memory before writing it shows up in the results.
+POISON_WORKSPACES = False
+
+_REFERENCE = ReferenceBackend()
+_FUSED = (LSTMCellType, GRUCellType, RNNTanhCellType, RNNReluCellType)
+_KERNEL_NAMES = (
+    "lstm_forward", "lstm_backward", "gru_forward", "gru_backward", "rnn_forward",
+    "rnn_backward",
+)
+
+
+class _Kernels:
+    """One dtype's specialisations of the fused kernels, picked once (calling a
+    fused function directly would re-dispatch on every call)."""
+
+    __slots__ = _KERNEL_NAMES
+
+    def __init__(self, ctype: str):
+        for name in _KERNEL_NAMES:
+            setattr(self, name, getattr(_core, name)[ctype])
+
+
+_KERNELS = {np.dtype(np.float32): _Kernels("float"), np.dtype(np.float64): _Kernels("double")}
+
+
+class _Cache:
+    """What :meth:`CythonBackend.layer_backward` needs from a training forward."""
+
+    __slots__ = ("dtype", "batch_sizes", "reverse", "x", "arrays")
+
+    def __init__(self, dtype, batch_sizes, reverse, x, arrays):
+        self.dtype = dtype
+        self.batch_sizes = batch_sizes
+        self.reverse = reverse
+        self.x = x
+        self.arrays = arrays
+
+
+def _empty(shape, dtype):
+    if POISON_WORKSPACES:
+        return np.full(shape, np.nan, dtype)
+    return np.empty(shape, dtype)
+
+
+def _kernels(dtype):
+    kernels = _KERNELS.get(dtype)
+    if kernels is None:
+        raise TypeError(
+            f"the cython backend computes in float32 or float64; got arrays of dtype {dtype}"
+        )
+    return kernels
+
+
+def _arr(a, dtype):
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
+def _opt(a, dtype):
+    return None if a is None else np.ascontiguousarray(a, dtype=dtype)
+
+
+class CythonBackend(Backend):
+    """Compiled BLAS + SIMD kernels (``lstmkit._core``); the default backend."""
+
+    name = "cython"
+
+    # -- forward ----------------------------------------------------------------
+    def layer_forward(self, cell, params, x, batch_sizes, reverse, state0, training):
+        kind = type(cell)
+        if kind not in _FUSED:
+            return _REFERENCE.layer_forward(
+                cell, params, x, batch_sizes, reverse, state0, training
+            )
+        dt = np.asarray(x).dtype
+        k = _kernels(dt)
+        x = _arr(x, dt)
+        bs = np.ascontiguousarray(batch_sizes, dtype=np.int64)
+        reverse = bool(reverse)
+        w_ih = _arr(params["weight_ih"], dt)
+        w_hh = _arr(params["weight_hh"], dt)
+        b_ih = _opt(params.get("bias_ih"), dt)
+        b_hh = _opt(params.get("bias_hh"), dt)
+        h0 = _arr(state0[0], dt)
+        n, g, p, b = x.shape[0], w_ih.shape[0], w_hh.shape[1], h0.shape[0]
+        h = _empty((b, p), dt)
+        y = _empty((n, p), dt)
+        gates = _empty((n, g), dt)
+
+        if kind is LSTMCellType:
+            hid = g // 4
+            c0 = _arr(state0[1], dt)
+            w_hr = _opt(params.get("weight_hr"), dt)
+            c = _empty((b, hid), dt)
+            if not training:
+                hcell = None if w_hr is None else _empty((b, hid), dt)
+                k.lstm_forward(x, w_ih, w_hh, b_ih, b_hh, w_hr, bs, reverse, h0, c0,
+                               h, c, y, gates, hcell)
+                return y, (h, c), None
+            hcell = None if w_hr is None else _empty((n, hid), dt)
+            hprev, cprev, tanhc = _empty((n, p), dt), _empty((n, hid), dt), _empty((n, hid), dt)
+            k.lstm_forward(x, w_ih, w_hh, b_ih, b_hh, w_hr, bs, reverse, h0, c0,
+                           h, c, y, gates, hcell, hprev, cprev, tanhc)
+            cache = _Cache(dt, bs, reverse, x, (gates, hprev, cprev, tanhc, hcell))
+            return y, (h, c), cache
+
+        if kind is GRUCellType:
+            if b_hh is None:  # the kernel adds b_hn inside r * (.): zeros stand in
+                b_hh = np.zeros(g, dt)
+            gh = _empty((b, g), dt)
+            if not training:
+                k.gru_forward(x, w_ih, w_hh, b_ih, b_hh, bs, reverse, h0, h, y, gates, gh)
+                return y, (h,), None
+            hprev, ghn = _empty((n, p), dt), _empty((n, p), dt)
+            k.gru_forward(x, w_ih, w_hh, b_ih, b_hh, bs, reverse, h0, h, y, gates, gh,
+                          hprev, ghn)
+            return y, (h,), _Cache(dt, bs, reverse, x, (gates, hprev, ghn))
+
+        relu = kind is RNNReluCellType
+        if not training:
+            k.rnn_forward(x, w_ih, w_hh, b_ih, b_hh, bs, reverse, relu, h0, h, y, gates)
+            return y, (h,), None
+        hprev = _empty((n, p), dt)
+        k.rnn_forward(x, w_ih, w_hh, b_ih, b_hh, bs, reverse, relu, h0, h, y, gates, hprev)
+        return y, (h,), _Cache(dt, bs, reverse, x, (gates, hprev))
+
+    # -- backward ---------------------------------------------------------------
+    def layer_backward(self, cell, params, cache, d_y, d_state_n):
+        kind = type(cell)
+        if kind not in _FUSED:
+            return _REFERENCE.layer_backward(cell, params, cache, d_y, d_state_n)
+        if not isinstance(cache, _Cache):
+            raise TypeError(
+                "layer_backward needs the cache of a training-mode layer_forward of the "
+                f"cython backend; got {type(cache).__name__}"
+            )
+        dt = cache.dtype
+        k = _KERNELS[dt]
+        x, bs, reverse = cache.x, cache.batch_sizes, cache.reverse
+        w_ih = _arr(params["weight_ih"], dt)
+        w_hh = _arr(params["weight_hh"], dt)
+        d_y = _arr(d_y, dt)
+        dhn = _arr(d_state_n[0], dt)
+        n, i, g, p, b = x.shape[0], x.shape[1], w_ih.shape[0], w_hh.shape[1], dhn.shape[0]
+        has_bias = "bias_ih" in params
+        grads = {
+            "weight_ih": _empty((g, i), dt),
+            "weight_hh": _empty((g, p), dt),
+        }
+        if has_bias:
+            grads["bias_ih"] = _empty(g, dt)
+            grads["bias_hh"] = _empty(g, dt)
+        db_ih, db_hh = grads.get("bias_ih"), grads.get("bias_hh")
+        dx = _empty((n, i), dt)
+        dh0 = _empty((b, p), dt)
+
+        if kind is LSTMCellType:
+            hid = g // 4
+            gates, hprev, cprev, tanhc, hcell = cache.arrays
+            w_hr = _opt(params.get("weight_hr"), dt)
+            dcn = _arr(d_state_n[1], dt)
+            dc0 = _empty((b, hid), dt)
+            if w_hr is None:
+                dw_hr = dhtot = dhcell = None
+            else:
+                dw_hr = grads["weight_hr"] = _empty((p, hid), dt)
+                dhtot, dhcell = _empty((n, p), dt), _empty((b, hid), dt)
+            k.lstm_backward(x, w_ih, w_hh, w_hr, bs, reverse, gates, hprev, cprev, tanhc,
+                            hcell, d_y, dhn, dcn, dh0, dc0, _empty((n, g), dt), dhtot,
+                            dhcell, dx, grads["weight_ih"], grads["weight_hh"], db_ih,
+                            db_hh, dw_hr)
+            return dx, (dh0, dc0), self._keyed(params, grads)
+
+        if kind is GRUCellType:
+            gates, hprev, ghn = cache.arrays
+            k.gru_backward(x, w_ih, w_hh, bs, reverse, gates, hprev, ghn, d_y, dhn, dh0,
+                           _empty((n, g), dt), _empty((n, p), dt), dx, grads["weight_ih"],
+                           grads["weight_hh"], db_ih, db_hh)
+            return dx, (dh0,), self._keyed(params, grads)
+
+        gates, hprev = cache.arrays
+        k.rnn_backward(x, w_ih, w_hh, bs, reverse, kind is RNNReluCellType, gates, hprev,
+                       d_y, dhn, dh0, _empty((n, g), dt), dx, grads["weight_ih"],
+                       grads["weight_hh"], db_ih, db_hh)
+        return dx, (dh0,), self._keyed(params, grads)
+
+    @staticmethod
+    def _keyed(params, grads):
+        """``grads`` in the key order of ``params`` (a bias in one implies both)."""
+        return {name: grads[name] for name in params if name in grads}
+
+    # -- one step ---------------------------------------------------------------
+    def cell_step(self, cell, params, x, state):
+        """One inference step ``x`` (B, I) -> new state tuple; the ``LSTMCell`` hot path.
+
+        The arrays go straight to the kernel, whose buffer checks reject a
+        wrong dtype or layout; only then are they converted and the call retried.
+        """
+        kind = type(cell)
+        if kind not in _FUSED or "weight_hr" in params:
+            return Backend.cell_step(self, cell, params, x, state)
+        args = (x, params["weight_ih"], params["weight_hh"], params.get("bias_ih"),
+                params.get("bias_hh"))
+        try:
+            return _step(kind, args, state, x.dtype)
+        except ValueError:  # wrong dtype or not C-contiguous: convert, retry
+            dt = np.asarray(x).dtype
+            _kernels(dt)
+            args = tuple(_opt(a, dt) for a in args)
+            return _step(kind, args, tuple(_arr(s, dt) for s in state), dt)
+
+
+def _step(kind, args, state, dt):
+    """Run one step of a built-in cell: new state arrays."""
+    shape = (args[0].shape[0], state[0].shape[1])
+    poison = POISON_WORKSPACES
+    h = np.full(shape, np.nan, dt) if poison else np.empty(shape, dt)
+    if kind is LSTMCellType:
+        c = np.full(shape, np.nan, dt) if poison else np.empty(shape, dt)
+        _core.lstm_step(*args, state[0], state[1], h, c, poison)
+        return h, c
+    if kind is GRUCellType:
+        _core.gru_step(*args, state[0], h, poison)
+    else:
+        _core.rnn_step(*args, kind is RNNReluCellType, state[0], h, poison)
+    return (h,)
