@@ -66,7 +66,9 @@ def make_cli() -> click.Group:
         """List installed plugins: distribution, version, hooks, what they provide, status."""
         from .registry import get_registry
 
-        rows = [p for p in get_registry().plugins.values() if show_all or not p.builtin]
+        registry = get_registry()
+        registry.collect_all()
+        rows = [p for p in registry.plugins.values() if show_all or not p.builtin]
         if as_json:
             _echo_json([
                 {"name": p.name, "distribution": p.distribution, "version": p.version, "builtin": p.builtin,

@@ -169,25 +169,42 @@ class Registry:
         self._collect()
 
     # -- collection -------------------------------------------------------------------
-    def _collect(self, raise_errors: bool = False, only: str | None = None) -> None:
-        """Call every plugin's register_* hooks; the built-ins first, so a clash blames the newcomer."""
-        self.specs: dict[str, dict[str, Any]] = {"cell": {}, "backend": {}, "task": {}}
+    def _reset(self) -> None:
+        """Forget collected specs; each kind is collected again on first use."""
+        self.specs: dict[str, dict[str, Any]] = _Tables(self._collect_kind)
         self.providers: dict[tuple[str, str], PluginInfo] = {}
+        for info in self.plugins.values():
+            info.provides = []
+
+    def _collect(self, raise_errors: bool = False, only: str | None = None) -> None:
+        self._reset()
+        if raise_errors:
+            for kind in ("cell", "backend", "task"):
+                self._collect_kind(kind, raise_for=only)
+
+    def collect_all(self) -> None:
+        """Collect every kind now (for listings such as ``lstmkit plugins``)."""
+        for kind in ("cell", "backend", "task"):
+            self.specs[kind]
+
+    def _collect_kind(self, kind: str, raise_for: str | None = None) -> None:
+        """Call every plugin's ``register_<kind>s`` hook, built-ins first (a clash blames the newcomer).
+
+        Kinds are collected lazily, so building an LSTM never imports task code.
+        """
+        hook = f"register_{kind}s"
+        spec_type = _KINDS[hook][1]
+        dict.__setitem__(self.specs, kind, {})
         order = [BUILTIN] + [n for n in self._objects if n != BUILTIN]
         for name in order:
-            info = self.plugins[name]
-            if info.status != "ok":
+            info = self.plugins.get(name)
+            function = getattr(self._objects.get(name), hook, None)
+            if info is None or info.status != "ok" or function is None:
                 continue
-            plugin = self._objects[name]
-            info.provides = []
             try:
-                for hook, (kind, spec_type) in _KINDS.items():
-                    function = getattr(plugin, hook, None)
-                    if function is None:
-                        continue
-                    function(register=self._registrar(kind, spec_type, info))
+                function(register=self._registrar(kind, spec_type, info))
             except Exception as exc:
-                if raise_errors and (only is None or name == only):
+                if name == raise_for or name == BUILTIN:
                     raise
                 self._drop(info)
                 self._fail(info, f"failed while registering: {type(exc).__name__}: {exc}", exc)
@@ -264,6 +281,18 @@ class Registry:
         """Names of the backends that can run here, by priority (highest first)."""
         ranked = sorted(self.specs["backend"].values(), key=lambda s: -s.priority)
         return [s.name for s in ranked if s.is_available()[0]]
+
+
+class _Tables(dict):
+    """``specs[kind]``, collected from the plugins the first time a kind is asked for."""
+
+    def __init__(self, collect):
+        super().__init__()
+        self._collect = collect
+
+    def __missing__(self, kind):
+        self._collect(kind)
+        return dict.__getitem__(self, kind)
 
 
 def _installed(name: str) -> bool:
