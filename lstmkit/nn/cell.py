@@ -45,6 +45,7 @@ class RecurrentCell(Module):
             object.__setattr__(self, "bias_ih", None)
             object.__setattr__(self, "bias_hh", None)
         self._num_states = len(self.cell.state_names)
+        self._widths = self.cell.state_sizes(self.hidden_size)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -58,14 +59,13 @@ class RecurrentCell(Module):
         return type(self).__name__
 
     # -- forward --------------------------------------------------------------
-    def __call__(self, input, hx=None):
-        return self.forward(input, hx)
-
     def forward(self, input, hx=None):
         """One step: ``(h_1, c_1)`` for LSTM, ``h_1`` otherwise."""
         x, state, unbatched = self._prepare(input, hx)
         new_state = self.backend.cell_step(self.cell, self._parameters, x, state)
         return self._result(new_state, unbatched)
+
+    __call__ = forward  # no extra call per step in a Python loop
 
     def forward_train(self, input, hx=None):
         """One step that keeps what backward needs: ``result, backward``.
@@ -75,7 +75,7 @@ class RecurrentCell(Module):
         d_params)`` with ``d_hx`` structured like ``hx`` and ``d_params`` keyed
         like ``state_dict()``.
         """
-        x, state, unbatched = self._prepare(input, hx)
+        x, state, unbatched = self._prepare(input, hx, contiguous=True)
         batch_sizes = np.array([x.shape[0]], dtype=np.int64)
         params = self._parameters
         _, new_state, cache = self.backend.layer_forward(
@@ -97,44 +97,62 @@ class RecurrentCell(Module):
 
         return self._result(new_state, unbatched), backward
 
-    def _prepare(self, input, hx):
-        label = self._label
+    def _prepare(self, input, hx, contiguous=False):
+        """Check ``input``/``hx`` in PyTorch's order; return ``(x (B, I), state, unbatched)``.
+
+        This runs on every step of a Python loop, so it stays lean: cached
+        widths, no copies unless ``contiguous`` (training) asks for them.
+        """
         if type(input) is not np.ndarray:
-            checks.check_array(label, "input", input)
-        if input.ndim not in (1, 2):
-            raise ValueError(f"{label}: Expected input to be 1D or 2D, got {input.ndim}D instead")
-        unbatched = input.ndim == 1
+            checks.check_array(self._label, "input", input)
+        ndim = input.ndim
+        if ndim != 2 and ndim != 1:
+            raise ValueError(f"{self._label}: Expected input to be 1D or 2D, got {ndim}D instead")
+        tensors = None if hx is None else self._unpack_hx(hx)
+        if tensors is not None:
+            for i, t in enumerate(tensors):
+                if t.ndim != ndim and t.ndim not in (1, 2):
+                    what = f"hx[{i}]" if self._num_states > 1 else "hidden"
+                    raise ValueError(f"{self._label}: Expected {what} to be 1D or 2D, got {t.ndim}D instead")
+        unbatched = ndim == 1
         x = input[None, :] if unbatched else input
+        batch = x.shape[0]
         if x.shape[1] != self.input_size:
-            raise RuntimeError(
-                f"input has inconsistent input_size: got {x.shape[1]} expected {self.input_size}"
-            )
-        checks.check_dtype(label, "input", x, self._dtype)
-        widths = self.cell.state_sizes(self.hidden_size)
-        if hx is None:
-            state = tuple(np.zeros((x.shape[0], w), dtype=self._dtype) for w in widths)
-            return np.ascontiguousarray(x), state, unbatched
-        tensors = self._unpack_hx(hx)
+            raise RuntimeError(f"input has inconsistent input_size: got {x.shape[1]} expected {self.input_size}")
+        dtype = self._dtype
+        if x.dtype != dtype:
+            checks.check_dtype(self._label, "input", x, dtype)
+        if contiguous:
+            x = np.ascontiguousarray(x)
+        if tensors is None:
+            return x, tuple(np.zeros((batch, w), dtype=dtype) for w in self._widths), unbatched
         state = []
+        widths = self._widths
         for i, t in enumerate(tensors):
-            if t.ndim not in (1, 2):
-                what = f"hx[{i}]" if self._num_states > 1 else "hidden"
-                raise ValueError(f"{label}: Expected {what} to be 1D or 2D, got {t.ndim}D instead")
-            t = t[None] if unbatched else t
+            if unbatched:
+                t = t[None]
+            shape = t.shape
+            if len(shape) == 2 and shape[0] == batch and shape[1] == widths[i] and t.dtype == dtype:
+                state.append(np.ascontiguousarray(t) if contiguous else t)
+                continue
             # PyTorch's ATen checks: batch first, then width.
-            if t.shape[0] != x.shape[0]:
-                raise RuntimeError(
-                    f"Input batch size {x.shape[0]} doesn't match hidden{i} batch size {t.shape[0]}"
-                )
-            if t.ndim != 2 or t.shape[1] != widths[i]:
+            if t.shape[0] != batch:
+                raise RuntimeError(f"Input batch size {batch} doesn't match hidden{i} batch size {t.shape[0]}")
+            if t.ndim != 2 or t.shape[1] != self._widths[i]:
                 got = t.shape[1] if t.ndim > 1 else t.shape
-                raise RuntimeError(f"hidden{i} has inconsistent hidden_size: got {got}, expected {widths[i]}")
-            checks.check_dtype(label, "hx", t, self._dtype)
-            state.append(np.ascontiguousarray(t))
-        return np.ascontiguousarray(x), tuple(state), unbatched
+                raise RuntimeError(f"hidden{i} has inconsistent hidden_size: got {got}, expected {self._widths[i]}")
+            if t.dtype != dtype:
+                checks.check_dtype(self._label, "hx", t, dtype)
+            state.append(np.ascontiguousarray(t) if contiguous else t)
+        return x, tuple(state), unbatched
 
     def _unpack_hx(self, hx):
+        if type(hx) is tuple and len(hx) == self._num_states == 2 and type(hx[0]) is np.ndarray \
+                and type(hx[1]) is np.ndarray:
+            return hx  # the common LSTMCell case, checked cheaply
         if self._num_states == 1:
+            if type(hx) is np.ndarray:
+                return (hx,)
             checks.check_array(self._label, "hx", hx)
             return (hx,)
         if not isinstance(hx, (tuple, list)):

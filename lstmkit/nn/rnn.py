@@ -171,7 +171,7 @@ class Recurrent(Module):
             if isinstance(d_state, (tuple, list)) and isinstance(state, tuple) and len(d_state) == len(state):
                 # A None part of d_state counts as zeros.
                 d_state = tuple(np.zeros_like(s) if d is None else d for d, s in zip(d_state, state))
-            d_state_n = self._internal_state(layout, d_state, what="d_state")
+            d_state_n = self._internal_state(layout, self._state_parts(layout, d_state, "d_state"), "d_state")
             d_x, d_state0, d_layers = engine.stack_backward(
                 self.cell, self.backend, params, cache, d_y, d_state_n
             )
@@ -187,14 +187,23 @@ class Recurrent(Module):
         return output, state, backward
 
     def _run(self, input, hx, keep_cache):
+        # PyTorch's order: input rank, hx structure and rank, then dtype and sizes.
         layout = self._check_input(input)
-        state0 = self._internal_state(layout, hx, what="hx")
+        hx_parts = self._state_parts(layout, hx, "hx")
+        data = input.data if isinstance(input, PackedSequence) else input
+        checks.check_dtype("RNN", "input", data, self._dtype)
+        if data.shape[-1] != self.input_size:
+            raise RuntimeError(
+                f"input.size(-1) must be equal to input_size. Expected {self.input_size}, got {data.shape[-1]}"
+            )
+        state0 = self._internal_state(layout, hx_parts, "hx")
         if layout.steps == 0:
             raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
         xp = self.backend.xp
         x, batch_sizes = layout.rows(input, self._dtype, xp)
+        if keep_cache and isinstance(x, np.ndarray) and np.may_share_memory(x, data):
+            x = x.copy()  # the cache must not see later changes to the caller's array
         # Host (NumPy) input with a device backend: results come back to the host once.
-        data = input.data if isinstance(input, PackedSequence) else input
         on_host = isinstance(data, np.ndarray) and xp is not np
         finish = self.backend.to_host if on_host else _identity
         params = self._layer_params()
@@ -231,24 +240,16 @@ class Recurrent(Module):
                 raise ValueError(
                     f"{self._label}: Expected input to be 2D or 3D, got {input.ndim}D{tensor} instead"
                 )
-            data = input
-        checks.check_dtype("RNN", "input", data, self._dtype)
-        if data.shape[-1] != self.input_size:
-            raise RuntimeError(
-                f"input.size(-1) must be equal to input_size. Expected {self.input_size}, got {data.shape[-1]}"
-            )
         return engine.SequenceLayout.of(input, self.batch_first)
 
     def _state_shapes(self, batch: int) -> list[tuple[int, int, int]]:
         rows = self.num_layers * self.num_directions
         return [(rows, batch, w) for w in self.cell.state_sizes(self.hidden_size, self.proj_size)]
 
-    def _internal_state(self, layout, state, what):
-        """Caller's ``hx`` (or ``d_state``) -> tuple of internal ``(L*D, B, w)`` arrays."""
-        shapes = self._state_shapes(layout.batch)
-        xp = self.backend.xp
+    def _state_parts(self, layout, state, what):
+        """The caller's ``hx`` (or ``d_state``) as a list of arrays, structure and rank checked."""
         if state is None:
-            return tuple(xp.zeros(s, dtype=self._dtype) for s in shapes)
+            return None
         tensors = self._unpack_state(state, what)
         want = 2 if layout.unbatched else 3
         dims = [t.ndim for t in tensors]
@@ -258,6 +259,14 @@ class Recurrent(Module):
                 raise RuntimeError(f"For {kind} input, {what} should also be {want}-D but got {dims[0]}-D tensor")
             got = ", ".join(f"{d}-D" for d in dims)
             raise RuntimeError(f"For {kind} input, hx and cx should also be {want}-D but got ({got}) tensors")
+        return tensors
+
+    def _internal_state(self, layout, tensors, what):
+        """Checked parts (or ``None``: zeros) -> tuple of internal ``(L*D, B, w)`` arrays."""
+        shapes = self._state_shapes(layout.batch)
+        xp = self.backend.xp
+        if tensors is None:
+            return tuple(xp.zeros(s, dtype=self._dtype) for s in shapes)
         if layout.unbatched:
             tensors = [t[:, None, :] for t in tensors]
         for i, (t, shape) in enumerate(zip(tensors, shapes)):
