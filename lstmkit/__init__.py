@@ -9,11 +9,13 @@ gate order, equations and errors — on NumPy, with a Cython+BLAS core.
 """
 from . import utils
 from .hookspecs import hookimpl
-from .nn import GRU, GRUCell, LSTM, LSTMCell, Module, Recurrent, RecurrentCell, RNN, RNNCell
+from .model import SequenceModel
+from .nn import GRU, Embedding, GRUCell, Linear, LSTM, LSTMCell, Module, Recurrent, RecurrentCell, RNN, RNNCell
 
 __version__ = "0.1.0"
 
 __all__ = [
     "LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell",
-    "Recurrent", "RecurrentCell", "Module", "utils", "hookimpl", "__version__",
+    "Recurrent", "RecurrentCell", "Module", "Linear", "Embedding", "SequenceModel",
+    "utils", "hookimpl", "__version__",
 ]

@@ -1,4 +1,4 @@
-"""The built-in cells and backends, registered through the same hooks as any plugin."""
+"""The built-in cells, backends and tasks, registered through the same hooks as any plugin."""
 from __future__ import annotations
 
 from .cells import GRUCellType, LSTMCellType, RNNReluCellType, RNNTanhCellType
@@ -38,3 +38,12 @@ def register_backends(register):
                          description="Reference: the cell equations step by step in NumPy."))
     register(BackendSpec("cython", _cython_backend, _cython_available, priority=100,
                          description="Compiled core: Cython loops calling BLAS (scipy.linalg.cython_blas)."))
+
+
+@hookimpl
+def register_tasks(register):
+    # Imported here: task code loads only when the registry first collects tasks.
+    from .tasks import builtin_task_specs
+
+    for spec in builtin_task_specs():
+        register(spec)

@@ -1,0 +1,291 @@
+"""What every task shares: ``Split``, the ``Task`` base class, readers and metrics.
+
+A task is built by its ``TaskSpec.factory``::
+
+    task = factory(options, base_dir=config_dir, seed=run_seed, splits={"train": path | None, ...})
+
+and tells the trainer what model it needs (``input_kind``, ``input_size`` or
+``vocab_size``, ``output_size``, ``target``, ``loss``), gives the data
+(``data()``), scores outputs (``metrics``) and reads/writes ``lstmkit
+predict`` files (``read_inputs``, ``format_predictions``).
+
+Problems with the task's data or options raise :class:`TaskError` (a
+``ValueError``) whose message names the config key (``task.train``, ...).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+SPLITS = ("train", "valid", "test")
+
+
+class TaskError(ValueError):
+    """The task's options or data files are wrong (a configuration error, not a crash)."""
+
+
+class TaskOptions(BaseModel):
+    """Base of every built-in task's options model: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class Split:
+    """One split of a task's data, batch-first.
+
+    ``inputs``: ``(B, T, F)`` float32 features or ``(B, T)`` int64 token ids.
+    ``targets``: for ``target="sequence"`` ``(B, T, out)`` float32 or
+    ``(B, T)`` int64 class ids; for ``"last"`` ``(B, out)`` float32 or ``(B,)``
+    int64.  ``lengths``: ``(B,)`` int64 valid steps per sequence, or ``None``
+    (all ``T``); the loss mask of sequence targets is ``t < lengths[b]``.
+    """
+
+    inputs: np.ndarray
+    targets: np.ndarray
+    lengths: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def take(self, index) -> "Split":
+        """The examples at ``index`` (an index array or slice)."""
+        return Split(self.inputs[index], self.targets[index], None if self.lengths is None else self.lengths[index])
+
+    def mask(self) -> np.ndarray | None:
+        """``(B, T)`` bool valid-step mask, or ``None`` when every step is valid."""
+        if self.lengths is None:
+            return None
+        return np.arange(self.inputs.shape[1]) < self.lengths[:, None]
+
+
+class Task:
+    """Base class of the built-in tasks; a plugin's task may subclass it or just match its attributes.
+
+    Subclasses set ``name``, ``options_model``, ``metric_names``, the model
+    attributes, and implement ``_make_data()`` (called once, cached).
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    options_model: ClassVar[type[TaskOptions]] = TaskOptions
+    metric_names: ClassVar[tuple[str, ...]] = ()
+
+    input_kind: str = "features"  # "features" | "tokens"
+    input_size: int | None = None
+    vocab_size: int | None = None
+    output_size: int = 1
+    target: str = "sequence"  # "sequence" | "last"
+    loss: str = "mse"  # "mse" | "cross_entropy"
+
+    def __init__(self, options: dict | None = None, *, base_dir: Path | str = ".", seed: int | None = 0,
+                 splits: dict | None = None):
+        self.options = self.options_model(**(options or {}))
+        self.base_dir = Path(base_dir)
+        self.seed = 0 if seed is None else int(seed)
+        self.splits = {k: (splits or {}).get(k) for k in SPLITS}
+        self._data: dict[str, Split] | None = None
+
+    @classmethod
+    def spec(cls):
+        """The ``TaskSpec`` registering this task."""
+        from ..specs import TaskSpec
+
+        return TaskSpec(cls.name, cls, options_model=cls.options_model, description=cls.description,
+                        metrics=cls.metric_names)
+
+    def data(self) -> dict[str, Split]:
+        """``{"train": Split, "valid": Split, "test": Split}``, the same on every call (and for every run with this seed)."""
+        if self._data is None:
+            self._data = self._make_data()
+        return self._data
+
+    def _make_data(self) -> dict[str, Split]:
+        raise NotImplementedError
+
+    def metrics(self, outputs, targets, lengths=None) -> dict[str, float]:
+        """The task's metrics (names as in ``TaskSpec.metrics``) of model ``outputs`` against a split's targets."""
+        raise NotImplementedError
+
+    def read_inputs(self, path) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(inputs, lengths | None)`` from a ``lstmkit predict`` input file, scaled like the training data."""
+        raise NotImplementedError
+
+    def format_predictions(self, outputs, lengths=None) -> Any:
+        """Model outputs for :meth:`read_inputs`'s inputs as JSON-serialisable predictions."""
+        return np.asarray(outputs).tolist()
+
+    def describe(self) -> str:
+        """One line about the data, for ``--dry-run`` and the run log."""
+        sizes = ", ".join(f"{k} {len(v)}" for k, v in self.data().items())
+        return f"{self.name}: {sizes} sequences"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.options!r})"
+
+
+# -- helpers for synthetic tasks ----------------------------------------------------
+def split_rng(seed: int, split: str) -> np.random.Generator:
+    """An independent generator per (seed, split): changing one split's size leaves the others alone."""
+    return np.random.default_rng([int(seed), SPLITS.index(split)])
+
+
+def refuse_files(name: str, splits: dict) -> None:
+    """A synthetic task given ``task.train/valid/test`` files: a TaskError."""
+    given = [k for k in SPLITS if splits.get(k) is not None]
+    if given:
+        raise TaskError(
+            f"task {name!r} generates its data from the seed; task.{given[0]} should be null "
+            f"(set the sizes in task.options instead)"
+        )
+
+
+# -- helpers for file tasks ------------------------------------------------------------
+def resolve_file(base_dir: Path, value, key: str) -> Path:
+    """``value`` (relative to ``base_dir``) as an existing file, or a TaskError naming ``key``."""
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        path = base_dir / path
+    if not path.is_file():
+        raise TaskError(f"{key}: file not found: {path}")
+    return path
+
+
+def data_files(name: str, base_dir: Path, splits: dict, what: str) -> dict[str, Path | None]:
+    """The split files of a file task; ``task.train`` is required."""
+    if splits.get("train") is None:
+        raise TaskError(f"task {name!r} reads its data from a file: set task.train to {what}")
+    return {k: None if splits.get(k) is None else resolve_file(base_dir, splits[k], f"task.{k}") for k in SPLITS}
+
+
+def carve(n: int, valid_fraction: float, test_fraction: float, has_valid: bool, has_test: bool):
+    """Contiguous ``(train, valid, test)`` slices of ``n`` ordered items.
+
+    The rule for file tasks whose valid/test come from the train file: the
+    last ``round(test_fraction·n)`` items are test, the
+    ``round(valid_fraction·n)`` before them valid, the rest train (a split
+    that has its own file takes nothing).
+    """
+    n_test = 0 if has_test else int(round(test_fraction * n))
+    n_valid = 0 if has_valid else int(round(valid_fraction * n))
+    n_train = n - n_test - n_valid
+    return slice(0, n_train), slice(n_train, n_train + n_valid), slice(n_train + n_valid, n)
+
+
+def pad(sequences, dtype, fill=0) -> tuple[np.ndarray, np.ndarray]:
+    """Stack ``(L_i, ...)`` sequences into ``(B, max L, ...)`` plus int64 lengths ``(B,)``."""
+    lengths = np.array([len(s) for s in sequences], dtype=np.int64)
+    if len(sequences) == 0 or lengths.min() < 1:
+        raise TaskError("every input sequence needs at least one step")
+    first = np.asarray(sequences[0])
+    out = np.full((len(sequences), int(lengths.max())) + first.shape[1:], fill, dtype=dtype)
+    for i, s in enumerate(sequences):
+        out[i, : len(s)] = s
+    return out, lengths
+
+
+def _numbers(fields, where: str) -> list[float]:
+    try:
+        return [float(f) for f in fields]
+    except ValueError as exc:
+        raise TaskError(f"{where}: {exc}") from None
+
+
+def read_feature_sequences(path, num_features: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Feature sequences for ``lstmkit predict``: ``(inputs (B, T, F) float32, lengths or None)``.
+
+    Formats by extension:
+
+    - ``.npy``: an array ``(B, T, F)``, ``(T, F)`` (one sequence), or for
+      ``F = 1`` also ``(B, T)``;
+    - ``.npz``: ``inputs`` as above, optional ``lengths``;
+    - ``.json``: a list of sequences, each a list of steps; a step is a number
+      (``F = 1``) or a list of ``F`` numbers;
+    - anything else (``.txt``, ``.csv``): one sequence per line, ``F = 1``,
+      numbers separated by commas or spaces.
+
+    Sequences of different lengths are padded with zeros and ``lengths`` given.
+    """
+    path = Path(path)
+    lengths = None
+    if path.suffix in (".npy", ".npz"):
+        if path.suffix == ".npy":
+            arr = np.load(path, allow_pickle=False)
+        else:
+            with np.load(path, allow_pickle=False) as z:
+                if "inputs" not in z:
+                    raise TaskError(f"{path}: expected an array named 'inputs' (found: {', '.join(z.files)})")
+                arr = z["inputs"]
+                lengths = z["lengths"].astype(np.int64) if "lengths" in z else None
+        if arr.ndim == 2 and num_features == 1 and arr.shape[-1] != 1:
+            arr = arr[..., None]
+        elif arr.ndim == 2:
+            arr = arr[None]
+        if arr.ndim != 3 or arr.shape[-1] != num_features:
+            raise TaskError(f"{path}: expected inputs (batch, time, {num_features}), got shape {arr.shape}")
+        return np.ascontiguousarray(arr, dtype=np.float32), lengths
+    if path.suffix == ".json":
+        try:
+            raw = json.loads(path.read_text())
+            seqs = [np.asarray(s, dtype=np.float64).reshape(len(s), -1) for s in raw]
+        except (ValueError, TypeError) as exc:
+            raise TaskError(f"{path}: expected a JSON list of sequences of numbers: {exc}") from None
+    else:
+        if num_features != 1:
+            raise TaskError(f"{path}: this task has {num_features} features per step; use .npy, .npz or .json")
+        seqs = []
+        for i, line in enumerate(path.read_text().splitlines(), 1):
+            if line.strip():
+                seqs.append(np.array(_numbers(line.replace(",", " ").split(), f"{path}:{i}"))[:, None])
+    bad = [s.shape for s in seqs if s.shape[-1] != num_features]
+    if bad:
+        raise TaskError(f"{path}: expected {num_features} value(s) per step, got steps of {bad[0][-1]}")
+    inputs, lengths = pad(seqs, np.float32)
+    return inputs, (None if np.all(lengths == inputs.shape[1]) else lengths)
+
+
+def read_csv_table(path: Path, delimiter: str = ",") -> tuple[list[str], list[list[str]]]:
+    """``(header, rows)`` of a CSV file with a header row; blank lines skipped."""
+    with open(path, newline="") as f:
+        rows = [r for r in csv.reader(f, delimiter=delimiter) if r and any(c.strip() for c in r)]
+    if len(rows) < 2:
+        raise TaskError(f"{path}: expected a header row and at least one data row")
+    return [h.strip() for h in rows[0]], rows[1:]
+
+
+# -- metrics --------------------------------------------------------------------------
+def _valid(values: np.ndarray, lengths, steps_axis: int = 1) -> np.ndarray:
+    """Valid elements of ``(B, T, ...)`` ``values`` (all when ``lengths`` is None), stacked on axis 0."""
+    if lengths is None or values.ndim < 2:
+        return values.reshape((-1,) + values.shape[2:]) if values.ndim >= 2 else values
+    mask = np.arange(values.shape[steps_axis]) < np.asarray(lengths)[:, None]
+    return values[mask]
+
+
+def regression_metrics(outputs, targets, lengths=None, sequence: bool = True) -> dict[str, float]:
+    """``mse``, ``mae`` and ``rmse`` over valid elements (steps past ``lengths`` excluded)."""
+    err = np.asarray(outputs, dtype=np.float64) - np.asarray(targets, dtype=np.float64)
+    err = _valid(err, lengths) if sequence else err
+    mse = float(np.mean(err**2))
+    return {"mse": mse, "mae": float(np.mean(np.abs(err))), "rmse": math.sqrt(mse)}
+
+
+def accuracy(logits, target_ids, lengths=None, sequence: bool = True) -> float:
+    """Fraction of valid positions where ``argmax(logits) == target``."""
+    hits = np.argmax(np.asarray(logits), axis=-1) == np.asarray(target_ids)
+    hits = _valid(hits, lengths) if sequence else hits
+    return float(np.mean(hits)) if hits.size else float("nan")
+
+
+def log_softmax(logits) -> np.ndarray:
+    """``log softmax`` over the last axis, in float64."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))

@@ -1,0 +1,90 @@
+"""``sine``: forecast a noisy sum of sine waves ``horizon`` steps ahead, at every step."""
+from __future__ import annotations
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from .base import Split, Task, TaskOptions, read_feature_sequences, refuse_files, regression_metrics, split_rng
+
+
+class SineOptions(TaskOptions):
+    """`task.options` of the `sine` task."""
+
+    seq_len: int = Field(50, ge=1, description="Steps per sequence.")
+    horizon: int = Field(1, ge=1, description="Forecast this many steps ahead: target[t] = signal[t + horizon].")
+    components: int = Field(3, ge=1, description="Sine waves summed per sequence.")
+    min_period: float = Field(8.0, gt=0, description="Shortest period of a component, in steps.")
+    max_period: float = Field(40.0, gt=0, description="Longest period of a component, in steps.")
+    noise: float = Field(0.05, ge=0, description="Standard deviation of the Gaussian noise added to the inputs.")
+    num_train: int = Field(1000, ge=1, description="Training sequences.")
+    num_valid: int = Field(200, ge=1, description="Validation sequences.")
+    num_test: int = Field(200, ge=1, description="Test sequences.")
+    data_seed: int | None = Field(None, description="Seed of the data; null: the run's seed.")
+
+    @model_validator(mode="after")
+    def _periods(self):
+        if self.min_period > self.max_period:
+            raise ValueError(f"min_period ({self.min_period}) should not exceed max_period ({self.max_period})")
+        return self
+
+
+class SineTask(Task):
+    """Each sequence is ``s(t) = Σ_k a_k sin(2π t / p_k + φ_k)`` with ``K = components``
+    random waves (``p_k ~ U(min_period, max_period)``, ``φ_k ~ U(0, 2π)``,
+    amplitudes ``a_k ~ U(0.2, 1)`` normalised to sum to 1, so ``|s| ≤ 1``).
+
+    ``inputs[b, t, 0] = s(t) + noise·N(0, 1)``, ``targets[b, t, 0] = s(t + horizon)``
+    (clean) for ``t < seq_len``.  Regression, MSE loss on every step.
+    """
+
+    name = "sine"
+    description = "Forecast a noisy sum of sine waves `horizon` steps ahead, at every step (regression)."
+    options_model = SineOptions
+    metric_names = ("mse", "mae", "rmse")
+    input_kind, input_size, output_size, target, loss = "features", 1, 1, "sequence", "mse"
+
+    def __init__(self, options=None, *, base_dir=".", seed=0, splits=None):
+        super().__init__(options, base_dir=base_dir, seed=seed, splits=splits)
+        refuse_files(self.name, self.splits)
+
+    def _generate(self, rng: np.random.Generator, count: int) -> Split:
+        o = self.options
+        steps = np.arange(o.seq_len + o.horizon)
+        amp = rng.uniform(0.2, 1.0, (count, o.components, 1))
+        amp /= amp.sum(axis=1, keepdims=True)
+        period = rng.uniform(o.min_period, o.max_period, (count, o.components, 1))
+        phase = rng.uniform(0, 2 * np.pi, (count, o.components, 1))
+        signal = (amp * np.sin(2 * np.pi * steps / period + phase)).sum(axis=1)  # (count, T + horizon)
+        noisy = signal[:, : o.seq_len] + o.noise * rng.standard_normal((count, o.seq_len))
+        inputs = noisy[..., None].astype(np.float32)
+        targets = signal[:, o.horizon :, None].astype(np.float32)
+        return Split(inputs, targets, None)
+
+    def _make_data(self):
+        o = self.options
+        seed = self.seed if o.data_seed is None else o.data_seed
+        sizes = {"train": o.num_train, "valid": o.num_valid, "test": o.num_test}
+        return {k: self._generate(split_rng(seed, k), n) for k, n in sizes.items()}
+
+    def metrics(self, outputs, targets, lengths=None):
+        return regression_metrics(outputs, targets, lengths)
+
+    def read_inputs(self, path):
+        """Sequences of observed values (one per line in a text file, or .npy/.npz/.json)."""
+        return read_feature_sequences(path, 1)
+
+    def format_predictions(self, outputs, lengths=None):
+        """Per sequence: ``{"horizon": h, "forecast": value after the last step, "per_step": [...]}``."""
+        outputs = np.asarray(outputs, dtype=np.float64)
+        result = []
+        for b, seq in enumerate(outputs[..., 0]):
+            n = seq.shape[0] if lengths is None else int(lengths[b])
+            result.append({"horizon": self.options.horizon, "forecast": float(seq[n - 1]),
+                           "per_step": [float(v) for v in seq[:n]]})
+        return result
+
+    def describe(self):
+        o = self.options
+        return (f"sine: {o.num_train}/{o.num_valid}/{o.num_test} sequences of {o.seq_len} steps, "
+                f"{o.components} waves, forecast {o.horizon} step(s) ahead")
+
