@@ -167,6 +167,9 @@ class Registry:
             self.pm.unregister(plugin)
         self.plugins.pop(name, None)
         self._collect()
+        if self is _REGISTRY:  # forget instances of backends that went away with the plugin
+            for backend in [b for b in _BACKENDS if b not in self.specs["backend"]]:
+                del _BACKENDS[backend]
 
     # -- collection -------------------------------------------------------------------
     def _reset(self) -> None:
