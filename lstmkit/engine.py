@@ -57,7 +57,8 @@ class SequenceLayout:
             data = self.time_major(input)
             batch_sizes = np.full(self.steps, self.batch, dtype=np.int64)
             data = data.reshape(self.steps * self.batch, data.shape[-1])
-        return xp.ascontiguousarray(data, dtype=dtype), batch_sizes
+        # asarray first: cupy.ascontiguousarray accepts only device arrays.
+        return xp.ascontiguousarray(xp.asarray(data), dtype=dtype), batch_sizes
 
     def time_major(self, array):
         """``(T, B, F)`` view of a dense caller array shaped like the input or output."""

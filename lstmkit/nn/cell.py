@@ -62,8 +62,11 @@ class RecurrentCell(Module):
     def forward(self, input, hx=None):
         """One step: ``(h_1, c_1)`` for LSTM, ``h_1`` otherwise."""
         x, state, unbatched = self._prepare(input, hx)
-        new_state = self.backend.cell_step(self.cell, self._parameters, x, state)
-        return self._result(new_state, unbatched)
+        backend = self.backend
+        if backend.xp is np:
+            return self._result(backend.cell_step(self.cell, self._parameters, x, state), unbatched)
+        x, state, params, finish = self._on_device(input, x, state)
+        return self._result(finish(backend.cell_step(self.cell, params, x, state)), unbatched)
 
     __call__ = forward  # no extra call per step in a Python loop
 
@@ -77,25 +80,45 @@ class RecurrentCell(Module):
         """
         x, state, unbatched = self._prepare(input, hx, contiguous=True)
         batch_sizes = np.array([x.shape[0]], dtype=np.int64)
-        params = self._parameters
+        xp = self.backend.xp
+        params, finish = self._parameters, tuple
+        if xp is not np:
+            x, state, params, finish = self._on_device(input, x, state)
         _, new_state, cache = self.backend.layer_forward(
             self.cell, params, x, batch_sizes, False, state, True
         )
 
         def backward(d_result=None):
             if d_result is None:
-                d_state = tuple(np.zeros_like(s) for s in new_state)
+                d_state = tuple(xp.zeros_like(s) for s in new_state)
             else:
                 d_state = self._gradient_state(d_result, new_state, unbatched)
-            d_y = np.zeros_like(new_state[0])
+            d_y = xp.zeros_like(new_state[0])
             d_x, d_state0, d_params = self.backend.layer_backward(
                 self.cell, params, cache, d_y, d_state
             )
-            d_params = {name: d_params[name] for name in self._parameters}
+            names = list(self._parameters)
+            d_params = dict(zip(names, finish(d_params[name] for name in names)))
             d_x = d_x[0] if unbatched else d_x
-            return d_x, self._result(d_state0, unbatched), d_params
+            (d_x,) = finish((d_x,))
+            return d_x, self._result(finish(d_state0), unbatched), d_params
 
-        return self._result(new_state, unbatched), backward
+        return self._result(finish(new_state), unbatched), backward
+
+    def _on_device(self, input, x, state):
+        """For a device backend (``backend.xp`` is not NumPy, e.g. CuPy): the
+        step's input, state and parameters as ``xp`` arrays (NumPy ones copied
+        in), and ``finish(arrays) -> tuple`` that copies results back to NumPy
+        when the caller passed NumPy (else leaves them on the device)."""
+        backend = self.backend
+        xp = backend.xp
+        x = xp.ascontiguousarray(xp.asarray(x))
+        state = tuple(xp.ascontiguousarray(xp.asarray(s)) for s in state)
+        params = {name: xp.asarray(value) for name, value in self._parameters.items()}
+        if isinstance(input, np.ndarray):
+            to_host = backend.to_host
+            return x, state, params, lambda arrays: tuple(to_host(a) for a in arrays)
+        return x, state, params, tuple
 
     def _prepare(self, input, hx, contiguous=False):
         """Check ``input``/``hx`` in PyTorch's order; return ``(x (B, I), state, unbatched)``.
@@ -125,7 +148,8 @@ class RecurrentCell(Module):
         if contiguous:
             x = np.ascontiguousarray(x)
         if tensors is None:
-            return x, tuple(np.zeros((batch, w), dtype=dtype) for w in self._widths), unbatched
+            zeros = self.backend.xp.zeros  # on the backend's device
+            return x, tuple(zeros((batch, w), dtype=dtype) for w in self._widths), unbatched
         state = []
         widths = self._widths
         for i, t in enumerate(tensors):
@@ -171,12 +195,13 @@ class RecurrentCell(Module):
         if len(parts) != self._num_states:
             raise ValueError(f"d_result should have {self._num_states} arrays, got {len(parts)}")
         out = []
+        xp = self.backend.xp
         for d, s in zip(parts, state):
-            d = np.zeros_like(s) if d is None else np.asarray(d, dtype=self._dtype)
+            d = xp.zeros_like(s) if d is None else xp.asarray(d, dtype=self._dtype)
             d = d[None] if unbatched and d.ndim == 1 else d
             if d.shape != s.shape:
                 raise ValueError(f"gradient has shape {d.shape}; expected {s.shape[1:] if unbatched else s.shape}")
-            out.append(np.ascontiguousarray(d))
+            out.append(xp.ascontiguousarray(d))
         return tuple(out)
 
     def _result(self, state, unbatched):

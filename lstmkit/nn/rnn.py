@@ -274,7 +274,7 @@ class Recurrent(Module):
                 which = f"hidden[{i}]" if len(shapes) > 1 else "hidden"
                 raise RuntimeError(f"Expected {which} size {shape}, got {checks.shape_list(t.shape)}")
             checks.check_dtype(self._label, what, t, self._dtype)
-        return tuple(xp.ascontiguousarray(layout.state_in(t)) for t in tensors)
+        return tuple(xp.ascontiguousarray(xp.asarray(layout.state_in(t))) for t in tensors)
 
     def _unpack_state(self, state, what):
         n = len(self.cell.state_names)

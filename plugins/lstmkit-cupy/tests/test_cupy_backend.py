@@ -1,0 +1,272 @@
+"""The cupy backend's layer-direction contract, on the CPU.
+
+Three variants of the same backend code run here (see ``lkc_helpers``):
+
+* ``array_ops``: ``CupyBackend(xp=numpy)``, gate math as array operations;
+* ``emulated_cuda``: the same, with the CUDA ``ElementwiseKernel`` source
+  compiled for the CPU and called element by element (``cuda_emulation``);
+* ``fake_device``: ``CupyBackend(xp=fakecupy)``, a strict stand-in for CuPy
+  that refuses to mix host and device arrays (``fake_device``).
+
+Each is compared with lstmkit's ``numpy`` reference and ``cython`` backends —
+every built-in cell, with and without bias, packed and dense, forward and
+reverse, float32 and float64: outputs, final states, inference forward and
+every gradient — and checked by float64 central differences on its own.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fake_device
+from lkc_helpers import (
+    CELLS, LAYOUTS, TOL, VARIANTS, FallbackLSTM, assert_results_close, host, make_problem,
+    references, rel_err, run_layer,
+)
+from lstmkit.backends.reference import ReferenceBackend
+from lstmkit_cupy import CupyBackend
+from lstmkit_cupy.kernels import ArrayGateMath, gate_math
+
+DTYPES = [np.float64, np.float32]
+
+
+@pytest.fixture(params=sorted(VARIANTS))
+def variant(request):
+    return VARIANTS[request.param]()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+@pytest.mark.parametrize("cell,proj", CELLS, ids=[f"{c}-proj{p}" for c, p in CELLS])
+def test_layer_matches_reference_and_cython(variant, cell, proj, bias, layout, reverse, dtype):
+    cell, params, x, bs, state0 = make_problem(cell, proj, bias, LAYOUTS[layout], dtype)
+    got = run_layer(variant, cell, params, x, bs, reverse, state0)
+    for name, reference in references():
+        want = run_layer(reference, cell, params, x, bs, reverse, state0)
+        assert_results_close(got, want, dtype, f"vs {name}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_larger_random_shapes_match_reference(variant, dtype):
+    rng = np.random.default_rng(11)
+    for _ in range(6):
+        name, proj = CELLS[rng.integers(len(CELLS))]
+        steps, batch = int(rng.integers(1, 12)), int(rng.integers(1, 7))
+        lengths = np.sort(rng.integers(1, steps + 1, size=batch))[::-1]
+        lengths[0] = steps
+        bs = [(lengths > t).sum() for t in range(steps)]
+        hidden = int(rng.integers(4, 20))
+        proj = int(rng.integers(1, hidden)) if proj else 0
+        cell, params, x, bs, state0 = make_problem(
+            name, proj, bool(rng.integers(2)), bs, dtype, seed=int(rng.integers(1000)),
+            input_size=int(rng.integers(1, 9)), hidden=hidden,
+        )
+        reverse = bool(rng.integers(2))
+        got = run_layer(variant, cell, params, x, bs, reverse, state0)
+        want = run_layer(ReferenceBackend(), cell, params, x, bs, reverse, state0)
+        assert_results_close(got, want, dtype, f"{name} proj={proj} bs={list(bs)}")
+
+
+# -- gradients on its own: float64 central differences -------------------------------------
+EPS = 1e-6
+
+
+def _numeric(f, array):
+    grad = np.zeros_like(array)
+    for index in np.ndindex(array.shape):
+        old = array[index]
+        array[index] = old + EPS
+        plus = f()
+        array[index] = old - EPS
+        minus = f()
+        array[index] = old
+        grad[index] = (plus - minus) / (2 * EPS)
+    return grad
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("cell,proj", CELLS + [("fallback", 0)],
+                         ids=[f"{c}-proj{p}" for c, p in CELLS] + ["fallback"])
+def test_gradients_match_central_differences(variant, cell, proj, reverse):
+    if cell == "fallback":
+        cell = FallbackLSTM()
+    cell, params, x, bs, state0 = make_problem(cell, proj, True, [3, 2, 2, 1], np.float64, seed=3)
+    state0 = tuple(s.copy() for s in state0)
+    rng = np.random.default_rng(4)
+    y, state, cache = variant.layer_forward(cell, params, x, bs, reverse, state0, True)
+    w_y = rng.standard_normal(y.shape)
+    w_s = [rng.standard_normal(s.shape) for s in state]
+
+    def loss():
+        yy, ss, _ = variant.layer_forward(cell, params, x, bs, reverse, state0, False)
+        return float((host(yy) * w_y).sum() + sum((host(s) * w).sum() for s, w in zip(ss, w_s)))
+
+    d_x, d_state0, d_params = variant.layer_backward(cell, params, cache, w_y, tuple(w_s))
+    checks = [("x", d_x, x)] + [(f"state0[{k}]", d, s) for k, (d, s) in enumerate(zip(d_state0, state0))]
+    checks += [(name, d_params[name], params[name]) for name in params]
+    for what, analytic, array in checks:
+        numeric = _numeric(loss, array)
+        err = np.abs(host(analytic) - numeric).max() / max(1.0, np.abs(numeric).max())
+        assert err < 1e-7, f"d_{what}: max error {err:.2e}"
+
+
+# -- contract details ------------------------------------------------------------------------
+@pytest.mark.parametrize("cell,proj", CELLS + [("fallback", 0)],
+                         ids=[f"{c}-proj{p}" for c, p in CELLS] + ["fallback"])
+def test_nothing_the_caller_passes_is_modified(variant, cell, proj):
+    if cell == "fallback":
+        cell = FallbackLSTM()
+    cell, params, x, bs, state0 = make_problem(cell, proj, True, [3, 3, 1], np.float64)
+    xp = variant.xp
+    params_d = {k: xp.asarray(v) for k, v in params.items()}
+    x_d, state_d = xp.asarray(x), tuple(xp.asarray(s) for s in state0)
+    y, state, cache = variant.layer_forward(cell, params_d, x_d, bs, True, state_d, True)
+    d_y = xp.asarray(np.ones(y.shape))
+    d_state = tuple(xp.asarray(np.ones(s.shape)) for s in state)
+    saved = [host(a) for a in (x_d, *state_d, *params_d.values(), d_y, *d_state)]
+    variant.layer_backward(cell, params_d, cache, d_y, d_state)
+    variant.layer_forward(cell, params_d, x_d, bs, False, state_d, False)
+    after = [host(a) for a in (x_d, *state_d, *params_d.values(), d_y, *d_state)]
+    for before, now in zip(saved, after):
+        np.testing.assert_array_equal(before, now)
+    assert list(bs) == [3, 3, 1]
+
+
+@pytest.mark.parametrize("cell,proj", CELLS, ids=[f"{c}-proj{p}" for c, p in CELLS])
+def test_backward_is_repeatable_and_caches_are_not_shared(variant, cell, proj):
+    cell, params, x, bs, state0 = make_problem(cell, proj, True, [2, 2, 1], np.float64)
+    y, state, cache = variant.layer_forward(cell, params, x, bs, False, state0, True)
+    d_y, d_state = np.ones(y.shape), tuple(np.ones(s.shape) for s in state)
+    first = variant.layer_backward(cell, params, cache, d_y, d_state)
+    y[...] = 123.0  # the caller owns y: changing it must not change the gradients
+    for s in state:
+        s[...] = -7.0
+    other = make_problem(cell, proj, True, [2, 2, 1], np.float64, seed=9)
+    variant.layer_forward(cell, other[1], other[2], bs, False, other[4], True)
+    second = variant.layer_backward(cell, params, cache, d_y, d_state)
+    np.testing.assert_array_equal(host(first[0]), host(second[0]))
+    for name in first[2]:
+        np.testing.assert_array_equal(host(first[2][name]), host(second[2][name]))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("cell,proj", CELLS + [("fallback", 0)],
+                         ids=[f"{c}-proj{p}" for c, p in CELLS] + ["fallback"])
+def test_cell_step_is_one_step_of_the_reference(variant, cell, proj, dtype):
+    if cell == "fallback":
+        cell = FallbackLSTM()
+    cell, params, x, bs, state0 = make_problem(cell, proj, True, [4], dtype)
+    got = variant.cell_step(cell, params, x, state0)
+    want = ReferenceBackend().cell_step(cell, params, x, state0)
+    assert len(got) == len(want)
+    for a, b in zip(got, want):
+        assert rel_err(host(a), b) <= TOL[np.dtype(dtype)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_plugin_cells_run_the_reference_step_on_the_backend(dtype):
+    backend = CupyBackend(xp=fake_device.make())
+    cell, params, x, bs, state0 = make_problem(FallbackLSTM(), 0, True, [3, 2, 1], dtype)
+    got = run_layer(backend, cell, params, x, bs, False, state0)
+    want = run_layer(ReferenceBackend(), cell, params, x, bs, False, state0)
+    assert_results_close(got, want, dtype, "fallback cell")
+    _, _, cache = backend.layer_forward(cell, params, x, bs, False, state0, True)
+    assert type(cache).__name__ != "_Cache"  # the reference's own cache: no fused path took it
+
+
+def test_only_float32_and_float64():
+    cell, params, x, bs, state0 = make_problem("lstm", 0, True, [2], np.float64)
+    to16 = lambda a: a.astype(np.float16)  # noqa: E731
+    with pytest.raises(TypeError, match="float32 or float64"):
+        CupyBackend(xp=np).layer_forward(
+            cell, {k: to16(v) for k, v in params.items()}, to16(x), bs, False, tuple(map(to16, state0)), False
+        )
+
+
+def test_backward_refuses_a_foreign_cache():
+    cell, params, x, bs, state0 = make_problem("gru", 0, True, [2, 1], np.float64)
+    _, _, ref_cache = ReferenceBackend().layer_forward(cell, params, x, bs, False, state0, True)
+    with pytest.raises(TypeError, match="training-mode layer_forward of the cupy backend"):
+        CupyBackend(xp=np).layer_backward(cell, params, ref_cache, np.ones((3, 4)), (np.ones((2, 4)),))
+
+
+def test_device_arrays_are_used_without_copies():
+    """Arrays already on the device, C-contiguous, in the right dtype: no host->device copy."""
+    fx = fake_device.make()
+    backend = CupyBackend(xp=fx)
+    for name, proj in CELLS + [(FallbackLSTM(), 0)]:
+        cell, params, x, bs, state0 = make_problem(name, proj, True, [3, 3, 2], np.float32)
+        params_d = {k: fx.asarray(v) for k, v in params.items()}
+        x_d, state_d = fx.asarray(x), tuple(fx.asarray(s) for s in state0)
+        assert backend._dev(x_d, np.float32) is x_d
+        before = fx.host_to_device
+        y, state, cache = backend.layer_forward(cell, params_d, x_d, bs, False, state_d, True)
+        d_y = fx.zeros(y.shape, np.float32)
+        d_state = tuple(fx.zeros(s.shape, np.float32) for s in state)
+        d_x, d_state0, d_params = backend.layer_backward(cell, params_d, cache, d_y, d_state)
+        assert fx.host_to_device == before, "device inputs were copied from the host"
+        assert fx.device_to_host == 0
+        for a in (y, *state, d_x, *d_state0, *d_params.values()):
+            assert isinstance(a, fake_device.DeviceArray)
+
+
+def test_host_arrays_are_copied_in_once():
+    fx = fake_device.make()
+    backend = CupyBackend(xp=fx)
+    cell, params, x, bs, state0 = make_problem("lstm", 0, True, [3, 3, 2], np.float32)
+    y, state, _ = backend.layer_forward(cell, params, x, bs, False, state0, False)
+    assert fx.host_to_device == 1 + len(params) + len(state0)  # x, each parameter, each state
+    assert isinstance(y, fake_device.DeviceArray)
+    assert type(backend.to_host(y)) is np.ndarray and fx.device_to_host == 1
+
+
+def test_gate_math_choice_and_repr():
+    assert isinstance(gate_math(np), ArrayGateMath)
+    assert isinstance(gate_math(fake_device.make()), ArrayGateMath)  # no ElementwiseKernel: array ops
+    backend = CupyBackend(xp=np)
+    assert backend.fused is False and backend.name == "cupy" and backend.xp is np
+    assert repr(backend) == "<CupyBackend xp=numpy fused=False>"
+    a = np.ones(3)
+    assert backend.to_host(a) is a
+
+
+def test_emulated_kernels_are_the_cuda_source():
+    """The emulation compiles exactly the kernel strings CupyBackend hands to CuPy."""
+    import cuda_emulation
+    from lstmkit_cupy import kernels
+
+    if cuda_emulation.compiler() is None:
+        pytest.skip("no C++ compiler")
+    src = cuda_emulation.source()
+    for spec in kernels.KERNELS.values():
+        assert spec["operation"] in src
+    assert kernels.PREAMBLE in src
+    cuda_emulation.library()  # compiles with -Wall -Werror
+
+
+def test_cuda_kernels_are_built_from_the_same_specs():
+    """With a stand-in ``ElementwiseKernel``, CudaGateKernels passes each spec through unchanged."""
+    from lstmkit_cupy import kernels
+
+    made = []
+
+    class FakeKernel:
+        def __init__(self, in_params, out_params, operation, name, preamble="", no_return=False):
+            made.append((in_params, out_params, operation, name, preamble, no_return))
+
+    class FakeCupy:
+        ElementwiseKernel = FakeKernel
+        __name__ = "fakecupy"
+
+    gates = gate_math(FakeCupy())
+    assert isinstance(gates, kernels.CudaGateKernels) and gates.fused
+    assert len(made) == 4
+    for spec in kernels.KERNELS.values():
+        assert (spec["in_params"], spec["out_params"], spec["operation"], spec["name"],
+                kernels.PREAMBLE, True) in made
+        names = [p.split()[-1] for p in (spec["in_params"] + "," + spec["out_params"]).split(",")]
+        assert "i" not in names  # CuPy reserves "i" for the loop index
+        assert len(set(names)) == len(names)
+    assert isinstance(gate_math(FakeCupy(), fused=False), ArrayGateMath)
