@@ -1,26 +1,22 @@
 """The ``lstmkit`` command line.
 
-Exit codes are published as :class:`ExitCode`.  Plugins add commands through
-the ``register_commands(cli)`` hook; the group is built by :func:`make_cli`.
+Exit codes are published as :class:`ExitCode` (0 ok, 1 run failed, 2 usage,
+3 invalid config, 4 plugin or backend unavailable, 130 interrupted).  Plugins
+add commands through the ``register_commands(cli)`` hook; the group is built
+by :func:`make_cli`.  The commands are a thin layer: the work is done in
+:mod:`lstmkit.config` and :mod:`lstmkit.run`, imported when a command runs,
+so ``lstmkit --help`` stays fast.
 """
 from __future__ import annotations
 
-import enum
 import json
 import sys
 
 import click
 
+from .config.errors import ExitCode, LstmkitError
 
-class ExitCode(enum.IntEnum):
-    """What ``lstmkit`` returns to the shell."""
-
-    OK = 0
-    RUN_FAILED = 1
-    USAGE = 2
-    INVALID_CONFIG = 3
-    UNAVAILABLE = 4  # a plugin or backend is missing or unavailable
-    INTERRUPTED = 130
+__all__ = ["ExitCode", "make_cli", "main"]
 
 
 def _version_text() -> str:
@@ -46,6 +42,18 @@ def _print_version(ctx, _param, value):
         ctx.exit()
 
 
+class _Group(click.Group):
+    """The ``lstmkit`` group: Ctrl-C anywhere exits 130 (Click alone would say "Aborted!" and exit 1)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            from .config.errors import RunInterrupted
+
+            raise RunInterrupted("Interrupted.") from None
+
+
 def _echo_json(data) -> None:
     click.echo(json.dumps(data, indent=2))
 
@@ -53,7 +61,7 @@ def _echo_json(data) -> None:
 def make_cli() -> click.Group:
     """Build the command group, with every plugin's commands added."""
 
-    @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+    @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
     @click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
                   help="Show versions (lstmkit, NumPy, SciPy, compiled core, plugins) and exit.")
     def cli():
@@ -148,6 +156,8 @@ def make_cli() -> click.Group:
             click.echo(f"backend {s.name}: {'available' if ok else 'unavailable: ' + reason}")
         click.echo("cells: " + ", ".join(sorted(registry.specs["cell"])))
 
+    _add_run_commands(cli)
+
     from .registry import get_registry
 
     registry = get_registry()
@@ -160,6 +170,219 @@ def make_cli() -> click.Group:
         except Exception as exc:  # one plugin's broken command must not break the CLI
             registry._fail(registry.plugins[name], f"failed in register_commands: {type(exc).__name__}: {exc}", exc)
     return cli
+
+
+# -- run, config, evaluate, predict ---------------------------------------------------------
+def _check_overrides(ctx, param, values):
+    from .config.loader import parse_override
+
+    for value in values:
+        try:
+            parse_override(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+    return values
+
+
+def _complete_backend(ctx, param, incomplete):
+    from .registry import get_registry
+
+    names = ["auto"] + sorted(get_registry().specs["backend"])
+    return [n for n in names if n.startswith(incomplete)]
+
+
+def _complete_cell(ctx, param, incomplete):
+    from .registry import get_registry
+
+    return [n for n in sorted(get_registry().specs["cell"]) if n.startswith(incomplete)]
+
+
+def _complete_task(ctx, param, incomplete):
+    from .registry import get_registry
+
+    return [n for n in sorted(get_registry().specs["task"]) if n.startswith(incomplete)]
+
+
+_SET_HELP = ("Override a config value: KEY=VALUE with a dotted key, the value read as YAML "
+             "(e.g. --set training.optimizer.lr=1e-3 --set model.cell=gru). Repeatable.")
+_CONFIG_PATH = click.Path(exists=True, dir_okay=False, path_type=str)
+_RUN_DIR = click.Path(exists=True, file_okay=False, path_type=str)
+
+
+def _set_option(function):
+    return click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", callback=_check_overrides,
+                        help=_SET_HELP)(function)
+
+
+def _lookup_unavailable(kind: str, name: str):
+    from .config.errors import UnavailableError
+    from .registry import LookupFailed, get_registry
+
+    try:
+        return getattr(get_registry(), f"{kind}_spec")(name)
+    except LookupFailed as exc:
+        raise UnavailableError(str(exc)) from None
+
+
+def _add_run_commands(cli: click.Group) -> None:
+    @cli.command(context_settings={"help_option_names": ["-h", "--help"]})
+    @click.argument("config", required=False, type=_CONFIG_PATH)
+    @_set_option
+    @click.option("--seed", type=int, help="Seed of everything random (overrides the config's seed).")
+    @click.option("--backend", metavar="NAME", shell_complete=_complete_backend,
+                  help="Compute backend: auto, cython, numpy or a plugin's (overrides runtime.backend).")
+    @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=str), metavar="DIR",
+                  help="Run folder (default: runs/<name>/<timestamp>). Must be empty or new.")
+    @click.option("--overwrite", is_flag=True, help="Replace the run files in a non-empty output folder.")
+    @click.option("--resume", type=_RUN_DIR, metavar="RUN_DIR",
+                  help="Continue the run in RUN_DIR from checkpoints/last.npz, with its own config "
+                       "(only training.epochs/max_steps may be raised with --set).")
+    @click.option("--dry-run", is_flag=True, help="Validate, build the model, peek at the data, print the plan; "
+                                                   "write nothing.")
+    @click.option("--print-config", is_flag=True, help="Print the resolved config (defaults, overrides, "
+                                                        "absolute paths, seed) and exit.")
+    @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal only).")
+    def run(config, overrides, seed, backend, output, overwrite, resume, dry_run, print_config, progress):
+        """Train and evaluate the model described by CONFIG (a YAML file).
+
+        Writes a run folder with the resolved config.yaml, meta.json,
+        metrics.jsonl, results.json, checkpoints/{last,best}.npz and loss.png.
+        The config reference is docs/config.md; `lstmkit config init` writes a
+        starter config.
+
+        \b
+        Exit codes: 0 ok, 1 run failed (e.g. a non-finite loss), 2 usage,
+        3 invalid config, 4 plugin or backend unavailable, 130 interrupted
+        (Ctrl-C saves checkpoints/last.npz; continue with --resume RUN_DIR).
+        """
+        from .run.session import run as run_session
+
+        if config is None and resume is None:
+            raise click.UsageError("give a CONFIG file (or --resume RUN_DIR to continue a run)")
+        if resume is not None and (output is not None or overwrite):
+            raise click.UsageError("--resume continues the run in RUN_DIR: it cannot be combined with -o/--overwrite")
+        if progress is None:
+            progress = sys.stdout.isatty()
+        code = run_session(config, overrides, seed=seed, backend=backend, output=output, overwrite=overwrite,
+                           resume=resume, dry_run=dry_run, print_config=print_config, progress=progress,
+                           echo=click.echo, argv=["lstmkit"] + sys.argv[1:])
+        if code:
+            sys.exit(int(code))
+
+    @cli.group(context_settings={"help_option_names": ["-h", "--help"]})
+    def config():
+        """Write, show, validate config files; print the JSON Schema."""
+
+    @config.command("init")
+    @click.option("--cell", default="lstm", show_default=True, shell_complete=_complete_cell,
+                  help="Recurrent cell (lstmkit cells lists them).")
+    @click.option("--task", default="sine", show_default=True, shell_complete=_complete_task,
+                  help="Task: sine, adding, copy, char_lm, csv, sequence_classification, or a plugin's.")
+    @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=str), metavar="FILE",
+                  help="Write to FILE instead of printing.")
+    @click.option("--force", is_flag=True, help="Replace FILE if it exists.")
+    def config_init(cell, task, output, force):
+        """Write an annotated starter config: every key with its default and meaning."""
+        from .config.reference import starter_config
+
+        _lookup_unavailable("cell", cell)
+        _lookup_unavailable("task", task)
+        text = starter_config(cell, task)
+        if output is None:
+            click.echo(text, nl=False)
+            return
+        from pathlib import Path
+
+        from .run.atomic import atomic_write_text
+
+        if Path(output).exists() and not force:
+            raise LstmkitError(f"{output} exists; add --force to replace it", ExitCode.USAGE)
+        atomic_write_text(output, text)
+        click.echo(f"wrote {output}; train with: lstmkit run {output}", err=True)
+
+    @config.command("show")
+    @click.argument("config_file", metavar="CONFIG", type=_CONFIG_PATH)
+    @_set_option
+    @click.option("--seed", type=int, help="As for lstmkit run.")
+    @click.option("--backend", metavar="NAME", shell_complete=_complete_backend, help="As for lstmkit run.")
+    def config_show(config_file, overrides, seed, backend):
+        """Print the resolved config: defaults filled in, overrides applied, paths absolute."""
+        from .config.loader import load_config
+
+        loaded = load_config(config_file, overrides, seed=seed, backend=backend)
+        click.echo(loaded.yaml, nl=False)
+
+    @config.command("validate")
+    @click.argument("config_file", metavar="CONFIG", type=_CONFIG_PATH)
+    @_set_option
+    @click.option("--no-data", is_flag=True, help="Check the config only; do not load the task's data.")
+    def config_validate(config_file, overrides, no_data):
+        """Check a config: the schema, names, plugin options, data files; exit 0 if it is valid.
+
+        Every problem is reported at once (exit 3), or unknown/unavailable
+        cells, backends, tasks or plugins (exit 4).
+        """
+        from .config.loader import load_config
+
+        loaded = load_config(config_file, overrides)
+        cfg = loaded.config
+        detail = ""
+        if not no_data:
+            from .run.session import build_model, build_task, seed_generators
+
+            task, data = build_task(loaded)
+            model = build_model(loaded, task, seed_generators(cfg.seed)[0])
+            sizes = "/".join(str(len(data[k])) for k in ("train", "valid", "test"))
+            detail = f"; {sizes} train/valid/test sequences; {model.num_parameters():,} parameters"
+        click.echo(f"{config_file}: ok (task {cfg.task.type}, cell {cfg.model.cell}{detail})")
+
+    @config.command("schema")
+    def config_schema():
+        """Print the JSON Schema of config files (for editors' YAML language servers)."""
+        from .config.schema import json_schema
+
+        _echo_json(json_schema())
+
+    @cli.command(context_settings={"help_option_names": ["-h", "--help"]})
+    @click.argument("run_dir", type=_RUN_DIR)
+    @click.option("--split", type=click.Choice(["train", "valid", "test"]), default="test", show_default=True)
+    @click.option("--checkpoint", default="auto", show_default=True, metavar="best|last|auto",
+                  type=click.Choice(["auto", "best", "last"]),
+                  help="Weights to use; auto: best.npz if there is one, else last.npz.")
+    @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+    def evaluate(run_dir, split, checkpoint, as_json):
+        """Evaluate a trained run on one split of its task: loss and the task's metrics."""
+        from .run.session import evaluate_run
+
+        result = evaluate_run(run_dir, split, checkpoint)
+        if as_json:
+            _echo_json(result)
+            return
+        click.echo(f"{split} ({result['size']} sequences, {result['checkpoint']}):")
+        for key, value in result["metrics"].items():
+            click.echo(f"  {key:<20} {value:.6g}")
+
+    @cli.command(context_settings={"help_option_names": ["-h", "--help"]})
+    @click.argument("run_dir", type=_RUN_DIR)
+    @click.argument("input_file", metavar="INPUT", type=_CONFIG_PATH)
+    @click.option("--checkpoint", default="auto", show_default=True,
+                  type=click.Choice(["auto", "best", "last"]),
+                  help="Weights to use; auto: best.npz if there is one, else last.npz.")
+    @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=str), metavar="FILE",
+                  help="Write the predictions (JSON) to FILE instead of printing them.")
+    def predict(run_dir, input_file, checkpoint, output):
+        """Predictions of a trained run for the sequences in INPUT (in the task's input format), as JSON."""
+        from .run.session import predict_run
+
+        predictions = predict_run(run_dir, input_file, checkpoint)
+        text = json.dumps(predictions, indent=2)
+        if output is None:
+            click.echo(text)
+            return
+        from .run.atomic import atomic_write_text
+
+        atomic_write_text(output, text + "\n")
+        click.echo(f"wrote {output}", err=True)
 
 
 def main(argv=None) -> int:

@@ -93,7 +93,16 @@ class Registry:
     def _load_entry_points(self) -> None:
         wanted = _env_names("LSTMKIT_LOAD_PLUGINS")
         disabled = _env_names("LSTMKIT_DISABLE_PLUGINS") or set()
-        for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        entry_points = list(metadata.entry_points(group=ENTRY_POINT_GROUP))
+        known = {ep.name for ep in entry_points} | {ep.dist.name for ep in entry_points if ep.dist}
+        for variable, names in (("LSTMKIT_LOAD_PLUGINS", wanted or set()), ("LSTMKIT_DISABLE_PLUGINS", disabled)):
+            for name in sorted(names - known):
+                warnings.warn(
+                    f"{variable} names {name!r}, which is not an installed lstmkit plugin"
+                    f"{_suggest(name, known)}; installed: {', '.join(sorted(known)) or 'none'}",
+                    RuntimeWarning, stacklevel=4,
+                )
+        for ep in entry_points:
             dist = ep.dist.name if ep.dist else ep.name
             version = ep.dist.version if ep.dist else "?"
             info = PluginInfo(ep.name, dist, version)
@@ -116,7 +125,13 @@ class Registry:
         except Exception as exc:  # pluggy.PluginValidationError, or a name clash
             if raise_errors:
                 raise
-            self._fail(info, f"declares a hook wrongly (written for another lstmkit?): {exc}", exc)
+            self._fail(
+                info,
+                f"declares a hook wrongly: {exc} — hook functions take the spec's argument names: "
+                "register_cells(register), register_backends(register), register_tasks(register), "
+                "register_commands(cli)",
+                exc,
+            )
             return False
         unknown = [
             hc.name for hc in (self.pm.get_hookcallers(plugin) or [])
@@ -152,6 +167,13 @@ class Registry:
         name = name or getattr(plugin, "__name__", None) or f"plugin-{id(plugin)}"
         if name in self.plugins:
             raise PluginError(f"a plugin named {name!r} is already registered")
+        loaded_as = self.pm.get_name(plugin)
+        if loaded_as is not None:
+            raise PluginError(
+                f"this plugin object is already registered as {loaded_as!r} (an installed plugin is "
+                f"loaded automatically); to register a copy in-process, start with "
+                f"LSTMKIT_DISABLE_PLUGINS={loaded_as}"
+            )
         info = PluginInfo(name, name, "local")
         self._add(plugin, info, raise_errors=True)
         try:
@@ -220,7 +242,8 @@ class Registry:
             if spec.name in table:
                 other = self.providers[(kind, spec.name)]
                 raise PluginError(
-                    f"{kind} {spec.name!r} is registered twice: by {other.label} and by {info.label}"
+                    f"{kind} {spec.name!r} is registered twice: by {other.label} and by {info.label} "
+                    f"(the one registered first keeps the name; built-ins always come first)"
                 )
             table[spec.name] = spec
             self.providers[(kind, spec.name)] = info
@@ -237,29 +260,30 @@ class Registry:
         info.provides = []
 
     # -- lookups ------------------------------------------------------------------------
-    def _failed_hint(self) -> str:
+    def _unknown(self, kind: str, name) -> LookupFailed:
+        """The error for an unknown name: valid names, a suggestion, plugins that failed or are disabled."""
+        valid = sorted(self.specs[kind])
+        listed = (["auto"] if kind == "backend" else []) + valid
+        message = f"unknown {kind} {name!r}{_suggest(str(name), valid)}; valid {kind}s: {', '.join(listed)}"
         failed = [p for p in self.plugins.values() if p.status == "error"]
-        if not failed:
-            return ""
-        return " (plugins that failed to load: " + "; ".join(f"{p.name}: {p.error}" for p in failed) + ")"
+        if failed:
+            message += " (plugins that failed to load: " + "; ".join(f"{p.name}: {p.error}" for p in failed) + ")"
+        disabled = [p.name for p in self.plugins.values() if p.status == "disabled"]
+        if disabled:
+            message += (f" (disabled by LSTMKIT_LOAD_PLUGINS/LSTMKIT_DISABLE_PLUGINS: {', '.join(disabled)})")
+        return LookupFailed(message)
 
     def cell_spec(self, name: str) -> CellSpec:
         try:
             return self.specs["cell"][name]
         except (KeyError, TypeError):
-            raise LookupFailed(
-                f"unknown cell {name!r}; valid cells: {', '.join(sorted(self.specs['cell']))}"
-                + self._failed_hint()
-            ) from None
+            raise self._unknown("cell", name) from None
 
     def task_spec(self, name: str) -> TaskSpec:
         try:
             return self.specs["task"][name]
         except (KeyError, TypeError):
-            raise LookupFailed(
-                f"unknown task {name!r}; valid tasks: {', '.join(sorted(self.specs['task']))}"
-                + self._failed_hint()
-            ) from None
+            raise self._unknown("task", name) from None
 
     def backend_spec(self, name: str) -> BackendSpec:
         if name in (None, "auto"):
@@ -271,10 +295,7 @@ class Registry:
         try:
             spec = self.specs["backend"][name]
         except (KeyError, TypeError):
-            raise LookupFailed(
-                f"unknown backend {name!r}; valid backends: auto, {', '.join(sorted(self.specs['backend']))}"
-                + self._failed_hint()
-            ) from None
+            raise self._unknown("backend", name) from None
         ok, reason = spec.is_available()
         if not ok:
             raise LookupFailed(f"backend {name!r} is unavailable: {reason}")
@@ -284,6 +305,14 @@ class Registry:
         """Names of the backends that can run here, by priority (highest first)."""
         ranked = sorted(self.specs["backend"].values(), key=lambda s: -s.priority)
         return [s.name for s in ranked if s.is_available()[0]]
+
+
+def _suggest(name: str, valid) -> str:
+    """``"; did you mean 'x'?"`` for a close match, else ``""``."""
+    import difflib
+
+    close = difflib.get_close_matches(name, list(valid), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 class _Tables(dict):

@@ -14,7 +14,21 @@ def _validated_options(kind: str, name: str, options_model, options: dict | None
         if options:
             raise ValueError(f"{kind} {name!r} takes no options, got: {', '.join(sorted(options))}")
         return options
-    return options_model(**options).model_dump()
+    try:
+        return options_model(**options).model_dump()
+    except Exception as exc:  # pydantic.ValidationError: one readable line per problem
+        errors = getattr(exc, "errors", None)
+        if errors is None:
+            raise
+        lines = []
+        for error in errors():
+            key = ".".join(str(part) for part in error.get("loc", ())) or "(options)"
+            if error.get("type") == "extra_forbidden":
+                valid = ", ".join(options_model.model_fields) or "none"
+                lines.append(f"unknown option {key!r} (valid options: {valid})")
+            else:
+                lines.append(f"{key}: {error.get('msg')} (got {error.get('input')!r})")
+        raise ValueError(f"invalid options for {kind} {name!r}: " + "; ".join(lines)) from None
 
 
 @dataclass(frozen=True)

@@ -333,5 +333,5 @@ def test_recurrent_by_name_equals_face(rng):
     b.load_state_dict(a.state_dict())
     x = randn(rng, 5, 2, 3)
     assert np.array_equal(a(x)[0], b(x)[0])
-    with pytest.raises(ValueError, match="unknown cell 'lstmm'; valid cells: gru, lstm, rnn_relu, rnn_tanh"):
+    with pytest.raises(ValueError, match=r"unknown cell 'lstmm'; did you mean 'lstm'\?; valid cells: gru, lstm, rnn_relu, rnn_tanh"):
         lstmkit.Recurrent("lstmm", 3, 4)

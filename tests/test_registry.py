@@ -218,15 +218,15 @@ def test_plugin_name_taken(fresh):
 def test_lookups_list_the_valid_names(fresh):
     registry = fresh()
     with registered_plugin(ToyPlugin(), "toy-plugin"):
-        with pytest.raises(LookupFailed, match=r"unknown cell 'lstn'; valid cells: gru, lstm, rnn_relu, rnn_tanh, toy$"):
+        with pytest.raises(LookupFailed, match=r"unknown cell 'lstn'; did you mean 'lstm'\?; valid cells: gru, lstm, rnn_relu, rnn_tanh, toy$"):
             registry.cell_spec("lstn")
-        with pytest.raises(ValueError, match=r"unknown cell 'lstn'; valid cells: gru, lstm, rnn_relu, rnn_tanh, toy"):
+        with pytest.raises(ValueError, match=r"unknown cell 'lstn'; did you mean 'lstm'\?; valid cells: gru, lstm, rnn_relu, rnn_tanh, toy"):
             lstmkit.Recurrent("lstn", 3, 4)
-        with pytest.raises(ValueError, match=r"unknown cell 'lstn'; valid cells: gru, lstm"):
+        with pytest.raises(ValueError, match=r"unknown cell 'lstn'.*valid cells: gru, lstm"):
             lstmkit.RecurrentCell("lstn", 3, 4)
         with pytest.raises(LookupFailed, match=r"unknown backend 'gpu'; valid backends: auto, cython, gpu_only, numpy, toybe"):
             lstmkit.LSTM(3, 4, backend="gpu")
-        with pytest.raises(LookupFailed, match=r"unknown task 'toy_tsk'; valid tasks: .*toy_task"):
+        with pytest.raises(LookupFailed, match=r"unknown task 'toy_tsk'; did you mean 'toy_task'\?; valid tasks: .*toy_task"):
             registry.task_spec("toy_tsk")
     with pytest.raises(ValueError, match=r"cell 'lstm' takes no options, got: forget_bias"):
         lstmkit.Recurrent("lstm", 3, 4, cell_options={"forget_bias": 1.0})
@@ -389,7 +389,8 @@ def test_hook_with_a_wrong_argument_is_a_warning_naming_plugin_and_version(insta
         warnings.simplefilter("always")
         registry = reset_registry()
     (message,) = plugin_warnings(record, "old")
-    assert message.startswith("lstmkit plugin 'old' (lstmkit-old 0.0.7) declares a hook wrongly (written for another lstmkit?)")
+    assert message.startswith("lstmkit plugin 'old' (lstmkit-old 0.0.7) declares a hook wrongly: ")
+    assert "register_cells(register)" in message
     assert "registrar" in message
     assert registry.plugins["old"].status == "error"
     assert available_cells() == BUILTIN_CELLS
@@ -625,3 +626,41 @@ def test_cli_commands_from_plugins(fresh):
             cli = make_cli()
         result = CliRunner().invoke(cli, ["cells"])
         assert result.exit_code == 0 and "lstm" in result.output
+
+
+def test_registering_an_already_loaded_plugin_says_how(fresh):
+    fresh()
+    plugin = ToyPlugin()
+    with registered_plugin(plugin, "toy-plugin"):
+        with pytest.raises(PluginError, match=r"already registered as 'toy-plugin'.*LSTMKIT_DISABLE_PLUGINS=toy-plugin"):
+            get_registry().register(plugin, "another-name")
+
+
+def test_plugin_cell_options_errors_are_readable():
+    import pydantic
+
+    from lstmkit.specs import CellSpec
+
+    class Options(pydantic.BaseModel):
+        model_config = pydantic.ConfigDict(extra="forbid")
+        scale: float = 1.0
+
+    class Scaled(lstmkit.cells.RNNTanhCellType):
+        name = "scaled"
+
+        def __init__(self, scale=1.0):
+            self.scale = scale
+
+    spec = CellSpec("scaled", Scaled, Options)
+    with pytest.raises(ValueError, match=r"invalid options for cell 'scaled': unknown option 'scal' \(valid options: scale\)"):
+        spec.create({"scal": 2})
+    with pytest.raises(ValueError, match=r"invalid options for cell 'scaled': scale: Input should be a valid number"):
+        spec.create({"scale": "big"})
+    assert spec.create({"scale": 2}).scale == 2.0
+
+
+def test_proj_size_message_for_a_plugin_cell(fresh):
+    fresh()
+    with registered_plugin(ToyPlugin(), "toy-plugin"):
+        with pytest.raises(ValueError, match=r"^proj_size argument is not supported by the 'toy' cell$"):
+            lstmkit.Recurrent("toy", 3, 4, proj_size=2)

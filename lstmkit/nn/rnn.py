@@ -60,7 +60,9 @@ class Recurrent(Module):
         super().__init__()
         self.cell = get_cell(cell, cell_options)
         if proj_size != 0 and not self.cell.supports_proj:
-            raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
+            if self.cell.torch_mode in ("GRU", "RNN_TANH", "RNN_RELU"):
+                raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
+            raise ValueError(f"proj_size argument is not supported by the {self.cell.name!r} cell")
         dropout = checks.check_dropout(dropout)
         if dropout > 0 and num_layers == 1:
             warnings.warn(

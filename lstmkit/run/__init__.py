@@ -1,0 +1,29 @@
+"""``lstmkit run``: the trainer, checkpoints, the run folder, resume, metrics.
+
+``run(config_path, overrides, ...)`` does what the command does (see
+``docs/config.md``); :class:`Trainer` is the loop; checkpoints are plain
+``.npz`` files (:func:`load_checkpoint`, :func:`load_weights`).  Importing
+this package is cheap; NumPy-heavy modules load on first use.
+"""
+_LAZY = {
+    "run": "session", "evaluate_run": "session", "predict_run": "session", "RunFolder": "session",
+    "build_task": "session", "build_model": "session",
+    "Trainer": "trainer", "TrainerState": "trainer", "NonFiniteLoss": "trainer", "TrainingInterrupted": "trainer",
+    "evaluate_split": "trainer",
+    "save_checkpoint": "checkpoint", "load_checkpoint": "checkpoint", "load_weights": "checkpoint",
+    "MetricsLog": "metrics", "read_metrics": "metrics",
+    "atomic_open": "atomic", "atomic_write_text": "atomic", "atomic_write_json": "atomic",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lstmkit.run' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,67 @@
+"""``metrics.jsonl``: one JSON object per logged step and per evaluation.
+
+Records are kept in memory and the file is rewritten whole (atomically) at
+every evaluation, checkpoint and at the end, so it is never half-written and
+a resumed run continues it exactly: records after the checkpoint's step are
+dropped (they are produced again).  No wall-clock times go in, so the same
+config and seed give the same file byte for byte.
+
+Record kinds (``"event"``): ``"train"`` (``step``, ``epoch``, ``loss`` = mean
+over the steps since the last one, ``lr``, ``grad_norm``), ``"eval"``
+(``split``, ``step``, ``epoch``, ``loss`` and the task's metrics),
+``"test"`` (the final test-split evaluation).
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from .atomic import atomic_write_text
+
+__all__ = ["MetricsLog", "read_metrics"]
+
+
+def _clean(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # "nan", "inf": JSON has no such numbers
+    return value
+
+
+class MetricsLog:
+    """Buffered ``metrics.jsonl`` writer (``path=None``: in memory only, e.g. for tests)."""
+
+    def __init__(self, path: Path | None, records: list[dict] | None = None):
+        self.path = path
+        self.records: list[dict] = list(records or [])
+        self._written = -1
+
+    @classmethod
+    def resume(cls, path: Path, step: int) -> "MetricsLog":
+        """The records of an earlier session up to and including ``step``."""
+        records = [r for r in read_metrics(path) if r.get("step", 0) <= step] if path.exists() else []
+        log = cls(path, records)
+        return log
+
+    def append(self, record: dict) -> None:
+        self.records.append({k: _clean(v) for k, v in record.items()})
+
+    def flush(self) -> None:
+        if self.path is None or self._written == len(self.records):
+            return
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
+        self._written = len(self.records)
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    """The records of a ``metrics.jsonl`` file (a truncated last line is ignored)."""
+    out = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return out

@@ -1,0 +1,318 @@
+"""The config loader: YAML 1.2 scalars, duplicate keys, positions, overrides, validation, resolution."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel, ConfigDict, Field
+
+import lstmkit
+from lstmkit.cells.lstm import LSTMCellType
+from lstmkit.config import ConfigError, UnavailableError, load_config
+from lstmkit.config.loader import diff_configs, parse_override
+from lstmkit.config.reference import markdown_reference, starter_config
+from lstmkit.config.yamlio import YAMLError, dump_yaml, load_yaml
+from lstmkit.registry import get_registry
+from lstmkit.specs import CellSpec
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs" / "config.md"
+
+
+def write(tmp_path, text: str, name: str = "c.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+# -- YAML ---------------------------------------------------------------------------------
+def test_yaml_12_scalars():
+    data, _ = load_yaml("a: 1e-3\nb: on\nc: 010\nd: 0x1F\ne: .inf\nf: ~\ng: 2001-12-14\nh: 1:20\ni: True\nj: -.5\n")
+    assert data == {"a": 0.001, "b": "on", "c": 10, "d": 31, "e": float("inf"), "f": None,
+                    "g": "2001-12-14", "h": "1:20", "i": True, "j": -0.5}
+
+
+def test_yaml_positions():
+    _, positions = load_yaml("a:\n  b: 1\n  c: [x, y]\n", "f.yaml")
+    assert str(positions[("a", "b")]) == "f.yaml:2:3"
+    assert str(positions[("a", "c", 1)]) == "f.yaml:3:10"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("a: 1\na: 2\n", "f.yaml:2:1: duplicate key 'a' (first defined at line 1)"),
+    ("a: [1, 2\n", "f.yaml:2:1: expected ',' or ']'"),
+    ("a:\n  b: 1\n c: 2\n", "f.yaml:3:2:"),
+    ("\tx: 1\n", "indent with spaces, not tabs"),
+    ("a: !!python/object/apply:os.system [ls]\n", "only plain YAML values are allowed"),
+    ("a: 1\n---\nb: 2\n", "expected a single document"),
+])
+def test_yaml_errors(text, expected):
+    with pytest.raises(YAMLError) as info:
+        load_yaml(text, "f.yaml")
+    assert expected in str(info.value)
+
+
+def test_dump_quotes_what_would_not_read_back():
+    data = {"a": "1e-3", "b": "true", "c": "null", "d": "0o17", "e": 1e-8, "f": [1, "x"], "g": None}
+    assert load_yaml(dump_yaml(data))[0] == data
+
+
+# -- overrides and precedence ------------------------------------------------------------------
+def test_parse_override():
+    assert parse_override("training.optimizer.lr=1e-3") == (("training", "optimizer", "lr"), 0.001)
+    assert parse_override("task.options.columns=[a, b]") == (("task", "options", "columns"), ["a", "b"])
+    assert parse_override("seed=") == (("seed",), None)
+    for bad in ("training.epochs", "=3", "a..b=1", "x=[1"):
+        with pytest.raises(ValueError):
+            parse_override(bad)
+
+
+def test_precedence_defaults_file_set_flags(tmp_path):
+    path = write(tmp_path, "seed: 1\ntask: {type: sine}\nruntime: {backend: numpy}\ntraining: {epochs: 4}\n")
+    loaded = load_config(path)
+    assert (loaded.config.seed, loaded.config.training.epochs, loaded.config.training.batch_size) == (1, 4, 32)
+    loaded = load_config(path, ["seed=2", "training.epochs=5"])
+    assert (loaded.config.seed, loaded.config.training.epochs) == (2, 5)
+    loaded = load_config(path, ["seed=2", "runtime.backend=numpy"], seed=3, backend="auto")
+    assert (loaded.config.seed, loaded.config.runtime.backend) == (3, "auto")
+    assert loaded.sources == {"seed": "cli", "runtime.backend": "cli"}
+
+
+def test_set_can_create_and_replace_sections(tmp_path):
+    path = write(tmp_path, "task: {type: sine}\n")
+    loaded = load_config(path, ["training.scheduler={name: step, step_size: 2}", "training.optimizer.name=sgd"])
+    assert loaded.config.training.scheduler.name == "step" and loaded.config.training.optimizer.lr == 0.01
+    with pytest.raises(ConfigError, match="task.type: is not a mapping"):
+        load_config(path, ["task.type.x=1"])
+
+
+# -- validation ------------------------------------------------------------------------------------
+def test_all_errors_at_once_with_lines(tmp_path):
+    path = write(tmp_path, """\
+model:
+  hiden_size: 32
+  dropout: 2
+  bidirectional: yes
+task: {type: sine}
+training:
+  optimizer: {name: sgd, lr: 1e-3, betas: [0.9, 0.99]}
+  scheduler: {name: cosin}
+runtime:
+  dtype: float16
+""")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, ["training.epochs=abc"])
+    err = info.value
+    assert err.exit_code == 3 and len(err.issues) == 7
+    text = str(err.format_message())
+    for expected in [
+        "c.yaml:2:3: model.hiden_size: unknown key 'hiden_size'; did you mean 'hidden_size'?",
+        "c.yaml:3:3: model.dropout: should be less than or equal to 1, got an integer 2",
+        "c.yaml:4:3: model.bidirectional: should be a valid boolean, got a string 'yes' (YAML booleans are true and false)",
+        "c.yaml:7:36: training.optimizer.betas: unknown key 'betas'",  # the sgd branch: no union tag in the key
+        "c.yaml:8:15: training.scheduler.name: unknown scheduler 'cosin'; did you mean 'cosine'?",
+        "c.yaml:10:3: runtime.dtype: should be 'float32' or 'float64', got a string 'float16'",
+        "--set training.epochs=abc: training.epochs: should be a valid integer, got a string 'abc'",
+    ]:
+        assert expected in text, text
+    # sorted by line, command-line problems last
+    lines = [i.where for i in err.issues]
+    assert lines[-1].startswith("--set")
+
+
+def test_model_level_checks_point_at_the_field(tmp_path):
+    path = write(tmp_path, "task: {type: sine}\nmodel: {hidden_size: 8, proj_size: 8}\n"
+                           "training: {optimizer: {name: sgd, nesterov: true}}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert {str(i) for i in info.value.issues} == {
+        f"{path}:2:25: model.proj_size: proj_size (8) has to be smaller than hidden_size (8)",
+        f"{path}:3:35: training.optimizer.nesterov: Nesterov momentum requires a momentum > 0"}
+    with pytest.raises(ConfigError, match="training.epochs: set training.epochs or training.max_steps"):
+        load_config(path, ["training.epochs=null", "model.proj_size=0", "training.optimizer.nesterov=false"])
+
+
+def test_missing_required_and_wrong_shapes(tmp_path):
+    with pytest.raises(ConfigError, match="task: required key is missing"):
+        load_config(write(tmp_path, "model: {cell: lstm}\n"))
+    with pytest.raises(ConfigError, match="a config is a mapping of sections"):
+        load_config(write(tmp_path, "- a\n- b\n"))
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_unknown_names_are_unavailable_exit_4(tmp_path):
+    path = write(tmp_path, "task: {type: sine}\nmodel: {cell: lsmt}\nruntime: {backend: cuda}\n")
+    with pytest.raises(UnavailableError) as info:
+        load_config(path)
+    assert info.value.exit_code == 4
+    text = info.value.format_message()
+    assert "unknown cell 'lsmt'; did you mean 'lstm'?; valid cells: gru, lstm, rnn_relu, rnn_tanh" in text
+    assert "unknown backend 'cuda'" in text
+
+
+def test_config_errors_win_over_unavailable_names(tmp_path):
+    path = write(tmp_path, "task: {type: sine, options: {seq_len: 0}}\nmodel: {cell: lsmt}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert {i.key for i in info.value.issues} == {"task.options.seq_len", "model.cell"}
+
+
+def test_early_stopping_metric_checked_against_the_task(tmp_path):
+    path = write(tmp_path, "task: {type: sine}\ntraining: {early_stopping: {metric: valid.accuracy}}\n")
+    with pytest.raises(ConfigError, match=r"unknown metric 'valid.accuracy' for task 'sine'.*valid.mae"):
+        load_config(path)
+    ok = write(tmp_path, "task: {type: sine}\ntraining: {early_stopping: {metric: valid.mae}}\n", "ok.yaml")
+    assert load_config(ok).config.training.early_stopping.metric == "valid.mae"
+
+
+def test_tbptt_refused_with_bidirectional(tmp_path):
+    path = write(tmp_path, "task: {type: sine}\nmodel: {bidirectional: true}\ntraining: {tbptt: 10}\n")
+    with pytest.raises(ConfigError, match="training.tbptt: truncated BPTT"):
+        load_config(path)
+
+
+class PeepholeOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    forget_bias: float = Field(1.0, description="Initial forget-gate bias.")
+
+
+class FakeCellType(LSTMCellType):
+    name = "fakecell"
+
+    def __init__(self, forget_bias=1.0):
+        self.forget_bias = forget_bias
+
+
+class FakeCellPlugin:
+    @staticmethod
+    @lstmkit.hookimpl
+    def register_cells(register):
+        register(CellSpec("fakecell", FakeCellType, PeepholeOptions, "a test cell with options"))
+
+
+@pytest.fixture
+def fake_cell_plugin():
+    registry = get_registry()
+    name = registry.register(FakeCellPlugin, "fake-cell-plugin")
+    yield name
+    registry.unregister(name)
+
+
+def test_cell_options_validated_by_the_cells_model(tmp_path, fake_cell_plugin):
+    path = write(tmp_path, "task: {type: sine}\nmodel:\n  cell: fakecell\n  cell_options: {forget_bias: x, peep: 1}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    text = info.value.format_message()
+    assert "c.yaml:4:18: model.cell_options.forget_bias: should be a valid number" in text
+    assert "model.cell_options.peep: unknown key 'peep'" in text
+    ok = write(tmp_path, "task: {type: sine}\nmodel: {cell: fakecell, cell_options: {forget_bias: 2}}\n", "ok.yaml")
+    assert load_config(ok).data["model"]["cell_options"] == {"forget_bias": 2.0}
+    builtin = write(tmp_path, "task: {type: sine}\nmodel: {cell: gru, cell_options: {x: 1}}\n", "b.yaml")
+    with pytest.raises(ConfigError, match="model.cell_options.x: cell 'gru' takes no options"):
+        load_config(builtin)
+
+
+def test_required_plugins(tmp_path, fake_cell_plugin):
+    ok = write(tmp_path, "task: {type: sine}\nplugins: {require: [fake-cell-plugin]}\n")
+    load_config(ok)
+    bad = write(tmp_path, "task: {type: sine}\nplugins: {require: ['fake-cell-plugin>=2', nope-plugin]}\n", "b.yaml")
+    with pytest.raises(UnavailableError) as info:
+        load_config(bad)
+    text = info.value.format_message()
+    assert "required plugin 'fake-cell-plugin>=2' is not satisfied" in text
+    assert "required plugin 'nope-plugin' is not installed" in text
+
+
+# -- resolution --------------------------------------------------------------------------------------
+def test_paths_resolve_against_the_config_dir(tmp_path, monkeypatch):
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "data.txt").write_text("hello world\n" * 20)
+    (tmp_path / "other.txt").write_text("hello\n" * 20)
+    path = write(tmp_path / "conf", "task: {type: char_lm, train: data.txt}\noutputs: {dir: out}\n")
+    monkeypatch.chdir(tmp_path)
+    loaded = load_config(path)
+    assert loaded.data["task"]["train"] == str(tmp_path / "conf" / "data.txt")
+    assert loaded.data["outputs"]["dir"] == str(tmp_path / "conf" / "out")
+    # values given on the command line are relative to the working directory
+    loaded = load_config(path, ["task.train=other.txt"], output_dir="runs/x")
+    assert loaded.data["task"]["train"] == str(tmp_path / "other.txt")
+    assert loaded.data["outputs"]["dir"] == str(tmp_path / "runs" / "x")
+    with pytest.raises(ConfigError, match=r"c.yaml:1:23: task.train: no such file: .*missing.txt"):
+        load_config(write(tmp_path / "conf", "task: {type: char_lm, train: missing.txt}\n"))
+
+
+def test_seed_null_name_default_and_roundtrip(tmp_path):
+    path = write(tmp_path, "seed: null\ntask: {type: sine}\n", "My Experiment.yaml")
+    loaded = load_config(path)
+    assert loaded.seed_was_random and isinstance(loaded.config.seed, int)
+    assert loaded.config.name == "My-Experiment"
+    again = load_config(write(tmp_path, loaded.yaml, "resolved.yaml"))
+    assert again.data == loaded.data and not again.seed_was_random
+
+
+def test_diff_configs():
+    a = {"x": 1, "s": {"y": 2, "z": [1]}}
+    b = {"x": 1, "s": {"y": 3, "z": [1], "w": 0}}
+    assert diff_configs(a, b) == [("s.y", 2, 3), ("s.w", "<absent>", 0)]
+
+
+# -- generated reference and starter configs --------------------------------------------------------------
+def test_starter_configs_are_valid(tmp_path):
+    for task in ("sine", "adding", "copy"):
+        for cell in ("lstm", "gru", "rnn_tanh"):
+            text = starter_config(cell, task)
+            loaded = load_config(write(tmp_path, text))
+            assert loaded.config.model.cell == cell and loaded.config.task.type == task
+    text = starter_config("lstm", "csv")
+    assert "window: 32" in text and "train: null" in text
+
+
+GENERATED = re.compile(r"<!-- generated: (?P<name>[\w:]+) -->\n(?P<body>.*?)<!-- end generated -->", re.S)
+
+
+def test_docs_reference_tables_are_up_to_date():
+    text = DOCS.read_text(encoding="utf-8")
+    blocks = list(GENERATED.finditer(text))
+    names = {m["name"] for m in blocks}
+    tasks = set(get_registry().specs["task"])
+    assert {"top", "model", "task", "training", "optimizer", "scheduler", "runtime", "outputs", "plugins",
+            "tasks"} | {f"task:{t}" for t in tasks} <= names
+    for m in blocks:
+        assert m["body"] == markdown_reference(m["name"]), (
+            f"docs/config.md: the generated block {m['name']!r} is out of date; regenerate it with "
+            f"python -m lstmkit.config.reference docs/config.md")
+
+
+YAML_BLOCK = re.compile(r"^```yaml[ \t]*\n(.*?)^```[ \t]*$", re.S | re.M)
+
+
+def test_docs_yaml_blocks(tmp_path):
+    """Every ```yaml block in docs/config.md that starts with '# config' is a full config: it must load
+    (or, '# config: invalid', fail with the messages listed in its comments '# error: ...')."""
+    text = DOCS.read_text(encoding="utf-8")
+    checked = 0
+    for number, block in enumerate(YAML_BLOCK.findall(text), 1):
+        first = block.splitlines()[0] if block.strip() else ""
+        if not first.startswith("# config"):
+            continue
+        checked += 1
+        path = write(tmp_path, block, f"block{number}.yaml")
+        (tmp_path / "data").mkdir(exist_ok=True)
+        for name in re.findall(r"data/([\w.-]+)", block):
+            source = ROOT / "examples" / "data" / name
+            target = tmp_path / "data" / name
+            if source.is_file() and not target.exists():
+                target.write_bytes(source.read_bytes())
+        if "invalid" in first:
+            with pytest.raises((ConfigError, UnavailableError)) as info:
+                load_config(path)
+            for expected in re.findall(r"^# error: (.*)$", block, re.M):
+                assert expected in info.value.format_message(), f"block {number}: {info.value.format_message()}"
+        else:
+            try:
+                load_config(path)
+            except (ConfigError, UnavailableError) as exc:
+                pytest.fail(f"docs/config.md yaml block {number}: {exc.format_message()}")
+    assert checked >= 5
