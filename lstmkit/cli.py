@@ -76,7 +76,7 @@ def make_cli() -> click.Group:
 
         registry = get_registry()
         registry.collect_all()
-        rows = [p for p in registry.plugins.values() if show_all or not p.builtin]
+        rows = sorted((p for p in registry.plugins.values() if show_all or not p.builtin), key=lambda p: p.name)
         if as_json:
             _echo_json([
                 {"name": p.name, "distribution": p.distribution, "version": p.version, "builtin": p.builtin,
@@ -385,8 +385,16 @@ def _add_run_commands(cli: click.Group) -> None:
         click.echo(f"wrote {output}", err=True)
 
 
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    # On the command line a warning is one plain line, not a pointer into lstmkit's source.
+    return f"lstmkit: {category.__name__}: {message}\n"
+
+
 def main(argv=None) -> int:
     """Console entry point."""
+    import warnings
+
+    warnings.formatwarning = _format_warning
     cli = make_cli()
     try:
         return cli.main(args=argv, prog_name="lstmkit", standalone_mode=True) or 0
