@@ -453,7 +453,8 @@ def test_loss_plot_or_a_note(tmp_path, monkeypatch):
 
     records = [{"event": "train", "step": 2, "loss": 0.5}, {"event": "eval", "step": 5, "valid.loss": 0.4,
                                                            "train.loss": 0.45}]
-    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    for name in ("matplotlib", "matplotlib.figure", "matplotlib.backends.backend_agg"):
+        monkeypatch.setitem(sys.modules, name, None)  # as if not installed, even if imported already
     note = plot_losses(records, tmp_path / "loss.png")
     assert "matplotlib is not installed" in note and not (tmp_path / "loss.png").exists()
     monkeypatch.undo()
