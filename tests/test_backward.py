@@ -165,3 +165,48 @@ def test_backward_leaves_arguments_alone(backend):
     copies = [a.copy() for a in (x, d_out, d_h)]
     backward(d_out, (d_h, None))
     assert all(np.array_equal(a, b) for a, b in zip((x, d_out, d_h), copies))
+
+
+@pytest.mark.parametrize("make", [
+    lambda b: lstmkit.LSTM(3, 4, num_layers=2, dtype=np.float64, backend=b, seed=0),
+    lambda b: lstmkit.GRU(3, 4, dtype=np.float64, backend=b, seed=0),
+    lambda b: lstmkit.LSTMCell(3, 4, dtype=np.float64, backend=b, seed=0),
+    lambda b: lstmkit.GRUCell(3, 4, dtype=np.float64, backend=b, seed=0),
+], ids=["LSTM", "GRU", "LSTMCell", "GRUCell"])
+def test_backward_ignores_later_changes_to_the_inputs(backend, make):
+    """The training cache owns its inputs: editing x or hx in place after forward_train changes nothing."""
+    rng = np.random.default_rng(8)
+    m = make(backend)
+    is_cell = isinstance(m, lstmkit.RecurrentCell)
+    lead = (2,) if is_cell else (m.num_layers, 2)
+    x = rng.standard_normal((2, 3) if is_cell else (5, 2, 3))
+    hx = tuple(rng.standard_normal(lead + (4,)) for _ in m.cell.state_names)
+    hx = hx if len(hx) == 2 else hx[0]
+
+    def grads():
+        if is_cell:
+            result, backward = m.forward_train(x, hx)
+            ones = tuple(np.ones_like(r) for r in result) if isinstance(result, tuple) else np.ones_like(result)
+            return backward, (ones,)
+        out, _, backward = m.forward_train(x, hx)
+        return backward, (np.ones_like(out),)
+
+    backward, args = grads()
+    expected = backward(*args)
+    backward, args = grads()
+    x[...] = 7.0
+    for h in (hx if isinstance(hx, tuple) else (hx,)):
+        h[...] = -3.0
+    got = backward(*args)
+    for name in expected[2]:
+        np.testing.assert_array_equal(got[2][name], expected[2][name])
+    np.testing.assert_array_equal(got[0], expected[0])
+
+
+def test_load_state_dict_keeps_the_parameter_arrays():
+    a, b = lstmkit.LSTM(3, 4, seed=0), lstmkit.LSTM(3, 4, seed=1)
+    held = dict(a.named_parameters())  # what an optimizer holds
+    a.load_state_dict(b.state_dict())
+    assert all(held[k] is v for k, v in a.named_parameters())
+    assert np.array_equal(held["weight_ih_l0"], b.weight_ih_l0)
+    assert a.to(np.float32).weight_ih_l0 is held["weight_ih_l0"]  # same dtype: nothing replaced

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..registry import get_backend, get_cell
 from . import _checks as checks
-from .module import Module, as_float_dtype, as_generator
+from .module import Module, as_float_dtype, as_generator, owned
 
 
 class RecurrentCell(Module):
@@ -50,9 +50,7 @@ class RecurrentCell(Module):
 
     def reset_parameters(self) -> None:
         """Draw every parameter from ``U(-k, k)``, ``k = 1/sqrt(hidden_size)``, in order."""
-        bound = 1.0 / np.sqrt(self.hidden_size)
-        for value in self._parameters.values():
-            value[...] = self.generator.uniform(-bound, bound, size=value.shape)
+        self._reset_uniform(1.0 / np.sqrt(self.hidden_size))
 
     @property
     def _label(self) -> str:
@@ -84,6 +82,9 @@ class RecurrentCell(Module):
         params, finish = self._parameters, tuple
         if xp is not np:
             x, state, params, finish = self._on_device(input, x, state)
+        callers = (input,) + (tuple(hx) if isinstance(hx, (tuple, list)) else (hx,))
+        x = owned(xp, x, callers)
+        state = tuple(owned(xp, s, callers) for s in state)
         _, new_state, cache = self.backend.layer_forward(
             self.cell, params, x, batch_sizes, False, state, True
         )

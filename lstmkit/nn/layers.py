@@ -39,9 +39,7 @@ class Linear(Module):
 
     def reset_parameters(self) -> None:
         """Draw ``weight`` then ``bias`` from ``U(-1/sqrt(in_features), 1/sqrt(in_features))``."""
-        bound = 1.0 / np.sqrt(self.in_features)
-        for value in self._parameters.values():
-            value[...] = self.generator.uniform(-bound, bound, size=value.shape)
+        self._reset_uniform(1.0 / np.sqrt(self.in_features))
 
     def __call__(self, x):
         return self.forward(x)

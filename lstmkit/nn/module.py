@@ -28,6 +28,18 @@ def as_generator(seed) -> np.random.Generator:
     raise TypeError(f"seed must be None, an int or a numpy.random.Generator, got {type(seed).__name__}")
 
 
+def owned(xp, array, sources):
+    """``array``, copied if it may share memory with one of the caller's ``sources``.
+
+    A training cache keeps its inputs until ``backward``; it must not see the
+    caller's later in-place changes to them.
+    """
+    for source in sources:
+        if type(source) is type(array) and xp.may_share_memory(array, source):
+            return array.copy()
+    return array
+
+
 class Module:
     """Base of lstmkit's modules: an ordered set of named NumPy parameters.
 
@@ -107,12 +119,14 @@ class Module:
                     f"checkpoint, the shape in current model is {old.shape}."
                 )
             else:
-                loaded[name] = np.array(value, dtype=old.dtype, order="C", copy=True)
+                loaded[name] = value
         if problems:
             raise RuntimeError(
                 f"Error(s) in loading state_dict for {type(self).__name__}:\n\t" + "\n\t".join(problems)
             )
-        self._parameters.update(loaded)
+        for name, value in loaded.items():
+            # In place: an optimizer holding the parameter arrays keeps working.
+            self._parameters[name][...] = value
 
     # -- modes and dtype ------------------------------------------------------
     def train(self, mode: bool = True) -> "Module":
@@ -132,10 +146,17 @@ class Module:
 
     def to(self, dtype) -> "Module":
         """Convert every parameter to ``dtype`` (float32 or float64), in place.  Returns ``self``."""
-        self._dtype = as_float_dtype(dtype)
-        for name, value in self._parameters.items():
-            self._parameters[name] = value.astype(self._dtype)
+        dtype = as_float_dtype(dtype)
+        if dtype != self._dtype:  # a new dtype needs new arrays; the same one keeps them
+            self._dtype = dtype
+            for name, value in self._parameters.items():
+                self._parameters[name] = value.astype(dtype)
         return self
+
+    def _reset_uniform(self, bound: float) -> None:
+        """Draw every parameter from ``U(-bound, bound)`` in order, from ``self.generator``."""
+        for value in self._parameters.values():
+            value[...] = self.generator.uniform(-bound, bound, size=value.shape)
 
     def double(self) -> "Module":
         return self.to(np.float64)

@@ -23,7 +23,7 @@ from .. import engine
 from ..registry import get_backend, get_cell
 from ..utils.rnn import PackedSequence
 from . import _checks as checks
-from .module import Module, as_float_dtype, as_generator
+from .module import Module, as_float_dtype, as_generator, owned
 
 
 class Recurrent(Module):
@@ -117,9 +117,7 @@ class Recurrent(Module):
     # -- parameters -----------------------------------------------------------
     def reset_parameters(self) -> None:
         """Draw every parameter from ``U(-k, k)``, ``k = 1/sqrt(hidden_size)``, in order."""
-        bound = 1.0 / np.sqrt(self.hidden_size)
-        for name, value in self._parameters.items():
-            value[...] = self.generator.uniform(-bound, bound, size=value.shape)
+        self._reset_uniform(1.0 / np.sqrt(self.hidden_size))
 
     def flatten_parameters(self) -> None:
         """No-op (PyTorch's is a no-op on CPU too); kept for API compatibility."""
@@ -203,8 +201,10 @@ class Recurrent(Module):
             raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
         xp = self.backend.xp
         x, batch_sizes = layout.rows(input, self._dtype, xp)
-        if keep_cache and isinstance(x, np.ndarray) and np.may_share_memory(x, data):
-            x = x.copy()  # the cache must not see later changes to the caller's array
+        if keep_cache:
+            callers = [data] + (hx_parts or [])
+            x = owned(xp, x, callers)
+            state0 = tuple(owned(xp, s, callers) for s in state0)
         # Host (NumPy) input with a device backend: results come back to the host once.
         on_host = isinstance(data, np.ndarray) and xp is not np
         finish = self.backend.to_host if on_host else _identity
