@@ -988,6 +988,7 @@ def rnn_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
     cdef Py_ssize_t N = x.shape[0], I = x.shape[1], H = w_ih.shape[0], B = h0.shape[0]
     cdef bint train = hprev is not None
     _check_dims(N, I, H, H)
+    _shape("weight_ih", w_ih.shape[0], w_ih.shape[1], H, I)
     _shape("weight_hh", w_hh.shape[0], w_hh.shape[1], H, H)
     if b_ih is not None:
         _vec("bias_ih", b_ih.shape[0], H)
@@ -1022,6 +1023,7 @@ def rnn_backward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
     """
     cdef Py_ssize_t N = x.shape[0], I = x.shape[1], H = w_ih.shape[0], B = dhn.shape[0]
     _check_dims(N, I, H, H)
+    _shape("weight_ih", w_ih.shape[0], w_ih.shape[1], H, I)
     _shape("weight_hh", w_hh.shape[0], w_hh.shape[1], H, H)
     _shape("act", act.shape[0], act.shape[1], N, H)
     _shape("hprev", hprev.shape[0], hprev.shape[1], N, H)

@@ -308,6 +308,17 @@ def test_bad_batch_sizes_are_rejected():
         CY.layer_forward(cell, params, x, np.array([5, 4, 2, 1]), False, state0, False)
 
 
+@pytest.mark.parametrize("name", ["lstm", "gru", "rnn_tanh", "rnn_relu"])
+@pytest.mark.parametrize("training", [False, True])
+def test_wrong_weight_ih_width_is_rejected(name, training):
+    """A weight_ih of the wrong width would make the input GEMM read out of bounds."""
+    cell, params, x, bs, state0 = make_problem(name, 0, True, [2, 1], np.float64)
+    for width in (x.shape[1] - 1, x.shape[1] + 5):
+        bad = dict(params, weight_ih=np.zeros((params["weight_ih"].shape[0], width)))
+        with pytest.raises(ValueError, match="weight_ih"):
+            CY.layer_forward(cell, bad, x, bs, False, state0, training)
+
+
 def test_unsupported_dtype_is_rejected():
     cell, params, x, bs, state0 = make_problem("lstm", 0, True, [2, 1], np.float16)
     with pytest.raises(TypeError, match="float32 or float64"):
