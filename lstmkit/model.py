@@ -15,7 +15,7 @@ valid sequence.
 """
 from __future__ import annotations
 
-from typing import Iterator, Mapping
+from typing import Iterator
 
 import numpy as np
 
@@ -102,40 +102,6 @@ class SequenceModel(Module):
         for prefix, child in self._children():
             for name, value in child.named_parameters():
                 yield f"{prefix}.{name}", value
-
-    def parameters(self) -> Iterator[np.ndarray]:
-        """The parameter arrays themselves (not copies), in ``state_dict`` order."""
-        for _, value in self.named_parameters():
-            yield value
-
-    def state_dict(self) -> dict[str, np.ndarray]:
-        """A copy of every parameter, keyed ``embedding.weight``, ``rnn.<torch name>``, ``head.weight``, ``head.bias``."""
-        return {name: value.copy() for name, value in self.named_parameters()}
-
-    def load_state_dict(self, state_dict: Mapping[str, np.ndarray], strict: bool = True) -> None:
-        """Copy parameters in, **in place** (arrays held by an optimizer stay the model's arrays).
-
-        Errors as ``Module.load_state_dict``; nothing changes unless every check passes.
-        """
-        own = dict(self.named_parameters())
-        problems = []
-        missing = [k for k in own if k not in state_dict]
-        unexpected = [k for k in state_dict if k not in own]
-        if strict and missing:
-            problems.append("Missing key(s) in state_dict: " + ", ".join(f'"{k}"' for k in missing) + ".")
-        if strict and unexpected:
-            problems.append("Unexpected key(s) in state_dict: " + ", ".join(f'"{k}"' for k in unexpected) + ".")
-        for name, value in state_dict.items():
-            if name in own and np.shape(value) != own[name].shape:
-                problems.append(
-                    f"size mismatch for {name}: copying a param with shape {np.shape(value)} from "
-                    f"checkpoint, the shape in current model is {own[name].shape}."
-                )
-        if problems:
-            raise RuntimeError(f"Error(s) in loading state_dict for SequenceModel:\n\t" + "\n\t".join(problems))
-        for name, value in state_dict.items():
-            if name in own:
-                own[name][...] = value
 
     def num_parameters(self) -> int:
         """Total number of parameter elements."""

@@ -99,7 +99,7 @@ class Registry:
             for name in sorted(names - known):
                 warnings.warn(
                     f"{variable} names {name!r}, which is not an installed lstmkit plugin"
-                    f"{_suggest(name, known)}; installed: {', '.join(sorted(known)) or 'none'}",
+                    f"{suggest(name, known)}; installed: {', '.join(sorted(known)) or 'none'}",
                     RuntimeWarning, stacklevel=4,
                 )
         for ep in entry_points:
@@ -264,7 +264,7 @@ class Registry:
         """The error for an unknown name: valid names, a suggestion, plugins that failed or are disabled."""
         valid = sorted(self.specs[kind])
         listed = (["auto"] if kind == "backend" else []) + valid
-        message = f"unknown {kind} {name!r}{_suggest(str(name), valid)}; valid {kind}s: {', '.join(listed)}"
+        message = f"unknown {kind} {name!r}{suggest(str(name), valid)}; valid {kind}s: {', '.join(listed)}"
         failed = [p for p in self.plugins.values() if p.status == "error"]
         if failed:
             message += " (plugins that failed to load: " + "; ".join(f"{p.name}: {p.error}" for p in failed) + ")"
@@ -307,11 +307,13 @@ class Registry:
         return [s.name for s in ranked if s.is_available()[0]]
 
 
-def _suggest(name: str, valid) -> str:
-    """``"; did you mean 'x'?"`` for a close match, else ``""``."""
+def suggest(word, choices) -> str:
+    """``"; did you mean 'x'?"`` for a close match among ``choices``, else ``""``."""
     import difflib
 
-    close = difflib.get_close_matches(name, list(valid), n=1)
+    if not isinstance(word, str):
+        return ""
+    close = difflib.get_close_matches(word, list(choices), n=1)
     return f"; did you mean {close[0]!r}?" if close else ""
 
 

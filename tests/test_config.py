@@ -316,3 +316,12 @@ def test_docs_yaml_blocks(tmp_path):
             except (ConfigError, UnavailableError) as exc:
                 pytest.fail(f"docs/config.md yaml block {number}: {exc.format_message()}")
     assert checked >= 5
+
+
+def test_every_lazily_exported_name_resolves():
+    import importlib
+
+    for package in ("lstmkit.config", "lstmkit.run"):
+        module = importlib.import_module(package)
+        for name in module.__all__:
+            assert getattr(module, name) is not None, f"{package}.{name}"

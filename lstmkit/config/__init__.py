@@ -11,7 +11,7 @@ from .errors import ConfigError, ConfigIssue, ExitCode, LstmkitError, RunFailed,
 _LAZY = {
     "load_config": "loader", "LoadedConfig": "loader", "parse_override": "loader", "diff_configs": "loader",
     "resolved_yaml": "loader", "Config": "schema", "json_schema": "schema", "SCHEMA_VERSION": "schema",
-    "load_yaml": "yamlio", "dump_yaml": "yamlio", "YAMLError": "yamlio", "starter_config": "starter",
+    "load_yaml": "yamlio", "dump_yaml": "yamlio", "YAMLError": "yamlio", "starter_config": "reference",
 }
 
 __all__ = ["ConfigError", "ConfigIssue", "ExitCode", "LstmkitError", "RunFailed", "RunInterrupted",

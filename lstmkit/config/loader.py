@@ -23,7 +23,6 @@ The working directory is never changed.
 """
 from __future__ import annotations
 
-import difflib
 import os
 import pathlib
 import re
@@ -32,12 +31,13 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 from pydantic import BaseModel, ValidationError
 
 from . import schema
 from .errors import ConfigError, ConfigIssue, UnavailableError
+from ..registry import suggest
 from .yamlio import Position, YAMLError, dump_yaml, load_yaml_file, parse_value
 
 __all__ = ["LoadedConfig", "load_config", "load_config_data", "parse_override", "diff_configs",
@@ -133,13 +133,6 @@ def _describe(value) -> str:
     return f"{kind} {text if len(text) < 60 else text[:57] + '...'}"
 
 
-def _suggest(word, choices: Iterable[str]) -> str:
-    if not isinstance(word, str):
-        return ""
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
 def _unwrap(annotation):
     """Strip Optional/Annotated: the BaseModel or dict/list type underneath (or the union members)."""
     origin = typing.get_origin(annotation)
@@ -205,7 +198,7 @@ def _issues_from(error: ValidationError, model: type[BaseModel], data, positions
                 loc, message = loc + (m.group(1),), m.group(2)
         elif kind == "extra_forbidden":
             valid = sorted(parent.model_fields) if parent is not None else []
-            message = f"unknown key {loc[-1]!r}{_suggest(loc[-1], valid)}"
+            message = f"unknown key {loc[-1]!r}{suggest(loc[-1], valid)}"
             if valid:
                 message += f" (valid keys here: {', '.join(valid)})"
         elif kind == "missing":
@@ -214,10 +207,10 @@ def _issues_from(error: ValidationError, model: type[BaseModel], data, positions
             name = value.get("name") if isinstance(value, dict) else value
             choices = [c.strip() for c in ctx.get("choices", "").split(",")]
             loc = loc + ("name",)
-            message = f"{message} {name!r}{_suggest(name, choices)} (valid: {', '.join(choices)})"
+            message = f"{message} {name!r}{suggest(name, choices)} (valid: {', '.join(choices)})"
         elif kind == "literal_error":
             choices = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
-            message = f"should be {ctx.get('expected')}, got {_describe(value)}{_suggest(value, choices)}"
+            message = f"should be {ctx.get('expected')}, got {_describe(value)}{suggest(value, choices)}"
         elif kind in ("model_type", "model_attributes_type", "dict_type"):
             message = f"should be a mapping (indented `key: value` lines), got {_describe(value)}"
             if isinstance(value, str) and loc and loc[-1] in ("optimizer", "scheduler"):
@@ -484,7 +477,7 @@ def _check_plugins(config: schema.Config, data: dict, positions: dict, issues: l
         if metric not in valid:
             key = ("training", "early_stopping", "metric")
             issues.append(ConfigIssue(".".join(key), f"unknown metric {metric!r} for task {task.name!r}"
-                                      f"{_suggest(metric, valid)} (valid: {', '.join(valid)})",
+                                      f"{suggest(metric, valid)} (valid: {', '.join(valid)})",
                                       _where(positions, key)))
     lookup("backend", config.runtime.backend, ("runtime", "backend"))
     if config.training.tbptt is not None and config.model.bidirectional:

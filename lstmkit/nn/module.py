@@ -87,20 +87,23 @@ class Module:
 
     def parameters(self) -> Iterator[np.ndarray]:
         """The parameter arrays in PyTorch's order (the arrays themselves, not copies)."""
-        yield from self._parameters.values()
+        for _, value in self.named_parameters():
+            yield value
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """A copy of every parameter, keyed as in PyTorch (``torch.tensor`` of each loads into torch)."""
-        return {name: value.copy() for name, value in self._parameters.items()}
+        return {name: value.copy() for name, value in self.named_parameters()}
 
     def load_state_dict(self, state_dict: Mapping[str, np.ndarray], strict: bool = True) -> None:
         """Copy parameters in from ``state_dict`` (e.g. ``{k: v.numpy() for k, v in torch_sd.items()}``).
 
         With ``strict``, missing and unexpected keys are errors; a wrong shape is
-        always an error.  Nothing is changed unless every check passes.
+        always an error.  Nothing is changed unless every check passes.  The
+        copy is in place: arrays held elsewhere (an optimizer) stay the module's.
         """
-        missing = [k for k in self._parameters if k not in state_dict]
-        unexpected = [k for k in state_dict if k not in self._parameters]
+        own = dict(self.named_parameters())
+        missing = [k for k in own if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in own]
         problems = []
         if strict and missing:
             problems.append("Missing key(s) in state_dict: " + ", ".join(f'"{k}"' for k in missing) + ".")
@@ -108,25 +111,19 @@ class Module:
             problems.append(
                 "Unexpected key(s) in state_dict: " + ", ".join(f'"{k}"' for k in unexpected) + "."
             )
-        loaded = {}
-        for name, old in self._parameters.items():
-            if name not in state_dict:
-                continue
-            value = np.asarray(state_dict[name])
-            if value.shape != old.shape:
+        for name, old in own.items():
+            if name in state_dict and np.shape(state_dict[name]) != old.shape:
                 problems.append(
-                    f"size mismatch for {name}: copying a param with shape {value.shape} from "
+                    f"size mismatch for {name}: copying a param with shape {np.shape(state_dict[name])} from "
                     f"checkpoint, the shape in current model is {old.shape}."
                 )
-            else:
-                loaded[name] = value
         if problems:
             raise RuntimeError(
                 f"Error(s) in loading state_dict for {type(self).__name__}:\n\t" + "\n\t".join(problems)
             )
-        for name, value in loaded.items():
-            # In place: an optimizer holding the parameter arrays keeps working.
-            self._parameters[name][...] = value
+        for name, old in own.items():
+            if name in state_dict:
+                old[...] = state_dict[name]
 
     # -- modes and dtype ------------------------------------------------------
     def train(self, mode: bool = True) -> "Module":

@@ -30,7 +30,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..train import LOSSES, clip_grad_norm, make_optimizer, make_scheduler, sequence_mask
+from ..train import LOSSES, clip_grad_norm, grad_norm, make_optimizer, make_scheduler, sequence_mask
 
 __all__ = ["Trainer", "TrainerState", "NonFiniteLoss", "TrainingInterrupted"]
 
@@ -78,10 +78,6 @@ def _take_state(state, keep):
     if isinstance(state, tuple):
         return tuple(np.ascontiguousarray(s[:, keep]) for s in state)
     return np.ascontiguousarray(state[:, keep])
-
-
-def _global_norm(grads) -> float:
-    return float(np.sqrt(sum(float(np.sum(np.square(g, dtype=np.float64))) for g in grads.values())))
 
 
 class Trainer:
@@ -318,7 +314,7 @@ class Trainer:
             if not math.isfinite(loss):
                 raise NonFiniteLoss("loss", loss, s.step + 1, s.epoch + 1, s.batch + 1)
             grads = backward(d_outputs)
-            norm = clip_grad_norm(grads, t.grad_clip) if t.grad_clip is not None else _global_norm(grads)
+            norm = clip_grad_norm(grads, t.grad_clip) if t.grad_clip is not None else grad_norm(grads)
             if not math.isfinite(norm):
                 raise NonFiniteLoss("gradient norm", norm, s.step + 1, s.epoch + 1, s.batch + 1)
             self._phase = "update"  # from here on this step has changed the parameters

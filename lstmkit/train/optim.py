@@ -159,8 +159,10 @@ class Adam(Optimizer):
                 param *= 1 - self.lr * self.weight_decay
             else:
                 grad = grad + self.weight_decay * param
-        m = self.state["exp_avg"].setdefault(name, np.zeros_like(param))
-        v = self.state["exp_avg_sq"].setdefault(name, np.zeros_like(param))
+        if name not in self.state["exp_avg"]:  # first step: zero moments
+            self.state["exp_avg"][name] = np.zeros_like(param)
+            self.state["exp_avg_sq"][name] = np.zeros_like(param)
+        m, v = self.state["exp_avg"][name], self.state["exp_avg_sq"][name]
         m += (1 - beta1) * (grad - m)
         v *= beta2
         v += (1 - beta2) * grad * grad
