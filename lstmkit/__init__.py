@@ -7,15 +7,33 @@ gate order, equations and errors — on NumPy, with a Cython+BLAS core.
 >>> out.shape, h_n.shape, c_n.shape
 ((5, 3, 20), (2, 3, 20), (2, 3, 20))
 """
-from . import utils
 from .hookspecs import hookimpl
-from .model import SequenceModel
-from .nn import GRU, Embedding, GRUCell, Linear, LSTM, LSTMCell, Module, Recurrent, RecurrentCell, RNN, RNNCell
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell",
-    "Recurrent", "RecurrentCell", "Module", "Linear", "Embedding", "SequenceModel",
-    "utils", "hookimpl", "__version__",
-]
+# The modules load on first use, so ``import lstmkit`` (and ``lstmkit --help``)
+# does not import NumPy.
+_LAZY = {
+    **{name: ".nn" for name in ("LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell", "Recurrent",
+                                 "RecurrentCell", "Module", "Linear", "Embedding")},
+    "SequenceModel": ".model",
+}
+
+__all__ = [*_LAZY, "utils", "hookimpl", "__version__"]
+
+
+def __getattr__(name):
+    import importlib
+
+    if name == "utils":
+        return importlib.import_module(".utils", __name__)
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lstmkit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
