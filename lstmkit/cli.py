@@ -160,15 +160,7 @@ def make_cli() -> click.Group:
 
     from .registry import get_registry
 
-    registry = get_registry()
-    for name, plugin in list(registry._objects.items()):
-        hook = getattr(plugin, "register_commands", None)
-        if hook is None:
-            continue
-        try:
-            hook(cli=cli)
-        except Exception as exc:  # one plugin's broken command must not break the CLI
-            registry._fail(registry.plugins[name], f"failed in register_commands: {type(exc).__name__}: {exc}", exc)
+    get_registry().add_commands(cli)
     return cli
 
 

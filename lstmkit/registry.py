@@ -207,6 +207,28 @@ class Registry:
             for kind in ("cell", "backend", "task"):
                 self._collect_kind(kind, raise_for=only)
 
+    def add_commands(self, cli) -> None:
+        """Call every plugin's ``register_commands(cli)``, built-ins first.
+
+        A plugin whose hook raises is skipped with the usual warning; the
+        commands it adds are listed in its ``provides`` as ``command:<name>``.
+        """
+        order = [BUILTIN] + [n for n in self._objects if n != BUILTIN]
+        for name in order:
+            info = self.plugins.get(name)
+            hook = getattr(self._objects.get(name), "register_commands", None)
+            if info is None or info.status != "ok" or hook is None:
+                continue
+            before = set(cli.commands)
+            try:
+                hook(cli=cli)
+            except Exception as exc:  # one plugin's broken command must not break the CLI
+                for command in set(cli.commands) - before:
+                    del cli.commands[command]
+                self._fail(info, f"failed in register_commands: {type(exc).__name__}: {exc}", exc)
+                continue
+            info.provides += [f"command:{c}" for c in sorted(set(cli.commands) - before)]
+
     def collect_all(self) -> None:
         """Collect every kind now (for listings such as ``lstmkit plugins``)."""
         for kind in ("cell", "backend", "task"):

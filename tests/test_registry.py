@@ -569,7 +569,7 @@ def test_cli_plugins(fresh):
         (row,) = json.loads(invoke("plugins", "--json").stdout)
         assert row["name"] == "toy-plugin" and row["version"] == "local" and row["status"] == "ok"
         assert row["builtin"] is False and "register_commands" in row["hooks"]
-        assert {"cell:toy", "backend:toybe", "task:toy_task"} <= set(row["provides"])
+        assert {"cell:toy", "backend:toybe", "task:toy_task", "command:toy"} <= set(row["provides"])
         rows = {r["name"]: r for r in json.loads(invoke("plugins", "--all", "--json").stdout)}
         assert set(rows) == {"lstmkit", "toy-plugin"}
         assert rows["lstmkit"]["builtin"] is True and "cell:lstm" in rows["lstmkit"]["provides"]
