@@ -285,7 +285,7 @@ def _add_run_commands(cli: click.Group) -> None:
             return
         from pathlib import Path
 
-        from .run.atomic import atomic_write_text
+        from ._atomic import atomic_write_text
 
         if Path(output).exists() and not force:
             raise LstmkitError(f"{output} exists; add --force to replace it", ExitCode.USAGE)
@@ -371,7 +371,7 @@ def _add_run_commands(cli: click.Group) -> None:
         if output is None:
             click.echo(text)
             return
-        from .run.atomic import atomic_write_text
+        from ._atomic import atomic_write_text
 
         atomic_write_text(output, text + "\n")
         click.echo(f"wrote {output}", err=True)

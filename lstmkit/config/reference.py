@@ -268,7 +268,9 @@ def regenerate(path) -> bool:
     text = path.read_text(encoding="utf-8")
     new = re.sub(_BLOCK, lambda m: m.group(1) + markdown_reference(m.group("name")) + m.group(4), text, flags=re.S)
     if new != text:
-        path.write_text(new, encoding="utf-8")
+        from .._atomic import atomic_write_text
+
+        atomic_write_text(path, new)
     return new != text
 
 

@@ -12,7 +12,7 @@ _LAZY = {
     "evaluate_split": "trainer",
     "save_checkpoint": "checkpoint", "load_checkpoint": "checkpoint", "load_weights": "checkpoint",
     "MetricsLog": "metrics", "read_metrics": "metrics",
-    "atomic_open": "atomic", "atomic_write_text": "atomic", "atomic_write_json": "atomic",
+    "atomic_open": "._atomic", "atomic_write_text": "._atomic", "atomic_write_json": "._atomic",
 }
 
 __all__ = list(_LAZY)
@@ -24,6 +24,8 @@ def __getattr__(name):
         raise AttributeError(f"module 'lstmkit.run' has no attribute {name!r}")
     import importlib
 
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    # "._atomic" lives one level up (config/ and cli use it too); the rest are submodules.
+    target = f"lstmkit{module}" if module.startswith(".") else f"{__name__}.{module}"
+    value = getattr(importlib.import_module(target), name)
     globals()[name] = value
     return value

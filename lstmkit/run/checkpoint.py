@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .atomic import atomic_open
+from .._atomic import atomic_open
 
 __all__ = ["save_checkpoint", "load_checkpoint", "load_weights", "Checkpoint"]
 

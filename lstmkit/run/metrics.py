@@ -17,7 +17,7 @@ import json
 import math
 from pathlib import Path
 
-from .atomic import atomic_write_text
+from .._atomic import atomic_write_text
 
 __all__ = ["MetricsLog", "read_metrics"]
 

@@ -26,7 +26,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..config.errors import ConfigError, ConfigIssue, ExitCode, LstmkitError, RunFailed, RunInterrupted
-from .atomic import atomic_write_json, atomic_write_text
+from .._atomic import atomic_write_json, atomic_write_text
 from .checkpoint import load_checkpoint, save_checkpoint
 from .metrics import MetricsLog
 
@@ -608,7 +608,7 @@ def plot_losses(records: list[dict], path: Path) -> str | None:
     ax.grid(True, alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    from .atomic import atomic_open
+    from .._atomic import atomic_open
 
     with atomic_open(path, "wb") as f:
         fig.savefig(f, format="png")
