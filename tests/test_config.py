@@ -325,3 +325,24 @@ def test_every_lazily_exported_name_resolves():
         module = importlib.import_module(package)
         for name in module.__all__:
             assert getattr(module, name) is not None, f"{package}.{name}"
+
+
+def test_task_and_cell_options_are_not_coerced(tmp_path):
+    """Plugin-owned options are as strict as the core keys: no "yes" -> true, no 3.0 -> 3."""
+    from lstmkit.config import ConfigError, load_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("version: 1\ntask:\n  type: copy\n  options: {copy_len: 3.0, delay: \"5\"}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    text = str(info.value)
+    assert "task.options.copy_len" in text and "task.options.delay" in text
+
+
+def test_set_errors_name_the_override(tmp_path):
+    from lstmkit.config import ConfigError, load_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("version: 1\nseed: 7\ntask: {type: sine}\n")
+    with pytest.raises(ConfigError, match=r"--set trainng\.epochs=1: trainng: unknown key 'trainng'; did you mean 'training'\?"):
+        load_config(path, ["trainng.epochs=1"])

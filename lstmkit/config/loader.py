@@ -95,17 +95,18 @@ def parse_override(text: str) -> tuple[tuple[str, ...], Any]:
 
 def _apply(data: dict, path: tuple, value, where: str, positions: dict, sources: dict, issues: list) -> None:
     node = data
+    position = Position(where)
     for depth, part in enumerate(path[:-1]):
         child = node.get(part)
         if child is None:
             child = node[part] = {}
+            positions[path[: depth + 1]] = position  # a key the override created: blame the override
         elif not isinstance(child, dict):
             issues.append(ConfigIssue(".".join(path[: depth + 1]), f"is not a mapping ({_describe(child)}), "
                                       f"so {'.'.join(path)} cannot be set", where))
             return
         node = child
     node[path[-1]] = value
-    position = Position(where)
     for known in [p for p in positions if p[: len(path)] == path]:
         del positions[known]
     _mark(value, path, position, positions)
@@ -496,7 +497,11 @@ def _validate_options(options_model, options: dict, prefix: tuple, owner: str, d
             return None
         return {}
     try:
-        validated = options_model.model_validate(options)
+        # Strict, like the core keys: "yes", "5" or 3.0 are not silently turned into true, 5 or 3.
+        # YAML has no path type, so a string is what a Path field takes.
+        paths = _path_fields(options_model)
+        options = {k: Path(v) if k in paths and isinstance(v, str) else v for k, v in options.items()}
+        validated = options_model.model_validate(options, strict=True)
     except ValidationError as exc:
         raw = data
         for part in prefix:
