@@ -8,11 +8,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterator
 
-__all__ = ["atomic_open", "atomic_write_text", "atomic_write_bytes", "atomic_write_json"]
+__all__ = ["atomic_open", "atomic_write_text", "atomic_write_bytes", "atomic_write_json", "atomic_copy"]
 
 
 def _umask() -> int:
@@ -57,3 +58,9 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 def atomic_write_json(path: str | os.PathLike, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, allow_nan=True) + "\n")
+
+
+def atomic_copy(source: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Copy the file ``source`` to ``path`` (its bytes; ``path`` replaced whole, like every write here)."""
+    with open(source, "rb") as src, atomic_open(path, "wb") as f:
+        shutil.copyfileobj(src, f)

@@ -22,6 +22,7 @@ import numpy as np
 from .nn.layers import Embedding, Linear
 from .nn.module import Module, as_float_dtype, as_generator
 from .nn.rnn import Recurrent
+from .train.losses import sequence_mask
 from .utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 TARGETS = ("sequence", "last")
@@ -84,7 +85,7 @@ class SequenceModel(Module):
             cell, input_size, hidden_size, num_layers, True, True, dropout, bidirectional, proj_size,
             dtype=self._dtype, backend=backend, seed=self.generator, cell_options=cell_options,
         )
-        self.width = proj_size if proj_size > 0 else self.rnn.hidden_size  # P
+        self.width = self.rnn.cell.state_sizes(self.rnn.hidden_size, self.rnn.proj_size)[0]  # P
         self.head = Linear(self.rnn.num_directions * self.width, output_size, dtype=self._dtype, seed=self.generator)
         self.input_size = None if self.embedding is not None else self.rnn.input_size
         self.vocab_size = None if self.embedding is None else self.embedding.num_embeddings
@@ -198,7 +199,7 @@ class SequenceModel(Module):
         P, rows, mask = self.width, np.arange(batch), None
         if self.target == "sequence":
             feats = out
-            mask = None if lengths is None else (np.arange(steps) < lengths[:, None])[..., None]
+            mask = None if lengths is None else sequence_mask(lengths, steps)[..., None]
         else:
             feats = out[rows, ends, :P]
             if self.rnn.bidirectional:

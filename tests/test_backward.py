@@ -8,24 +8,8 @@ import numpy as np
 import pytest
 
 import lstmkit
+from lstmkit.testing import numeric_gradient
 from lstmkit.utils.rnn import PackedSequence, pack_padded_sequence
-
-EPS = 1e-6
-
-
-def numeric_grad(f, array):
-    """Central differences of the scalar ``f()`` w.r.t. every element of ``array`` (in place)."""
-    grad = np.zeros_like(array)
-    for index in np.ndindex(array.shape):
-        old = array[index]
-        array[index] = old + EPS
-        plus = f()
-        array[index] = old - EPS
-        minus = f()
-        array[index] = old
-        grad[index] = (plus - minus) / (2 * EPS)
-    return grad
-
 
 def assert_close(analytic, numeric, what):
     scale = max(1.0, np.abs(numeric).max())
@@ -58,12 +42,12 @@ def check_module_gradients(module, x, hx, seed=0):
     d_state = tuple(w_state) if isinstance(state, tuple) else w_state[0]
     d_x, d_hx, d_params = backward(w_out, d_state)
     x_data = x.data if isinstance(x, PackedSequence) else x
-    assert_close(d_x, numeric_grad(loss, x_data), "d_input")
+    assert_close(d_x, numeric_gradient(loss, x_data), "d_input")
     if hx is not None:
         for i, (h, d_h) in enumerate(zip(state_list(hx), state_list(d_hx))):
-            assert_close(d_h, numeric_grad(loss, h), f"d_hx[{i}]")
+            assert_close(d_h, numeric_gradient(loss, h), f"d_hx[{i}]")
     for name, value in module.named_parameters():
-        assert_close(d_params[name], numeric_grad(loss, value), name)
+        assert_close(d_params[name], numeric_gradient(loss, value), name)
     assert list(d_params) == list(module.state_dict())
 
 
@@ -135,11 +119,11 @@ def test_cell_gradients(backend, cell, unbatched):
         return float(sum((a * w).sum() for a, w in zip(state_list(r), ws)))
 
     d_x, d_hx, d_params = backward(tuple(ws) if cell == "lstm" else ws[0])
-    assert_close(d_x, numeric_grad(loss, x), "d_input")
+    assert_close(d_x, numeric_gradient(loss, x), "d_input")
     for h, d_h in zip(state_list(hx), state_list(d_hx)):
-        assert_close(d_h, numeric_grad(loss, h), "d_hx")
+        assert_close(d_h, numeric_gradient(loss, h), "d_hx")
     for name, value in c.named_parameters():
-        assert_close(d_params[name], numeric_grad(loss, value), name)
+        assert_close(d_params[name], numeric_gradient(loss, value), name)
 
 
 def test_forward_train_matches_forward_and_none_gradients(backend):

@@ -20,6 +20,7 @@ from lstmkit.backends.base import Backend  # noqa: E402
 from lstmkit.backends.cython import CythonBackend  # noqa: E402
 from lstmkit.backends.reference import ReferenceBackend  # noqa: E402
 from lstmkit.cells import LSTMCellType, get_cell  # noqa: E402
+from lstmkit.testing import numeric_gradient  # noqa: E402
 
 CY = CythonBackend()
 REF = ReferenceBackend()
@@ -149,17 +150,7 @@ def test_gradient_central_differences(name, proj, reverse):
     d_x, d_state0, d_params = CY.layer_backward(cell, params, cache, r_y, r_state)
 
     def numeric(arr):
-        grad = np.empty_like(arr)
-        eps = 1e-6
-        for idx in np.ndindex(arr.shape):
-            old = arr[idx]
-            arr[idx] = old + eps
-            up = _loss(cell, params, x, bs, reverse, state0, r_y, r_state)
-            arr[idx] = old - eps
-            down = _loss(cell, params, x, bs, reverse, state0, r_y, r_state)
-            arr[idx] = old
-            grad[idx] = (up - down) / (2 * eps)
-        return grad
+        return numeric_gradient(lambda: _loss(cell, params, x, bs, reverse, state0, r_y, r_state), arr)
 
     checks = {"x": (d_x, numeric(x))}
     for i, s in enumerate(state0):

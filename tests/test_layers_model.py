@@ -4,6 +4,7 @@ import pytest
 
 import lstmkit
 from lstmkit import Embedding, Linear, SequenceModel
+from lstmkit.testing import numeric_gradient
 
 try:
     import torch
@@ -11,23 +12,6 @@ except ImportError:  # the gradient checks and key-name tests still run
     torch = None
 
 needs_torch = pytest.mark.skipif(torch is None, reason="torch is not importable")
-EPS = 1e-6
-
-
-def numeric_grad(f, array):
-    """Central differences of the scalar ``f()`` w.r.t. every element of ``array`` (in place)."""
-    grad = np.zeros_like(array)
-    for index in np.ndindex(array.shape):
-        old = array[index]
-        array[index] = old + EPS
-        plus = f()
-        array[index] = old - EPS
-        minus = f()
-        array[index] = old
-        grad[index] = (plus - minus) / (2 * EPS)
-    return grad
-
-
 def assert_close(analytic, numeric, what):
     scale = max(1.0, np.abs(numeric).max())
     err = np.abs(analytic - numeric).max() / scale
@@ -49,9 +33,9 @@ def test_linear_forward_init_and_gradients(rng):
     def loss():
         return float((layer(x) * w).sum())
 
-    assert_close(d_x, numeric_grad(loss, x), "d_x")
+    assert_close(d_x, numeric_gradient(loss, x), "d_x")
     for name, value in layer.named_parameters():
-        assert_close(grads[name], numeric_grad(loss, value), name)
+        assert_close(grads[name], numeric_gradient(loss, value), name)
 
 
 def test_linear_without_bias_and_errors():
@@ -73,7 +57,7 @@ def test_embedding_forward_gradients_and_errors(rng):
     w = rng.standard_normal(y.shape)
     d_none, grads = backward(w)
     assert d_none is None
-    assert_close(grads["weight"], numeric_grad(lambda: float((emb(ids) * w).sum()), emb.weight), "weight")
+    assert_close(grads["weight"], numeric_gradient(lambda: float((emb(ids) * w).sum()), emb.weight), "weight")
     assert not grads["weight"][3].any()  # id 3 unused
     with pytest.raises(RuntimeError, match="indices"):
         emb(np.zeros((2, 2)))
@@ -153,7 +137,7 @@ def test_sequence_model_gradients(backend, cell, kwargs, tokens, lengths, with_s
         return float((run()[0] * w).sum())
 
     for name, value in m.named_parameters():
-        assert_close(d_params[name], numeric_grad(loss, value), name)
+        assert_close(d_params[name], numeric_gradient(loss, value), name)
     if not tokens:
         assert np.array_equal(x, make_inputs(m, tokens, np.random.default_rng(11)))  # inputs untouched
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from lstmkit import SequenceModel
+from lstmkit.testing import numeric_gradient
 from lstmkit.train import (
     LOSSES, SGD, Adam, AdamW, clip_grad_norm, cross_entropy, make_optimizer, make_scheduler, mse, sequence_mask,
 )
@@ -25,30 +26,18 @@ def npz_round_trip(state, tmp_path):
         return {k: z[k] for k in z.files}
 
 
-def numeric_grad(f, x, eps=1e-6):
-    g = np.zeros_like(x)
-    for i in np.ndindex(x.shape):
-        old = x[i]
-        x[i] = old + eps
-        plus = f()
-        x[i] = old - eps
-        g[i] = (plus - f()) / (2 * eps)
-        x[i] = old
-    return g
-
-
 # -- losses -------------------------------------------------------------------------------
 def test_mse_value_gradient_and_mask(rng):
     pred, target = rng.standard_normal((3, 4, 2)), rng.standard_normal((3, 4, 2))
     loss, grad = mse(pred, target)
     assert loss == pytest.approx(np.mean((pred - target) ** 2))
-    np.testing.assert_allclose(grad, numeric_grad(lambda: mse(pred, target)[0], pred), atol=1e-8)
+    np.testing.assert_allclose(grad, numeric_gradient(lambda: mse(pred, target)[0], pred), atol=1e-8)
     mask = sequence_mask([4, 1, 2], 4)
     assert mask.tolist()[1] == [True, False, False, False]
     loss, grad = mse(pred, target, mask)
     assert loss == pytest.approx(np.mean((pred - target)[mask] ** 2))
     assert not grad[~mask].any()
-    np.testing.assert_allclose(grad, numeric_grad(lambda: mse(pred, target, mask)[0], pred), atol=1e-8)
+    np.testing.assert_allclose(grad, numeric_gradient(lambda: mse(pred, target, mask)[0], pred), atol=1e-8)
     assert mse(pred.astype(np.float32), target)[1].dtype == np.float32
     with pytest.raises(ValueError, match="mask should have shape"):
         mse(pred, target, np.ones((3, 5), bool))
@@ -61,7 +50,7 @@ def test_cross_entropy_value_gradient_and_mask(rng):
     nll = np.log(np.exp(z).sum(-1)) - np.take_along_axis(z, ids[..., None], -1)[..., 0]
     loss, grad = cross_entropy(logits, ids)
     assert loss == pytest.approx(nll.mean())
-    np.testing.assert_allclose(grad, numeric_grad(lambda: cross_entropy(logits, ids)[0], logits), atol=1e-8)
+    np.testing.assert_allclose(grad, numeric_gradient(lambda: cross_entropy(logits, ids)[0], logits), atol=1e-8)
     mask = sequence_mask([3, 1], 3)
     loss, grad = cross_entropy(logits, ids, mask)
     assert loss == pytest.approx(nll[mask].mean()) and not grad[~mask].any()

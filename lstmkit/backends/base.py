@@ -18,7 +18,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..cells import CellType
+from ..cells import CellType, GRUCellType, LSTMCellType, RNNReluCellType, RNNTanhCellType
+
+#: The built-in cells, for which a fast backend has fused kernels (any other cell runs its
+#: reference step).
+FUSED_CELLS = (LSTMCellType, GRUCellType, RNNTanhCellType, RNNReluCellType)
+#: The dtypes a backend computes in.
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 class Backend:
@@ -93,3 +99,16 @@ def step_offsets(batch_sizes: np.ndarray) -> np.ndarray:
     offsets = np.zeros(len(batch_sizes) + 1, dtype=np.int64)
     np.cumsum(batch_sizes, out=offsets[1:])
     return offsets
+
+
+def float_dtype(dtype, backend: str) -> np.dtype:
+    """``dtype`` as a ``numpy.dtype`` if it is float32 or float64, else a TypeError naming ``backend``."""
+    dtype = np.dtype(dtype)
+    if dtype not in FLOAT_DTYPES:
+        raise TypeError(f"the {backend} backend computes in float32 or float64; got arrays of dtype {dtype}")
+    return dtype
+
+
+def keyed_grads(params: dict[str, Any], grads: dict[str, Any]) -> dict[str, Any]:
+    """``grads`` in the key order of ``params`` (``d_params`` of :meth:`Backend.layer_backward`)."""
+    return {name: grads[name] for name in params if name in grads}

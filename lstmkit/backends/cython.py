@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _core
-from ..cells import GRUCellType, LSTMCellType, RNNReluCellType, RNNTanhCellType
-from .base import Backend
+from ..cells import GRUCellType, LSTMCellType, RNNReluCellType
+from .base import FUSED_CELLS, Backend, float_dtype, keyed_grads
 from .reference import ReferenceBackend
 
 #: Debug switch: when true, every array this backend allocates (outputs,
@@ -21,7 +21,6 @@ from .reference import ReferenceBackend
 POISON_WORKSPACES = False
 
 _REFERENCE = ReferenceBackend()
-_FUSED = (LSTMCellType, GRUCellType, RNNTanhCellType, RNNReluCellType)
 _KERNEL_NAMES = (
     "lstm_forward", "lstm_backward", "gru_forward", "gru_backward", "rnn_forward",
     "rnn_backward",
@@ -62,12 +61,7 @@ def _empty(shape, dtype):
 
 
 def _kernels(dtype):
-    kernels = _KERNELS.get(dtype)
-    if kernels is None:
-        raise TypeError(
-            f"the cython backend computes in float32 or float64; got arrays of dtype {dtype}"
-        )
-    return kernels
+    return _KERNELS[float_dtype(dtype, "cython")]
 
 
 def _arr(a, dtype):
@@ -86,7 +80,7 @@ class CythonBackend(Backend):
     # -- forward ----------------------------------------------------------------
     def layer_forward(self, cell, params, x, batch_sizes, reverse, state0, training):
         kind = type(cell)
-        if kind not in _FUSED:
+        if kind not in FUSED_CELLS:
             return _REFERENCE.layer_forward(
                 cell, params, x, batch_sizes, reverse, state0, training
             )
@@ -145,7 +139,7 @@ class CythonBackend(Backend):
     # -- backward ---------------------------------------------------------------
     def layer_backward(self, cell, params, cache, d_y, d_state_n):
         kind = type(cell)
-        if kind not in _FUSED:
+        if kind not in FUSED_CELLS:
             return _REFERENCE.layer_backward(cell, params, cache, d_y, d_state_n)
         if not isinstance(cache, _Cache):
             raise TypeError(
@@ -187,25 +181,20 @@ class CythonBackend(Backend):
                             hcell, d_y, dhn, dcn, dh0, dc0, _empty((n, g), dt), dhtot,
                             dhcell, dx, grads["weight_ih"], grads["weight_hh"], db_ih,
                             db_hh, dw_hr)
-            return dx, (dh0, dc0), self._keyed(params, grads)
+            return dx, (dh0, dc0), keyed_grads(params, grads)
 
         if kind is GRUCellType:
             gates, hprev, ghn = cache.arrays
             k.gru_backward(x, w_ih, w_hh, bs, reverse, gates, hprev, ghn, d_y, dhn, dh0,
                            _empty((n, g), dt), _empty((n, p), dt), dx, grads["weight_ih"],
                            grads["weight_hh"], db_ih, db_hh)
-            return dx, (dh0,), self._keyed(params, grads)
+            return dx, (dh0,), keyed_grads(params, grads)
 
         gates, hprev = cache.arrays
         k.rnn_backward(x, w_ih, w_hh, bs, reverse, kind is RNNReluCellType, gates, hprev,
                        d_y, dhn, dh0, _empty((n, g), dt), dx, grads["weight_ih"],
                        grads["weight_hh"], db_ih, db_hh)
-        return dx, (dh0,), self._keyed(params, grads)
-
-    @staticmethod
-    def _keyed(params, grads):
-        """``grads`` in the key order of ``params`` (a bias in one implies both)."""
-        return {name: grads[name] for name in params if name in grads}
+        return dx, (dh0,), keyed_grads(params, grads)
 
     # -- one step ---------------------------------------------------------------
     def cell_step(self, cell, params, x, state):
@@ -215,7 +204,7 @@ class CythonBackend(Backend):
         wrong dtype or layout; only then are they converted and the call retried.
         """
         kind = type(cell)
-        if kind not in _FUSED or "weight_hr" in params:
+        if kind not in FUSED_CELLS or "weight_hr" in params:
             return Backend.cell_step(self, cell, params, x, state)
         args = (x, params["weight_ih"], params["weight_hh"], params.get("bias_ih"),
                 params.get("bias_hh"))

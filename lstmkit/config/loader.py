@@ -473,7 +473,7 @@ def _check_plugins(config: schema.Config, data: dict, positions: dict, issues: l
                 base = Path.cwd() if any(k[:3] == key and v == "cli" for k, v in sources.items()) else base_dir
                 options[name] = _absolute(options.get(name), base)
             resolved["task"]["options"] = options
-        metric = config.training.early_stopping.metric if config.training.early_stopping else "valid.loss"
+        metric = (config.training.early_stopping or schema.EarlyStoppingConfig()).metric
         valid = ["valid.loss", "train.loss"] + [f"valid.{m}" for m in task.metrics]
         if metric not in valid:
             key = ("training", "early_stopping", "metric")

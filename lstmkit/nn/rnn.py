@@ -99,7 +99,7 @@ class Recurrent(Module):
         self.generator = as_generator(seed)
 
         num_dirs = 2 if bidirectional else 1
-        out = proj_size if proj_size > 0 else hidden_size
+        out = self.cell.state_sizes(hidden_size, proj_size)[0]  # width of h: proj_size or hidden_size
         # _names[layer][direction]: [(base name, state-dict name), ...] in torch's order.
         self._names = []
         for layer in range(num_layers):

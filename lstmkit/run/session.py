@@ -26,7 +26,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..config.errors import ConfigError, ConfigIssue, ExitCode, LstmkitError, RunFailed, RunInterrupted
-from .._atomic import atomic_write_json, atomic_write_text
+from .._atomic import atomic_copy, atomic_write_json, atomic_write_text
 from .checkpoint import load_checkpoint, save_checkpoint
 from .metrics import MetricsLog
 
@@ -501,7 +501,13 @@ def _start_meta(folder: RunFolder, loaded, argv, resumed: bool) -> dict:
 
 
 class _Checkpointer:
-    """Writes checkpoints/last.npz, epoch-NNNN.npz (keep_last) and best.npz."""
+    """Writes checkpoints/last.npz, epoch-NNNN.npz (keep_last) and best.npz.
+
+    Each call serialises ``trainer.state_dict()`` once: an epoch snapshot is a
+    copy of the last.npz just written.  best.npz is written when the monitored
+    metric improves, in the middle of the epoch's end (before the scheduler
+    steps), so it is a state of its own.
+    """
 
     def __init__(self, folder: RunFolder, cfg, config_text: str):
         self.folder, self.policy, self.config_text = folder, cfg.outputs.checkpoint, config_text
@@ -514,7 +520,7 @@ class _Checkpointer:
         save_checkpoint(self.folder.last, config=self.config_text, **state)
         if kind == "epoch" and self.policy.keep_last > 1:
             epoch = trainer.state.epoch
-            save_checkpoint(self.folder.checkpoints / f"epoch-{epoch:04d}.npz", config=self.config_text, **state)
+            atomic_copy(self.folder.last, self.folder.checkpoints / f"epoch-{epoch:04d}.npz")
             snapshots = sorted(self.folder.checkpoints.glob("epoch-*.npz"))
             for old in snapshots[: max(0, len(snapshots) - (self.policy.keep_last - 1))]:
                 old.unlink()

@@ -105,11 +105,10 @@ class Trainer:
         self.progress = progress
         self.loss_fn = LOSSES[task.loss]
         self.target = task.target
-        es = self.training.early_stopping
-        self.monitor = es.metric if es is not None else "valid.loss"
-        self.mode = es.mode if es is not None else "min"
-        self.patience = es.patience if es is not None else None
-        self.min_delta = es.min_delta if es is not None else 0.0
+        from ..config.schema import EarlyStoppingConfig
+
+        es = self.training.early_stopping or EarlyStoppingConfig()  # null: the schema's defaults
+        self.monitor, self.mode, self.patience, self.min_delta = es.metric, es.mode, es.patience, es.min_delta
         self.steps_per_epoch = max(1, math.ceil(len(self.data["train"]) / self.training.batch_size))
         opt = self.training.optimizer.model_dump(exclude={"name"})
         self.optimizer = make_optimizer(self.training.optimizer.name, dict(model.named_parameters()), **opt)
@@ -134,15 +133,14 @@ class Trainer:
         return dataclasses.replace(split, **changes)
 
     def _scheduler_options(self) -> dict:
+        """The scheduler section's options as ``make_scheduler`` keywords, plus what depends on the run."""
         s = self.training.scheduler
-        if s.name == "none":
-            return {}
-        if s.name == "step":
-            return {"step_size": s.step_size, "gamma": s.gamma}
-        if s.name == "cosine":
-            return {"t_max": s.t_max or self.planned_epochs(), "eta_min": s.eta_min}
-        return {"mode": self.mode, "factor": s.factor, "patience": s.patience, "threshold": s.threshold,
-                "min_lr": s.min_lr}
+        options = s.model_dump(exclude={"name"})
+        if s.name == "cosine" and s.t_max is None:
+            options["t_max"] = self.planned_epochs()
+        if s.name == "plateau":
+            options["mode"] = self.mode
+        return options
 
     def planned_epochs(self) -> int:
         """Epochs the run will take if it does not stop early."""

@@ -12,7 +12,7 @@ task                       inputs    target     loss                       metri
 =========================  ========  =========  =========================  =================================
 """
 from .adding import AddingOptions, AddingTask
-from .base import Split, Task, TaskError, TaskOptions
+from .base import CarvedSplitOptions, Split, SyntheticOptions, SyntheticTask, Task, TaskError, TaskOptions
 from .char_lm import CharLMOptions, CharLMTask
 from .copy import CopyOptions, CopyTask
 from .csv import CSVOptions, CSVTask
@@ -28,7 +28,8 @@ def builtin_task_specs():
 
 
 __all__ = [
-    "Split", "Task", "TaskError", "TaskOptions", "BUILTIN_TASKS", "builtin_task_specs",
+    "Split", "Task", "TaskError", "TaskOptions", "SyntheticTask", "SyntheticOptions", "CarvedSplitOptions",
+    "BUILTIN_TASKS", "builtin_task_specs",
     "SineTask", "SineOptions", "AddingTask", "AddingOptions", "CopyTask", "CopyOptions",
     "CharLMTask", "CharLMOptions", "CSVTask", "CSVOptions",
     "SequenceClassificationTask", "SequenceClassificationOptions",

@@ -4,20 +4,21 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from .base import Split, Task, TaskOptions, read_feature_sequences, refuse_files, regression_metrics, split_rng
+from .base import (DataSeed, Split, SyntheticOptions, SyntheticTask, TestSize, TrainSize, ValidSize,
+                   read_feature_sequences, regression_metrics)
 
 
-class AddingOptions(TaskOptions):
+class AddingOptions(SyntheticOptions):
     """`task.options` of the `adding` task."""
 
     seq_len: int = Field(50, ge=2, description="Steps per sequence; one marker falls in each half.")
-    num_train: int = Field(2000, ge=1, description="Training sequences.")
-    num_valid: int = Field(500, ge=1, description="Validation sequences.")
-    num_test: int = Field(500, ge=1, description="Test sequences.")
-    data_seed: int | None = Field(None, description="Seed of the data; null: the run's seed.")
+    num_train: TrainSize = 2000
+    num_valid: ValidSize = 500
+    num_test: TestSize = 500
+    data_seed: DataSeed = None
 
 
-class AddingTask(Task):
+class AddingTask(SyntheticTask):
     """``inputs[b, t] = (u_t, m_t)``: ``u_t ~ U(0, 1)``, and ``m_t = 1`` at exactly two
     steps (one in the first half, one in the second), else 0.
     ``targets[b] = (Σ_t m_t u_t,)``, read from the last step.  Predicting the
@@ -29,10 +30,6 @@ class AddingTask(Task):
     options_model = AddingOptions
     metric_names = ("mse",)
     input_kind, input_size, output_size, target, loss = "features", 2, 1, "last", "mse"
-
-    def __init__(self, options=None, *, base_dir=".", seed=0, splits=None):
-        super().__init__(options, base_dir=base_dir, seed=seed, splits=splits)
-        refuse_files(self.name, self.splits)
 
     def _generate(self, rng: np.random.Generator, count: int) -> Split:
         T = self.options.seq_len
@@ -46,12 +43,6 @@ class AddingTask(Task):
         inputs = np.stack([values, markers], axis=-1).astype(np.float32)
         targets = (values[rows, first] + values[rows, second])[:, None].astype(np.float32)
         return Split(inputs, targets, None)
-
-    def _make_data(self):
-        o = self.options
-        seed = self.seed if o.data_seed is None else o.data_seed
-        sizes = {"train": o.num_train, "valid": o.num_valid, "test": o.num_test}
-        return {k: self._generate(split_rng(seed, k), n) for k, n in sizes.items()}
 
     def metrics(self, outputs, targets, lengths=None):
         return {"mse": regression_metrics(outputs, targets, sequence=False)["mse"]}

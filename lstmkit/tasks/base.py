@@ -19,10 +19,12 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ..train.losses import sequence_mask
 
 SPLITS = ("train", "valid", "test")
 
@@ -63,7 +65,7 @@ class Split:
         """``(B, T)`` bool valid-step mask, or ``None`` when every step is valid."""
         if self.lengths is None:
             return None
-        return np.arange(self.inputs.shape[1]) < self.lengths[:, None]
+        return sequence_mask(self.lengths, self.inputs.shape[1])
 
 
 class Task:
@@ -131,7 +133,7 @@ class Task:
         return f"{type(self).__name__}({self.options!r})"
 
 
-# -- helpers for synthetic tasks ----------------------------------------------------
+# -- synthetic tasks ----------------------------------------------------------------
 def split_rng(seed: int, split: str) -> np.random.Generator:
     """An independent generator per (seed, split): changing one split's size leaves the others alone."""
     return np.random.default_rng([int(seed), SPLITS.index(split)])
@@ -145,6 +147,53 @@ def refuse_files(name: str, splits: dict) -> None:
             f"task {name!r} generates its data from the seed; task.{given[0]} should be null "
             f"(set the sizes in task.options instead)"
         )
+
+
+# The options every synthetic task has; only their defaults differ from task to task.
+TrainSize = Annotated[int, Field(ge=1, description="Training sequences.")]
+ValidSize = Annotated[int, Field(ge=1, description="Validation sequences.")]
+TestSize = Annotated[int, Field(ge=1, description="Test sequences.")]
+DataSeed = Annotated[int | None, Field(description="Seed of the data; null: the run's seed.")]
+
+
+class SyntheticOptions(TaskOptions):
+    """Base of the options of a :class:`SyntheticTask`.
+
+    A subclass declares its own options, then (last, so they close the task's
+    table in ``docs/config.md``) the split sizes and the data seed with the
+    shared types, giving only the defaults::
+
+        num_train: TrainSize = 1000
+        num_valid: ValidSize = 200
+        num_test: TestSize = 200
+        data_seed: DataSeed = None
+    """
+
+
+class SyntheticTask(Task):
+    """A task that generates its data from the seed and takes no files.
+
+    The seed is ``options.data_seed`` (null: the run's seed); split ``k`` is
+    ``_generate(split_rng(seed, k), options.num_<k>)``, each split from its own
+    stream.  Subclasses write ``_generate`` (and the task's metrics and I/O).
+    """
+
+    options_model: ClassVar[type[SyntheticOptions]] = SyntheticOptions
+
+    def __init__(self, options: dict | None = None, *, base_dir: Path | str = ".", seed: int | None = 0,
+                 splits: dict | None = None):
+        super().__init__(options, base_dir=base_dir, seed=seed, splits=splits)
+        refuse_files(self.name, self.splits)
+
+    def _generate(self, rng: np.random.Generator, count: int) -> Split:
+        """``count`` examples drawn from ``rng``."""
+        raise NotImplementedError
+
+    def _make_data(self) -> dict[str, Split]:
+        o = self.options
+        seed = self.seed if o.data_seed is None else o.data_seed
+        sizes = {"train": o.num_train, "valid": o.num_valid, "test": o.num_test}
+        return {k: self._generate(split_rng(seed, k), n) for k, n in sizes.items()}
 
 
 # -- helpers for file tasks ------------------------------------------------------------
@@ -163,6 +212,26 @@ def data_files(name: str, base_dir: Path, splits: dict, what: str) -> dict[str, 
     if splits.get("train") is None:
         raise TaskError(f"task {name!r} reads its data from a file: set task.train to {what}")
     return {k: None if splits.get(k) is None else resolve_file(base_dir, splits[k], f"task.{k}") for k in SPLITS}
+
+
+Fraction = Annotated[float, Field(ge=0, lt=1)]
+
+
+class CarvedSplitOptions(TaskOptions):
+    """Base of the options of a file task that carves valid/test out of ``task.train``.
+
+    A subclass declares ``valid_fraction: Fraction`` and ``test_fraction:
+    Fraction`` (each with its default and description) and names what is left
+    in ``train_part``; their sum must be below 1.
+    """
+
+    train_part: ClassVar[str] = "training data"
+
+    @model_validator(mode="after")
+    def _fractions(self):
+        if self.valid_fraction + self.test_fraction >= 1:
+            raise ValueError(f"valid_fraction + test_fraction should be below 1 (the rest is the {self.train_part})")
+        return self
 
 
 def carve(n: int, valid_fraction: float, test_fraction: float, has_valid: bool, has_test: bool):
@@ -265,8 +334,7 @@ def _valid(values: np.ndarray, lengths, steps_axis: int = 1) -> np.ndarray:
     """Valid elements of ``(B, T, ...)`` ``values`` (all when ``lengths`` is None), stacked on axis 0."""
     if lengths is None or values.ndim < 2:
         return values.reshape((-1,) + values.shape[2:]) if values.ndim >= 2 else values
-    mask = np.arange(values.shape[steps_axis]) < np.asarray(lengths)[:, None]
-    return values[mask]
+    return values[sequence_mask(lengths, values.shape[steps_axis])]
 
 
 def regression_metrics(outputs, targets, lengths=None, sequence: bool = True) -> dict[str, float]:

@@ -5,25 +5,23 @@ import math
 from pathlib import Path
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from .base import SPLITS, Split, Task, TaskError, TaskOptions, carve, data_files, log_softmax, pad
+from .base import (SPLITS, CarvedSplitOptions, Fraction, Split, Task, TaskError, carve, data_files,
+                   log_softmax, pad)
+from ..train.losses import sequence_mask
 
 
-class CharLMOptions(TaskOptions):
+class CharLMOptions(CarvedSplitOptions):
     """`task.options` of the `char_lm` task."""
 
     seq_len: int = Field(64, ge=1, description="Characters per training window (the model predicts each next one).")
-    valid_fraction: float = Field(0.1, ge=0, lt=1, description="Share of the train file (its end, before the test part) used for validation when task.valid is null.")
-    test_fraction: float = Field(0.1, ge=0, lt=1, description="Share of the train file (its very end) used for testing when task.test is null.")
+    valid_fraction: Fraction = Field(0.1, description="Share of the train file (its end, before the test part) used for validation when task.valid is null.")
+    test_fraction: Fraction = Field(0.1, description="Share of the train file (its very end) used for testing when task.test is null.")
     lowercase: bool = Field(False, description="Lower-case the text before building the vocabulary.")
     encoding: str = Field("utf-8", description="Text encoding of the files.")
 
-    @model_validator(mode="after")
-    def _fractions(self):
-        if self.valid_fraction + self.test_fraction >= 1:
-            raise ValueError("valid_fraction + test_fraction should be below 1 (the rest is the training text)")
-        return self
+    train_part = "training text"  # for the error when valid_fraction + test_fraction >= 1
 
 
 class CharLMTask(Task):
@@ -100,7 +98,7 @@ class CharLMTask(Task):
         nll = -np.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
         hits = np.argmax(logp, axis=-1) == targets
         if lengths is not None:
-            mask = np.arange(targets.shape[1]) < np.asarray(lengths)[:, None]
+            mask = sequence_mask(lengths, targets.shape[1])
             nll, hits = nll[mask], hits[mask]
         mean = float(np.mean(nll))
         return {"perplexity": math.exp(min(mean, 700.0)), "bits_per_char": mean / math.log(2),

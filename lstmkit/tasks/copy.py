@@ -6,22 +6,23 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field
 
-from .base import Split, Task, TaskError, TaskOptions, refuse_files, split_rng
+from .base import (DataSeed, Split, SyntheticOptions, SyntheticTask, TaskError, TestSize, TrainSize,
+                   ValidSize)
 
 
-class CopyOptions(TaskOptions):
+class CopyOptions(SyntheticOptions):
     """`task.options` of the `copy` task."""
 
     num_symbols: int = Field(8, ge=1, description="Alphabet size K (symbols 1..K).")
     copy_len: int = Field(10, ge=1, description="Symbols to memorise per sequence (S).")
     delay: int = Field(20, ge=1, description="Blank steps between the symbols and the recall (the last one is the delimiter).")
-    num_train: int = Field(2000, ge=1, description="Training sequences.")
-    num_valid: int = Field(400, ge=1, description="Validation sequences.")
-    num_test: int = Field(400, ge=1, description="Test sequences.")
-    data_seed: int | None = Field(None, description="Seed of the data; null: the run's seed.")
+    num_train: TrainSize = 2000
+    num_valid: ValidSize = 400
+    num_test: TestSize = 400
+    data_seed: DataSeed = None
 
 
-class CopyTask(Task):
+class CopyTask(SyntheticTask):
     """Token ids: 0 blank, ``1..K`` symbols, ``K+1`` delimiter.  With ``S = copy_len``,
     ``D = delay``, each sequence has ``T = 2S + D`` steps::
 
@@ -42,7 +43,6 @@ class CopyTask(Task):
 
     def __init__(self, options=None, *, base_dir=".", seed=0, splits=None):
         super().__init__(options, base_dir=base_dir, seed=seed, splits=splits)
-        refuse_files(self.name, self.splits)
         self.vocab_size = self.options.num_symbols + 2
         self.output_size = self.options.num_symbols + 1
 
@@ -64,12 +64,6 @@ class CopyTask(Task):
         targets = np.zeros((count, self.seq_len), dtype=np.int64)
         targets[:, -S:] = symbols
         return Split(self._encode(symbols), targets, None)
-
-    def _make_data(self):
-        o = self.options
-        seed = self.seed if o.data_seed is None else o.data_seed
-        sizes = {"train": o.num_train, "valid": o.num_valid, "test": o.num_test}
-        return {k: self._generate(split_rng(seed, k), n) for k, n in sizes.items()}
 
     def metrics(self, outputs, targets, lengths=None):
         S = self.options.copy_len

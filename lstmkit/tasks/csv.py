@@ -4,12 +4,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from .base import SPLITS, Split, Task, TaskError, TaskOptions, carve, data_files, read_csv_table, regression_metrics
+from .base import (SPLITS, CarvedSplitOptions, Fraction, Split, Task, TaskError, carve, data_files,
+                   read_csv_table, regression_metrics)
 
 
-class CSVOptions(TaskOptions):
+class CSVOptions(CarvedSplitOptions):
     """`task.options` of the `csv` task."""
 
     columns: list[str] | None = Field(None, description="Input columns (header names); null: every numeric column.")
@@ -18,15 +19,11 @@ class CSVOptions(TaskOptions):
     horizon: int = Field(1, ge=1, description="Forecast the row this many steps after the window's last row.")
     stride: int = Field(1, ge=1, description="Rows between the starts of consecutive windows.")
     normalize: bool = Field(True, description="Standardise every column with the mean and std of the training rows only.")
-    valid_fraction: float = Field(0.15, ge=0, lt=1, description="Share of the train file's rows (before the test part) used for validation when task.valid is null.")
-    test_fraction: float = Field(0.15, ge=0, lt=1, description="Share of the train file's rows (its end) used for testing when task.test is null.")
+    valid_fraction: Fraction = Field(0.15, description="Share of the train file's rows (before the test part) used for validation when task.valid is null.")
+    test_fraction: Fraction = Field(0.15, description="Share of the train file's rows (its end) used for testing when task.test is null.")
     delimiter: str = Field(",", min_length=1, max_length=1, description="Field separator.")
 
-    @model_validator(mode="after")
-    def _fractions(self):
-        if self.valid_fraction + self.test_fraction >= 1:
-            raise ValueError("valid_fraction + test_fraction should be below 1 (the rest is the training rows)")
-        return self
+    train_part = "training rows"  # for the error when valid_fraction + test_fraction >= 1
 
 
 class CSVTask(Task):

@@ -4,25 +4,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from .base import SPLITS, Split, Task, TaskError, TaskOptions, accuracy, data_files, log_softmax, pad
+from .base import (SPLITS, CarvedSplitOptions, Fraction, Split, Task, TaskError, accuracy, data_files,
+                   log_softmax, pad)
+from ..train.losses import sequence_mask
 
 
-class SequenceClassificationOptions(TaskOptions):
+class SequenceClassificationOptions(CarvedSplitOptions):
     """`task.options` of the `sequence_classification` task."""
 
-    valid_fraction: float = Field(0.15, ge=0, lt=1, description="Share of each class taken from the train file for validation when task.valid is null.")
-    test_fraction: float = Field(0.15, ge=0, lt=1, description="Share of each class taken from the train file for testing when task.test is null.")
+    valid_fraction: Fraction = Field(0.15, description="Share of each class taken from the train file for validation when task.valid is null.")
+    test_fraction: Fraction = Field(0.15, description="Share of each class taken from the train file for testing when task.test is null.")
     split_seed: int = Field(0, description="Seed of the shuffle that splits the train file (fixed by default, so every run sees the same split).")
     normalize: bool = Field(True, description="Standardise each feature with the mean and std of the training sequences' valid steps (feature inputs only).")
     header: bool = Field(False, description="CSV files: skip the first row.")
-
-    @model_validator(mode="after")
-    def _fractions(self):
-        if self.valid_fraction + self.test_fraction >= 1:
-            raise ValueError("valid_fraction + test_fraction should be below 1 (the rest is the training data)")
-        return self
 
 
 def _sort_labels(labels):
@@ -169,7 +165,7 @@ class SequenceClassificationTask(Task):
 
     def _fit_normalization(self):
         x, lengths, _ = self.raw["train"]
-        valid = x[np.arange(x.shape[1]) < lengths[:, None]]
+        valid = x[sequence_mask(lengths, x.shape[1])]
         if self.options.normalize:
             std = valid.std(axis=0)
             self.mean, self.std = valid.mean(axis=0), np.where(std > 0, std, 1.0)
@@ -180,7 +176,7 @@ class SequenceClassificationTask(Task):
         if self.input_kind == "tokens":
             return x.astype(np.int64)
         z = (x - self.mean) / self.std
-        z[np.arange(x.shape[1]) >= lengths[:, None]] = 0.0
+        z[~sequence_mask(lengths, x.shape[1])] = 0.0
         return z.astype(np.float32)
 
     def _make_data(self):

@@ -4,10 +4,11 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field, model_validator
 
-from .base import Split, Task, TaskOptions, read_feature_sequences, refuse_files, regression_metrics, split_rng
+from .base import (DataSeed, Split, SyntheticOptions, SyntheticTask, TestSize, TrainSize, ValidSize,
+                   read_feature_sequences, regression_metrics)
 
 
-class SineOptions(TaskOptions):
+class SineOptions(SyntheticOptions):
     """`task.options` of the `sine` task."""
 
     seq_len: int = Field(50, ge=1, description="Steps per sequence.")
@@ -16,10 +17,10 @@ class SineOptions(TaskOptions):
     min_period: float = Field(8.0, gt=0, description="Shortest period of a component, in steps.")
     max_period: float = Field(40.0, gt=0, description="Longest period of a component, in steps.")
     noise: float = Field(0.05, ge=0, description="Standard deviation of the Gaussian noise added to the inputs.")
-    num_train: int = Field(1000, ge=1, description="Training sequences.")
-    num_valid: int = Field(200, ge=1, description="Validation sequences.")
-    num_test: int = Field(200, ge=1, description="Test sequences.")
-    data_seed: int | None = Field(None, description="Seed of the data; null: the run's seed.")
+    num_train: TrainSize = 1000
+    num_valid: ValidSize = 200
+    num_test: TestSize = 200
+    data_seed: DataSeed = None
 
     @model_validator(mode="after")
     def _periods(self):
@@ -28,7 +29,7 @@ class SineOptions(TaskOptions):
         return self
 
 
-class SineTask(Task):
+class SineTask(SyntheticTask):
     """Each sequence is ``s(t) = Σ_k a_k sin(2π t / p_k + φ_k)`` with ``K = components``
     random waves (``p_k ~ U(min_period, max_period)``, ``φ_k ~ U(0, 2π)``,
     amplitudes ``a_k ~ U(0.2, 1)`` normalised to sum to 1, so ``|s| ≤ 1``).
@@ -43,10 +44,6 @@ class SineTask(Task):
     metric_names = ("mse", "mae", "rmse")
     input_kind, input_size, output_size, target, loss = "features", 1, 1, "sequence", "mse"
 
-    def __init__(self, options=None, *, base_dir=".", seed=0, splits=None):
-        super().__init__(options, base_dir=base_dir, seed=seed, splits=splits)
-        refuse_files(self.name, self.splits)
-
     def _generate(self, rng: np.random.Generator, count: int) -> Split:
         o = self.options
         steps = np.arange(o.seq_len + o.horizon)
@@ -59,12 +56,6 @@ class SineTask(Task):
         inputs = noisy[..., None].astype(np.float32)
         targets = signal[:, o.horizon :, None].astype(np.float32)
         return Split(inputs, targets, None)
-
-    def _make_data(self):
-        o = self.options
-        seed = self.seed if o.data_seed is None else o.data_seed
-        sizes = {"train": o.num_train, "valid": o.num_valid, "test": o.num_test}
-        return {k: self._generate(split_rng(seed, k), n) for k, n in sizes.items()}
 
     def metrics(self, outputs, targets, lengths=None):
         return regression_metrics(outputs, targets, lengths)

@@ -32,14 +32,11 @@ from typing import Any
 
 import numpy as np
 
-from lstmkit.backends.base import Backend, step_offsets
+from lstmkit.backends.base import FUSED_CELLS, Backend, float_dtype, keyed_grads, step_offsets
 from lstmkit.backends.reference import ReferenceBackend
 from lstmkit.cells import GRUCellType, LSTMCellType, RNNReluCellType, RNNTanhCellType
 
 from .kernels import gate_math
-
-_FUSED = (LSTMCellType, GRUCellType, RNNTanhCellType, RNNReluCellType)
-_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 class _Cache:
@@ -72,11 +69,6 @@ def _schedule(batch_sizes: np.ndarray, reverse: bool) -> list[tuple[int, int, in
 def _blocks(a, count: int, width: int):
     """The ``count`` column blocks of width ``width`` of ``a`` (views)."""
     return [a[:, k * width:(k + 1) * width] for k in range(count)]
-
-
-def _keyed(params, grads):
-    """``grads`` in the key order of ``params``."""
-    return {name: grads[name] for name in params if name in grads}
 
 
 class CupyBackend(Backend):
@@ -123,12 +115,7 @@ class CupyBackend(Backend):
 
     @staticmethod
     def _dtype(x) -> np.dtype:
-        dtype = np.dtype(x.dtype)
-        if dtype not in _DTYPES:
-            raise TypeError(
-                f"the cupy backend computes in float32 or float64; got arrays of dtype {dtype}"
-            )
-        return dtype
+        return float_dtype(x.dtype, "cupy")
 
     # -- the contract -----------------------------------------------------------------
     def layer_forward(self, cell, params, x, batch_sizes, reverse, state0, training):
@@ -137,7 +124,7 @@ class CupyBackend(Backend):
         p = {k: self._dev(v, dt) for k, v in params.items()}
         bs = _host_int64(batch_sizes)
         kind = type(cell)
-        if kind not in _FUSED:
+        if kind not in FUSED_CELLS:
             state0 = tuple(self._dev(s, dt) for s in state0)
             return self.reference.layer_forward(cell, p, x, bs, reverse, state0, training)
         steps = _schedule(bs, bool(reverse))
@@ -149,7 +136,7 @@ class CupyBackend(Backend):
 
     def layer_backward(self, cell, params, cache, d_y, d_state_n):
         kind = type(cell)
-        if kind not in _FUSED:
+        if kind not in FUSED_CELLS:
             dt = self._dtype(d_y)
             p = {k: self._dev(v, dt) for k, v in params.items()}
             d_state_n = tuple(self._dev(d, dt) for d in d_state_n)
@@ -243,7 +230,7 @@ class CupyBackend(Backend):
         if w_hr is not None:
             grads["weight_hr"] = dh_total.T @ h_cell
         d_x = d_gates @ w_ih
-        return d_x, (dh, dc), _keyed(params, grads)
+        return d_x, (dh, dc), keyed_grads(params, grads)
 
     # -- GRU --------------------------------------------------------------------------
     def _gru_forward(self, p, x, steps, state0, training, dt):
@@ -305,7 +292,7 @@ class CupyBackend(Backend):
             grads["bias_ih"] = d_gx.sum(axis=0)
             grads["bias_hh"] = d_gh.sum(axis=0)
         d_x = d_gx @ w_ih
-        return d_x, (dh,), _keyed(params, grads)
+        return d_x, (dh,), keyed_grads(params, grads)
 
     # -- Elman RNN (plain array ops: two per step) ------------------------------------
     def _rnn_forward(self, p, x, steps, state0, training, dt, relu):
@@ -358,4 +345,4 @@ class CupyBackend(Backend):
             grads["bias_ih"] = d_pre.sum(axis=0)
             grads["bias_hh"] = grads["bias_ih"].copy()
         d_x = d_pre @ w_ih
-        return d_x, (dh,), _keyed(params, grads)
+        return d_x, (dh,), keyed_grads(params, grads)

@@ -24,6 +24,7 @@ from lkc_helpers import (
     references, rel_err, run_layer,
 )
 from lstmkit.backends.reference import ReferenceBackend
+from lstmkit.testing import numeric_gradient
 from lstmkit_cupy import CupyBackend
 from lstmkit_cupy.kernels import ArrayGateMath, gate_math
 
@@ -70,22 +71,6 @@ def test_larger_random_shapes_match_reference(variant, dtype):
 
 
 # -- gradients on its own: float64 central differences -------------------------------------
-EPS = 1e-6
-
-
-def _numeric(f, array):
-    grad = np.zeros_like(array)
-    for index in np.ndindex(array.shape):
-        old = array[index]
-        array[index] = old + EPS
-        plus = f()
-        array[index] = old - EPS
-        minus = f()
-        array[index] = old
-        grad[index] = (plus - minus) / (2 * EPS)
-    return grad
-
-
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 @pytest.mark.parametrize("cell,proj", CELLS + [("fallback", 0)],
                          ids=[f"{c}-proj{p}" for c, p in CELLS] + ["fallback"])
@@ -107,7 +92,7 @@ def test_gradients_match_central_differences(variant, cell, proj, reverse):
     checks = [("x", d_x, x)] + [(f"state0[{k}]", d, s) for k, (d, s) in enumerate(zip(d_state0, state0))]
     checks += [(name, d_params[name], params[name]) for name in params]
     for what, analytic, array in checks:
-        numeric = _numeric(loss, array)
+        numeric = numeric_gradient(loss, array)
         err = np.abs(host(analytic) - numeric).max() / max(1.0, np.abs(numeric).max())
         assert err < 1e-7, f"d_{what}: max error {err:.2e}"
 
