@@ -233,7 +233,22 @@ def test_non_finite_loss_stops_naming_the_step(cli, tiny, tmp_path, monkeypatch)
     assert "last good checkpoint" in result.output
     results = json.loads((tmp_path / "run/results.json").read_text())
     assert results["status"] == "failed" and "step 7" in results["message"]
+    # one definition of a step: "step" is the last completed one, "failed_at" the one that failed
+    assert results["step"] == 6 and results["failed_at"] == {"step": 7, "epoch": 2, "batch": 2}
+    assert "stopped after step 6 (the last completed step)" in result.output
+    assert "Lower training.optimizer.lr (now 0.01) or lower training.grad_clip (now 1)" in result.output
     assert load_checkpoint(tmp_path / "run/checkpoints/last.npz")["trainer"]["step"] == 5  # epoch 1's
+
+
+def test_summary_and_results_count_steps_and_epochs_alike(cli, tiny, tmp_path):
+    result = invoke(cli, "run", tiny, "-o", tmp_path / "one", "--set", "training.epochs=1")
+    assert result.exit_code == 0 and "completed after 5 steps (1 epoch);" in result.output
+    result = invoke(cli, "run", tiny, "-o", tmp_path / "mid", "--set", "training.max_steps=7")
+    assert result.exit_code == 0, result.output
+    assert "completed after 7 steps (1 epoch and 2 of 5 batches of epoch 2)" in result.output
+    results = json.loads((tmp_path / "mid/results.json").read_text())
+    assert results["step"] == results["last_eval"]["step"] == 7
+    assert results["epoch"] == results["last_eval"]["epoch"] == 2 and results["epochs_completed"] == 1
 
 
 def test_non_empty_output_dir_is_refused(cli, tiny, tmp_path):
@@ -242,7 +257,8 @@ def test_non_empty_output_dir_is_refused(cli, tiny, tmp_path):
     (out / "notes.txt").write_text("mine")
     result = invoke(cli, "run", tiny, "-o", out)
     assert result.exit_code == ExitCode.USAGE
-    assert "--overwrite" in result.output and "--resume" in result.output and "-o DIR" in result.output
+    assert "--overwrite" in result.output and "-o DIR" in result.output
+    assert "--resume" not in result.output  # not a run folder: there is nothing to continue
     result = invoke(cli, "run", tiny, "-o", out, "--overwrite", "--set", "training.max_steps=1")
     assert result.exit_code == 0, result.output
     assert (out / "notes.txt").read_text() == "mine"  # only lstmkit's own files are replaced
@@ -381,6 +397,153 @@ def test_predict(cli, trained, tmp_path):
     bad.write_text("a b c\n")
     result = invoke(cli, "predict", trained, bad)
     assert result.exit_code == 1 and "cannot read" in result.stderr
+
+
+def test_non_empty_run_folder_suggests_resume_and_dry_run_warns(cli, tiny, tmp_path, trained):
+    result = invoke(cli, "run", tiny, "-o", trained)
+    assert result.exit_code == ExitCode.USAGE and f"lstmkit run --resume {trained}" in result.output
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    result = invoke(cli, "run", tiny, "-o", out, "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "warning: the real run will be refused" in result.output and "not empty" in result.output
+    assert "--resume" not in result.output
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    result = invoke(cli, "run", tiny, "-o", tmp_path / "new", "--dry-run")
+    assert "warning" not in result.output
+
+
+# -- damaged or edited run folders ------------------------------------------------------------------
+def snapshot(folder: Path) -> dict:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def copy_run(trained: Path, to: Path) -> Path:
+    import shutil
+
+    shutil.copytree(trained, to)
+    return to
+
+
+@pytest.mark.parametrize("damage", [b"garbage\n", b"PK\x03\x04 truncated"])
+def test_resume_from_a_damaged_checkpoint_is_a_clean_error(cli, trained, tmp_path, damage):
+    run = copy_run(trained, tmp_path / "run")
+    (run / "checkpoints/last.npz").write_bytes(damage)
+    before = snapshot(run)
+    result = invoke(cli, "run", "--resume", run, "--set", "training.epochs=5")
+    assert result.exit_code == ExitCode.RUN_FAILED, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output and "allow_pickle" not in result.output
+    assert f"{run}/checkpoints/last.npz is damaged or not an lstmkit checkpoint" in result.output
+    assert "--overwrite" in result.output  # what to do
+    assert snapshot(run) == before  # nothing written
+    result = invoke(cli, "evaluate", run, "--checkpoint", "last")
+    assert result.exit_code == ExitCode.RUN_FAILED and "is damaged" in result.output
+
+
+def test_resume_after_config_yaml_was_edited_is_refused(cli, trained, tmp_path):
+    run = copy_run(trained, tmp_path / "run")
+    config = run / "config.yaml"
+    config.write_text(config.read_text().replace("hidden_size: 8", "hidden_size: 40"))
+    before = snapshot(run)
+    result = invoke(cli, "run", "--resume", run, "--set", "training.epochs=5")
+    assert result.exit_code == ExitCode.INVALID_CONFIG, result.output
+    assert "model.hidden_size: 8 in last.npz, 40 in config.yaml" in result.output
+    assert "RuntimeError" not in result.output and "size mismatch" not in result.output
+    assert snapshot(run) == before
+    for args in (["evaluate", run], ["predict", run, ROOT / "examples/data/sine_inputs.txt"]):
+        result = invoke(cli, *args)
+        assert result.exit_code == ExitCode.INVALID_CONFIG, result.output
+        assert "no longer matches the checkpoint" in result.output and "model.hidden_size" in result.output
+
+
+def test_resume_of_a_finished_run_changes_nothing(cli, trained, tmp_path):
+    run = copy_run(trained, tmp_path / "run")
+    before = snapshot(run)
+    result = invoke(cli, "run", "--resume", run)
+    assert result.exit_code == 0, result.output
+    assert "already finished" in result.output and "test (" not in result.output
+    assert snapshot(run) == before  # no second test record, no new session in meta.json
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["event"] for r in records].count("test") == 1
+
+
+# -- predict input errors -----------------------------------------------------------------------------
+CSV_RUN = """\
+name: weather
+seed: 1
+model: {cell: lstm, hidden_size: 4}
+task: {type: csv, train: DATA/weather.csv, options: {columns: [temperature, humidity], targets: [demand], window: 6}}
+training: {max_steps: 2, batch_size: 16}
+"""
+CLS_RUN = """\
+name: waves
+seed: 1
+model: {cell: lstm, hidden_size: 4}
+task: {type: sequence_classification, train: DATA/waveforms.csv}
+training: {max_steps: 2, batch_size: 16}
+"""
+
+
+@pytest.mark.parametrize("text, expected", [(CSV_RUN, "CSV text file"), (CLS_RUN, "unlabelled CSV")])
+def test_predict_with_a_binary_file_names_the_expected_format(cli, tmp_path, text, expected):
+    config = write(tmp_path, text.replace("DATA", str(ROOT / "examples/data")))
+    assert invoke(cli, "run", config, "-o", tmp_path / "run").exit_code == 0
+    binary = tmp_path / "x.npy"
+    np.save(binary, np.random.default_rng(0).normal(size=(3, 7)))
+    result = invoke(cli, "predict", tmp_path / "run", binary)
+    assert result.exit_code == ExitCode.RUN_FAILED, result.output
+    assert "codec can't decode" not in result.output
+    assert "not a text file" in result.output and expected in result.output
+
+
+def test_csv_predict_needs_a_full_window(cli, tmp_path):
+    config = write(tmp_path, CSV_RUN.replace("DATA", str(ROOT / "examples/data")))
+    assert invoke(cli, "run", config, "-o", tmp_path / "run").exit_code == 0
+    lines = (ROOT / "examples/data/weather.csv").read_text().splitlines()
+    short = tmp_path / "short.csv"
+    short.write_text("\n".join(lines[:4]) + "\n")
+    result = invoke(cli, "predict", tmp_path / "run", short)
+    assert result.exit_code == ExitCode.RUN_FAILED, result.output
+    assert "3 data row(s)" in result.output and "window of 6 rows" in result.output
+    full = tmp_path / "full.csv"
+    full.write_text("\n".join(lines[:7]) + "\n")
+    result = invoke(cli, "predict", tmp_path / "run", full)
+    assert result.exit_code == 0, result.output
+
+
+def test_csv_unknown_column_is_reported_at_its_key_with_a_suggestion(cli, tmp_path):
+    text = CSV_RUN.replace("DATA", str(ROOT / "examples/data")).replace("humidity]", "humidty]")
+    config = write(tmp_path, text)
+    result = invoke(cli, "config", "validate", config)
+    assert result.exit_code == ExitCode.INVALID_CONFIG, result.output
+    assert "task.options.columns: no column 'humidty'" in result.output
+    assert "did you mean 'humidity'?" in result.output
+    assert f"{config}:4:" in result.output and ":1:1:" not in result.output
+    config = write(tmp_path, CSV_RUN.replace("DATA", str(ROOT / "examples/data")).replace("[demand]", "[demnad]"))
+    result = invoke(cli, "config", "validate", config)
+    assert "task.options.targets: no column 'demnad'" in result.output and "did you mean 'demand'?" in result.output
+
+
+def test_classification_csv_with_a_header_row_hints_header_true(cli, tmp_path):
+    data = tmp_path / "waves.csv"
+    data.write_text("label,temperature,pressure\n" + (ROOT / "examples/data/waveforms.csv").read_text())
+    config = write(tmp_path, CLS_RUN.replace("DATA/waveforms.csv", str(data)))
+    result = invoke(cli, "config", "validate", config)
+    assert result.exit_code == ExitCode.INVALID_CONFIG, result.output
+    assert "could not convert string to float: 'temperature'" in result.output
+    assert "header: true" in result.output
+    fixed = write(tmp_path, CLS_RUN.replace("DATA/waveforms.csv", str(data)).replace(
+        "waveforms.csv}", "waveforms.csv}").replace("train: " + str(data) + "}",
+                                                     "train: " + str(data) + ", options: {header: true}}"), "ok.yaml")
+    assert invoke(cli, "config", "validate", fixed).exit_code == 0
+
+
+def test_null_is_described_once(cli, tiny):
+    result = invoke(cli, "config", "validate", tiny, "--set", "training.batch_size=null")
+    assert result.exit_code == ExitCode.INVALID_CONFIG
+    assert "got null" in result.output and "null None" not in result.output
 
 
 # -- the command line as a whole -------------------------------------------------------------------

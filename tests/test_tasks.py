@@ -272,7 +272,7 @@ def test_csv_options_and_errors(tmp_path):
     assert task.input_size == 1 and task.output_size == 1 and len(task.tables["valid"]) == 8
     assert len(task.tables["train"]) == 34  # 15 % of 40 rows -> test, none -> valid (its own file)
     assert task.data()["train"].targets[0, 0] == 3.0  # x three rows on, unnormalised
-    with pytest.raises(TaskError, match="no column\\(s\\) z; the header has: time, x, y, label"):
+    with pytest.raises(TaskError, match="task.options.columns: no column 'z' in .*s.csv \\(the header has: time, x, y, label\\)"):
         make("csv", {"columns": ["z"]}, base_dir=tmp_path, splits={"train": "s.csv"})
     with pytest.raises(TaskError, match="non-numeric value"):
         make("csv", {"columns": ["label"]}, base_dir=tmp_path, splits={"train": "s.csv"})

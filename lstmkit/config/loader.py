@@ -128,7 +128,7 @@ def _describe(value) -> str:
     names = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", int: "an integer",
              float: "a number", type(None): "null"}
     kind = names.get(type(value), type(value).__name__)
-    if isinstance(value, (dict, list)):
+    if isinstance(value, (dict, list)) or value is None:
         return kind
     text = repr(value)
     return f"{kind} {text if len(text) < 60 else text[:57] + '...'}"

@@ -83,6 +83,8 @@ def _task_issue(loaded, exc: Exception) -> ConfigIssue:
     message = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
     m = re.search(r"\btask\.(train|valid|test|options\.\w+)\b", message)
     key = ("task",) + tuple(m.group(1).split(".")) if m else ("task",)
+    if m and message.startswith(m.group(0) + ": "):  # the key is shown by the report already
+        message = message[len(m.group(0)) + 2:]
     where = None
     if loaded.path is not None and loaded.path.is_file():
         try:
@@ -216,6 +218,27 @@ def default_run_dir(name: str) -> Path:
     return path
 
 
+def is_run_folder(path: Path) -> bool:
+    """A folder ``lstmkit run`` wrote: it has ``checkpoints/last.npz``, or ``config.yaml`` and ``meta.json``."""
+    folder = RunFolder(Path(path))
+    return folder.last.is_file() or (folder.config.is_file() and folder.meta.is_file())
+
+
+def _non_empty_output(path: Path) -> str | None:
+    """Why ``-o path`` is refused without --overwrite (``None``: it is new or empty)."""
+    if not (path.is_dir() and any(path.iterdir())):
+        return None
+    lines = [f"output folder {path} is not empty. Either"]
+    if is_run_folder(path):
+        lines += ["  - add --overwrite to replace the run in it,",
+                  f"  - continue that run with: lstmkit run --resume {path}"]
+    else:
+        lines += [f"  - add --overwrite to write the run there (it is not a run folder: only lstmkit's own files "
+                  f"would be replaced, your other files are kept),"]
+    lines.append("  - or choose another folder with -o DIR (or leave outputs.dir null for runs/<name>/<timestamp>)")
+    return "\n".join(lines)
+
+
 def choose_run_dir(loaded, overwrite: bool) -> Path:
     out = loaded.config.outputs.dir
     if out is None:
@@ -223,14 +246,10 @@ def choose_run_dir(loaded, overwrite: bool) -> Path:
     path = Path(out)
     if path.exists() and not path.is_dir():
         raise LstmkitError(f"output folder {path} is a file", ExitCode.USAGE)
-    if path.is_dir() and any(path.iterdir()):
+    refusal = _non_empty_output(path)
+    if refusal is not None:
         if not overwrite:
-            raise LstmkitError(
-                f"output folder {path} is not empty. Either\n"
-                f"  - add --overwrite to replace the run in it,\n"
-                f"  - continue that run with: lstmkit run --resume {path}\n"
-                f"  - or choose another folder with -o DIR (or leave outputs.dir null for runs/<name>/<timestamp>)",
-                ExitCode.USAGE)
+            raise LstmkitError(refusal, ExitCode.USAGE)
         RunFolder(path).clear()
     return path
 
@@ -295,6 +314,19 @@ def load_for_resume(run_dir: Path, config_path: str | None, overrides: Sequence[
         raise LstmkitError(f"--resume {run_dir}: there is no checkpoint to resume from ({folder.last} is missing; "
                            f"the run stopped before its first checkpoint - start it again instead)", ExitCode.RUN_FAILED)
     saved = load_config(folder.config)
+    ckpt = read_checkpoint(folder.last, f"To continue, copy an older snapshot over it (e.g. {folder.checkpoints}/"
+                                        f"epoch-NNNN.npz, if outputs.checkpoint.keep_last kept one), or start the "
+                                        f"run again: lstmkit run {folder.config} -o {run_dir} --overwrite")
+    edited = checkpoint_config_changes(folder, ckpt["config"], saved.data)
+    if edited:
+        lines = [ConfigIssue(k, f"{json.dumps(a)} in {folder.last.name}, {json.dumps(b)} in {CONFIG}")
+                 for k, a, b in edited]
+        err = ConfigError(lines, f"{folder.config} (for --resume {run_dir})")
+        err.message = (err.message + f"\n{CONFIG} was edited after {folder.last} was written: --resume continues the "
+                       f"run with the config it was trained with. Undo the edit (only training.epochs and "
+                       f"training.max_steps may be raised, with --set), or start a new run from the edited file: "
+                       f"lstmkit run {folder.config}")
+        raise err
     new = load_config(config_path or folder.config, overrides, seed=seed, backend=backend)
     changed = []
     for key, old, value in diff_configs(saved.data, new.data):
@@ -317,7 +349,7 @@ def load_for_resume(run_dir: Path, config_path: str | None, overrides: Sequence[
         data[section][name] = new.data[section][name]
     from ..config.loader import load_config_data
 
-    return load_config_data(data, {}, saved.base_dir, source=str(folder.config), path=folder.config)
+    return load_config_data(data, {}, saved.base_dir, source=str(folder.config), path=folder.config), ckpt
 
 
 def run(
@@ -342,7 +374,7 @@ def run(
     started = time.monotonic()
     if resume is not None:
         run_dir = Path(resume).resolve()
-        loaded = load_for_resume(run_dir, config_path, overrides, seed, backend)
+        loaded, ckpt = load_for_resume(run_dir, config_path, overrides, seed, backend)
     else:
         loaded = load_config(config_path, overrides, seed=seed, backend=backend, output_dir=output)
     cfg = loaded.config
@@ -359,39 +391,55 @@ def run(
         cls = trainer_class or Trainer
         if dry_run:
             _print_plan(echo, loaded, task, data, model, cls, shuffle)
+            out = cfg.outputs.dir
+            if resume is None and out is not None and not overwrite:
+                if Path(out).exists() and not Path(out).is_dir():
+                    echo(f"warning: the real run will be refused: output folder {out} is a file")
+                elif _non_empty_output(Path(out)) is not None:
+                    echo(f"warning: the real run will be refused: "
+                         + _non_empty_output(Path(out)).replace("\n", "\n  "))
             echo("dry run: nothing was written")
             return ExitCode.OK
 
         if resume is None:
             run_dir = choose_run_dir(loaded, overwrite)
         folder = RunFolder(run_dir)
-        folder.path.mkdir(parents=True, exist_ok=True)
         config_text = _config_text(loaded)
-        atomic_write_text(folder.config, config_text)
-        meta = _start_meta(folder, loaded, argv, resume is not None)
-        write_meta(folder, meta)
-
         checkpointer = _Checkpointer(folder, cfg, config_text)
         metrics = MetricsLog(folder.metrics)
         trainer = cls(model, task, data, cfg, shuffle=shuffle, metrics=metrics, checkpoint=checkpointer,
                       echo=echo, progress=progress)
         if resume is not None:
-            ckpt = load_checkpoint(folder.last)
-            trainer.load_state_dict(ckpt)
+            try:
+                trainer.load_state_dict(ckpt)
+            except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+                raise LstmkitError(f"{folder.last} does not fit the run's config {folder.config}: {exc}",
+                                   ExitCode.RUN_FAILED) from None
+            if trainer.done():  # nothing to train, test or write: the folder is left as it is
+                s, t = trainer.state, cfg.training
+                why = ("it stopped early" if s.stopped_early else
+                       f"{s.epoch} of training.epochs={t.epochs} epoch(s) done" if t.epochs is not None
+                       and s.epoch >= t.epochs else f"{s.step} of training.max_steps={t.max_steps} step(s) done")
+                longer = ("" if s.stopped_early else
+                          f" To train it longer: lstmkit run --resume {folder.path} --set training.epochs=N "
+                          f"(or training.max_steps=N) larger than now.")
+                echo(f"the run in {folder.path} has already finished ({why}); nothing was done.{longer}")
+                return ExitCode.OK
             trainer.metrics = metrics = MetricsLog.resume(folder.metrics, trainer.state.step)
             echo(f"resuming {folder.path} from step {trainer.state.step} (epoch {trainer.state.epoch}"
                  f"{', batch ' + str(trainer.state.batch) if trainer.state.batch else ''})")
-            if trainer.done():
-                echo("the run has already finished: extend it with --set training.epochs=N "
-                     "(or training.max_steps=N) larger than now")
-        else:
+        folder.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(folder.config, config_text)
+        meta = _start_meta(folder, loaded, argv, resume is not None)
+        write_meta(folder, meta)
+        if resume is None:
             echo(f"run folder: {folder.path}")
         echo(f"task: {task.describe()}")
         echo(f"model: {cfg.model.cell} x{cfg.model.num_layers}, hidden {cfg.model.hidden_size}, "
              f"{model.num_parameters():,} parameters; backend {_backend_name(loaded)}, {cfg.runtime.dtype}"
              f"; seed {cfg.seed}{' (random)' if loaded.seed_was_random else ''}")
 
-        status, message, code = "completed", None, ExitCode.OK
+        status, message, code, failed_at = "completed", None, ExitCode.OK, None
         try:
             status = trainer.fit()
         except _interrupted() as exc:
@@ -404,9 +452,14 @@ def run(
                            f"was not saved (the last checkpoint is kept)")
         except _nonfinite() as exc:
             status, code = "failed", ExitCode.RUN_FAILED
+            failed_at = {"step": exc.step, "epoch": exc.epoch, "batch": exc.batch}
             kept = (f"the last good checkpoint {folder.last} (step {_checkpoint_step(folder.last)}) is kept"
                     if folder.last.is_file() else "no checkpoint had been written yet")
-            message = f"{exc}; the run is stopped, {kept}"
+            t = cfg.training
+            clip = ("set training.grad_clip (e.g. 1.0)" if t.grad_clip is None
+                    else f"lower training.grad_clip (now {t.grad_clip:g})")
+            message = (f"{exc}; the run is stopped after step {trainer.state.step} (the last completed step), "
+                       f"{kept}. Lower training.optimizer.lr (now {t.optimizer.lr:g}) or {clip}")
         except Exception as exc:  # a bug or an unexpected error: record it, then let it propagate
             results = _results(trainer, task, data, folder, "failed", f"{type(exc).__name__}: {exc}", started)
             atomic_write_json(folder.results, results)
@@ -417,6 +470,8 @@ def run(
         finally:
             metrics.flush()
         results = _results(trainer, task, data, folder, status, message, started)
+        if failed_at is not None:
+            results["failed_at"] = failed_at
         if status in ("completed", "stopped_early"):
             results["test"], results["test_checkpoint"] = _test(trainer, folder, data, echo)
         atomic_write_json(folder.results, results)
@@ -432,7 +487,7 @@ def run(
         if code == ExitCode.RUN_FAILED:
             raise RunFailed(message)
         best = results.get("best") or {}
-        summary = f"{status.replace('_', ' ')} after {trainer.state.step} steps ({trainer.state.epoch} epochs)"
+        summary = f"{status.replace('_', ' ')} after {_progress_text(trainer)}"
         if best.get("value") is not None:
             summary += f"; best {best['metric']} {best['value']:.6g} at epoch {best['epoch']}"
         if results.get("test"):
@@ -460,6 +515,63 @@ def _checkpoint_step(path: Path):
         return load_checkpoint(path)["trainer"]["step"]
     except Exception:  # pragma: no cover - a report detail only
         return "?"
+
+
+def _unreadable(path: Path, exc: Exception, advice: str) -> LstmkitError:
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if "pickled" in reason:  # np.load's guess for a file that is not a zip archive; its advice does not apply
+        reason = "it is not an .npz (zip) archive"
+    else:
+        reason = f"{type(exc).__name__}: {reason[:200]}"
+    return LstmkitError(f"{path} is damaged or not an lstmkit checkpoint (an .npz file written by lstmkit run): "
+                        f"{reason}\n{advice}", ExitCode.RUN_FAILED)
+
+
+def read_checkpoint(path: Path, advice: str):
+    """:func:`load_checkpoint`, with an unreadable file reported as a clean error (exit 1) naming it."""
+    try:
+        ckpt = load_checkpoint(path)
+        if ckpt["trainer"] is None:
+            raise ValueError("it has no trainer state (trainer/state)")
+        return ckpt
+    except Exception as exc:
+        raise _unreadable(path, exc, advice) from None
+
+
+def read_weights(path: Path, advice: str):
+    """:func:`~lstmkit.run.checkpoint.load_weights`, with an unreadable file reported as a clean error (exit 1)."""
+    from .checkpoint import load_weights
+
+    try:
+        return load_weights(path)
+    except Exception as exc:
+        raise _unreadable(path, exc, advice) from None
+
+
+def checkpoint_config_changes(folder: "RunFolder", ckpt_config: str | None, saved_data: dict) -> list[tuple]:
+    """``[(key, value in the checkpoint, value in config.yaml)]``: what config.yaml changed since ``ckpt_config``.
+
+    ``name``, ``outputs.dir`` and raised ``training.epochs``/``max_steps`` (a run extended with
+    ``--resume --set``) do not count.  A checkpoint without a readable config compares equal.
+    """
+    from ..config.loader import diff_configs, load_config_data
+    from ..config.yamlio import load_yaml
+
+    if not ckpt_config:
+        return []
+    try:
+        raw, positions = load_yaml(ckpt_config, source=f"{folder.last.name} (lstmkit/config)")
+        data = load_config_data(raw, positions, folder.path, source=str(folder.config), check_files=False).data
+    except Exception:  # an older or foreign checkpoint: nothing to compare with
+        return []
+    out = []
+    for key, old, value in diff_configs(data, saved_data):
+        if key in ("outputs.dir", "name"):
+            continue
+        if key in _RESUMABLE and old is not None and value is not None and value >= old:
+            continue
+        out.append((key, old, value))
+    return out
 
 
 def _config_text(loaded) -> str:
@@ -526,12 +638,27 @@ class _Checkpointer:
                 old.unlink()
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _progress_text(trainer) -> str:
+    """``30 steps (1 epoch)``, ``7 steps (1 epoch and 2 of 5 batches of epoch 2)``."""
+    s = trainer.state
+    text = f"{_plural(s.step, 'step')} ({_plural(s.epoch, 'epoch')}"
+    if s.batch:
+        text += f" and {s.batch} of {trainer.steps_per_epoch} batches of epoch {s.epoch + 1}"
+    return text + ")"
+
+
 def _results(trainer, task, data, folder: RunFolder, status: str, message, started: float) -> dict:
     s = trainer.state
     return {
         "status": status,
         "message": message,
-        "step": s.step, "epoch": s.epoch,
+        # step: steps completed (= the number of the last one); epoch: the epoch that step belongs to,
+        # numbered as in metrics.jsonl and last_eval (1-based); epochs_completed: whole epochs done.
+        "step": s.step, "epoch": s.epoch + 1 if s.batch else s.epoch, "epochs_completed": s.epoch,
         "best": {"metric": trainer.monitor, "mode": trainer.mode, "value": s.best_value, "step": s.best_step,
                  "epoch": s.best_epoch},
         "last_eval": s.last_eval,
@@ -629,18 +756,28 @@ def _number(value) -> bool:
 def open_run(run_dir: str | Path, checkpoint: str = "auto"):
     """``(loaded config, task, data, model with the checkpoint's weights, checkpoint path)``."""
     from ..config.loader import load_config
-    from .checkpoint import load_weights
 
     folder = RunFolder(Path(run_dir).resolve())
     if not folder.config.is_file():
         raise LstmkitError(f"{run_dir} is not a run folder (no {CONFIG})", ExitCode.USAGE)
     loaded = load_config(folder.config)
     path = folder.checkpoint(checkpoint)
+    advice = (f"Use the other checkpoint (--checkpoint {'last' if path == folder.best else 'best'}) if there is one, "
+              f"or train the run again.")
+    try:
+        ckpt_config = load_checkpoint(path)["config"]
+    except Exception as exc:
+        raise _unreadable(path, exc, advice) from None
+    edited = checkpoint_config_changes(folder, ckpt_config, loaded.data)
+    edited = [k for k, _, _ in edited if k.split(".")[0] in ("model", "task", "seed")]
+    if edited:
+        raise LstmkitError(f"{folder.config} no longer matches the checkpoint {path} (changed since it was "
+                           f"written: {', '.join(edited)}); undo the edit to use this run", ExitCode.INVALID_CONFIG)
     with _warnings_to(lambda m: None):
         task, data = build_task(loaded)
         model = build_model(loaded, task, seed_generators(loaded.config.seed)[0])
     try:
-        model.load_state_dict(load_weights(path))
+        model.load_state_dict(read_weights(path, advice))
     except RuntimeError as exc:
         raise LstmkitError(f"{path}: {exc}", ExitCode.RUN_FAILED) from None
     model.eval()
@@ -664,6 +801,11 @@ def predict_run(run_dir, input_path, checkpoint: str = "auto"):
     loaded, task, data, model, path = open_run(run_dir, checkpoint)
     try:
         inputs, lengths = task.read_inputs(Path(input_path))
+    except UnicodeDecodeError:
+        expected = getattr(task, "predict_input", "") or "its input format"
+        raise LstmkitError(f"cannot read {input_path}: it is not a text file, and task {task.name!r} reads "
+                           f"{expected} (see 'Inputs for lstmkit predict' in docs/config.md)",
+                           ExitCode.RUN_FAILED) from None
     except (ValueError, OSError) as exc:
         raise LstmkitError(f"cannot read {input_path}: {exc}", ExitCode.RUN_FAILED) from None
     with thread_limit(loaded.config.runtime.threads):

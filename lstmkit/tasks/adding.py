@@ -30,6 +30,7 @@ class AddingTask(SyntheticTask):
     options_model = AddingOptions
     metric_names = ("mse",)
     input_kind, input_size, output_size, target, loss = "features", 2, 1, "last", "mse"
+    predict_input = "a .json, .npy or .npz file of (T, 2) sequences"
 
     def _generate(self, rng: np.random.Generator, count: int) -> Split:
         T = self.options.seq_len

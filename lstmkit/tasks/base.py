@@ -86,6 +86,8 @@ class Task:
     output_size: int = 1
     target: str = "sequence"  # "sequence" | "last"
     loss: str = "mse"  # "mse" | "cross_entropy"
+    #: What ``lstmkit predict`` reads (the table "Inputs for lstmkit predict" in docs/config.md), for error messages.
+    predict_input: ClassVar[str] = ""
 
     def __init__(self, options: dict | None = None, *, base_dir: Path | str = ".", seed: int | None = 0,
                  splits: dict | None = None):

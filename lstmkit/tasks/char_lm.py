@@ -43,6 +43,7 @@ class CharLMTask(Task):
     options_model = CharLMOptions
     metric_names = ("perplexity", "bits_per_char", "accuracy")
     input_kind, target, loss = "tokens", "sequence", "cross_entropy"
+    predict_input = "a text file with one prompt per line"
 
     def __init__(self, options=None, *, base_dir=".", seed=0, splits=None):
         super().__init__(options, base_dir=base_dir, seed=seed, splits=splits)

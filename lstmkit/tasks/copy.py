@@ -40,6 +40,7 @@ class CopyTask(SyntheticTask):
     options_model = CopyOptions
     metric_names = ("accuracy", "sequence_accuracy")
     input_kind, target, loss = "tokens", "sequence", "cross_entropy"
+    predict_input = "a text file with one line of copy_len symbols per sequence (e.g. '3 1 4 1 5')"
 
     def __init__(self, options=None, *, base_dir=".", seed=0, splits=None):
         super().__init__(options, base_dir=base_dir, seed=seed, splits=splits)

@@ -46,12 +46,14 @@ class CSVTask(Task):
     options_model = CSVOptions
     metric_names = ("mse", "mae", "rmse")
     input_kind, target, loss = "features", "last", "mse"
+    predict_input = "a CSV text file with the training file's header and at least `window` rows"
 
     def __init__(self, options=None, *, base_dir=".", seed=0, splits=None):
         super().__init__(options, base_dir=base_dir, seed=seed, splits=splits)
         o = self.options
         files = data_files(self.name, self.base_dir, self.splits, "a CSV file with a header row")
         header, rows = read_csv_table(files["train"], o.delimiter)
+        self._check_names(files["train"], header)
         self.columns = o.columns or self._numeric_columns(files["train"], header, rows)
         self.target_columns = o.targets or list(self.columns)
         tables = {"train": self._table(files["train"], header, rows)}
@@ -78,6 +80,16 @@ class CSVTask(Task):
         else:
             self.mean, self.std = np.zeros(len(names)), np.ones(len(names))
         self.input_size, self.output_size = len(self.columns), len(self.target_columns)
+
+    def _check_names(self, path, header: list[str]) -> None:
+        """``task.options.columns``/``targets`` must name header columns (reported at that key, with a suggestion)."""
+        from ..registry import suggest
+
+        for key in ("columns", "targets"):
+            for name in getattr(self.options, key) or ():
+                if name not in header:
+                    raise TaskError(f"task.options.{key}: no column {name!r} in {path}{suggest(name, header)} "
+                                    f"(the header has: {', '.join(header)})")
 
     @staticmethod
     def _numeric_columns(path, header, rows) -> list[str]:
@@ -127,9 +139,12 @@ class CSVTask(Task):
         return regression_metrics(self.denormalize(outputs), self.denormalize(targets), sequence=False)
 
     def read_inputs(self, path):
-        """A CSV file with (at least) the input columns; the forecast reads its last ``window`` rows (all, if fewer)."""
+        """A CSV file with (at least) the input columns and ``window`` rows; the forecast reads its last ``window`` rows."""
         path = Path(path)
         header, rows = read_csv_table(path, self.options.delimiter)
+        if len(rows) < self.options.window:
+            raise TaskError(f"{path}: {len(rows)} data row(s), but the model reads a window of "
+                            f"{self.options.window} rows (task.options.window): give at least {self.options.window}")
         values = self._table(path, header, rows[-self.options.window :], self.columns)
         z = (values - self.mean[self._in]) / self.std[self._in]
         return z[None].astype(np.float32), None

@@ -52,6 +52,7 @@ class SequenceClassificationTask(Task):
     """
 
     name = "sequence_classification"
+    predict_input = "an unlabelled CSV text file (one sequence per line) or an .npz file with an array 'inputs'"
     description = "Sequence classification from .npz or UCR-style CSV files with labels (accuracy)."
     options_model = SequenceClassificationOptions
     metric_names = ("accuracy",)
@@ -107,9 +108,9 @@ class SequenceClassificationTask(Task):
                 raise TaskError(f"{path}: lengths should lie in 1..{x.shape[1]}")
             return x, lengths, [str(v) for v in labels.tolist()]
         labels, seqs = [], []
-        for i, fields in self._rows(path):
+        for n, (i, fields) in enumerate(self._rows(path)):
             labels.append(fields[0].strip())
-            seqs.append(self._values(fields[1:], f"{path}:{i}"))
+            seqs.append(self._first_row_values(fields[1:], f"{path}:{i}", n == 0))
         if not seqs:
             raise TaskError(f"{path}: no sequences")
         x, lengths = pad(seqs, np.float64)
@@ -121,6 +122,15 @@ class SequenceClassificationTask(Task):
         for i, line in enumerate(lines[start:], start + 1):
             if line.strip():
                 yield i, [f.strip() for f in (line.split(",") if "," in line else line.split())]
+
+    def _first_row_values(self, fields, where, first: bool) -> np.ndarray:
+        """:meth:`_values`; a non-number in the first row of a file read without a header hints ``header: true``."""
+        try:
+            return self._values(fields, where)
+        except TaskError as exc:
+            if first and not self.options.header and "could not convert" in str(exc):
+                raise TaskError(f"{exc} (if the first line is a header row, add header: true to task.options)") from None
+            raise
 
     @staticmethod
     def _values(fields, where) -> np.ndarray:
@@ -205,7 +215,8 @@ class SequenceClassificationTask(Task):
         else:
             if self.input_kind == "tokens":
                 raise TaskError(f"{path}: this task reads token ids; give a .npz file with 'inputs'")
-            seqs = [self._values(fields, f"{path}:{i}") for i, fields in self._rows(path)]
+            seqs = [self._first_row_values(fields, f"{path}:{i}", n == 0)
+                    for n, (i, fields) in enumerate(self._rows(path))]
             if not seqs:
                 raise TaskError(f"{path}: no sequences")
             x, lengths = pad(seqs, np.float64)

@@ -43,6 +43,7 @@ class SineTask(SyntheticTask):
     options_model = SineOptions
     metric_names = ("mse", "mae", "rmse")
     input_kind, input_size, output_size, target, loss = "features", 1, 1, "sequence", "mse"
+    predict_input = "one sequence of numbers per line (text), or a .npy/.npz/.json file"
 
     def _generate(self, rng: np.random.Generator, count: int) -> Split:
         o = self.options
