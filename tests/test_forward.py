@@ -335,3 +335,14 @@ def test_recurrent_by_name_equals_face(rng):
     assert np.array_equal(a(x)[0], b(x)[0])
     with pytest.raises(ValueError, match=r"unknown cell 'lstmm'; did you mean 'lstm'\?; valid cells: gru, lstm, rnn_relu, rnn_tanh"):
         lstmkit.Recurrent("lstmm", 3, 4)
+
+
+def test_checks_run_in_pytorch_order():
+    """hx rank is checked before the input's dtype and width, as in PyTorch."""
+    f32 = lambda *s: np.zeros(s, np.float32)  # noqa: E731
+    with raises(RuntimeError, "For batched 3-D input, hx and cx should also be 3-D but got (2-D, 2-D) tensors"):
+        LSTM(10, 20)(f32(5, 3, 5), (f32(3, 20), f32(3, 20)))
+    with raises(RuntimeError, "For batched 3-D input, hx should also be 3-D but got 2-D tensor"):
+        GRU(10, 20)(np.zeros((5, 3, 10)), f32(3, 20))
+    with raises(ValueError, "LSTMCell: Expected hx[0] to be 1D or 2D, got 3D instead"):
+        LSTMCell(10, 20)(f32(3, 5), (f32(1, 3, 20), f32(3, 20)))
