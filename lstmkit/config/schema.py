@@ -234,8 +234,8 @@ class CheckpointConfig(Section):
 
     every: int = Field(1, ge=1, description="Write checkpoints/last.npz every this many epochs (and always "
                        "at the end, on Ctrl-C and on max_steps).")
-    keep_last: int = Field(1, ge=1, description="Checkpoints to keep: last.npz plus keep_last - 1 earlier "
-                           "ones as epoch-NNNN.npz.")
+    keep_last: int = Field(1, ge=1, description="Checkpoints to keep: last.npz plus the keep_last - 1 newest "
+                           "epoch snapshots epoch-NNNN.npz (the newest is a copy of last.npz).")
     save_best: bool = Field(True, description="Keep checkpoints/best.npz: the weights with the best "
                             "monitored metric so far.")
 
