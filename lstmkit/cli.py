@@ -42,8 +42,20 @@ def _print_version(ctx, _param, value):
         ctx.exit()
 
 
+class _UserError(click.ClickException):
+    """A :class:`LstmkitError` as Click shows it: its prefix and message on stderr, its exit code."""
+
+    def __init__(self, error: LstmkitError):
+        super().__init__(str(error))
+        self.exit_code, self.prefix = int(error.exit_code), error.prefix
+
+    def show(self, file=None) -> None:
+        click.echo(f"{self.prefix}{self.format_message()}", err=True)
+
+
 class _Group(click.Group):
-    """The ``lstmkit`` group: Ctrl-C anywhere exits 130 (Click alone would say "Aborted!" and exit 1)."""
+    """The ``lstmkit`` group: library errors become messages with their exit code (the library never
+    imports Click); Ctrl-C anywhere exits 130 (Click alone would say "Aborted!" and exit 1)."""
 
     def invoke(self, ctx):
         try:
@@ -51,7 +63,9 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             from .config.errors import RunInterrupted
 
-            raise RunInterrupted("Interrupted.") from None
+            raise _UserError(RunInterrupted("Interrupted.")) from None
+        except LstmkitError as exc:
+            raise _UserError(exc) from None
 
 
 def _echo_json(data) -> None:
@@ -157,6 +171,10 @@ def make_cli() -> click.Group:
         click.echo("cells: " + ", ".join(sorted(registry.specs["cell"])))
 
     _add_run_commands(cli)
+
+    from .learn.cli import add_commands as _add_learn_commands
+
+    _add_learn_commands(cli)
 
     from .registry import get_registry
 

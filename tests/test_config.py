@@ -346,3 +346,27 @@ def test_set_errors_name_the_override(tmp_path):
     path.write_text("version: 1\nseed: 7\ntask: {type: sine}\n")
     with pytest.raises(ConfigError, match=r"--set trainng\.epochs=1: trainng: unknown key 'trainng'; did you mean 'training'\?"):
         load_config(path, ["trainng.epochs=1"])
+
+
+def test_library_errors_are_plain_exceptions_the_cli_translates(tmp_path):
+    """config/, tasks/ never import Click; the CLI turns an LstmkitError into its message and exit code."""
+    import subprocess
+    import sys
+
+    from click.testing import CliRunner
+
+    from lstmkit.cli import make_cli
+    from lstmkit.config import ExitCode, LstmkitError
+
+    code = ("import sys, lstmkit.config.loader, lstmkit.config.errors, lstmkit.tasks; "
+            "sys.exit(int('click' in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+    assert not issubclass(LstmkitError, __import__("click").ClickException)
+    error = LstmkitError("first", ExitCode.USAGE)
+    error.message += "; second"
+    assert str(error) == "first; second" and error.exit_code == 2
+    path = write(tmp_path, "version: 1\ntask: {type: sine}\nmodel: {hidden_size: 0}\n")
+    result = CliRunner().invoke(make_cli(), ["config", "validate", str(path)])
+    assert result.exit_code == ExitCode.INVALID_CONFIG
+    assert "Error: invalid config:" in result.output and "model.hidden_size" in result.output
+    assert "Traceback" not in result.output

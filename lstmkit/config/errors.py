@@ -1,14 +1,14 @@
 """Exit codes and the errors ``lstmkit`` reports to users (no traceback, a documented exit code).
 
-This module is light (Click only): the CLI imports it at start-up.
+Plain exceptions: the library never imports Click.  ``lstmkit.cli`` turns a
+:class:`LstmkitError` into ``Error: message`` on stderr and its exit code.
+This module is light: the CLI imports it at start-up.
 """
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
 from typing import Iterable
-
-import click
 
 
 class ExitCode(enum.IntEnum):
@@ -22,15 +22,27 @@ class ExitCode(enum.IntEnum):
     INTERRUPTED = 130
 
 
-class LstmkitError(click.ClickException):
-    """An error shown to the user as ``Error: message`` with its :class:`ExitCode`."""
+class LstmkitError(Exception):
+    """An error shown to the user as ``Error: message`` with its :class:`ExitCode`.
+
+    ``message`` may be extended after construction (``str()`` follows it).
+    """
 
     exit_code = ExitCode.RUN_FAILED
+    #: Printed before the message by the CLI (``RunInterrupted``: none).
+    prefix = "Error: "
 
     def __init__(self, message: str, exit_code: int | None = None):
         super().__init__(message)
+        self.message = message
         if exit_code is not None:
             self.exit_code = int(exit_code)
+
+    def format_message(self) -> str:
+        return self.message
+
+    def __str__(self) -> str:
+        return self.message
 
 
 @dataclass(frozen=True)
@@ -96,6 +108,4 @@ class RunInterrupted(LstmkitError):
     """Ctrl-C: the state was saved (or why not) and the process exits 130."""
 
     exit_code = ExitCode.INTERRUPTED
-
-    def show(self, file=None) -> None:
-        click.echo(self.format_message(), err=True)
+    prefix = ""
