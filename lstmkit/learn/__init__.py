@@ -1,0 +1,1 @@
+"""Tools for learners: shapes, gate traces, gradient checks, sampling, self-grading exercises."""

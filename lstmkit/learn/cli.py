@@ -1,0 +1,68 @@
+"""The learners' commands: ``lstmkit shapes``, ``lstmkit trace``, ``lstmkit sample``.
+
+Registered by :func:`add_commands` from ``lstmkit.cli.make_cli``; the work is
+done in :mod:`lstmkit.learn.shapes`, :mod:`~lstmkit.learn.trace` and
+:mod:`~lstmkit.learn.sample`, imported when a command runs.  Errors are
+:class:`~lstmkit.config.errors.LstmkitError` with an :class:`ExitCode`.
+"""
+from __future__ import annotations
+
+import json
+
+import click
+
+from ..config.errors import ExitCode, LstmkitError, UnavailableError
+
+_HELP = {"help_option_names": ["-h", "--help"]}
+
+
+def _cell_choices(ctx, param, incomplete):
+    from ..registry import get_registry
+
+    return [n for n in sorted(get_registry().specs["cell"]) if n.startswith(incomplete)]
+
+
+def _check_cell(name: str) -> None:
+    from ..registry import LookupFailed, get_registry
+
+    try:
+        get_registry().cell_spec(name)
+    except LookupFailed as exc:
+        raise UnavailableError(str(exc)) from None
+
+
+def add_commands(cli: click.Group) -> None:
+    """Add ``shapes``, ``trace`` and ``sample`` to the ``lstmkit`` group."""
+
+    @cli.command(context_settings=_HELP)
+    @click.option("--cell", default="lstm", show_default=True, shell_complete=_cell_choices,
+                  help="Any registered cell: lstm, gru, rnn_tanh, rnn_relu or a plugin's (lstmkit cells).")
+    @click.option("--input-size", type=int, default=10, show_default=True)
+    @click.option("--hidden-size", type=int, default=20, show_default=True)
+    @click.option("--num-layers", type=int, default=1, show_default=True)
+    @click.option("--bidirectional", is_flag=True)
+    @click.option("--batch-first", is_flag=True)
+    @click.option("--proj-size", type=int, default=0, show_default=True, help="LSTM only.")
+    @click.option("--no-bias", is_flag=True, help="bias=False.")
+    @click.option("--batch", type=int, default=3, show_default=True, help="Batch size of the example input.")
+    @click.option("--seq-len", type=int, default=5, show_default=True, help="Time steps of the example input.")
+    @click.option("--unbatched", is_flag=True, help="An unbatched (seq_len, input_size) input.")
+    @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+    def shapes(cell, input_size, hidden_size, num_layers, bidirectional, batch_first, proj_size, no_bias, batch,
+               seq_len, unbatched, as_json):
+        """Every tensor of a recurrent module — each parameter, the input, h_0/c_0, out, h_n/c_n — with its
+        shape and what each dimension means, measured on a real run of the module.
+
+        \b
+        Example (the article's): lstmkit shapes --input-size 10 --hidden-size 20 --num-layers 3 --bidirectional
+        """
+        from .shapes import describe_shapes
+
+        _check_cell(cell)
+        try:
+            report = describe_shapes(cell, input_size, hidden_size, num_layers, bidirectional=bidirectional,
+                                     batch_first=batch_first, proj_size=proj_size, bias=not no_bias, batch=batch,
+                                     seq_len=seq_len, unbatched=unbatched)
+        except (ValueError, TypeError, RuntimeError) as exc:
+            raise LstmkitError(str(exc), ExitCode.USAGE) from None
+        click.echo(json.dumps(report.to_json(), indent=2) if as_json else str(report))
