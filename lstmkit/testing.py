@@ -56,6 +56,7 @@ import numpy as np
 
 from .cells import CellType
 from .specs import CellSpec
+from .learn.gradcheck import gradcheck  # noqa: F401  (a notebook-friendly report; lives in learn/)
 
 __all__ = [
     "CHECKS",
