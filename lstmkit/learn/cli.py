@@ -66,3 +66,24 @@ def add_commands(cli: click.Group) -> None:
         except (ValueError, TypeError, RuntimeError) as exc:
             raise LstmkitError(str(exc), ExitCode.USAGE) from None
         click.echo(json.dumps(report.to_json(), indent=2) if as_json else str(report))
+
+    @cli.command(context_settings=_HELP)
+    @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=str))
+    @click.option("--prime", default="", help="Text the model reads first (default: a newline, if the "
+                                              "vocabulary has one).")
+    @click.option("--length", type=int, default=200, show_default=True, help="Characters to generate.")
+    @click.option("--temperature", type=float, default=1.0, show_default=True,
+                  help="> 0: below 1 safer, above 1 wilder.")
+    @click.option("--greedy", is_flag=True, help="Always the most likely next character (no randomness).")
+    @click.option("--seed", type=int, help="Seed of the draw (default: different every time).")
+    @click.option("--checkpoint", default="auto", show_default=True, type=click.Choice(["auto", "best", "last"]),
+                  help="Weights to use; auto: best.npz if there is one, else last.npz.")
+    def sample(run_dir, prime, length, temperature, greedy, seed, checkpoint):
+        """Generate text from a trained char_lm run: PRIME, then LENGTH sampled characters.
+
+        \b
+        Example: lstmkit sample runs/char_lm/<timestamp> --prime "The " --length 300 --temperature 0.8
+        """
+        from .sample import sample_run
+
+        click.echo(sample_run(run_dir, prime, length, temperature, greedy=greedy, seed=seed, checkpoint=checkpoint))
