@@ -10,6 +10,7 @@ and records the position of every key so validation errors can point at
 """
 from __future__ import annotations
 
+import copy
 import math
 import re
 from pathlib import Path
@@ -117,89 +118,254 @@ def _represent_none(dumper, _data):
 _Dumper.add_representer(type(None), _represent_none)
 
 
-# -- loading ------------------------------------------------------------------
-def _build(node, source: str, path: tuple, positions: dict, loader) -> Any:
-    """Plain data from a composed node; ``positions[path]`` = where each key/value starts."""
-    if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)) and node.tag not in (
-            "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"):
-        raise YAMLError(f"the tag {node.tag!r} is not allowed (only plain YAML values are allowed in a config)",
-                        *_position(node, source))
-    if isinstance(node, yaml.MappingNode):
-        loader.flatten_mapping(node)  # merge keys (<<) are not resolved by the core schema; harmless
-        result: dict = {}
-        for key_node, value_node in node.value:
-            key = _build(key_node, source, path + ("<key>",), {}, loader)
-            here = _position(key_node, source)
-            if not isinstance(key, (str, int, float, bool)) or key is None:
-                raise YAMLError(f"a mapping key must be a plain scalar, got {type(key).__name__}", *here)
-            if isinstance(key, (int, float, bool)):
-                key = str(key).lower() if isinstance(key, bool) else str(key)
-            if key in result:
-                first = positions.get(path + (key,))
-                seen = f" (first defined at line {first[1]})" if first else ""
-                raise YAMLError(f"duplicate key {key!r}{seen}", *here)
-            positions[path + (key,)] = Position(*here)
-            result[key] = _build(value_node, source, path + (key,), positions, loader)
+# -- loading ---------------------------------------------------------------------
+#: A config is a few kilobytes; these bounds keep hostile or broken files (alias bombs, megabytes of
+#: keys, thousand-level nesting, 5,000-digit integers) to milliseconds and a clear message.
+MAX_BYTES = 256 * 1024
+MAX_VALUES = 50_000  # scalars and containers, counting every alias use as the size of what it names
+MAX_ALIASES = 100
+MAX_DEPTH = 50
+MAX_NUMBER_CHARS = 100
+
+
+class _Open:
+    """A mapping or sequence being built: its value, path, anchor, and the key waiting for a value."""
+
+    __slots__ = ("value", "path", "anchor", "start", "key", "key_mark")
+
+    def __init__(self, value, path, anchor, start):
+        self.value, self.path, self.anchor, self.start = value, path, anchor, start
+        self.key = self.key_mark = None
+
+
+def _mark(mark) -> tuple[int, int]:
+    return mark.line + 1, mark.column + 1
+
+
+class _Builder:
+    """Plain data and positions straight from the parser's events (no node graph, no recursion).
+
+    An alias is a copy of what its anchor names, counted at that size against
+    :data:`MAX_VALUES`; positions are recorded where the text is (an alias's
+    position stands for everything inside it), so nothing is expanded twice.
+    """
+
+    def __init__(self, loader, source: str):
+        self.loader, self.source = loader, source
+        self.positions: dict[tuple, Position] = {}
+        self.anchors: dict[str, tuple[Any, int]] = {}  # anchor -> (value, expanded size)
+        self.open_anchors: set[str] = set()
+        self.values = self.aliases = 0
+
+    def error(self, message: str, mark) -> YAMLError:
+        return YAMLError(message, self.source, *_mark(mark))
+
+    def count(self, n: int, mark) -> None:
+        self.values += n
+        if self.values > MAX_VALUES:
+            raise self.error(f"the config holds more than {MAX_VALUES:,} values (aliases count as what they "
+                             f"repeat); a run config is far smaller", mark)
+
+    def build(self):
+        loader, stack = self.loader, []
+        loader.get_event()  # StreamStart
+        if loader.check_event(yaml.StreamEndEvent):
+            return None
+        loader.get_event()  # DocumentStart
+        result, done = None, False
+        while not done:
+            event = loader.get_event()
+            if isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                frame = stack.pop()
+                if frame.anchor is not None:
+                    self.open_anchors.discard(frame.anchor)
+                    self.anchors[frame.anchor] = (frame.value, self.values - frame.start[1] + 1)
+                value, mark, start = frame.value, None, frame.start[0]
+            else:
+                parent = stack[-1] if stack else None
+                if parent is not None and isinstance(parent.value, dict) and parent.key is None:
+                    self.key(parent, event)
+                    continue
+                path = self.child_path(parent, event)
+                value, start = self.node(event, path, stack), event.start_mark
+                if value is _OPENED:
+                    continue
+            parent = stack[-1] if stack else None
+            if parent is None:
+                result, done = value, True
+            elif isinstance(parent.value, dict):
+                parent.value[parent.key] = value
+                parent.key = None
+            else:
+                parent.value.append(value)
+        loader.get_event()  # DocumentEnd
+        if not loader.check_event(yaml.StreamEndEvent):
+            raise self.error("expected a single document in the stream, but found another document "
+                             "(remove the '---' line)", loader.peek_event().start_mark)
         return result
-    if isinstance(node, yaml.SequenceNode):
-        items = []
-        for index, item in enumerate(node.value):
-            positions[path + (index,)] = Position(*_position(item, source))
-            items.append(_build(item, source, path + (index,), positions, loader))
-        return items
-    try:
-        return loader.construct_object(node, deep=True)
-    except yaml.constructor.ConstructorError as exc:
-        mark = exc.problem_mark or node.start_mark
-        raise YAMLError(f"{exc.problem} (only plain YAML values are allowed in a config)", source,
-                        mark.line + 1, mark.column + 1) from None
+
+    def child_path(self, parent: _Open | None, event) -> tuple:
+        if parent is None:
+            self.positions[()] = Position(self.source, *_mark(event.start_mark))
+            return ()
+        if isinstance(parent.value, dict):
+            return parent.path + (parent.key,)
+        path = parent.path + (len(parent.value),)
+        self.positions[path] = Position(self.source, *_mark(event.start_mark))
+        return path
+
+    def key(self, parent: _Open, event) -> None:
+        if isinstance(event, yaml.AliasEvent):
+            key = self.alias(event)
+        elif isinstance(event, yaml.ScalarEvent):
+            key = self.scalar(event)
+            if event.anchor is not None:
+                self.anchors[event.anchor] = (key, 1)
+        else:
+            raise self.error("a mapping key must be a plain scalar, got a "
+                             f"{'mapping' if isinstance(event, yaml.MappingStartEvent) else 'list'}",
+                             event.start_mark)
+        if not isinstance(key, (str, int, float, bool)) or key is None:
+            raise self.error(f"a mapping key must be a plain scalar, got {type(key).__name__}", event.start_mark)
+        if isinstance(key, (int, float, bool)):
+            key = str(key).lower() if isinstance(key, bool) else str(key)
+        path = parent.path + (key,)
+        if key in parent.value:
+            first = self.positions.get(path)
+            seen = f" (first defined at line {first[1]})" if first else ""
+            raise self.error(f"duplicate key {key!r}{seen}", event.start_mark)
+        self.positions[path] = Position(self.source, *_mark(event.start_mark))
+        parent.value[key] = None  # keeps the order and catches a duplicate of a key still being built
+        parent.key = key
+
+    def node(self, event, path: tuple, stack: list):
+        if isinstance(event, yaml.AliasEvent):
+            return self.alias(event)
+        if isinstance(event, yaml.ScalarEvent):
+            self.count(1, event.start_mark)
+            value = self.scalar(event)
+            if event.anchor is not None:
+                self.anchors[event.anchor] = (value, 1)
+            return value
+        is_map = isinstance(event, yaml.MappingStartEvent)
+        if not isinstance(event, yaml.SequenceStartEvent) and not is_map:  # pragma: no cover - parser guarantees
+            raise self.error(f"unexpected {type(event).__name__}", event.start_mark)
+        default = "tag:yaml.org,2002:map" if is_map else "tag:yaml.org,2002:seq"
+        if event.tag not in (None, "!", default):
+            raise self.error(f"the tag {event.tag!r} is not allowed (only plain YAML values are allowed in a "
+                             f"config)", event.start_mark)
+        if len(stack) >= MAX_DEPTH:
+            raise self.error(f"nested more than {MAX_DEPTH} levels deep; a config is a few levels of "
+                             f"mappings and lists", event.start_mark)
+        self.count(1, event.start_mark)
+        if event.anchor is not None:
+            self.open_anchors.add(event.anchor)
+        stack.append(_Open({} if is_map else [], path, event.anchor, (event.start_mark, self.values)))
+        return _OPENED
+
+    def alias(self, event):
+        self.aliases += 1
+        if self.aliases > MAX_ALIASES:
+            raise self.error(f"more than {MAX_ALIASES} aliases (*name); a config needs few, if any",
+                             event.start_mark)
+        if event.anchor in self.open_anchors:
+            raise self.error(f"the alias *{event.anchor} refers to the value that contains it (a recursive "
+                             f"alias)", event.start_mark)
+        if event.anchor not in self.anchors:
+            raise self.error(f"found undefined alias *{event.anchor}", event.start_mark)
+        value, size = self.anchors[event.anchor]
+        self.count(size, event.start_mark)
+        return copy.deepcopy(value)  # independent copies: a --set on one place never changes another
+
+    def scalar(self, event):
+        loader = self.loader
+        tag = event.tag
+        if tag is None or tag == "!":
+            tag = loader.resolve(yaml.ScalarNode, event.value, event.implicit)
+        if tag in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float") and len(event.value) > MAX_NUMBER_CHARS:
+            raise self.error(f"a number written with {len(event.value):,} characters; a config number has at "
+                             f"most {MAX_NUMBER_CHARS}", event.start_mark)
+        node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
+        try:
+            return loader.construct_object(node, deep=True)
+        except yaml.constructor.ConstructorError as exc:
+            mark = exc.problem_mark or event.start_mark
+            raise YAMLError(f"{exc.problem} (only plain YAML values are allowed in a config)", self.source,
+                            *_mark(mark)) from None
+        except ValueError as exc:  # e.g. an int() limit
+            raise self.error(f"cannot read {event.value[:40]!r}: {exc}", event.start_mark) from None
 
 
-def _position(node, source: str) -> tuple:
-    return source, node.start_mark.line + 1, node.start_mark.column + 1
+_OPENED = object()
+
+
+def _syntax_error(exc: yaml.MarkedYAMLError, source: str) -> YAMLError:
+    mark = exc.problem_mark or exc.context_mark
+    problem = exc.problem or "invalid YAML"
+    if exc.context:
+        problem = f"{problem} ({exc.context}" + (
+            f" at line {exc.context_mark.line + 1})" if exc.context_mark and mark
+            and exc.context_mark.line != mark.line else ")")
+    if "'\\t'" in problem:
+        problem += "; indent with spaces, not tabs"
+    elif "expected <block end>" in problem:
+        problem += "; check the indentation of this line"
+    if mark is None:
+        return YAMLError(problem, source)
+    return YAMLError(problem, source, mark.line + 1, mark.column + 1)
 
 
 def load_yaml(text: str, source: str = "<string>") -> tuple[Any, dict[tuple, Position]]:
     """Parse ``text`` -> ``(data, positions)``; ``positions`` maps key paths to :class:`Position`.
 
     Raises :class:`YAMLError` (with ``source:line:col``) for syntax errors,
-    duplicate keys, tags that build objects, and more than one document.
+    duplicate keys, tags that build objects, more than one document, and
+    text beyond the limits (:data:`MAX_BYTES` characters, :data:`MAX_VALUES`
+    values with aliases expanded, :data:`MAX_ALIASES` aliases,
+    :data:`MAX_DEPTH` levels, numbers of :data:`MAX_NUMBER_CHARS` characters).
     """
-    loader = _Loader(text)
+    if len(text) > MAX_BYTES:
+        raise YAMLError(f"{len(text):,} characters; a config is at most {MAX_BYTES:,} (is this the right file?)",
+                        source)
     try:
+        loader = _Loader(text)
+    except yaml.reader.ReaderError as exc:
+        return _unreadable_character(text, exc, source)
+    try:
+        builder = _Builder(loader, source)
         try:
-            node = loader.get_single_node()
+            data = builder.build()
+        except yaml.reader.ReaderError as exc:
+            _unreadable_character(text, exc, source)
         except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            problem = exc.problem or "invalid YAML"
-            if exc.context:
-                problem = f"{problem} ({exc.context}" + (
-                    f" at line {exc.context_mark.line + 1})" if exc.context_mark and mark
-                    and exc.context_mark.line != mark.line else ")")
-            if "'\\t'" in problem:
-                problem += "; indent with spaces, not tabs"
-            elif "expected <block end>" in problem:
-                problem += "; check the indentation of this line"
-            if mark is None:
-                raise YAMLError(problem, source) from None
-            raise YAMLError(problem, source, mark.line + 1, mark.column + 1) from None
+            raise _syntax_error(exc, source) from None
         except yaml.YAMLError as exc:
             raise YAMLError(str(exc), source) from None
-        if node is None:
-            return None, {}
-        positions: dict[tuple, Position] = {(): Position(*_position(node, source))}
-        return _build(node, source, (), positions, loader), positions
+        return data, (builder.positions if data is not None else {})
     finally:
         loader.dispose()
 
 
+def _unreadable_character(text: str, exc, source: str):
+    line = text.count("\n", 0, exc.position) + 1
+    column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+    what = "a NUL byte" if exc.character in (0, "\0") else f"the character {exc.character!r}"
+    raise YAMLError(f"{what} cannot appear in a YAML file (is this a text file?)", source, line, column) from None
+
+
 def load_yaml_file(path: Path | str) -> tuple[Any, dict[tuple, Position]]:
-    """Read and parse a config file (see :func:`load_yaml`)."""
+    """Read and parse a config file (see :func:`load_yaml`); a file over :data:`MAX_BYTES` is not read."""
     path = Path(path)
     try:
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            raise YAMLError(f"{size:,} bytes; a config file is at most {MAX_BYTES:,} (is this the right file?)",
+                            str(path))
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise YAMLError(f"not a UTF-8 text file ({exc.reason} at byte {exc.start})", str(path)) from None
+    except OSError as exc:
+        raise YAMLError(f"cannot read the file: {exc.strerror or exc}", str(path)) from None
     return load_yaml(text, str(path))
 
 
