@@ -234,6 +234,11 @@ def _lookup_unavailable(kind: str, name: str):
         raise UnavailableError(str(exc)) from None
 
 
+def _progress_bar(length: int, label: str):
+    """The trainer's per-epoch progress display on a terminal (the library itself never imports Click)."""
+    return click.progressbar(length=length, label=label, show_eta=True, show_percent=True)
+
+
 def _add_run_commands(cli: click.Group) -> None:
     @cli.command(context_settings={"help_option_names": ["-h", "--help"]})
     @click.argument("config", required=False, type=_CONFIG_PATH)
@@ -273,6 +278,7 @@ def _add_run_commands(cli: click.Group) -> None:
             raise click.UsageError("--resume continues the run in RUN_DIR: it cannot be combined with -o/--overwrite")
         if progress is None:
             progress = sys.stdout.isatty()
+        progress = _progress_bar if progress else None
         code = run_session(config, overrides, seed=seed, backend=backend, output=output, overwrite=overwrite,
                            resume=resume, dry_run=dry_run, print_config=print_config, progress=progress,
                            echo=click.echo, argv=["lstmkit"] + sys.argv[1:])

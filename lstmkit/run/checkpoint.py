@@ -25,7 +25,8 @@ import numpy as np
 
 from .._atomic import atomic_open
 
-__all__ = ["save_checkpoint", "load_checkpoint", "load_weights", "Checkpoint"]
+__all__ = ["save_checkpoint", "load_checkpoint", "load_weights", "Checkpoint", "Checkpointer", "compare_section",
+           "check_rng_state"]
 
 
 class Checkpoint(dict):
@@ -94,3 +95,92 @@ def load_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Only the parameters, keyed like ``SequenceModel.state_dict()`` (torch names)."""
     with np.load(Path(path), allow_pickle=False) as z:
         return {k: z[k] for k in z.files if "/" not in k}
+
+
+# -- validation of a checkpoint against the trainer it is loaded into ----------------------------------
+def _kind(value) -> str:
+    array = np.asarray(value)
+    kind = array.dtype.kind
+    return {"f": "number", "i": "integer", "u": "integer", "b": "boolean", "U": "string", "S": "string"}.get(kind, kind)
+
+
+def _describe(value) -> str:
+    array = np.asarray(value)
+    if array.ndim == 0:
+        return f"{array.item()!r} ({_kind(array)})"
+    return f"an array {array.shape} of {array.dtype}"
+
+
+def compare_section(section: str, template: dict, given, problems: list[str], *, exact_dtype: bool = False,
+                    optional: tuple[str, ...] = ()) -> None:
+    """Check ``given`` has ``template``'s keys, and each value its kind and shape (and dtype if ``exact_dtype``).
+
+    Keys starting with one of ``optional`` (e.g. an optimizer's buffers before its first step) may be
+    missing or extra as long as they fit the template's shapes when present.
+    """
+    if not isinstance(given, dict):
+        problems.append(f"{section}: expected entries, got {type(given).__name__}")
+        return
+    for key in template:
+        if key not in given and not key.startswith(optional):
+            problems.append(f"{section}/{key}: missing")
+    for key, value in given.items():
+        if key not in template:
+            problems.append(f"{section}/{key}: unexpected entry")
+            continue
+        want, got = np.asarray(template[key]), np.asarray(value)
+        ok_kind = _kind(want) == _kind(got) or (_kind(want) == "number" and _kind(got) == "integer")
+        if not ok_kind or want.shape != got.shape or (exact_dtype and want.dtype != got.dtype):
+            expected = (f"{want.dtype} {want.shape}" if exact_dtype or want.ndim else
+                        f"a {_kind(want)}" + (f" like {want.item()!r}" if want.dtype.kind == "U" else ""))
+            problems.append(f"{section}/{key}: expected {expected}, got {_describe(got)}")
+        elif got.dtype.kind == "f" and not exact_dtype and not np.all(np.isfinite(got)):
+            problems.append(f"{section}/{key}: not a finite number: {_describe(got)}")
+
+
+def check_rng_state(name: str, generator: np.random.Generator, state, problems: list[str]) -> None:
+    """``state`` must be a valid ``bit_generator.state`` for ``generator``'s kind (tried on a scratch copy)."""
+    scratch = type(generator.bit_generator)()
+    try:
+        scratch.state = state
+    except Exception as exc:  # numpy raises TypeError, ValueError, KeyError... for a foreign state
+        problems.append(f"rng/{name}: not a {type(scratch).__name__} state ({type(exc).__name__}: "
+                        f"{str(exc)[:120]})")
+
+
+class Checkpointer:
+    """Writes ``checkpoints/last.npz``, ``epoch-NNNN.npz`` (keep_last) and ``best.npz`` of a run folder.
+
+    ``metrics.jsonl`` is flushed (and fsynced) *before* last.npz, so a checkpoint never covers
+    records that are not on disk: after ``kill -9`` anywhere, resuming from last.npz drops the
+    records past its step and produces them again - no gap, no duplicate.  Each call serialises
+    ``trainer.state_dict()`` once: an epoch snapshot is a copy of the last.npz just written.
+    best.npz is written when the monitored metric improves, in the middle of the epoch's end
+    (before the scheduler steps), so it is a state of its own.
+    """
+
+    def __init__(self, folder, policy, config_text: str):
+        self.folder, self.policy, self.config_text = folder, policy, config_text
+
+    def __call__(self, kind: str, trainer) -> None:
+        from .folder import writing
+        from .._atomic import atomic_copy
+
+        state = trainer.state_dict()
+        if kind == "best":
+            with writing(self.folder.best):
+                save_checkpoint(self.folder.best, config=self.config_text, **state)
+            return
+        if trainer.metrics is not None:
+            with writing(self.folder.metrics):
+                trainer.metrics.flush()
+        with writing(self.folder.last):
+            save_checkpoint(self.folder.last, config=self.config_text, **state)
+        if kind == "epoch" and self.policy.keep_last > 1:
+            epoch = trainer.state.epoch
+            snapshot = self.folder.checkpoints / f"epoch-{epoch:04d}.npz"
+            with writing(snapshot):
+                atomic_copy(self.folder.last, snapshot)
+            snapshots = sorted(p for p in self.folder.checkpoints.glob("epoch-*.npz") if p.name[6:-4].isdigit())
+            for old in snapshots[: max(0, len(snapshots) - (self.policy.keep_last - 1))]:
+                old.unlink()

@@ -38,8 +38,9 @@ class MetricsLog:
 
     @classmethod
     def resume(cls, path: Path, step: int) -> "MetricsLog":
-        """The records of an earlier session up to and including ``step``."""
-        records = [r for r in read_metrics(path) if r.get("step", 0) <= step] if path.exists() else []
+        """The records of an earlier session up to and including ``step`` (the test record is made again)."""
+        records = [r for r in read_metrics(path) if isinstance(r, dict) and _step(r) <= step
+                   and r.get("event") != "test"] if path.exists() else []
         log = cls(path, records)
         return log
 
@@ -51,6 +52,11 @@ class MetricsLog:
             return
         atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
         self._written = len(self.records)
+
+
+def _step(record: dict) -> float:
+    step = record.get("step", 0)
+    return step if isinstance(step, (int, float)) and not isinstance(step, bool) else math.inf
 
 
 def read_metrics(path: str | Path) -> list[dict]:

@@ -15,8 +15,10 @@ the shuffling generator as it was at the start of the epoch, the position in
 the epoch, early-stopping state, running loss sums), so a run resumed from a
 checkpoint continues bit for bit as if it had never stopped.
 
-Ctrl-C (SIGINT) is deferred to the end of the current step, so the state a
-checkpoint captures is always consistent; a second Ctrl-C stops at once.
+Ctrl-C (SIGINT) and SIGTERM are deferred to the end of the current step, so
+the state a checkpoint captures is always consistent; a second one stops at once.
+The trainer prints nothing itself: ``echo`` and ``progress`` are supplied by the
+caller (the CLI passes ``click.echo`` and a ``click`` progress bar).
 """
 from __future__ import annotations
 
@@ -25,8 +27,8 @@ import math
 import signal
 import threading
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Callable, ContextManager
 
 import numpy as np
 
@@ -72,6 +74,52 @@ class TrainerState:
     last_eval: dict = field(default_factory=dict)
 
 
+_COUNTERS = ("step", "epoch", "batch", "bad_evals", "train_count", "log_count")
+_NUMBERS = ("train_sum", "log_sum")
+_OPTIONAL_NUMBERS = ("best_value", "grad_norm")
+_OPTIONAL_COUNTERS = ("best_step", "best_epoch")
+
+
+def _state_problems(state, steps_per_epoch: int) -> list[str]:
+    """What is wrong with a checkpoint's ``trainer/state`` (types, ranges, position in the run)."""
+    where = "trainer/state"
+    if not isinstance(state, dict):
+        return [f"{where}: expected a JSON object, got {type(state).__name__}"]
+    problems = []
+    names = {f.name for f in fields(TrainerState)}
+    problems += [f"{where}: unexpected entry {k!r}" for k in state if k not in names]
+    problems += [f"{where}: {k} is missing" for k in sorted(names - set(state))]
+
+    def is_int(v):
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    def is_number(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    for k in _COUNTERS + _OPTIONAL_COUNTERS:
+        v = state.get(k)
+        if k in state and not (is_int(v) and v >= 0 or (v is None and k in _OPTIONAL_COUNTERS)):
+            problems.append(f"{where}: {k} must be a whole number >= 0, got {v!r}")
+    for k in _NUMBERS + _OPTIONAL_NUMBERS:
+        v = state.get(k)
+        if k in state and not (is_number(v) or (v is None and k in _OPTIONAL_NUMBERS)):
+            problems.append(f"{where}: {k} must be a number, got {v!r}")
+    if "stopped_early" in state and not isinstance(state["stopped_early"], bool):
+        problems.append(f"{where}: stopped_early must be true or false, got {state['stopped_early']!r}")
+    if "last_eval" in state and not isinstance(state["last_eval"], dict):
+        problems.append(f"{where}: last_eval must be an object, got {state['last_eval']!r}")
+    step, epoch, batch = (state.get(k) for k in ("step", "epoch", "batch"))
+    if all(is_int(v) and v >= 0 for v in (step, epoch, batch)):
+        if batch > steps_per_epoch:  # == steps_per_epoch: the epoch's last step done, the epoch not yet closed
+            problems.append(f"{where}: batch {batch} is not a position in an epoch of {steps_per_epoch} steps "
+                            f"(0..{steps_per_epoch})")
+        elif step != epoch * steps_per_epoch + batch:
+            problems.append(f"{where}: step {step} does not match epoch {epoch} and batch {batch} with "
+                            f"{steps_per_epoch} steps per epoch (expected step {epoch * steps_per_epoch + batch}); "
+                            f"was the data changed?")
+    return problems
+
+
 def _take_state(state, keep):
     if state is None:
         return None
@@ -89,12 +137,13 @@ class Trainer:
     ``metrics``: a :class:`~lstmkit.run.metrics.MetricsLog`;
     ``checkpoint(kind, trainer)``: called with ``"last"``, ``"epoch"`` or
     ``"best"`` when one is due (``None``: no checkpoints); ``echo``: prints a
-    log line; ``progress``: show a progress bar (a terminal only).
+    log line; ``progress(length, label)``: a context manager giving an object
+    with ``update(n)``, entered once per epoch (``None``: no progress display).
     """
 
     def __init__(self, model, task, data: dict, config, *, shuffle: np.random.Generator, metrics=None,
                  checkpoint: Callable[[str, "Trainer"], None] | None = None, echo: Callable[[str], None] = print,
-                 progress: bool = False):
+                 progress: Callable[[int, str], ContextManager] | None = None):
         self.model, self.task, self.config = model, task, config
         self.training = config.training
         self.data = {k: self._as_dtype(v) for k, v in data.items()}
@@ -170,8 +219,45 @@ class Trainer:
         return {"params": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "trainer": trainer, "rng": rng}
 
+    def check_state(self, checkpoint: dict) -> list[str]:
+        """What in ``checkpoint`` does not fit this trainer (``[]``: it can be loaded).
+
+        Every entry is compared with this trainer's own :meth:`state_dict`: the same keys, kinds,
+        shapes (parameters: the same dtype), finite numbers, generator states of the right kind,
+        and a position in the run that the data allows (``batch < steps_per_epoch``,
+        ``step == epoch * steps_per_epoch + batch``).
+        """
+        from .checkpoint import check_rng_state, compare_section
+
+        problems: list[str] = []
+        template = self.state_dict()
+        compare_section("params", template["params"], checkpoint.get("params"), problems, exact_dtype=True)
+        buffers = tuple(f"{b}." for b in getattr(self.optimizer, "buffers", ()))
+        optimizer = dict(template["optimizer"])  # buffers (allocated by the first step) are shaped like the params
+        optimizer.update({f"{b}{name}": value for b in buffers for name, value in template["params"].items()})
+        compare_section("optimizer", optimizer, checkpoint.get("optimizer"), problems, optional=buffers)
+        compare_section("scheduler", template["scheduler"], checkpoint.get("scheduler"), problems)
+        problems += _state_problems(checkpoint.get("trainer"), self.steps_per_epoch)
+        gens = self.generators()
+        rng = checkpoint.get("rng")
+        if not isinstance(rng, dict) or set(rng) != set(gens) - {"shuffle"}:
+            problems.append(f"rng: expected the states of {sorted(set(gens) - {'shuffle'})}, got "
+                            f"{sorted(rng) if isinstance(rng, dict) else type(rng).__name__}")
+        else:
+            for name, state in rng.items():
+                check_rng_state(name, gens[name], state, problems)
+        if isinstance(checkpoint.get("trainer"), dict) and "epoch_rng" in checkpoint["trainer"]:
+            check_rng_state("trainer/state epoch_rng", self.shuffle, checkpoint["trainer"]["epoch_rng"], problems)
+        return problems
+
     def load_state_dict(self, checkpoint: dict) -> None:
-        """Restore from :func:`~lstmkit.run.checkpoint.load_checkpoint`'s result."""
+        """Restore from :func:`~lstmkit.run.checkpoint.load_checkpoint`'s result.
+
+        Raises ``ValueError`` listing every problem :meth:`check_state` finds; nothing is changed then.
+        """
+        problems = self.check_state(checkpoint)
+        if problems:
+            raise ValueError("; ".join(problems))
         self.model.load_state_dict(checkpoint["params"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
@@ -377,7 +463,7 @@ class Trainer:
         parts.append(f"{time.monotonic() - self.started:.1f}s")
         return "  ".join(parts) + ("  *" if record.get("best") else "")
 
-    # -- Ctrl-C and the progress bar ---------------------------------------------------
+    # -- Ctrl-C, SIGTERM and the progress display ---------------------------------------------------
     @contextlib.contextmanager
     def _sigint_deferred(self):
         if threading.current_thread() is not threading.main_thread():
@@ -385,30 +471,27 @@ class Trainer:
             return
 
         def handler(signum, frame):
-            if self._stop_requested:  # second Ctrl-C: stop now
+            if self._stop_requested:  # a second signal: stop now
                 raise KeyboardInterrupt
             self._stop_requested = True
-            self.echo("Ctrl-C: stopping after this step (press Ctrl-C again to stop at once) ...")
+            what = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+            self.echo(f"{what}: stopping after this step (press Ctrl-C again to stop at once) ...")
 
-        previous = signal.signal(signal.SIGINT, handler)
+        # SIGTERM (kill, a scheduler's timeout) is handled like Ctrl-C: a final checkpoint, status interrupted.
+        signals = [signal.SIGINT] + ([signal.SIGTERM] if hasattr(signal, "SIGTERM") else [])
+        previous = {signum: signal.signal(signum, handler) for signum in signals}
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for signum, old in previous.items():
+                signal.signal(signum, old)
 
     def request_stop(self) -> None:
         """Stop after the current step, as Ctrl-C does."""
         self._stop_requested = True
 
-    @contextlib.contextmanager
-    def _bar(self, length: int, label: str):
-        if not self.progress:
-            yield _NoBar()
-            return
-        import click
-
-        with click.progressbar(length=length, label=label, show_eta=True, show_percent=True) as bar:
-            yield bar
+    def _bar(self, length: int, label: str) -> ContextManager:
+        return self.progress(length, label) if self.progress is not None else contextlib.nullcontext(_NoBar())
 
 
 class _NoBar:

@@ -1,0 +1,119 @@
+"""Building a run from a loaded config: the generators, the task and its data, the model, the thread limit."""
+from __future__ import annotations
+
+import contextlib
+from typing import Callable
+
+import numpy as np
+
+from ..config.errors import ConfigError, ConfigIssue, RunFailed
+
+__all__ = ["seed_generators", "build_task", "build_model", "thread_limit", "warnings_to"]
+
+Echo = Callable[[str], None]
+
+
+def seed_generators(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
+    """``(model generator, shuffling generator)``: independent streams from the run's seed.
+
+    The task gets the seed itself (its data streams are ``default_rng([seed, split])``).
+    """
+    model_seq, shuffle_seq = np.random.SeedSequence(seed).spawn(2)
+    return np.random.default_rng(model_seq), np.random.default_rng(shuffle_seq)
+
+
+def build_task(loaded):
+    """The task object of a loaded config and its data splits; data problems raise ConfigError."""
+    from ..registry import get_registry
+
+    cfg = loaded.config
+    spec = get_registry().task_spec(cfg.task.type)
+    splits = {k: getattr(cfg.task, k) for k in ("train", "valid", "test")}
+    try:
+        task = spec.factory(dict(cfg.task.options), base_dir=loaded.base_dir, seed=cfg.seed,
+                            splits=splits if any(v is not None for v in splits.values()) else None)
+        data = task.data()
+    except (ValueError, OSError, KeyError) as exc:  # TaskError is a ValueError naming the config key
+        raise ConfigError([_task_issue(loaded, exc)], str(loaded.path or "")) from None
+    except Exception as exc:
+        raise RunFailed(f"task {cfg.task.type!r} failed while loading its data: {type(exc).__name__}: {exc}") from exc
+    missing = [k for k in ("train", "valid", "test") if k not in data]
+    if missing:
+        raise RunFailed(f"task {cfg.task.type!r} returned no {', '.join(missing)} split")
+    if len(data["train"]) == 0:
+        raise ConfigError([ConfigIssue("task", "the training split is empty")], str(loaded.path or ""))
+    return task, data
+
+
+def _task_issue(loaded, exc: Exception) -> ConfigIssue:
+    """A task's data error, placed at the config key its message names (``task.train``, ...)."""
+    import re
+
+    from ..config.yamlio import load_yaml_file
+
+    message = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+    m = re.search(r"\btask\.(train|valid|test|options\.\w+)\b", message)
+    key = ("task",) + tuple(m.group(1).split(".")) if m else ("task",)
+    if m and message.startswith(m.group(0) + ": "):  # the key is shown by the report already
+        message = message[len(m.group(0)) + 2:]
+    where = None
+    if loaded.path is not None and loaded.path.is_file():
+        try:
+            positions = load_yaml_file(loaded.path)[1]
+        except Exception:  # pragma: no cover - the file was valid a moment ago
+            positions = {}
+        for n in range(len(key), 0, -1):
+            if key[:n] in positions:
+                where = str(positions[key[:n]])
+                break
+    return ConfigIssue(".".join(key), message, where)
+
+
+def build_model(loaded, task, generator: np.random.Generator | None = None):
+    """The :class:`~lstmkit.model.SequenceModel` a config describes, sized for ``task``."""
+    from ..model import SequenceModel
+
+    m, cfg = loaded.config.model, loaded.config
+    tokens = task.input_kind == "tokens"
+    if m.embedding_size is not None and not tokens:
+        raise ConfigError([ConfigIssue("model.embedding_size", f"only token tasks use an embedding; task "
+                                       f"{task.name!r} has feature inputs (set it to null)")],
+                          str(loaded.path or ""))
+    try:
+        return SequenceModel(
+            cell=m.cell, cell_options=dict(m.cell_options) or None,
+            input_size=None if tokens else task.input_size, vocab_size=task.vocab_size if tokens else None,
+            embedding_size=m.embedding_size if tokens else None, hidden_size=m.hidden_size,
+            num_layers=m.num_layers, bidirectional=m.bidirectional, dropout=m.dropout, proj_size=m.proj_size,
+            output_size=task.output_size, target=task.target, dtype=cfg.runtime.dtype,
+            backend=cfg.runtime.backend, seed=generator if generator is not None else cfg.seed,
+        )
+    except (ValueError, TypeError) as exc:
+        raise ConfigError([ConfigIssue("model", str(exc))], str(loaded.path or "")) from None
+
+
+@contextlib.contextmanager
+def thread_limit(threads: int | None):
+    """Limit BLAS/OpenMP threads (threadpoolctl) inside the block; ``None``: leave them alone."""
+    if threads is None:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=threads):
+        yield
+
+
+def warnings_to(echo: Echo):
+    """Collect UserWarnings raised inside the block and print each as ``warning: ...`` at its end."""
+    import warnings
+
+    @contextlib.contextmanager
+    def manager():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UserWarning)
+            yield
+        for w in caught:
+            echo(f"warning: {w.message}")
+
+    return manager()
