@@ -370,3 +370,41 @@ def test_library_errors_are_plain_exceptions_the_cli_translates(tmp_path):
     assert result.exit_code == ExitCode.INVALID_CONFIG
     assert "Error: invalid config:" in result.output and "model.hidden_size" in result.output
     assert "Traceback" not in result.output
+
+
+def test_every_range_problem_in_the_first_round(tmp_path):
+    """Field ranges and the rules across fields are reported together (they used to take three rounds)."""
+    path = write(tmp_path, "version: 1\nmodel: {hidden_size: 8, proj_size: 8, dropout: 1.5, bidirectional: true}\n"
+                           "task: {type: sine}\ntraining: {tbptt: 5, epochs: 0,\n"
+                           "  optimizer: {name: sgd, momentum: 0, nesterov: true}}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    keys = [issue.key for issue in info.value.issues]
+    assert keys == ["model.proj_size", "model.dropout", "training.tbptt", "training.epochs",
+                    "training.optimizer.nesterov"], str(info.value)
+    assert f"{path}:2:25: model.proj_size: proj_size (8) has to be smaller than hidden_size (8)" in str(info.value)
+    # each rule once, also when it is the only problem (pydantic's validator and the raw-data check agree)
+    path = write(tmp_path, "version: 1\nmodel: {bidirectional: true}\ntask: {type: sine}\ntraining: {tbptt: 5}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert [i.key for i in info.value.issues] == ["training.tbptt"]
+
+
+@pytest.mark.parametrize("text, key, shown", [
+    ("training: {optimizer: {lr: .inf}}", "training.optimizer.lr", ".inf"),
+    ("training: {optimizer: {lr: .nan}}", "training.optimizer.lr", ".nan"),
+    ("training: {grad_clip: .inf}", "training.grad_clip", ".inf"),
+    ("training: {early_stopping: {min_delta: .nan}}", "training.early_stopping.min_delta", ".nan"),
+    ("training: {optimizer: {name: adam, betas: [0.9, -.inf]}}", "training.optimizer.betas.1", "-.inf"),
+    ("task: {type: sine, options: {noise: .inf}}", "task.options.noise", ".inf"),
+])
+def test_non_finite_numbers_are_refused_everywhere(tmp_path, text, key, shown):
+    body = text if text.startswith("task") else f"task: {{type: sine}}\n{text}"
+    path = write(tmp_path, f"version: 1\n{body}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert [i.key for i in info.value.issues] == [key]
+    assert f"should be a finite number, got {shown}" in str(info.value) and f"{path}:" in str(info.value)
+    with pytest.raises(ConfigError, match=r"--set training\.optimizer\.lr=\.inf: training\.optimizer\.lr: should "
+                                          r"be a finite number"):
+        load_config(write(tmp_path, "version: 1\ntask: {type: sine}\n"), ["training.optimizer.lr=.inf"])

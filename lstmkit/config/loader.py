@@ -23,6 +23,7 @@ The working directory is never changed.
 """
 from __future__ import annotations
 
+import math
 import os
 import pathlib
 import re
@@ -194,8 +195,7 @@ def _issues_from(error: ValidationError, model: type[BaseModel], data, positions
         ctx = err.get("ctx") or {}
         if kind == "value_error":
             message = message.removeprefix("Value error, ")
-            m = re.match(r"^\[(\w+)\] (.*)$", message, re.S)
-            if m:
+            while m := re.match(r"^\[(\w+)\] (.*)$", message, re.S):  # "[section] [field] ..." from a validator
                 loc, message = loc + (m.group(1),), m.group(2)
         elif kind == "extra_forbidden":
             valid = sorted(parent.model_fields) if parent is not None else []
@@ -389,11 +389,16 @@ def load_config_data(raw: dict, positions: dict, base_dir: Path, *, source: str 
     if issues:
         raise ConfigError(issues, source)
 
+    # Round 1: everything the schema alone can tell (docs/config.md: at most two rounds).
+    issues = _non_finite(data, (), positions)
     try:
         config = schema.Config.model_validate(data)
     except ValidationError as exc:
-        issues = _issues_from(exc, schema.Config, data, positions)
-        raise ConfigError(_sorted(issues), source) from None
+        issues += _issues_from(exc, schema.Config, data, positions)
+        issues += [ConfigIssue(".".join(key), message, _where(positions, key))
+                   for key, message in schema.cross_field_problems(data)]
+    if issues:
+        raise ConfigError(_sorted(_first_per_key(issues)), source) from None
 
     unavailable: list[ConfigIssue] = []
     resolved = config.model_dump(mode="json")
@@ -422,6 +427,29 @@ def load_config_data(raw: dict, positions: dict, base_dir: Path, *, source: str 
     config = schema.Config.model_validate(resolved)
     return LoadedConfig(resolved, config, path, base_dir, seed_was_random,
                         {".".join(k): v for k, v in sources.items()})
+
+
+def _non_finite(value, path: tuple, positions: dict) -> list[ConfigIssue]:
+    """Every ``.inf``/``.nan`` in the config (core keys and plugin options alike): no setting takes one."""
+    if isinstance(value, float) and not math.isfinite(value):
+        text = ".nan" if math.isnan(value) else ("-.inf" if value < 0 else ".inf")
+        return [ConfigIssue(".".join(map(str, path)), f"should be a finite number, got {text}",
+                            _where(positions, path))]
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    return [issue for k, v in items for issue in _non_finite(v, path + (k,), positions)]
+
+
+def _first_per_key(issues: list[ConfigIssue]) -> list[ConfigIssue]:
+    """One problem per key (or key and its parts: ``betas`` and ``betas.1``): the first found, in the order
+    a non-finite value, the schema's, a cross-field rule."""
+    seen, out = [], []
+    for issue in issues:
+        k = issue.key
+        if k and any(k == s or k.startswith(s + ".") or s.startswith(k + ".") for s in seen):
+            continue
+        seen.append(k)
+        out.append(issue)
+    return out
 
 
 def _sorted(issues: list[ConfigIssue]) -> list[ConfigIssue]:
@@ -481,10 +509,6 @@ def _check_plugins(config: schema.Config, data: dict, positions: dict, issues: l
                                       f"{suggest(metric, valid)} (valid: {', '.join(valid)})",
                                       _where(positions, key)))
     lookup("backend", config.runtime.backend, ("runtime", "backend"))
-    if config.training.tbptt is not None and config.model.bidirectional:
-        issues.append(ConfigIssue("training.tbptt", "truncated BPTT carries the state forward in time, which a "
-                                  "bidirectional model cannot use; set tbptt: null or bidirectional: false",
-                                  _where(positions, ("training", "tbptt"))))
 
 
 def _validate_options(options_model, options: dict, prefix: tuple, owner: str, data, positions: dict,

@@ -12,6 +12,7 @@ options model (see :mod:`lstmkit.config.loader`).
 """
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
@@ -48,10 +49,7 @@ class ModelConfig(Section):
 
     @model_validator(mode="after")
     def _proj_below_hidden(self):
-        if self.proj_size and self.proj_size >= self.hidden_size:
-            raise _field_error("proj_size", f"proj_size ({self.proj_size}) has to be smaller than "
-                                            f"hidden_size ({self.hidden_size})")
-        return self
+        return _check(self, "proj_size", proj_problem(self.hidden_size, self.proj_size))
 
 
 # -- task -----------------------------------------------------------------------
@@ -85,9 +83,7 @@ class SGDConfig(Section):
 
     @model_validator(mode="after")
     def _nesterov_needs_momentum(self):
-        if self.nesterov and self.momentum <= 0:
-            raise _field_error("nesterov", "Nesterov momentum requires a momentum > 0")
-        return self
+        return _check(self, "nesterov", nesterov_problem(self.nesterov, self.momentum))
 
 
 class AdamConfig(Section):
@@ -102,9 +98,7 @@ class AdamConfig(Section):
 
     @model_validator(mode="after")
     def _betas_in_range(self):
-        if not all(0.0 <= b < 1.0 for b in self.betas):
-            raise _field_error("betas", f"each beta should be in [0, 1), got {list(self.betas)}")
-        return self
+        return _check(self, "betas", betas_problem(self.betas))
 
 
 class AdamWConfig(AdamConfig):
@@ -211,10 +205,7 @@ class TrainingConfig(Section):
 
     @model_validator(mode="after")
     def _some_limit(self):
-        if self.epochs is None and self.max_steps is None:
-            raise _field_error("epochs", "set training.epochs or training.max_steps (both are null: "
-                                         "training would never stop)")
-        return self
+        return _check(self, "epochs", limit_problem(self.epochs, self.max_steps))
 
 
 # -- runtime, outputs, plugins ----------------------------------------------------
@@ -275,9 +266,103 @@ class Config(Section):
     outputs: OutputsConfig = Field(default_factory=OutputsConfig, description="The run folder.")
     plugins: PluginsConfig = Field(default_factory=PluginsConfig, description="Required plugins.")
 
+    @model_validator(mode="after")
+    def _tbptt_needs_one_direction(self):
+        problem = tbptt_problem(self.training.tbptt, self.model.bidirectional)
+        if problem:
+            raise ValueError(f"[training] [tbptt] {problem}")
+        return self
+
     model_config = ConfigDict(extra="forbid", strict=True, validate_default=True,
                               json_schema_extra={"$schema": "https://json-schema.org/draft/2020-12/schema",
                                                  "title": "lstmkit run config (version 1)"})
+
+
+# -- rules across fields ------------------------------------------------------------
+# Each rule is written once and used twice: by the sections' validators, and (when some other value
+# of the config is wrong, so pydantic never reaches them) by cross_field_problems() on the raw data,
+# so that one report holds every range problem (docs/config.md promises at most two rounds).
+def proj_problem(hidden_size: int, proj_size: int) -> str | None:
+    if proj_size and proj_size >= hidden_size:
+        return f"proj_size ({proj_size}) has to be smaller than hidden_size ({hidden_size})"
+    return None
+
+
+def nesterov_problem(nesterov: bool, momentum: float) -> str | None:
+    return "Nesterov momentum requires a momentum > 0" if nesterov and momentum <= 0 else None
+
+
+def betas_problem(betas) -> str | None:
+    return None if all(0.0 <= b < 1.0 for b in betas) else f"each beta should be in [0, 1), got {list(betas)}"
+
+
+def limit_problem(epochs, max_steps) -> str | None:
+    if epochs is None and max_steps is None:
+        return "set training.epochs or training.max_steps (both are null: training would never stop)"
+    return None
+
+
+def tbptt_problem(tbptt, bidirectional: bool) -> str | None:
+    if tbptt is not None and bidirectional:
+        return ("truncated BPTT carries the state forward in time, which a bidirectional model cannot use; "
+                "set tbptt: null or bidirectional: false")
+    return None
+
+
+def _check(model: BaseModel, field: str, problem: str | None):
+    if problem:
+        raise _field_error(field, problem)
+    return model
+
+
+def cross_field_problems(data: dict) -> list[tuple[tuple, str]]:
+    """``[(key path, message)]`` of the rules above on raw config ``data``; wrong-typed values are skipped
+    (the schema reports those), absent ones take their defaults."""
+
+    def section(*path):
+        node = data
+        for part in path:
+            node = node.get(part, {}) if isinstance(node, dict) else None
+        return node if isinstance(node, dict) else None
+
+    def value(node: dict | None, model: type[BaseModel], name: str, *kinds):
+        if node is None:
+            return _SKIP
+        v = node.get(name, model.model_fields[name].get_default(call_default_factory=True))
+        ok = any(v is None if k is None else isinstance(v, k) and not (k is not bool and isinstance(v, bool))
+                 for k in kinds)
+        return v if ok else _SKIP
+
+    out = []
+
+    def rule(path, problem_of, *values):
+        if all(v is not _SKIP for v in values):
+            problem = problem_of(*values)
+            if problem:
+                out.append((path, problem))
+
+    model, training = section("model"), section("training")
+    rule(("model", "proj_size"), proj_problem, value(model, ModelConfig, "hidden_size", int),
+         value(model, ModelConfig, "proj_size", int))
+    optimizer = section("training", "optimizer")
+    kind = {"sgd": SGDConfig, "adam": AdamConfig, "adamw": AdamWConfig}.get(
+        (optimizer or {}).get("name", "adam"))
+    if kind is SGDConfig:
+        rule(("training", "optimizer", "nesterov"), nesterov_problem, value(optimizer, kind, "nesterov", bool),
+             value(optimizer, kind, "momentum", int, float))
+    elif kind is not None:
+        betas = value(optimizer, kind, "betas", list)
+        if betas is not _SKIP and len(betas) == 2 and all(isinstance(b, (int, float)) and not isinstance(b, bool)
+                                                         and math.isfinite(b) for b in betas):
+            rule(("training", "optimizer", "betas"), betas_problem, betas)
+    rule(("training", "epochs"), limit_problem, value(training, TrainingConfig, "epochs", int, None),
+         value(training, TrainingConfig, "max_steps", int, None))
+    rule(("training", "tbptt"), tbptt_problem, value(training, TrainingConfig, "tbptt", int, None),
+         value(model, ModelConfig, "bidirectional", bool))
+    return out
+
+
+_SKIP = object()
 
 
 def _field_error(field: str, message: str) -> ValueError:
