@@ -22,7 +22,7 @@ import numpy as np
 
 from .backends import Backend
 from .cells import CellType
-from .utils.rnn import PackedSequence
+from .utils.rnn import PackedSequence, check_packed_sequence
 
 
 # -- input and output layout ---------------------------------------------------
@@ -38,8 +38,10 @@ class SequenceLayout:
 
     @classmethod
     def of(cls, input, batch_first: bool) -> "SequenceLayout":
+        """The layout of ``input``; a ``PackedSequence`` is validated here, before any backend."""
         if isinstance(input, PackedSequence):
-            return cls(input, False, False, len(input.batch_sizes), int(input.batch_sizes[0]) if len(input.batch_sizes) else 0)
+            check_packed_sequence(input)
+            return cls(input, False, False, len(input.batch_sizes), int(input.batch_sizes[0]))
         unbatched = input.ndim == 2
         if unbatched:
             return cls(None, False, True, input.shape[0], 1)

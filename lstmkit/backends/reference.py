@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..utils.rnn import check_batch_sizes
 from .base import Backend, step_offsets
 
 
@@ -19,6 +20,10 @@ class ReferenceBackend(Backend):
 
     def layer_forward(self, cell, params, x, batch_sizes, reverse, state0, training):
         xp = self.xp
+        # The modules validate first; this guards direct calls (no uninitialised output rows).
+        check_batch_sizes(batch_sizes, x.shape[0], positive=False)
+        if int(batch_sizes[0]) != state0[0].shape[0]:
+            raise ValueError(f"batch_sizes[0] is {batch_sizes[0]}, but state0 has {state0[0].shape[0]} rows")
         offsets = step_offsets(batch_sizes)
         # The input projection of every step at once: one GEMM.
         gi_all = x @ params["weight_ih"].T

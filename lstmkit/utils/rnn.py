@@ -29,6 +29,13 @@ Deliberate deviations from torch
   (``ValueError``) and stores it as ``int64``; torch accepts anything there and
   fails later in ``pad_packed_sequence``. The "must be on CPU" check has no
   NumPy counterpart.
+* A ``PackedSequence`` is checked for consistency (:func:`check_packed_sequence`)
+  by ``pad_packed_sequence`` and by the recurrent modules: ``batch_sizes``
+  positive, non-increasing, summing to ``len(data)``; ``sorted_indices`` a
+  permutation and ``unsorted_indices`` its inverse.  torch runs such objects
+  and returns uninitialised rows, or drops rows (``[2, 0, 1]``), silently.
+* ``invert_permutation`` refuses a repeated or out-of-range index
+  (``ValueError``); torch leaves entries uninitialised.
 * ``unpad_sequence`` also accepts ``lengths`` as a list (torch requires a
   tensor). The 1-D check on ``lengths`` in ``pack_padded_sequence`` says
   ``should be a 1D int64 array, but got a 2D array`` instead of torch's
@@ -52,6 +59,8 @@ import numpy as np
 
 __all__ = [
     "PackedSequence",
+    "check_batch_sizes",
+    "check_packed_sequence",
     "invert_permutation",
     "pack_padded_sequence",
     "pad_packed_sequence",
@@ -93,13 +102,7 @@ class PackedSequence(_PackedSequenceFields):
                 raise AssertionError("Expected data to be a list or tuple of length 2")
             data, batch_sizes = data
         batch_sizes = np.asarray(batch_sizes)
-        if batch_sizes.ndim != 1 or not np.issubdtype(batch_sizes.dtype, np.integer):
-            raise ValueError(
-                f"batch_sizes should be a 1D integer array, but got a {batch_sizes.ndim}D "
-                f"{batch_sizes.dtype} array. Instances of PackedSequence should never be "
-                "created manually. They should be instantiated by functions like "
-                "pack_sequence and pack_padded_sequence in lstmkit.utils.rnn."
-            )
+        _check_batch_sizes_type(batch_sizes)
         if sorted_indices is not None:
             sorted_indices = np.asarray(sorted_indices).astype(np.int64, copy=False)
         if unsorted_indices is None:
@@ -150,18 +153,113 @@ class PackedSequence(_PackedSequenceFields):
         """``data`` as int32."""
         return self.to(np.int32)
 
+    def short(self):
+        """``data`` as int16."""
+        return self.to(np.int16)
+
+    def char(self):
+        """``data`` as int8."""
+        return self.to(np.int8)
+
+    def byte(self):
+        """``data`` as uint8."""
+        return self.to(np.uint8)
+
 
 def invert_permutation(permutation):
     """Inverse of a permutation ``(n,)``: ``out[permutation[i]] = i``.
 
-    Returns int64 ``(n,)``; ``None`` gives ``None``.
+    Returns int64 ``(n,)``; ``None`` gives ``None``.  Anything but a 1-D
+    permutation of ``0..n-1`` (a duplicate, a value out of range) is a
+    ``ValueError``; torch leaves such entries uninitialised.
     """
     if permutation is None:
         return None
-    permutation = np.asarray(permutation).astype(np.int64, copy=False)
-    output = np.empty_like(permutation)
-    output[permutation] = np.arange(permutation.size)
+    array = np.asarray(permutation)
+    if array.ndim != 1 or not (np.issubdtype(array.dtype, np.integer) or array.size == 0):
+        raise ValueError(f"expected a 1D integer permutation, got a {array.ndim}D {array.dtype} array")
+    array = array.astype(np.int64, copy=False)
+    n = array.size
+    output = np.full(n, -1, dtype=np.int64)
+    if n and (array.min() < 0 or array.max() >= n):
+        raise ValueError(f"expected a permutation of 0..{n - 1}, got {_preview(array)}")
+    output[array] = np.arange(n)
+    if n and output.min() < 0:
+        raise ValueError(f"expected a permutation of 0..{n - 1}, got {_preview(array)} (a repeated index)")
     return output
+
+
+def check_batch_sizes(batch_sizes, rows, positive: bool = True) -> None:
+    """``batch_sizes``: a non-empty 1-D int64 array, positive, non-increasing, summing to ``rows``.
+
+    Raises ``ValueError`` naming the first offending entry (``RuntimeError``
+    with torch's message when empty).  ``rows`` is ``len(data)`` (``None``
+    for 0-D data).  ``positive=False`` admits zeros (a dense batch of 0
+    sequences, which backends run) but never negative sizes.
+    """
+    if not isinstance(batch_sizes, np.ndarray):
+        raise ValueError(f"batch_sizes should be a numpy array, got {type(batch_sizes).__name__}")
+    _check_batch_sizes_type(batch_sizes)
+    if batch_sizes.dtype != np.int64:  # torch: "expected scalar type Long but found Int"
+        raise ValueError(f"batch_sizes should be an int64 array, got {batch_sizes.dtype}")
+    if batch_sizes.shape[0] == 0:
+        raise RuntimeError("batch_sizes can not be empty")
+    if batch_sizes.min() < int(positive):
+        bad = int(np.argmax(batch_sizes < int(positive)))
+        raise ValueError(
+            f"batch_sizes should be {'positive' if positive else 'non-negative'}, but batch_sizes[{bad}] is {batch_sizes[bad]} "
+            f"(batch_sizes={_preview(batch_sizes)})"
+        )
+    rises = np.flatnonzero(batch_sizes[1:] > batch_sizes[:-1])
+    if rises.size:
+        t = int(rises[0])
+        raise ValueError(
+            f"batch_sizes should be non-increasing, but batch_sizes[{t + 1}] = {batch_sizes[t + 1]} "
+            f"> batch_sizes[{t}] = {batch_sizes[t]} (batch_sizes={_preview(batch_sizes)})"
+        )
+    total = int(batch_sizes.sum())
+    if rows != total:
+        raise ValueError(
+            f"batch_sizes sum to {total}, but data has {'no rows (0-D)' if rows is None else f'{rows} rows'}; "
+            "they should be equal"
+        )
+
+
+def check_packed_sequence(sequence) -> None:
+    """Check that a ``PackedSequence`` is consistent; raise ``ValueError`` otherwise
+    (torch's ``RuntimeError`` for empty ``batch_sizes``).
+
+    The one validation every consumer runs (the recurrent modules before any
+    backend sees the rows, :func:`pad_packed_sequence`), so a hand-built
+    ``PackedSequence`` is refused the same way everywhere: ``batch_sizes`` a
+    non-empty 1-D int64 array of positive, non-increasing sizes summing to
+    ``len(data)``; ``sorted_indices`` ``None`` or a permutation of
+    ``0..batch_sizes[0]-1``; ``unsorted_indices`` its inverse (``None`` with it).
+    torch checks none of this and returns rows of uninitialised memory or
+    wrong states for some of these inputs.
+    """
+    data, batch_sizes, sorted_indices, unsorted_indices = sequence
+    check_batch_sizes(batch_sizes, np.shape(data)[0] if np.ndim(data) else None)
+    batch = int(batch_sizes[0])
+    if sorted_indices is None:
+        if unsorted_indices is not None:
+            raise ValueError("unsorted_indices should be None when sorted_indices is None")
+        return
+    for name, value in (("sorted_indices", sorted_indices), ("unsorted_indices", unsorted_indices)):
+        if not isinstance(value, np.ndarray) or value.shape != (batch,) or value.dtype != np.int64:
+            raise ValueError(
+                f"{name} should be an int64 array of shape ({batch},) (batch_sizes[0]), got "
+                + (f"{value.dtype} {value.shape}" if isinstance(value, np.ndarray) else type(value).__name__)
+            )
+    try:
+        inverse = invert_permutation(sorted_indices)
+    except ValueError as exc:
+        raise ValueError(f"sorted_indices: {exc}") from None
+    if not np.array_equal(inverse, unsorted_indices):
+        raise ValueError(
+            f"unsorted_indices should be the inverse of sorted_indices, {_preview(inverse)}, "
+            f"got {_preview(unsorted_indices)}"
+        )
 
 
 def pack_padded_sequence(input, lengths, batch_first=False, enforce_sorted=True):
@@ -225,6 +323,7 @@ def pad_packed_sequence(sequence, batch_first=False, padding_value=0.0, total_le
     batch order, ``padding_value`` at padded positions, ``data``'s dtype.
     ``lengths`` is int64 ``(B,)``, in the original order.
     """
+    check_packed_sequence(sequence)  # torch checks nothing: uninitialised rows or an unrelated error
     data, batch_sizes = np.asarray(sequence.data), sequence.batch_sizes
     max_seq_length = batch_sizes.shape[0]
     if total_length is not None:
@@ -235,8 +334,6 @@ def pad_packed_sequence(sequence, batch_first=False, padding_value=0.0, total_le
                 f"being {max_seq_length}"
             )
         max_seq_length = total_length
-    if batch_sizes.shape[0] == 0:
-        raise RuntimeError("batch_sizes can not be empty")
     batch_size = int(batch_sizes[0])
     lengths = (batch_sizes[:, None] > np.arange(batch_size)).sum(axis=0, dtype=np.int64)
     t, b = _packed_positions(batch_sizes)
@@ -312,6 +409,22 @@ def unpack_sequence(packed_sequences):
 def _packed_positions(batch_sizes):
     """``(t, b)`` index arrays of every row of a PackedSequence's ``data``, in order."""
     return np.nonzero(np.arange(batch_sizes[0]) < batch_sizes[:, None])
+
+
+def _check_batch_sizes_type(batch_sizes) -> None:
+    if batch_sizes.ndim != 1 or not np.issubdtype(batch_sizes.dtype, np.integer):
+        raise ValueError(
+            f"batch_sizes should be a 1D integer array, but got a {batch_sizes.ndim}D "
+            f"{batch_sizes.dtype} array. Instances of PackedSequence should never be "
+            "created manually. They should be instantiated by functions like "
+            "pack_sequence and pack_padded_sequence in lstmkit.utils.rnn."
+        )
+
+
+def _preview(array, limit: int = 10) -> str:
+    """``[a, b, ...]``: at most ``limit`` entries of a 1-D array, for error messages."""
+    items = [str(v) for v in array[:limit].tolist()]
+    return "[" + ", ".join(items) + (", ...]" if array.size > limit else "]")
 
 
 def _length(seq):
