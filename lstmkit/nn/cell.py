@@ -141,34 +141,35 @@ class RecurrentCell(Module):
         unbatched = ndim == 1
         x = input[None, :] if unbatched else input
         batch = x.shape[0]
+        # PyTorch's order: input width, then each hx's batch and width, then dtypes.
         if x.shape[1] != self.input_size:
             raise RuntimeError(f"input has inconsistent input_size: got {x.shape[1]} expected {self.input_size}")
         dtype = self._dtype
-        if x.dtype != dtype:
-            checks.check_dtype(self._label, "input", x, dtype)
-        if contiguous:
-            x = np.ascontiguousarray(x)
         if tensors is None:
+            if x.dtype != dtype:
+                checks.check_dtype(self._label, "input", x, dtype)
             zeros = self.backend.xp.zeros  # on the backend's device
-            return x, tuple(zeros((batch, w), dtype=dtype) for w in self._widths), unbatched
+            state = tuple(zeros((batch, w), dtype=dtype) for w in self._widths)
+            return (np.ascontiguousarray(x) if contiguous else x), state, unbatched
         state = []
         widths = self._widths
         for i, t in enumerate(tensors):
             if unbatched:
                 t = t[None]
             shape = t.shape
-            if len(shape) == 2 and shape[0] == batch and shape[1] == widths[i] and t.dtype == dtype:
-                state.append(np.ascontiguousarray(t) if contiguous else t)
-                continue
-            # PyTorch's ATen checks: batch first, then width.
-            if t.shape[0] != batch:
-                raise RuntimeError(f"Input batch size {batch} doesn't match hidden{i} batch size {t.shape[0]}")
-            if t.ndim != 2 or t.shape[1] != self._widths[i]:
-                got = t.shape[1] if t.ndim > 1 else t.shape
-                raise RuntimeError(f"hidden{i} has inconsistent hidden_size: got {got}, expected {self._widths[i]}")
+            if not (len(shape) == 2 and shape[0] == batch and shape[1] == widths[i]):
+                if shape[0] != batch:
+                    raise RuntimeError(f"Input batch size {batch} doesn't match hidden{i} batch size {shape[0]}")
+                got = shape[1] if len(shape) > 1 else shape
+                raise RuntimeError(f"hidden{i} has inconsistent hidden_size: got {got}, expected {widths[i]}")
+            state.append(t)
+        if x.dtype != dtype:
+            checks.check_dtype(self._label, "input", x, dtype)
+        for t in state:
             if t.dtype != dtype:
                 checks.check_dtype(self._label, "hx", t, dtype)
-            state.append(np.ascontiguousarray(t) if contiguous else t)
+        if contiguous:
+            return np.ascontiguousarray(x), tuple(np.ascontiguousarray(t) for t in state), unbatched
         return x, tuple(state), unbatched
 
     def _unpack_hx(self, hx):
