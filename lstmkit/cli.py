@@ -24,15 +24,16 @@ def _version_text() -> str:
     import scipy
 
     from . import __version__
+    from .commands.plugins import plugin_summary
     from .registry import get_registry
 
     registry = get_registry()
-    ok, reason = registry.specs["backend"]["cython"].is_available()
+    ok, reason = registry.availability(registry.specs["backend"]["cython"])
     core = "compiled core loaded" if ok else f"compiled core NOT loaded ({reason})"
-    plugins = [p for p in registry.plugins.values() if not p.builtin]
+    plugins = plugin_summary()  # statuses from every hook: a plugin that failed anywhere is not [ok]
     lines = [f"lstmkit {__version__} ({core})", f"numpy {numpy.__version__}, scipy {scipy.__version__}, Python {sys.version.split()[0]}"]
     if plugins:
-        lines.append("plugins: " + ", ".join(f"{p.label} [{p.status}]" for p in plugins))
+        lines.append("plugins: " + ", ".join(plugins))
     return "\n".join(lines)
 
 
@@ -81,74 +82,9 @@ def make_cli() -> click.Group:
     def cli():
         """lstmkit: PyTorch's LSTM, GRU and RNN on NumPy — train and evaluate them from YAML."""
 
-    @cli.command()
-    @click.option("--all", "show_all", is_flag=True, help="Include lstmkit's built-in plugin.")
-    @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-    def plugins(show_all, as_json):
-        """List installed plugins: distribution, version, hooks, what they provide, status."""
-        from .registry import get_registry
+    from .commands.plugins import add_commands as add_plugin_commands
 
-        registry = get_registry()
-        registry.collect_all()
-        rows = sorted((p for p in registry.plugins.values() if show_all or not p.builtin), key=lambda p: p.name)
-        if as_json:
-            _echo_json([
-                {"name": p.name, "distribution": p.distribution, "version": p.version, "builtin": p.builtin,
-                 "hooks": p.hooks, "provides": p.provides, "status": p.status, "error": p.error}
-                for p in rows
-            ])
-            return
-        if not rows:
-            click.echo("No plugins installed (lstmkit plugins --all shows the built-ins).")
-        for p in rows:
-            click.echo(f"{p.name}  ({p.label}){'  [built-in]' if p.builtin else ''}  status: {p.status}")
-            if p.hooks:
-                click.echo(f"  hooks: {', '.join(p.hooks)}")
-            if p.provides:
-                click.echo(f"  provides: {', '.join(p.provides)}")
-            if p.error:
-                click.echo(f"  error: {p.error}")
-
-    @cli.command()
-    @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-    def cells(as_json):
-        """List the registered recurrent cells."""
-        from .registry import get_registry
-
-        registry = get_registry()
-        rows = [
-            {"name": s.name, "gates": s.num_gates, "states": list(s.state_names),
-             "provider": registry.providers[("cell", s.name)].label, "description": s.description}
-            for s in sorted(registry.specs["cell"].values(), key=lambda s: s.name)
-        ]
-        if as_json:
-            _echo_json(rows)
-            return
-        for r in rows:
-            click.echo(f"{r['name']:<12} gates={r['gates']} states={','.join(r['states']):<5} "
-                       f"{r['provider']:<22} {r['description']}")
-
-    @cli.command()
-    @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-    def backends(as_json):
-        """List compute backends, their availability and, when unavailable, why."""
-        from .registry import get_registry
-
-        registry = get_registry()
-        default = registry.available_backends()[0] if registry.available_backends() else None
-        rows = []
-        for s in sorted(registry.specs["backend"].values(), key=lambda s: -s.priority):
-            ok, reason = s.is_available()
-            rows.append({"name": s.name, "available": ok, "reason": reason, "priority": s.priority,
-                         "default": s.name == default, "provider": registry.providers[("backend", s.name)].label,
-                         "description": s.description})
-        if as_json:
-            _echo_json(rows)
-            return
-        for r in rows:
-            state = "available" if r["available"] else f"unavailable: {r['reason']}"
-            mark = " (auto)" if r["default"] else ""
-            click.echo(f"{r['name']:<8}{mark:<8} priority={r['priority']:<4} {r['provider']:<22} {state}")
+    add_plugin_commands(cli)  # plugins, cells, backends, tasks
 
     @cli.command()
     def info():
@@ -166,7 +102,7 @@ def make_cli() -> click.Group:
                            f"threads={pool.get('num_threads')} ({pool.get('filepath')})")
         registry = get_registry()
         for s in sorted(registry.specs["backend"].values(), key=lambda s: -s.priority):
-            ok, reason = s.is_available()
+            ok, reason = registry.availability(s)  # contained: a plugin's check that raises is a reason
             click.echo(f"backend {s.name}: {'available' if ok else 'unavailable: ' + reason}")
         click.echo("cells: " + ", ".join(sorted(registry.specs["cell"])))
 
@@ -410,13 +346,18 @@ def main(argv=None) -> int:
     """Console entry point."""
     import warnings
 
+    from .registry import PluginError
+
     warnings.formatwarning = _format_warning
-    cli = make_cli()
     try:
+        cli = make_cli()
         return cli.main(args=argv, prog_name="lstmkit", standalone_mode=True) or 0
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         return ExitCode.INTERRUPTED
+    except PluginError as exc:  # LSTMKIT_STRICT_PLUGINS=1 turns a plugin's failure into this error
+        click.echo(f"Error: {exc}", err=True)
+        return ExitCode.UNAVAILABLE
 
 
 if __name__ == "__main__":  # python -m lstmkit.cli

@@ -2,19 +2,22 @@
 
 Plugins are packages with an entry point in the group ``lstmkit`` pointing at
 a module (or object) with ``@lstmkit.hookimpl`` functions.  Loading is lazy
-(the first lookup) and safe: a plugin that fails to import, declares a hook
-wrongly, implements an unknown hook, or registers a name that is taken gives
-one warning naming it, its version and the error, and everything else keeps
-working.  Environment:
+(the first lookup) and contained: a plugin that fails to import (``sys.exit``
+and ``KeyboardInterrupt`` included), declares a hook wrongly, implements an
+unknown hook, registers a name that is taken, raises in a hook, or whose
+backend fails its availability check or factory gives one warning naming it,
+its distribution and version, the error, and how to disable it; everything
+else keeps working.  Environment:
 
 ``LSTMKIT_LOAD_PLUGINS``
     unset: load every installed plugin; ``""``: none; ``a,b``: only those.
 ``LSTMKIT_DISABLE_PLUGINS``
     ``a,b``: never import these.
 ``LSTMKIT_STRICT_PLUGINS=1``
-    re-raise plugin errors (for plugin authors' CI).
+    raise :class:`PluginError` instead of warning (for plugin authors' CI).
 
-Names are entry-point names or distribution names.
+Names are entry-point names or distribution names.  The registry imports
+``cells/``, ``backends/`` and ``specs``; they never import it.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
+from ._contain import call_plugin, describe
 from .specs import BackendSpec, CellSpec, TaskSpec
 
 ENTRY_POINT_GROUP = "lstmkit"
@@ -34,6 +38,8 @@ BUILTIN = "lstmkit"
 HOOKS = ("register_cells", "register_backends", "register_tasks", "register_commands")
 _KINDS = {"register_cells": ("cell", CellSpec), "register_backends": ("backend", BackendSpec),
           "register_tasks": ("task", TaskSpec)}
+_SIGNATURES = ("register_cells(register), register_backends(register), register_tasks(register), "
+               "register_commands(cli)")
 
 
 class PluginError(RuntimeError):
@@ -46,7 +52,12 @@ class LookupFailed(ValueError):
 
 @dataclass
 class PluginInfo:
-    """One plugin as ``lstmkit plugins`` lists it."""
+    """One plugin as ``lstmkit plugins`` lists it.
+
+    ``status``: ``ok``, ``error`` (anything it did failed; ``problems`` says
+    what) or ``disabled``.  ``notes``: warnings that are not failures (a
+    function named like a hook without ``@lstmkit.hookimpl``).
+    """
 
     name: str
     distribution: str
@@ -55,11 +66,18 @@ class PluginInfo:
     hooks: list[str] = field(default_factory=list)
     provides: list[str] = field(default_factory=list)  # "cell:peephole", ...
     status: str = "ok"  # ok | error | disabled
-    error: str = ""
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    disable_as: str = ""  # the name that disables this plugin alone
 
     @property
     def label(self) -> str:
         return f"{self.distribution} {self.version}"
+
+    @property
+    def error(self) -> str:
+        """Every problem, one per line (``""`` when there is none)."""
+        return "\n".join(self.problems)
 
 
 def _env_names(variable: str) -> set[str] | None:
@@ -81,6 +99,9 @@ class Registry:
         self.pm.add_hookspecs(hookspecs)
         self.plugins: dict[str, PluginInfo] = {}
         self._objects: dict[str, Any] = {}
+        self._instances: dict[str, Any] = {}  # backend name -> instance (built once)
+        self._broken: dict[str, str] = {}  # backend name -> why its factory or check failed
+        self._warned_auto: set[str] = set()
         if entry_points:
             self._load_entry_points()
         from . import _builtins
@@ -93,7 +114,15 @@ class Registry:
     def _load_entry_points(self) -> None:
         wanted = _env_names("LSTMKIT_LOAD_PLUGINS")
         disabled = _env_names("LSTMKIT_DISABLE_PLUGINS") or set()
-        entry_points = list(metadata.entry_points(group=ENTRY_POINT_GROUP))
+        # Sorted: which of two clashing plugins keeps a name must not depend on the file system.
+        found = sorted(metadata.entry_points(group=ENTRY_POINT_GROUP),
+                       key=lambda ep: ((ep.dist.name if ep.dist else ""), ep.name))
+        entry_points, seen = [], set()
+        for ep in found:  # a distribution found twice on sys.path is one plugin
+            key = (ep.dist.name if ep.dist else "", ep.name, ep.value)
+            if key not in seen:
+                seen.add(key)
+                entry_points.append(ep)
         known = {ep.name for ep in entry_points} | {ep.dist.name for ep in entry_points if ep.dist}
         for variable, names in (("LSTMKIT_LOAD_PLUGINS", wanted or set()), ("LSTMKIT_DISABLE_PLUGINS", disabled)):
             for name in sorted(names - known):
@@ -105,61 +134,81 @@ class Registry:
         for ep in entry_points:
             dist = ep.dist.name if ep.dist else ep.name
             version = ep.dist.version if ep.dist else "?"
-            info = PluginInfo(ep.name, dist, version)
+            name = ep.name if ep.name not in self.plugins else f"{dist}:{ep.name}"
+            info = PluginInfo(name, dist, version, disable_as=_disable_name(ep, entry_points))
             names = {ep.name, dist}
             if (wanted is not None and not names & wanted) or names & disabled:
                 info.status = "disabled"
-                self.plugins[ep.name] = info
+                self.plugins[name] = info
                 continue
-            try:
-                plugin = ep.load()
-            except Exception as exc:  # a broken plugin must not break lstmkit
-                self._fail(info, f"failed to import: {type(exc).__name__}: {exc}", exc)
+            plugin, exc = call_plugin(ep.load)
+            if exc is not None:  # a broken plugin must not break lstmkit, whatever it raises
+                self._fail(info, f"failed to import: {describe(exc)}", exc)
                 continue
             self._add(plugin, info)
 
     def _add(self, plugin, info: PluginInfo, raise_errors: bool = False) -> bool:
         """Register one plugin object; on error record it (or raise)."""
-        try:
-            self.pm.register(plugin, name=info.name)
-        except Exception as exc:  # pluggy.PluginValidationError, or a name clash
+        _, exc = call_plugin(self.pm.register, plugin, name=info.name)
+        error = None
+        if isinstance(exc, pluggy.PluginValidationError):
+            error = PluginError(f"declares a hook wrongly: {describe(exc)} — hook functions take the spec's "
+                                f"argument names: {_SIGNATURES}")
+        elif exc is not None:
+            error = PluginError(f"could not be registered: {describe(exc)}")
+        else:
+            error = self._check_hooks(plugin)
+            if error is not None:
+                self.pm.unregister(plugin)
+        if error is not None:
             if raise_errors:
-                raise
-            self._fail(
-                info,
-                f"declares a hook wrongly: {exc} — hook functions take the spec's argument names: "
-                "register_cells(register), register_backends(register), register_tasks(register), "
-                "register_commands(cli)",
-                exc,
-            )
-            return False
-        unknown = [
-            hc.name for hc in (self.pm.get_hookcallers(plugin) or [])
-            if hc.spec is None and not all(impl.optionalhook for impl in hc.get_hookimpls())
-        ]
-        if unknown:
-            self.pm.unregister(plugin)
-            error = PluginError(f"unknown hook(s) {', '.join(unknown)}; valid hooks: {', '.join(HOOKS)}")
-            if raise_errors:
-                raise error
-            self._fail(info, str(error), error)
+                raise error from exc
+            self._fail(info, str(error), exc or error)
             return False
         info.hooks = sorted(hc.name for hc in self.pm.get_hookcallers(plugin) or [])
         self.plugins[info.name] = info
         self._objects[info.name] = plugin
+        for hook in HOOKS:  # pluggy silently ignores a hook function without the marker
+            function = getattr(plugin, hook, None)
+            if callable(function) and hook not in info.hooks:
+                self._note(info, f"{hook}() is not marked with @lstmkit.hookimpl, so it is ignored; "
+                                 f"decorate it to use it")
         return True
 
-    def _fail(self, info: PluginInfo, message: str, exc: Exception) -> None:
-        info.status, info.error = "error", message
-        self.plugins[info.name] = info
+    def _check_hooks(self, plugin) -> PluginError | None:
+        """Unknown hook names, and hooks that do not take the spec's argument (pluggy allows fewer)."""
+        callers = self.pm.get_hookcallers(plugin) or []
+        unknown = [hc.name for hc in callers
+                   if hc.spec is None and not all(impl.optionalhook for impl in hc.get_hookimpls())]
+        if unknown:
+            return PluginError(f"unknown hook(s) {', '.join(unknown)}; valid hooks: {', '.join(HOOKS)}")
+        for hc in callers:
+            for impl in hc.get_hookimpls():
+                if impl.plugin is plugin and hc.spec is not None and impl.argnames != hc.spec.argnames:
+                    given = ", ".join(impl.argnames)
+                    return PluginError(
+                        f"declares a hook wrongly: {hc.name}({given}) must take the spec's arguments: "
+                        f"{hc.name}({', '.join(hc.spec.argnames)}) — hook functions take the spec's argument "
+                        f"names: {_SIGNATURES}"
+                    )
+        return None
+
+    def _fail(self, info: PluginInfo, message: str, exc: BaseException | None = None) -> None:
+        """Record a failure of ``info``: a warning (or :class:`PluginError` when strict)."""
+        info.status = "error"
+        info.problems.append(message)
+        self.plugins.setdefault(info.name, info)
+        text = f"lstmkit plugin {info.name!r} ({info.label}) {message}"
         if _strict():
-            raise PluginError(f"lstmkit plugin {info.name!r} ({info.label}) {message}") from exc
-        warnings.warn(
-            f"lstmkit plugin {info.name!r} ({info.label}) {message} — it is skipped; "
-            f"disable it with LSTMKIT_DISABLE_PLUGINS={info.name}",
-            RuntimeWarning,
-            stacklevel=4,
-        )
+            raise PluginError(text) from exc
+        advice = f"disable it with LSTMKIT_DISABLE_PLUGINS={info.disable_as or info.name}"
+        if info.version == "local":
+            advice = "fix it or unregister it"
+        warnings.warn(f"{_one_line(text)} — it is skipped; {advice}", RuntimeWarning, stacklevel=4)
+
+    def _note(self, info: PluginInfo, message: str) -> None:
+        info.notes.append(message)
+        warnings.warn(f"lstmkit plugin {info.name!r} ({info.label}): {message}", RuntimeWarning, stacklevel=5)
 
     # -- in-process registration (tests, notebooks) ---------------------------------
     def register(self, plugin, name: str | None = None) -> str:
@@ -178,7 +227,7 @@ class Registry:
         self._add(plugin, info, raise_errors=True)
         try:
             self._collect(raise_errors=True, only=name)
-        except Exception:
+        except BaseException:
             self.unregister(name)
             raise
         return name
@@ -189,9 +238,9 @@ class Registry:
             self.pm.unregister(plugin)
         self.plugins.pop(name, None)
         self._collect()
-        if self is _REGISTRY:  # forget instances of backends that went away with the plugin
-            for backend in [b for b in _BACKENDS if b not in self.specs["backend"]]:
-                del _BACKENDS[backend]
+        for backend in [b for b in {*self._instances, *self._broken} if b not in self.specs["backend"]]:
+            self._instances.pop(backend, None)  # instances went away with the plugin
+            self._broken.pop(backend, None)
 
     # -- collection -------------------------------------------------------------------
     def _reset(self) -> None:
@@ -199,7 +248,8 @@ class Registry:
         self.specs: dict[str, dict[str, Any]] = _Tables(self._collect_kind)
         self.providers: dict[tuple[str, str], PluginInfo] = {}
         for info in self.plugins.values():
-            info.provides = []
+            info.provides = [p for p in info.provides if p.startswith("command:")]
+            self.providers.update({("command", p.split(":", 1)[1]): info for p in info.provides})
 
     def _collect(self, raise_errors: bool = False, only: str | None = None) -> None:
         self._reset()
@@ -207,32 +257,73 @@ class Registry:
             for kind in ("cell", "backend", "task"):
                 self._collect_kind(kind, raise_for=only)
 
-    def add_commands(self, cli) -> None:
-        """Call every plugin's ``register_commands(cli)``, built-ins first.
-
-        A plugin whose hook raises is skipped with the usual warning; the
-        commands it adds are listed in its ``provides`` as ``command:<name>``.
-        """
-        order = [BUILTIN] + [n for n in self._objects if n != BUILTIN]
-        for name in order:
-            info = self.plugins.get(name)
-            hook = getattr(self._objects.get(name), "register_commands", None)
-            if info is None or info.status != "ok" or hook is None:
-                continue
-            before = set(cli.commands)
-            try:
-                hook(cli=cli)
-            except Exception as exc:  # one plugin's broken command must not break the CLI
-                for command in set(cli.commands) - before:
-                    del cli.commands[command]
-                self._fail(info, f"failed in register_commands: {type(exc).__name__}: {exc}", exc)
-                continue
-            info.provides += [f"command:{c}" for c in sorted(set(cli.commands) - before)]
-
     def collect_all(self) -> None:
-        """Collect every kind now (for listings such as ``lstmkit plugins``)."""
+        """Collect every kind now, so every plugin's registration failures are known."""
         for kind in ("cell", "backend", "task"):
             self.specs[kind]
+
+    def check(self) -> list[PluginInfo]:
+        """Run everything plugins provide that can fail without being asked for: every
+        ``register_*`` hook, every backend's availability check and, where available,
+        its factory.  Returns the plugins (built-in first), each with its final status."""
+        self.collect_all()
+        for spec in list(self.specs["backend"].values()):
+            if self.availability(spec)[0]:
+                try:
+                    self.backend_instance(spec)
+                except LookupFailed:
+                    pass  # recorded on its plugin
+        return sorted(self.plugins.values(), key=lambda p: (not p.builtin, p.name))
+
+    def problems_for(self, name: str) -> list[str]:
+        """What failed in the plugin ``name`` (entry-point or distribution name), every hook collected.
+
+        ``[]`` when it is fine; raises :class:`LookupFailed` when no plugin has that name.
+        """
+        self.collect_all()
+        wanted = _normalise(name)
+        found = [p for p in self.plugins.values() if wanted in (_normalise(p.name), _normalise(p.distribution))]
+        if not found:
+            raise LookupFailed(f"no lstmkit plugin named {name!r}{suggest(name, self.plugins)}")
+        return [problem for p in found for problem in p.problems]
+
+    def add_commands(self, cli) -> None:
+        """Call every plugin's ``register_commands(cli)`` (built-ins are already in ``cli``).
+
+        The commands already there are protected: a plugin that replaces or
+        removes one (in ``cli`` or a subgroup) fails like a name clash, and
+        the commands are put back.  A plugin whose hook raises is skipped
+        with the usual warning.  What a plugin adds is listed in its
+        ``provides`` as ``command:<name>``.
+        """
+        builtin = self.plugins[BUILTIN]
+        for path in _commands(cli):
+            if ("command", path) not in self.providers:
+                self.providers[("command", path)] = builtin
+        for name in [n for n in self._objects if n != BUILTIN]:
+            info = self.plugins.get(name)
+            hook = getattr(self._objects.get(name), "register_commands", None)
+            if info is None or info.status != "ok" or "register_commands" not in info.hooks:
+                continue
+            saved = _snapshot(cli)
+            before = _commands(cli)
+            _, exc = call_plugin(hook, cli=cli)
+            after = _commands(cli)
+            taken = [p for p in before if after.get(p) is not before[p]]
+            if exc is None and not taken:
+                added = sorted(set(after) - set(before))
+                info.provides += [f"command:{p}" for p in added if f"command:{p}" not in info.provides]
+                self.providers.update({("command", p): info for p in added})
+                continue
+            _restore(saved)
+            if exc is not None:
+                message = f"failed in register_commands: {describe(exc)}"
+            else:
+                other = self.providers.get(("command", taken[0]), builtin)
+                message = (f"command {taken[0]!r} is registered twice: by {other.label} and by {info.label} "
+                           f"(the one registered first keeps the name; built-ins always come first)")
+            self._drop(info)
+            self._fail(info, message, exc)
 
     def _collect_kind(self, kind: str, raise_for: str | None = None) -> None:
         """Call every plugin's ``register_<kind>s`` hook, built-ins first (a clash blames the newcomer).
@@ -246,15 +337,18 @@ class Registry:
         for name in order:
             info = self.plugins.get(name)
             function = getattr(self._objects.get(name), hook, None)
-            if info is None or info.status != "ok" or function is None:
+            if info is None or info.status != "ok" or hook not in info.hooks:
                 continue
-            try:
-                function(register=self._registrar(kind, spec_type, info))
-            except Exception as exc:
-                if name == raise_for or name == BUILTIN:
-                    raise
-                self._drop(info)
-                self._fail(info, f"failed while registering: {type(exc).__name__}: {exc}", exc)
+            _, exc = call_plugin(function, register=self._registrar(kind, spec_type, info))
+            if exc is None:
+                continue
+            if name == raise_for or name == BUILTIN:
+                if not isinstance(exc, Exception):  # SystemExit, KeyboardInterrupt from the hook
+                    raise PluginError(f"plugin {name!r} failed while registering: {describe(exc)}") from exc
+                raise exc
+            self._drop(info)
+            clash = isinstance(exc, PluginError)
+            self._fail(info, str(exc) if clash else f"failed while registering: {describe(exc)}", exc)
 
     def _registrar(self, kind: str, spec_type: type, info: PluginInfo):
         def register(spec):
@@ -274,12 +368,13 @@ class Registry:
         return register
 
     def _drop(self, info: PluginInfo) -> None:
-        """Remove everything ``info`` registered (it failed half-way)."""
+        """Remove the specs ``info`` registered (it failed half-way)."""
         for item in info.provides:
             kind, name = item.split(":", 1)
-            self.specs[kind].pop(name, None)
-            self.providers.pop((kind, name), None)
-        info.provides = []
+            if kind != "command":
+                self.specs[kind].pop(name, None)
+                self.providers.pop((kind, name), None)
+        info.provides = [p for p in info.provides if p.startswith("command:")]
 
     # -- lookups ------------------------------------------------------------------------
     def _unknown(self, kind: str, name) -> LookupFailed:
@@ -289,7 +384,8 @@ class Registry:
         message = f"unknown {kind} {name!r}{suggest(str(name), valid)}; valid {kind}s: {', '.join(listed)}"
         failed = [p for p in self.plugins.values() if p.status == "error"]
         if failed:
-            message += " (plugins that failed to load: " + "; ".join(f"{p.name}: {p.error}" for p in failed) + ")"
+            message += " (plugins that failed to load: " + "; ".join(
+                f"{p.name}: {_one_line(p.error)}" for p in failed) + ")"
         disabled = [p.name for p in self.plugins.values() if p.status == "disabled"]
         if disabled:
             message += (f" (disabled by LSTMKIT_LOAD_PLUGINS/LSTMKIT_DISABLE_PLUGINS: {', '.join(disabled)})")
@@ -307,26 +403,142 @@ class Registry:
         except (KeyError, TypeError):
             raise self._unknown("task", name) from None
 
+    def availability(self, spec: BackendSpec) -> tuple[bool, str]:
+        """``spec.is_available()``, contained: a check that raises or answers wrongly, or a
+        factory that failed before, makes the backend unavailable (and its plugin failed)."""
+        if spec.name in self._broken:
+            return False, self._broken[spec.name]
+        result, exc = call_plugin(spec.is_available)
+        if exc is None and isinstance(result, tuple) and len(result) == 2:
+            return bool(result[0]), str(result[1])
+        why = (f"is_available() raised {describe(exc)}" if exc is not None
+               else f"is_available() returned {result!r}, not (bool, reason)")
+        self._backend_failed(spec, why, exc)
+        return False, self._broken[spec.name]
+
+    def _backend_failed(self, spec: BackendSpec, why: str, exc: BaseException | None) -> None:
+        info = self.providers[("backend", spec.name)]
+        self._broken[spec.name] = f"{why} (plugin {info.name!r}, {info.label})"
+        if info.builtin:
+            return  # e.g. the compiled core: a reason, not a plugin failure
+        self._fail(info, f"backend {spec.name!r}: {why}", exc)
+
     def backend_spec(self, name: str) -> BackendSpec:
+        """The spec of backend ``name``; ``"auto"``/``None``: the available one with the highest priority."""
         if name in (None, "auto"):
-            ranked = sorted(self.specs["backend"].values(), key=lambda s: -s.priority)
-            for spec in ranked:
-                if spec.is_available()[0]:
+            for spec in self._ranked():
+                if self.availability(spec)[0]:
                     return spec
             raise LookupFailed("no backend is available")
         try:
             spec = self.specs["backend"][name]
         except (KeyError, TypeError):
             raise self._unknown("backend", name) from None
-        ok, reason = spec.is_available()
+        ok, reason = self.availability(spec)
         if not ok:
             raise LookupFailed(f"backend {name!r} is unavailable: {reason}")
         return spec
 
+    def backend_instance(self, spec: BackendSpec):
+        """The backend ``spec.factory()`` built (once); its failure raises :class:`LookupFailed`
+        naming the plugin, and the backend counts as unavailable from then on."""
+        backend = self._instances.get(spec.name)
+        if backend is not None:
+            return backend
+        if spec.name in self._broken:
+            raise LookupFailed(f"backend {spec.name!r} is unavailable: {self._broken[spec.name]}")
+        backend, exc = call_plugin(spec.factory)
+        if exc is not None or backend is None:
+            why = f"its factory raised {describe(exc)}" if exc is not None else "its factory returned None"
+            self._backend_failed(spec, why, exc)
+            raise LookupFailed(f"backend {spec.name!r} is unavailable: {self._broken[spec.name]}") from exc
+        self._instances[spec.name] = backend
+        return backend
+
+    def get_backend(self, name="auto"):
+        """A backend instance by name.  ``"auto"``/``None``: the available backend with the highest
+        priority whose factory works; one that fails is skipped with a warning naming its plugin."""
+        if name not in (None, "auto"):
+            return self.backend_instance(self.backend_spec(name))
+        while True:
+            spec = self.backend_spec("auto")  # skips backends whose factory failed before
+            try:
+                backend = self.backend_instance(spec)
+            except LookupFailed as exc:
+                if _strict():
+                    raise
+                warnings.warn(f"backend='auto' skips {exc}; using the next available backend",
+                              RuntimeWarning, stacklevel=3)
+                continue
+            self._warn_takeover(spec)
+            return backend
+
+    def _warn_takeover(self, spec: BackendSpec) -> None:
+        """Warn once when ``auto`` picks a plugin's backend over an available built-in one."""
+        info = self.providers[("backend", spec.name)]
+        if info.builtin or spec.name in self._warned_auto:
+            return
+        builtin = next((s for s in self._ranked() if self.providers[("backend", s.name)].builtin
+                        and self.availability(s)[0]), None)
+        if builtin is None:
+            return
+        self._warned_auto.add(spec.name)
+        warnings.warn(
+            f"backend='auto' runs on {spec.name!r} from plugin {info.name!r} ({info.label}, priority "
+            f"{spec.priority}), not the built-in {builtin.name!r} (priority {builtin.priority}); pass "
+            f"backend={builtin.name!r} to keep the built-in, or backend={spec.name!r} to silence this",
+            RuntimeWarning, stacklevel=4,
+        )
+
+    def _ranked(self) -> list[BackendSpec]:
+        return sorted(self.specs["backend"].values(), key=lambda s: -s.priority)
+
     def available_backends(self) -> list[str]:
         """Names of the backends that can run here, by priority (highest first)."""
-        ranked = sorted(self.specs["backend"].values(), key=lambda s: -s.priority)
-        return [s.name for s in ranked if s.is_available()[0]]
+        return [s.name for s in self._ranked() if self.availability(s)[0]]
+
+
+def _disable_name(ep, entry_points) -> str:
+    """The name that disables this entry point and no other plugin: its own name, else its distribution's."""
+    dist = ep.dist.name if ep.dist else ep.name
+    for candidate in (ep.name, dist):
+        others = [e for e in entry_points if e is not ep and candidate in (e.name, e.dist.name if e.dist else e.name)]
+        if not others:
+            return candidate
+    return dist
+
+
+def _one_line(text: str) -> str:
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _normalise(name: str) -> str:
+    import re
+
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _groups(cli, prefix: str = ""):
+    """``(path, group)`` for ``cli`` and every subgroup (click's ``Group`` has ``commands``)."""
+    yield prefix, cli
+    for name, command in list(getattr(cli, "commands", {}).items()):
+        if hasattr(command, "commands"):
+            yield from _groups(command, f"{prefix}{name} ")
+
+
+def _commands(cli) -> dict[str, Any]:
+    """Every command by its full path (``"run"``, ``"config validate"``)."""
+    return {f"{prefix}{name}": command for prefix, group in _groups(cli) for name, command in group.commands.items()}
+
+
+def _snapshot(cli) -> list[tuple[Any, dict]]:
+    return [(group, dict(group.commands)) for _, group in _groups(cli)]
+
+
+def _restore(saved) -> None:
+    for group, commands in saved:
+        group.commands.clear()
+        group.commands.update(commands)
 
 
 def suggest(word, choices) -> str:
@@ -360,7 +572,6 @@ def _installed(name: str) -> bool:
 
 
 _REGISTRY: Registry | None = None
-_BACKENDS: dict[str, Any] = {}
 
 
 def get_registry() -> Registry:
@@ -375,7 +586,6 @@ def reset_registry(*, entry_points: bool = True) -> Registry:
     """Reload every plugin (e.g. after installing one in this process)."""
     global _REGISTRY
     _REGISTRY = Registry(entry_points=entry_points)
-    _BACKENDS.clear()
     return _REGISTRY
 
 
@@ -391,21 +601,26 @@ def get_cell(name, options: dict | None = None):
 
 
 def get_backend(name="auto"):
-    """A backend by name; ``"auto"``/``None``: the available one with the highest priority."""
+    """A backend by name; ``"auto"``/``None``: the available one with the highest priority.
+
+    A backend whose availability check or factory fails is unavailable: an
+    explicit name raises :class:`LookupFailed` naming the plugin and the
+    reason; ``"auto"`` warns and falls back to the next one (``cython``,
+    then ``numpy``).  ``"auto"`` warns once when a plugin's backend outranks
+    the built-in ones.
+    """
     from .backends import Backend
 
     if isinstance(name, Backend):
         return name
-    spec = get_registry().backend_spec(name)
-    backend = _BACKENDS.get(spec.name)
-    if backend is None:
-        backend = _BACKENDS[spec.name] = spec.factory()
-    return backend
+    return get_registry().get_backend(name)
 
 
 def available_backends() -> list[str]:
+    """Names of the backends that can run here, by priority (highest first)."""
     return get_registry().available_backends()
 
 
 def available_cells() -> list[str]:
+    """Names of the registered cells, sorted."""
     return sorted(get_registry().specs["cell"])

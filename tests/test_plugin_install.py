@@ -125,7 +125,7 @@ def test_plugins_lists_both_and_warns_once(venv):
 def test_cells_and_backends(venv):
     result = venv.lstmkit("cells")
     (line,) = [line for line in result.stdout.splitlines() if line.startswith("peephole ")]
-    assert "gates=4" in line and "states=h,c" in line and "lstmkit-peephole 0.1.0" in line
+    assert line.split()[:4] == ["peephole", "4", "h,c", "lstmkit-peephole"] and "lstmkit-peephole 0.1.0" in line
     assert broken_warnings(result.stderr) == 1
     rows = json.loads(venv.lstmkit("backends", "--json").stdout)
     assert {"numpy"} <= {row["name"] for row in rows if row["available"]}
@@ -198,8 +198,18 @@ def test_disable_load_and_strict(venv):
     assert broken_warnings(result.stderr) == 0 and "peephole" in result.stdout
 
     result = venv.lstmkit("cells", env={"LSTMKIT_STRICT_PLUGINS": "1"}, check=False)
-    assert result.returncode != 0
-    assert "PluginError: " + BROKEN_WARNING in result.stderr
+    assert result.returncode == 4  # an error message, not a traceback
+    assert "Error: " + BROKEN_WARNING in result.stderr and "Traceback" not in result.stderr
+
+
+def test_plugins_check_for_plugin_authors_ci(venv):
+    result = venv.lstmkit("plugins", "--check", check=False)
+    assert result.returncode == 4
+    assert "plugins --check: 1 plugin(s) with problems: broken (lstmkit-broken-plugin 0.0.1)" in result.stderr
+    result = venv.lstmkit("plugins", "--check", env={"LSTMKIT_DISABLE_PLUGINS": "broken"})
+    assert "every plugin loads and registers cleanly" in result.stderr
+    version = venv.lstmkit("--version").stdout
+    assert "lstmkit-peephole 0.1.0 [ok]" in version and "lstmkit-broken-plugin 0.0.1 [error]" in version
 
 
 def test_the_plugins_own_tests_pass_against_the_installed_plugin(venv):

@@ -50,11 +50,8 @@ def fresh(monkeypatch):
     and its backend instances come back afterwards."""
     for variable in ENV:
         monkeypatch.delenv(variable, raising=False)
-    monkeypatch.setattr(registry_module, "_REGISTRY", None)  # restored at teardown
-    saved = dict(registry_module._BACKENDS)
+    monkeypatch.setattr(registry_module, "_REGISTRY", None)  # restored at teardown, backend instances included
     yield lambda: reset_registry(entry_points=False)
-    registry_module._BACKENDS.clear()
-    registry_module._BACKENDS.update(saved)
 
 
 _counter = itertools.count()
@@ -75,9 +72,12 @@ def installed(tmp_path, monkeypatch, fresh):
         module = f"lstmkit_fake_{entry_name}_{next(_counter)}"
         (site / f"{module}.py").write_text(textwrap.dedent(source), encoding="utf-8")
         info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
-        info.mkdir()
-        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n", encoding="utf-8")
-        (info / "entry_points.txt").write_text(f"[lstmkit]\n{entry_name} = {module}\n", encoding="utf-8")
+        if not info.exists():  # installing the same distribution again adds an entry point to it
+            info.mkdir()
+            (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n", encoding="utf-8")
+            (info / "entry_points.txt").write_text("[lstmkit]\n", encoding="utf-8")
+        with open(info / "entry_points.txt", "a", encoding="utf-8") as file:
+            file.write(f"{entry_name} = {module}\n")
         modules.append(module)
         return module
 
@@ -184,7 +184,7 @@ def test_plugin_object_registers_cells_backends_tasks_and_commands(fresh):
     # gone afterwards, backend instance included
     assert "toy-plugin" not in registry.plugins
     assert "toy" not in available_cells()
-    assert "toybe" not in registry_module._BACKENDS
+    assert "toybe" not in registry._instances
     with pytest.raises(LookupFailed, match="unknown cell 'toy'"):
         registry.cell_spec("toy")
     with pytest.raises(LookupFailed, match="unknown backend 'toybe'"):
@@ -256,8 +256,9 @@ def test_auto_picks_the_available_backend_with_the_highest_priority(fresh):
     before = available_backends()
     with registered_plugin(Fast(), "fast"):
         assert available_backends() == ["fastest", *before, "slowest"]
-        assert get_backend("auto").name == "fastest" and get_backend(None).name == "fastest"
-        assert lstmkit.LSTM(3, 4).backend.name == "fastest"
+        with pytest.warns(RuntimeWarning, match="backend='auto' runs on 'fastest' from plugin 'fast'"):
+            assert get_backend("auto").name == "fastest" and get_backend(None).name == "fastest"
+            assert lstmkit.LSTM(3, 4).backend.name == "fastest"
     assert get_backend("auto").name == before[0]
     assert lstmkit.LSTM(3, 4).backend.name == before[0]
 
@@ -400,8 +401,10 @@ def test_hook_with_a_wrong_argument_is_a_warning_naming_plugin_and_version(insta
         def register_cells(self, registrar):
             pass
 
-    with pytest.raises(pluggy.PluginValidationError):
+    with pytest.raises(PluginError, match=r"^declares a hook wrongly: .*register_cells\(registrar\).*"
+                                          r"register_cells\(register\)") as caught:
         get_registry().register(Wrong(), "wrong-object")
+    assert isinstance(caught.value.__cause__, pluggy.PluginValidationError)
 
 
 def test_plugin_raising_inside_register_warns_and_the_rest_works(installed):

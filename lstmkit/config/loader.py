@@ -260,8 +260,9 @@ def _requirement_problem(text: str, registry) -> str | None:
     if plugin.status == "disabled":
         return (f"required plugin {name!r} is disabled (LSTMKIT_LOAD_PLUGINS / LSTMKIT_DISABLE_PLUGINS "
                 f"in the environment)")
-    if plugin.status != "ok":
-        return f"required plugin {name!r} ({plugin.label}) failed to load: {plugin.error}"
+    problems = registry.problems_for(name)  # every hook run first: a clash or a raising hook counts too
+    if problems:
+        return f"required plugin {name!r} ({plugin.label}) failed to load: {'; '.join(problems)}"
     if spec:
         ok = _version_satisfies(version, spec)
         if ok is None:
