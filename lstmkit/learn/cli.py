@@ -87,3 +87,33 @@ def add_commands(cli: click.Group) -> None:
         from .sample import sample_run
 
         click.echo(sample_run(run_dir, prime, length, temperature, greedy=greedy, seed=seed, checkpoint=checkpoint))
+
+    @cli.command(context_settings=_HELP)
+    @click.argument("source", metavar="RUN_DIR_OR_CONFIG", type=click.Path(exists=True, path_type=str))
+    @click.option("--input", "input_file", type=click.Path(exists=True, dir_okay=False, path_type=str),
+                  metavar="FILE", help="Trace the first sequence of FILE (the task's lstmkit predict format) "
+                                       "instead of one of the task's own.")
+    @click.option("--split", type=click.Choice(["train", "valid", "test"]), default="valid", show_default=True,
+                  help="Split the sequence comes from (without --input).")
+    @click.option("--sequence", "index", type=int, default=0, show_default=True, help="Which sequence of the split.")
+    @click.option("--checkpoint", default="auto", show_default=True, type=click.Choice(["auto", "best", "last"]),
+                  help="Weights of a run folder; auto: best.npz if there is one, else last.npz.")
+    @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=str), default="trace.png",
+                  show_default=True, metavar="FILE", help="Where to write the picture (PNG).")
+    def trace(source, input_file, split, index, checkpoint, output):
+        """Draw what the model does on one sequence: its gates, c and h at every time step (heatmaps), and
+        the gradient norm of each layer over time for one training step.
+
+        RUN_DIR_OR_CONFIG is a run folder (trained weights) or a config file
+        (the freshly initialised model the run would start from).
+        """
+        from .trace import plot_trace, save_figure, trace_run
+
+        result = trace_run(source, input_file, checkpoint=checkpoint, split=split, index=index)
+        try:
+            figure = plot_trace(result)
+        except ImportError as exc:
+            raise UnavailableError(str(exc)) from None
+        save_figure(figure, output)
+        click.echo(result.summary())
+        click.echo(f"wrote {output}")
