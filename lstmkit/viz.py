@@ -11,7 +11,9 @@
 ``RNN``, plugin cells) and one sequence ``(T, input_size)``;
 :func:`trace_run` a run folder or a config file (what ``lstmkit trace``
 draws).  The work is done in :mod:`lstmkit.learn.trace`; matplotlib is
-imported only when drawing.
+imported only when drawing.  Where ``matplotlib.pyplot`` is already imported
+(a notebook) the figures are pyplot's, so they show inline; elsewhere they
+are standalone (no GUI backend needed).
 """
 from __future__ import annotations
 

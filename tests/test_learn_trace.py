@@ -91,6 +91,16 @@ def test_pictures():
     assert [line.get_label() for line in fig2.axes[0].get_lines()] == ["RNN", "LSTM"]
 
 
+def test_pictures_join_pyplot_when_it_is_in_use():
+    plt = pytest.importorskip("matplotlib.pyplot")
+    before = set(plt.get_fignums())
+    fig = viz.plot_trace(viz.trace(lstmkit.GRU(2, 3, seed=0), np.zeros((4, 2))))
+    try:
+        assert fig.number in set(plt.get_fignums()) - before  # a notebook shows it inline
+    finally:
+        plt.close(fig)
+
+
 def test_import_does_not_load_matplotlib():
     code = "import sys, lstmkit.viz, lstmkit.learn.cli; print('matplotlib' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"

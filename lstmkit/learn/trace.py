@@ -235,6 +235,12 @@ def trace_run(path, input_file=None, *, checkpoint: str = "auto", split: str = "
 
 # -- drawing ---------------------------------------------------------------------------------
 def _figure(**kwargs):
+    """A new ``Figure``: through pyplot when the caller already uses pyplot (a notebook, the docs build: the
+    figure then shows inline), else a standalone one on the Agg canvas (scripts, the CLI: no GUI backend)."""
+    import sys
+
+    if "matplotlib.pyplot" in sys.modules:
+        return sys.modules["matplotlib.pyplot"].figure(**kwargs)
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
