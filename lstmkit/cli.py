@@ -280,12 +280,18 @@ def _add_run_commands(cli: click.Group) -> None:
         cfg = loaded.config
         detail = ""
         if not no_data:
+            from .config.checks import run_warnings
+            from .config.memory import estimate, format_bytes
             from .run.session import build_model, build_task, seed_generators
 
             task, data = build_task(loaded)
-            model = build_model(loaded, task, seed_generators(cfg.seed)[0])
+            model = build_model(loaded, task, seed_generators(cfg.seed)[0])  # refuses what memory cannot hold
+            need = estimate(cfg, task, data)
+            for warning in run_warnings(loaded, task):
+                click.echo(f"warning: {warning}", err=True)
             sizes = "/".join(str(len(data[k])) for k in ("train", "valid", "test"))
-            detail = f"; {sizes} train/valid/test sequences; {model.num_parameters():,} parameters"
+            detail = (f"; {sizes} train/valid/test sequences; {model.num_parameters():,} parameters; "
+                      f"needs about {format_bytes(need.total)} of memory")
         click.echo(f"{config_file}: ok (task {cfg.task.type}, cell {cfg.model.cell}{detail})")
 
     @config.command("schema")

@@ -408,3 +408,76 @@ def test_non_finite_numbers_are_refused_everywhere(tmp_path, text, key, shown):
     with pytest.raises(ConfigError, match=r"--set training\.optimizer\.lr=\.inf: training\.optimizer\.lr: should "
                                           r"be a finite number"):
         load_config(write(tmp_path, "version: 1\ntask: {type: sine}\n"), ["training.optimizer.lr=.inf"])
+
+
+@pytest.mark.parametrize("model, task", [
+    ("{cell: lstm, hidden_size: 12, num_layers: 2, proj_size: 5, bidirectional: true}", "{type: sine}"),
+    ("{cell: gru, hidden_size: 7}", "{type: adding}"),
+    ("{cell: rnn_relu, hidden_size: 6, embedding_size: 3, num_layers: 3}", "{type: copy}"),
+])
+def test_memory_estimate_counts_the_parameters_the_model_has(tmp_path, model, task):
+    from lstmkit.config import check_memory
+    from lstmkit.run.session import build_model, build_task
+
+    loaded = load_config(write(tmp_path, f"version: 1\nmodel: {model}\ntask: {task}\n"))
+    task, data = build_task(loaded)
+    need = check_memory(loaded, task, data, available=2**40)
+    assert need.parameters == build_model(loaded, task).num_parameters()
+    assert need.total == need.parameters * 4 * (2 + 2) + need.activation_bytes  # float32, Adam's two moments
+    assert need.activation_bytes > 0 and need.batch == 32
+
+
+def test_memory_estimate_refuses_what_cannot_fit_with_the_numbers(tmp_path):
+    from lstmkit.config import check_memory
+    from lstmkit.config.memory import available_memory
+    from lstmkit.run.session import build_task
+
+    assert available_memory() is None or available_memory() > 0
+    path = write(tmp_path, "version: 1\nmodel:\n  hidden_size: 100000\ntask: {type: sine}\n")
+    loaded = load_config(path)
+    task, data = build_task(loaded)
+    with pytest.raises(ConfigError) as info:
+        check_memory(loaded, task, data, available=8 * 2**30)
+    text = str(info.value)
+    assert f"{path}:3:3: model.hidden_size: the run needs about 624.7 GiB: parameters 149.0 GiB " in text
+    assert "(40,001,300,001 values)" in text and "but 8.0 GiB of memory is available" in text
+    # activations dominate: the batch is blamed, at the --set that raised it
+    loaded = load_config(write(tmp_path, "version: 1\ntask: {type: sine, options: {seq_len: 400}}\n"),
+                         ["training.batch_size=5000", "task.options.num_train=5000"])
+    task, data = build_task(loaded)
+    with pytest.raises(ConfigError, match=r"--set training\.batch_size=5000: training\.batch_size: the run needs "
+                                          r"about .* lower training\.batch_size"):
+        check_memory(loaded, task, data, available=2**20)
+
+
+def test_config_validate_reports_memory_and_warnings(tmp_path):
+    from click.testing import CliRunner
+
+    from lstmkit.cli import make_cli
+
+    cli = make_cli()
+    path = write(tmp_path, "version: 1\nmodel: {hidden_size: 100000}\ntask: {type: sine}\n")
+    result = CliRunner().invoke(cli, ["config", "validate", str(path)])
+    assert result.exit_code == 3 and "model.hidden_size: the run needs about" in result.output, result.output
+    assert "Traceback" not in result.output
+    path = write(tmp_path, "version: 1\nmodel: {hidden_size: 4, bidirectional: true}\n"
+                           "task: {type: sine, options: {num_train: 4, num_valid: 2, num_test: 2}}\n")
+    result = CliRunner().invoke(cli, ["config", "validate", str(path)])
+    assert result.exit_code == 0 and "of memory)" in result.output, result.output
+    assert "warning: model.bidirectional: task 'sine' predicts inputs of later steps" in result.output
+
+
+def test_run_warnings(tmp_path):
+    from lstmkit.config import run_warnings
+    from lstmkit.run.session import build_task
+
+    (tmp_path / "t.txt").write_text("abcdefghij" * 3)
+    loaded = load_config(write(tmp_path, "version: 1\nmodel: {bidirectional: true}\ntask: {type: char_lm, "
+                                         "train: t.txt, options: {seq_len: 30}}\n"))
+    task, _ = build_task(loaded)
+    warnings = run_warnings(loaded, task)
+    assert warnings[0].startswith("task char_lm: the train text has 24 characters, not more than "
+                                  "task.options.seq_len (30): it is a single window of 23 steps")
+    assert len(warnings) == 4 and warnings[-1].startswith("model.bidirectional: task 'char_lm'")
+    loaded = load_config(write(tmp_path, "version: 1\nmodel: {bidirectional: true}\ntask: {type: adding}\n"))
+    assert run_warnings(loaded, build_task(loaded)[0]) == []  # a whole-sequence task: nothing to say

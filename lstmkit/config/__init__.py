@@ -12,6 +12,7 @@ _LAZY = {
     "load_config": "loader", "LoadedConfig": "loader", "parse_override": "loader", "diff_configs": "loader",
     "resolved_yaml": "loader", "Config": "schema", "json_schema": "schema", "SCHEMA_VERSION": "schema",
     "load_yaml": "yamlio", "dump_yaml": "yamlio", "YAMLError": "yamlio", "starter_config": "reference",
+    "task_issue": "loader", "check_memory": "memory", "MemoryEstimate": "memory", "run_warnings": "checks",
 }
 
 __all__ = ["ConfigError", "ConfigIssue", "ExitCode", "LstmkitError", "RunFailed", "RunInterrupted",

@@ -42,7 +42,7 @@ from ..registry import suggest
 from .yamlio import Position, YAMLError, dump_yaml, load_yaml_file, parse_value
 
 __all__ = ["LoadedConfig", "load_config", "load_config_data", "parse_override", "diff_configs",
-           "resolved_yaml"]
+           "resolved_yaml", "task_issue"]
 
 _CLI = "<command line>"
 # Keys holding file paths in the core schema (plugin options: fields annotated as a Path).
@@ -65,6 +65,13 @@ class LoadedConfig:
     base_dir: Path
     seed_was_random: bool = False
     sources: dict = field(default_factory=dict)  # dotted key -> "file" | "--set" | "flag"
+    positions: dict = field(default_factory=dict, repr=False)  # key path -> Position (file or --set/flag)
+
+    def where(self, key: str | tuple) -> str | None:
+        """Where ``key`` (dotted or a path) was set: ``file:line:col``, ``--set ...``, a flag, or its nearest
+        parent's place; ``None`` for a default."""
+        path = tuple(key.split(".")) if isinstance(key, str) else tuple(key)
+        return _where(self.positions, path)
 
     @property
     def yaml(self) -> str:
@@ -427,7 +434,35 @@ def load_config_data(raw: dict, positions: dict, base_dir: Path, *, source: str 
         resolved["name"] = stem[:100]
     config = schema.Config.model_validate(resolved)
     return LoadedConfig(resolved, config, path, base_dir, seed_was_random,
-                        {".".join(k): v for k, v in sources.items()})
+                        {".".join(k): v for k, v in sources.items()}, positions)
+
+
+def task_issue(loaded: LoadedConfig, exc: Exception) -> ConfigIssue:
+    """A task's data or options error as a :class:`ConfigIssue` at the key it concerns.
+
+    The keys are the error's ``keys`` (a :class:`~lstmkit.tasks.TaskError` may name several, e.g.
+    ``task.options.window`` and ``horizon``) or the first ``task.*`` key its message names; the one
+    set on the command line is blamed first (so a ``--set`` is never reported at a line of the
+    file), then the first set in the file.
+    """
+    message = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+    keys = [tuple(k.split(".")) for k in getattr(exc, "keys", ()) or ()]
+    m = re.search(r"\btask\.(train|valid|test|options\.\w+)\b", message)
+    if not keys:
+        keys = [("task",) + tuple(m.group(1).split("."))] if m else [("task",)]
+    if m and message.startswith(m.group(0) + ": ") and ("task",) + tuple(m.group(1).split(".")) == keys[0]:
+        message = message[len(m.group(0)) + 2:]  # the report shows the key already
+
+    positions = loaded.positions
+    if not positions and loaded.path is not None and loaded.path.is_file():  # e.g. a resumed run's config.yaml
+        try:
+            positions = load_yaml_file(loaded.path)[1]
+        except YAMLError:
+            positions = {}
+    given = [k for k in keys if k in positions]
+    on_cli = [k for k in given if positions[k][1] is None]  # --set and flags have no line
+    key = (on_cli or given or keys)[0]
+    return ConfigIssue(".".join(key), message, _where(positions, key))
 
 
 def _non_finite(value, path: tuple, positions: dict) -> list[ConfigIssue]:

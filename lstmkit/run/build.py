@@ -46,33 +46,18 @@ def build_task(loaded):
 
 
 def _task_issue(loaded, exc: Exception) -> ConfigIssue:
-    """A task's data error, placed at the config key its message names (``task.train``, ...)."""
-    import re
+    """A task's data error at the config key it concerns: the ``--set`` that set it, else the file's line."""
+    from ..config.loader import task_issue
 
-    from ..config.yamlio import load_yaml_file
-
-    message = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
-    m = re.search(r"\btask\.(train|valid|test|options\.\w+)\b", message)
-    key = ("task",) + tuple(m.group(1).split(".")) if m else ("task",)
-    if m and message.startswith(m.group(0) + ": "):  # the key is shown by the report already
-        message = message[len(m.group(0)) + 2:]
-    where = None
-    if loaded.path is not None and loaded.path.is_file():
-        try:
-            positions = load_yaml_file(loaded.path)[1]
-        except Exception:  # pragma: no cover - the file was valid a moment ago
-            positions = {}
-        for n in range(len(key), 0, -1):
-            if key[:n] in positions:
-                where = str(positions[key[:n]])
-                break
-    return ConfigIssue(".".join(key), message, where)
+    return task_issue(loaded, exc)
 
 
 def build_model(loaded, task, generator: np.random.Generator | None = None):
     """The :class:`~lstmkit.model.SequenceModel` a config describes, sized for ``task``."""
+    from ..config.memory import check_memory
     from ..model import SequenceModel
 
+    check_memory(loaded, task)  # refuses, with the numbers, what cannot fit - before anything is allocated
     m, cfg = loaded.config.model, loaded.config
     tokens = task.input_kind == "tokens"
     if m.embedding_size is not None and not tokens:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from ..train.losses import sequence_mask
 
@@ -30,7 +30,15 @@ SPLITS = ("train", "valid", "test")
 
 
 class TaskError(ValueError):
-    """The task's options or data files are wrong (a configuration error, not a crash)."""
+    """The task's options or data files are wrong (a configuration error, not a crash).
+
+    ``keys``: the config keys it concerns, most likely culprit first (e.g. ``"task.options.window"``,
+    ``"task.options.horizon"``); the report blames the one set by ``--set``, else the first in the file.
+    """
+
+    def __init__(self, message: str, *keys: str):
+        super().__init__(message)
+        self.keys = keys
 
 
 class TaskOptions(BaseModel):
@@ -88,6 +96,9 @@ class Task:
     loss: str = "mse"  # "mse" | "cross_entropy"
     #: What ``lstmkit predict`` reads (the table "Inputs for lstmkit predict" in docs/config.md), for error messages.
     predict_input: ClassVar[str] = ""
+    #: The target at step t is an input of a later step (forecasting, next-character prediction): a
+    #: bidirectional model reads its own targets, so its scores mean nothing (a warning says so).
+    targets_are_future_inputs: ClassVar[bool] = False
 
     def __init__(self, options: dict | None = None, *, base_dir: Path | str = ".", seed: int | None = 0,
                  splits: dict | None = None):
@@ -125,6 +136,11 @@ class Task:
     def format_predictions(self, outputs, lengths=None) -> Any:
         """Model outputs for :meth:`read_inputs`'s inputs as JSON-serialisable predictions."""
         return np.asarray(outputs).tolist()
+
+    def warnings(self) -> list[str]:
+        """Problems with the data that do not stop a run but make its results doubtful (printed by
+        ``lstmkit run``/``config validate`` and recorded in ``results.json``); call after :meth:`data`."""
+        return []
 
     def describe(self) -> str:
         """One line about the data, for ``--dry-run`` and the run log."""
@@ -322,13 +338,46 @@ def read_feature_sequences(path, num_features: int) -> tuple[np.ndarray, np.ndar
     return inputs, (None if np.all(lengths == inputs.shape[1]) else lengths)
 
 
-def read_csv_table(path: Path, delimiter: str = ",") -> tuple[list[str], list[list[str]]]:
-    """``(header, rows)`` of a CSV file with a header row; blank lines skipped."""
-    with open(path, newline="") as f:
-        rows = [r for r in csv.reader(f, delimiter=delimiter) if r and any(c.strip() for c in r)]
+def read_csv_table(path: Path, delimiter: str = ",", encoding: str = "utf-8",
+                   key: str | None = "task.train") -> tuple[list[str], list[list[str]], list[int]]:
+    """``(header, rows, line numbers)`` of a CSV file with a header row; blank lines skipped.
+
+    An undecodable file is a :class:`TaskError` naming ``key`` and suggesting ``task.options.encoding``
+    (``key=None``, for ``lstmkit predict`` inputs: the ``UnicodeDecodeError`` itself).
+    """
+    try:
+        with open(path, newline="", encoding=encoding) as f:
+            reader = csv.reader(f, delimiter=delimiter)
+            rows, lines = [], []
+            for row in reader:
+                if row and any(c.strip() for c in row):
+                    rows.append(row)
+                    lines.append(reader.line_num)
+    except UnicodeDecodeError as exc:
+        if key is None:
+            raise
+        raise TaskError(f"{path}: cannot read as {encoding} ({exc.reason} at byte {exc.start}); if the file is "
+                        f"in another encoding, set task.options.encoding (e.g. latin-1, cp1252, utf-16)",
+                        key) from None
+    except csv.Error as exc:
+        raise TaskError(f"{path}: not a readable CSV file: {exc}", key) from None
     if len(rows) < 2:
-        raise TaskError(f"{path}: expected a header row and at least one data row")
-    return [h.strip() for h in rows[0]], rows[1:]
+        raise TaskError(f"{path}: expected a header row and at least one data row", key)
+    return [h.strip() for h in rows[0]], rows[1:], lines[1:]
+
+
+def _check_encoding(name: str) -> str:
+    import codecs
+
+    try:
+        codecs.lookup(name)
+    except LookupError:
+        raise ValueError(f"unknown text encoding {name!r} (e.g. utf-8, latin-1, cp1252, utf-16)") from None
+    return name
+
+
+#: A text encoding Python knows (checked when the config is validated).
+Encoding = Annotated[str, AfterValidator(_check_encoding)]
 
 
 # -- metrics --------------------------------------------------------------------------

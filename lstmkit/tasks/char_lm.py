@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field
 
-from .base import (SPLITS, CarvedSplitOptions, Fraction, Split, Task, TaskError, carve, data_files,
+from .base import (SPLITS, CarvedSplitOptions, Encoding, Fraction, Split, Task, TaskError, carve, data_files,
                    log_softmax, pad)
 from ..train.losses import sequence_mask
 
@@ -19,7 +19,7 @@ class CharLMOptions(CarvedSplitOptions):
     valid_fraction: Fraction = Field(0.1, description="Share of the train file (its end, before the test part) used for validation when task.valid is null.")
     test_fraction: Fraction = Field(0.1, description="Share of the train file (its very end) used for testing when task.test is null.")
     lowercase: bool = Field(False, description="Lower-case the text before building the vocabulary.")
-    encoding: str = Field("utf-8", description="Text encoding of the files.")
+    encoding: Encoding = Field("utf-8", description="Text encoding of the files.")
 
     train_part = "training text"  # for the error when valid_fraction + test_fraction >= 1
 
@@ -44,6 +44,7 @@ class CharLMTask(Task):
     metric_names = ("perplexity", "bits_per_char", "accuracy")
     input_kind, target, loss = "tokens", "sequence", "cross_entropy"
     predict_input = "a text file with one prompt per line"
+    targets_are_future_inputs = True
 
     def __init__(self, options=None, *, base_dir=".", seed=0, splits=None):
         super().__init__(options, base_dir=base_dir, seed=seed, splits=splits)
@@ -66,8 +67,10 @@ class CharLMTask(Task):
     def _read(self, path: Path) -> str:
         try:
             text = path.read_text(encoding=self.options.encoding)
-        except (UnicodeDecodeError, LookupError) as exc:
-            raise TaskError(f"{path}: cannot read as {self.options.encoding}: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise TaskError(f"{path}: cannot read as {self.options.encoding} ({exc.reason} at byte {exc.start}); if "
+                            f"the file is in another encoding, set task.options.encoding (e.g. latin-1, cp1252, "
+                            f"utf-16)") from None
         return text.lower() if self.options.lowercase else text
 
     def encode(self, text: str, where: str = "text") -> np.ndarray:
@@ -162,6 +165,14 @@ class CharLMTask(Task):
         finally:
             model.train(was_training)
         return prime + self.decode(generated)
+
+    def warnings(self) -> list[str]:
+        """Splits whose text is no longer than ``seq_len``: one short window, little to learn or measure."""
+        L = self.options.seq_len
+        return [f"task char_lm: the {k} text has {len(text)} characters, not more than task.options.seq_len "
+                f"({L}): it is a single window of {len(text) - 1} steps, so there is little to "
+                f"{'learn from' if k == 'train' else 'measure'}; lower task.options.seq_len or give more text"
+                for k, text in self.texts.items() if len(text) <= L]
 
     def describe(self):
         sizes = ", ".join(f"{k} {len(t)}" for k, t in self.texts.items())

@@ -44,6 +44,7 @@ class SineTask(SyntheticTask):
     metric_names = ("mse", "mae", "rmse")
     input_kind, input_size, output_size, target, loss = "features", 1, 1, "sequence", "mse"
     predict_input = "one sequence of numbers per line (text), or a .npy/.npz/.json file"
+    targets_are_future_inputs = True  # targets[t] = s(t + horizon) is an input horizon steps later
 
     def _generate(self, rng: np.random.Generator, count: int) -> Split:
         o = self.options
