@@ -14,7 +14,7 @@ import numpy as np
 
 from ..registry import get_backend, get_cell
 from . import _checks as checks
-from .module import Module, as_float_dtype, as_generator, owned
+from .module import Module, ParameterGuard, as_float_dtype, as_generator, owned
 
 
 class RecurrentCell(Module):
@@ -74,12 +74,14 @@ class RecurrentCell(Module):
         ``result`` is what :meth:`forward` returns; ``backward(d_result)``
         (same structure; ``None`` counts as zeros) returns ``(d_input, d_hx,
         d_params)`` with ``d_hx`` structured like ``hx`` and ``d_params`` keyed
-        like ``state_dict()``.
+        like ``state_dict()``.  Changing a parameter in place before
+        ``backward`` makes it raise, as for :meth:`Recurrent.forward_train`.
         """
         x, state, unbatched = self._prepare(input, hx, contiguous=True)
         batch_sizes = np.array([x.shape[0]], dtype=np.int64)
         xp = self.backend.xp
-        params, finish = self._parameters, tuple
+        params, finish = dict(self._parameters), tuple
+        guard = ParameterGuard(params)
         if xp is not np:
             x, state, params, finish = self._on_device(input, x, state)
         callers = (input,) + (tuple(hx) if isinstance(hx, (tuple, list)) else (hx,))
@@ -90,6 +92,7 @@ class RecurrentCell(Module):
         )
 
         def backward(d_result=None):
+            guard.check()
             if d_result is None:
                 d_state = tuple(xp.zeros_like(s) for s in new_state)
             else:

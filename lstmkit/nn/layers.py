@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _checks as checks
-from .module import Module, as_float_dtype, as_generator
+from .module import Module, ParameterGuard, as_float_dtype, as_generator
 
 
 class Linear(Module):
@@ -66,10 +66,15 @@ class Linear(Module):
         """``(y, backward)``; ``backward(d_y) -> (d_x, {"weight": x̄ᵀ d_y, "bias": Σ d_y})``.
 
         ``d_x = d_y W`` has ``x``'s shape; sums run over every leading dimension.
+        The cache holds a copy of ``x``; changing ``weight`` in place before
+        ``backward`` makes it raise (see :class:`~lstmkit.nn.module.ParameterGuard`).
         """
         y = self.forward(x)
+        x = np.array(x, copy=True)  # the caller may edit x before backward
+        weight, guard = self.weight, ParameterGuard({"weight": self.weight})
 
         def backward(d_y):
+            guard.check()
             d_y = np.asarray(d_y, dtype=self._dtype)
             if d_y.shape != y.shape:
                 raise ValueError(f"d_y should have the output's shape {y.shape}, got {d_y.shape}")
@@ -77,7 +82,7 @@ class Linear(Module):
             grads = {"weight": rows_dy.T @ x.reshape(-1, self.in_features)}
             if self.bias_enabled:
                 grads["bias"] = rows_dy.sum(axis=0)
-            return d_y @ self.weight, grads
+            return d_y @ weight, grads
 
         return y, backward
 
@@ -129,6 +134,7 @@ class Embedding(Module):
     def forward_train(self, ids):
         """``(y, backward)``; ``backward(d_y) -> (None, {"weight": scatter-add of d_y by id})``."""
         y = self.forward(ids)
+        ids = np.array(ids, copy=True)  # the caller may edit ids before backward
 
         def backward(d_y):
             d_y = np.asarray(d_y, dtype=self._dtype)

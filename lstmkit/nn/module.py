@@ -32,11 +32,67 @@ def owned(xp, array, sources):
     """``array``, copied if it may share memory with one of the caller's ``sources``.
 
     A training cache keeps its inputs until ``backward``; it must not see the
-    caller's later in-place changes to them.
+    caller's later in-place changes to them.  ``sources`` of any ndarray
+    subclass count (``np.memmap``, masked arrays: ``np.asarray`` of one is a
+    plain view of its memory); arrays of another array module (NumPy sources
+    of a CuPy ``array``) were copied to the device already.
     """
     for source in sources:
-        if type(source) is type(array) and xp.may_share_memory(array, source):
+        if isinstance(source, type(array)) and xp.may_share_memory(array, source):
             return array.copy()
+    return array
+
+
+def _checksum(array: np.ndarray) -> tuple[int, bytes]:
+    """The wrapping sum of the array's bytes as 8-byte words, and its trailing bytes.
+
+    One read of the array, no allocation: about 0.4x the time of a copy
+    (8 MB: 98 µs against 237 µs).  Any change to a single word changes it;
+    a change that only permutes words does not.
+    """
+    raw = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+    whole = raw.size // 8 * 8
+    total = int(raw[:whole].view(np.uint64).sum(dtype=np.uint64)) if whole else 0
+    return total, raw[whole:].tobytes()
+
+
+class ParameterGuard:
+    """Notices parameters changed in place between ``forward_train`` and ``backward``.
+
+    NumPy arrays carry no version counter (torch's tensors do), so this keeps
+    a checksum of each parameter array the forward read (not a copy); the
+    ``backward`` closure calls :meth:`check` first and raises torch's error if
+    any of them changed since.  Assigning a new array to a parameter leaves
+    the old one, which the cache holds, intact: that is no error.
+    """
+
+    __slots__ = ("_arrays", "_sums")
+
+    def __init__(self, arrays: Mapping[str, np.ndarray]):
+        self._arrays = dict(arrays)
+        self._sums = {name: _checksum(a) for name, a in self._arrays.items()}
+
+    def check(self) -> None:
+        for name, array in self._arrays.items():
+            if _checksum(array) != self._sums[name]:
+                raise RuntimeError(
+                    "one of the variables needed for gradient computation has been modified by an "
+                    f"inplace operation: {name} {list(array.shape)} {array.dtype} changed after "
+                    "forward_train. Hint: call backward before changing the parameters in place "
+                    "(an optimizer step, load_state_dict), or run forward_train again after the change."
+                )
+
+
+def _as_real_array(value):
+    """``value`` as an array of real numbers (bool, int or float), or a string saying why not."""
+    if value is None:
+        return "expected an array of numbers, got None"
+    try:
+        array = np.asarray(value)
+    except Exception as exc:  # ragged lists and the like
+        return f"expected an array of numbers, got {type(value).__name__} ({exc})"
+    if array.dtype.kind not in "biuf":
+        return f"expected an array of real numbers, got dtype {array.dtype}"
     return array
 
 
@@ -97,10 +153,14 @@ class Module:
     def load_state_dict(self, state_dict: Mapping[str, np.ndarray], strict: bool = True) -> None:
         """Copy parameters in from ``state_dict`` (e.g. ``{k: v.numpy() for k, v in torch_sd.items()}``).
 
-        With ``strict``, missing and unexpected keys are errors; a wrong shape is
-        always an error.  Nothing is changed unless every check passes.  The
-        copy is in place: arrays held elsewhere (an optimizer) stay the module's.
+        With ``strict``, missing and unexpected keys are errors; a wrong shape,
+        ``None``, an object, string or complex array (anything that is not
+        real numbers) is always an error.  Every value is checked before the
+        first is written: on any error the module is unchanged.  The copy is in
+        place: arrays held elsewhere (an optimizer) stay the module's.
         """
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"Expected state_dict to be dict-like, got {type(state_dict)}.")
         own = dict(self.named_parameters())
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
@@ -111,19 +171,26 @@ class Module:
             problems.append(
                 "Unexpected key(s) in state_dict: " + ", ".join(f'"{k}"' for k in unexpected) + "."
             )
+        staged = {}
         for name, old in own.items():
-            if name in state_dict and np.shape(state_dict[name]) != old.shape:
+            if name not in state_dict:
+                continue
+            value = _as_real_array(state_dict[name])
+            if isinstance(value, str):
+                problems.append(f"While copying the parameter named \"{name}\", {value}.")
+            elif value.shape != old.shape:
                 problems.append(
-                    f"size mismatch for {name}: copying a param with shape {np.shape(state_dict[name])} from "
+                    f"size mismatch for {name}: copying a param with shape {value.shape} from "
                     f"checkpoint, the shape in current model is {old.shape}."
                 )
+            else:
+                staged[name] = value
         if problems:
             raise RuntimeError(
                 f"Error(s) in loading state_dict for {type(self).__name__}:\n\t" + "\n\t".join(problems)
             )
-        for name, old in own.items():
-            if name in state_dict:
-                old[...] = state_dict[name]
+        for name, value in staged.items():
+            np.copyto(own[name], value, casting="unsafe")
 
     # -- modes and dtype ------------------------------------------------------
     def train(self, mode: bool = True) -> "Module":

@@ -23,7 +23,7 @@ from .. import engine
 from ..registry import get_backend, get_cell
 from ..utils.rnn import PackedSequence
 from . import _checks as checks
-from .module import Module, as_float_dtype, as_generator, owned
+from .module import Module, ParameterGuard, as_float_dtype, as_generator, owned
 
 
 class Recurrent(Module):
@@ -159,14 +159,19 @@ class Recurrent(Module):
         d_params)``: ``d_input`` shaped like the input (like its ``.data`` for
         a ``PackedSequence``), ``d_hx`` with the structure of ``hx`` (also when
         ``hx`` was ``None``), ``d_params`` keyed like ``state_dict()``.
-        ``None`` gradients count as zeros.
+        ``None`` gradients count as zeros.  The gradients are those of this
+        forward: changing a parameter in place before ``backward`` (an
+        optimizer step) makes ``backward`` raise torch's "modified by an
+        inplace operation" error.
         """
+        guard = ParameterGuard(self._parameters)
         output, state, saved = self._run(input, hx, keep_cache=True)
         layout, cache, params, finish = saved
         xp = self.backend.xp
         width = self.num_directions * self.cell.state_sizes(self.hidden_size, self.proj_size)[0]
 
         def backward(d_output=None, d_state=None):
+            guard.check()
             d_y = layout.grad_rows(d_output, width, self._dtype, xp)
             if isinstance(d_state, (tuple, list)) and isinstance(state, tuple) and len(d_state) == len(state):
                 # A None part of d_state counts as zeros.
