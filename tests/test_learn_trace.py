@@ -153,3 +153,6 @@ def test_cli_errors(tmp_path):
     assert result.exit_code in (ExitCode.INVALID_CONFIG, ExitCode.UNAVAILABLE) and "Traceback" not in result.output
     result = invoke("trace", tmp_path / "missing")
     assert result.exit_code == ExitCode.USAGE
+    (tmp_path / "file").write_text("")
+    result = invoke("trace", config, "-o", tmp_path / "file" / "x.png")  # a file where a folder should be
+    assert result.exit_code == ExitCode.RUN_FAILED and "cannot write" in result.output, result.output

@@ -114,6 +114,9 @@ def add_commands(cli: click.Group) -> None:
             figure = plot_trace(result)
         except ImportError as exc:
             raise UnavailableError(str(exc)) from None
-        save_figure(figure, output)
+        try:
+            save_figure(figure, output)
+        except OSError as exc:
+            raise LstmkitError(f"cannot write {output}: {exc}", ExitCode.RUN_FAILED) from None
         click.echo(result.summary())
         click.echo(f"wrote {output}")
