@@ -5,6 +5,8 @@ so it is also the fallback for cells a fast backend has no kernel for.
 """
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 
 from ..utils.rnn import check_batch_sizes
@@ -17,6 +19,13 @@ class ReferenceBackend(Backend):
     def __init__(self, xp=np, name: str = "numpy"):
         self.xp = xp
         self.name = name
+
+    # Pickling and deepcopy: the array module is kept by name (a module cannot be pickled).
+    def __getstate__(self):
+        return dict(self.__dict__, xp=self.xp.__name__)
+
+    def __setstate__(self, state):
+        self.__dict__.update(state, xp=importlib.import_module(state["xp"]))
 
     def layer_forward(self, cell, params, x, batch_sizes, reverse, state0, training):
         xp = self.xp

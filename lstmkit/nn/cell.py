@@ -30,6 +30,7 @@ class RecurrentCell(Module):
                  backend="auto", seed=None, cell_options=None):
         super().__init__()
         self.cell = get_cell(cell, cell_options)
+        self.cell_options = dict(cell_options) if cell_options else None  # as given, for repr
         # PyTorch's cells validate nothing; we check like the modules do and
         # also accept NumPy integers (documented deviation).
         self.input_size = checks.check_size("input_size", input_size, allow_numpy=True)
@@ -220,6 +221,8 @@ class RecurrentCell(Module):
             s += f", bias={self.bias}"
         if self._dtype != np.float32:
             s += f", dtype={self._dtype}"
+        if self.cell_options:
+            s += f", cell_options={self.cell_options!r}"
         return s
 
     def __repr__(self) -> str:

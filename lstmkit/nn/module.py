@@ -228,9 +228,38 @@ class Module:
     def float(self) -> "Module":
         return self.to(np.float32)
 
+    # -- pickling and copy.deepcopy -----------------------------------------------
+    def __getstate__(self):
+        """A registered backend is kept by name: the copy uses the registry's instance."""
+        state = dict(self.__dict__)
+        backend = state.get("backend")
+        if backend is not None and _is_registered(backend):
+            state["backend"] = _BackendName(backend.name)
+        return state
+
+    def __setstate__(self, state):
+        if isinstance(state.get("backend"), _BackendName):
+            from ..registry import get_backend
+
+            state = dict(state, backend=get_backend(str(state["backend"])))
+        self.__dict__.update(state)
+
     # -- presentation ---------------------------------------------------------
     def extra_repr(self) -> str:
         return ""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.extra_repr()})"
+
+
+class _BackendName(str):
+    """A backend's registry name in a pickled module's state."""
+
+
+def _is_registered(backend) -> bool:
+    from ..registry import get_backend
+
+    try:
+        return get_backend(backend.name) is backend
+    except Exception:  # not registered (or no longer available): pickled as an object
+        return False

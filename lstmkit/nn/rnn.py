@@ -59,6 +59,7 @@ class Recurrent(Module):
     ):
         super().__init__()
         self.cell = get_cell(cell, cell_options)
+        self.cell_options = dict(cell_options) if cell_options else None  # as given, for repr
         if proj_size != 0 and not self.cell.supports_proj:
             if self.cell.torch_mode in ("GRU", "RNN_TANH", "RNN_RELU"):
                 raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
@@ -322,6 +323,8 @@ class Recurrent(Module):
             s += f", bidirectional={self.bidirectional}"
         if self._dtype != np.float32:
             s += f", dtype={self._dtype}"
+        if self.cell_options:
+            s += f", cell_options={self.cell_options!r}"
         return s
 
     def __repr__(self) -> str:
