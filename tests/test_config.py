@@ -481,3 +481,17 @@ def test_run_warnings(tmp_path):
     assert len(warnings) == 4 and warnings[-1].startswith("model.bidirectional: task 'char_lm'")
     loaded = load_config(write(tmp_path, "version: 1\nmodel: {bidirectional: true}\ntask: {type: adding}\n"))
     assert run_warnings(loaded, build_task(loaded)[0]) == []  # a whole-sequence task: nothing to say
+
+
+def test_dry_run_prints_the_memory_estimate_and_the_warnings(tmp_path):
+    from click.testing import CliRunner
+
+    from lstmkit.cli import make_cli
+
+    path = write(tmp_path, "version: 1\nmodel: {hidden_size: 4, bidirectional: true}\n"
+                           "task: {type: sine, options: {num_train: 4, num_valid: 2, num_test: 2}}\n")
+    result = CliRunner().invoke(make_cli(), ["run", "--dry-run", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "memory: about " in result.output and "(the larger of backpropagation through 50 steps of 4 " \
+                                                 "sequences" in result.output
+    assert "warning: model.bidirectional: task 'sine' predicts inputs of later steps" in result.output

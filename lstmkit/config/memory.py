@@ -46,9 +46,15 @@ class MemoryEstimate:
     parameters: int  # number of parameter values
     itemsize: int
     optimizer_copies: int  # optimizer state, in multiples of the parameters
-    activation_bytes: int
+    training_bytes: int  # activations kept for one step of backpropagation through time
+    evaluation_bytes: int  # activations of one evaluation batch (forward only)
     steps: int
     batch: int
+    eval_batch: int
+
+    @property
+    def activation_bytes(self) -> int:
+        return max(self.training_bytes, self.evaluation_bytes)
 
     @property
     def parameter_bytes(self) -> int:
@@ -63,8 +69,9 @@ class MemoryEstimate:
         return (f"about {format_bytes(self.total)}: parameters {format_bytes(self.parameter_bytes)} "
                 f"({self.parameters:,} values) and as much again for their gradients, optimizer state "
                 f"{format_bytes(self.parameter_bytes * self.optimizer_copies)}, activations "
-                f"{format_bytes(self.activation_bytes)} (backpropagation through {self.steps} steps of "
-                f"{self.batch} sequences)")
+                f"{format_bytes(self.activation_bytes)} (the larger of backpropagation through {self.steps} "
+                f"steps of {self.batch} sequences, {format_bytes(self.training_bytes)}, and an evaluation batch "
+                f"of {self.eval_batch}, {format_bytes(self.evaluation_bytes)})")
 
 
 def _layer_widths(cell, input_size: int, m) -> tuple[int, list[tuple[int, int, int, int]]]:
@@ -115,7 +122,8 @@ def estimate(cfg, task, data=None) -> MemoryEstimate:
     itemsize = 4 if cfg.runtime.dtype == "float32" else 8
     optimizer = t.optimizer
     copies = 2 if optimizer.name in ("adam", "adamw") else int(getattr(optimizer, "momentum", 0) > 0)
-    return MemoryEstimate(count, itemsize, copies, max(training, evaluation) * itemsize, steps, batch)
+    return MemoryEstimate(count, itemsize, copies, training * itemsize, evaluation * itemsize, steps, batch,
+                          eval_batch)
 
 
 def available_memory() -> int | None:
@@ -152,7 +160,8 @@ def check_memory(loaded, task, data=None, available: int | None = None) -> Memor
     if available is None or need.total <= available:
         return need
     weights = need.parameter_bytes * (2 + need.optimizer_copies)
-    key = ("model", "hidden_size") if weights >= need.activation_bytes else ("training", "batch_size")
+    by_model = weights >= need.activation_bytes or need.evaluation_bytes > need.training_bytes
+    key = ("model", "hidden_size") if by_model else ("training", "batch_size")
     advice = ("lower model.hidden_size or model.num_layers" if key[0] == "model" else
               "lower training.batch_size" + (" or training.tbptt" if cfg.training.tbptt or need.steps > 1 else ""))
     message = (f"the run needs {need.describe()}, but {format_bytes(available)} of memory is available here; "

@@ -111,6 +111,12 @@ def print_plan(echo: Echo, loaded, task, data, model, trainer) -> None:
          f"target {task.target}, loss {task.loss})")
     for name, shape in model.describe():
         echo(f"  {name:<28} {shape}")
+    from ..config.checks import run_warnings
+    from ..config.memory import estimate
+
+    echo(f"memory: {estimate(cfg, task, data).describe()}")
+    for warning in run_warnings(loaded, task):
+        echo(f"warning: {warning}")
     opt = t.optimizer
     echo(f"plan: {trainer.planned_epochs()} epoch(s) x {trainer.steps_per_epoch} step(s) = "
          f"{trainer.planned_steps()} steps of batch {t.batch_size}; {opt.name} lr {opt.lr:g}, scheduler "
