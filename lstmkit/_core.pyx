@@ -261,6 +261,80 @@ cdef extern from *:
 
     LK_DEFINE_KERNELS(float, f)
     LK_DEFINE_KERNELS(double, d)
+
+    /* Small-batch GEMM over packed panels: out[m, n] (+)= a[m, k] @ b[k, n] for a
+       few rows m.  BLAS re-packs b on every call and, for a row-major h @ W^T,
+       skips its small-matrix path; a recurrent product reuses the same b every
+       step, so it is packed once per call into panels of LK_NR_S columns
+       (panel p = b[:, p*NR:(p+1)*NR] stored k-major, the last one zero-padded)
+       and streamed once per LK_MR rows.  The MR x NR accumulators stay in
+       vector registers: one broadcast of a and one panel load per NR FMAs. */
+    #define LK_MR 4
+    #define LK_NR_f 32
+    #define LK_NR_d 16
+    #define LK_DEFINE_PANEL(T, S)                                                    \
+    /* Pack b (k, n) into panels; b is src (k, n) row-major, or src (n, k) with   \
+       trans (then b = src^T).  packed holds ceil(n / NR) * k * NR values. */      \
+    static void lk_pack_##S(Py_ssize_t k, Py_ssize_t n, const T *LK_RESTRICT src,    \
+                            int trans, T *LK_RESTRICT packed) {                      \
+        const Py_ssize_t NR = LK_NR_##S;                                             \
+        for (Py_ssize_t p0 = 0; p0 < n; p0 += NR) {                                  \
+            T *dst = packed + p0 * k;                                                \
+            const Py_ssize_t w = n - p0 < NR ? n - p0 : NR;                          \
+            if (trans) {  /* 16 k at a time: one cache line of each src row */    \
+                for (Py_ssize_t k0 = 0; k0 < k; k0 += 16) {                          \
+                    const Py_ssize_t k1 = k - k0 < 16 ? k : k0 + 16;                 \
+                    for (Py_ssize_t c = 0; c < w; c++) {                             \
+                        const T *row = src + (p0 + c) * k;                           \
+                        for (Py_ssize_t kk = k0; kk < k1; kk++) dst[kk * NR + c] = row[kk];\
+                    }                                                                \
+                }                                                                    \
+            } else {                                                                 \
+                for (Py_ssize_t kk = 0; kk < k; kk++)                                \
+                    for (Py_ssize_t c = 0; c < w; c++) dst[kk * NR + c] = src[kk * n + p0 + c];\
+            }                                                                        \
+            for (Py_ssize_t kk = 0; kk < k; kk++)                                    \
+                for (Py_ssize_t c = w; c < NR; c++) dst[kk * NR + c] = 0;            \
+        }                                                                            \
+    }                                                                                \
+    LK_KERNEL void lk_panel_gemm_##S(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,      \
+                                     const T *LK_RESTRICT a, Py_ssize_t lda,         \
+                                     const T *LK_RESTRICT packed, int accumulate,    \
+                                     T *LK_RESTRICT out, Py_ssize_t ldo) {           \
+        enum { NR = LK_NR_##S };                                                     \
+        /* panel outer, rows inner: each panel (k * NR values) is read from      \
+           memory once per call and then from cache for the other row blocks */     \
+        for (Py_ssize_t p0 = 0; p0 < n; p0 += NR) {                                  \
+            const T *w = packed + p0 * k;                                            \
+            const Py_ssize_t w_ = n - p0 < NR ? n - p0 : NR;                         \
+            for (Py_ssize_t r0 = 0; r0 < m; r0 += LK_MR) {                           \
+                const Py_ssize_t mr = m - r0 < LK_MR ? m - r0 : LK_MR;               \
+                const T *ar[LK_MR];                                                  \
+                /* rows past m repeat the last row: computed, never stored */       \
+                for (int r = 0; r < LK_MR; r++) ar[r] = a + (r0 + (r < mr ? r : mr - 1)) * lda;\
+                T acc[LK_MR][NR];                                                    \
+                for (int r = 0; r < LK_MR; r++)                                      \
+                    for (int c = 0; c < NR; c++) acc[r][c] = 0;                      \
+                for (Py_ssize_t kk = 0; kk < k; kk++) {                              \
+                    const T *wk = w + kk * NR;                                       \
+                    for (int r = 0; r < LK_MR; r++) {                                \
+                        const T av = ar[r][kk];                                      \
+                        for (int c = 0; c < NR; c++) acc[r][c] += av * wk[c];        \
+                    }                                                                \
+                }                                                                    \
+                for (Py_ssize_t r = 0; r < mr; r++) {                                \
+                    T *o = out + (r0 + r) * ldo + p0;                                \
+                    if (accumulate)                                                  \
+                        for (Py_ssize_t c = 0; c < w_; c++) o[c] += acc[r][c];       \
+                    else                                                             \
+                        for (Py_ssize_t c = 0; c < w_; c++) o[c] = acc[r][c];        \
+                }                                                                    \
+            }                                                                        \
+        }                                                                            \
+    }
+
+    LK_DEFINE_PANEL(float, f)
+    LK_DEFINE_PANEL(double, d)
     """
     void lk_tanh_arr_f(Py_ssize_t n, const float* x, float* out) noexcept nogil
     void lk_tanh_arr_d(Py_ssize_t n, const double* x, double* out) noexcept nogil
@@ -292,6 +366,17 @@ cdef extern from *:
                       int relu) noexcept nogil
     void lk_rnn_bwd_d(Py_ssize_t n, const double* a, const double* dh, double* dg,
                       int relu) noexcept nogil
+    int LK_MR, LK_NR_f, LK_NR_d
+    void lk_pack_f(Py_ssize_t k, Py_ssize_t n, const float* src, int trans,
+                   float* packed) noexcept nogil
+    void lk_pack_d(Py_ssize_t k, Py_ssize_t n, const double* src, int trans,
+                   double* packed) noexcept nogil
+    void lk_panel_gemm_f(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float* a,
+                         Py_ssize_t lda, const float* packed, int accumulate, float* out,
+                         Py_ssize_t ldo) noexcept nogil
+    void lk_panel_gemm_d(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const double* a,
+                         Py_ssize_t lda, const double* packed, int accumulate, double* out,
+                         Py_ssize_t ldo) noexcept nogil
 
 
 # ---------------------------------------------------------------------------
@@ -351,21 +436,92 @@ cdef void _gemm(bint ta, bint tb, int m, int n, int k, floating alpha,
               &beta, c, &ldc)
 
 
-cdef inline void _recurrent_gemm(int rows, int g, int p, const floating* h,
-                                 const floating* w_hh, floating beta,
-                                 floating* out) noexcept nogil:
-    """One step's recurrent product ``out[rows, g] = h[rows, p] @ w_hh[g, p]^T + beta*out``.
+#: Panel kernel vs BLAS for the per-step product: the kernel reads the packed
+#: weights once per step, BLAS re-packs them on every call.  Measured on Zen 4,
+#: one thread (docs/performance.md): the kernel wins from 2 up to at least 64
+#: rows at hidden 128-512; one row stays on gemv, more rows go to BLAS (which
+#: can also use more threads).
+cdef Py_ssize_t _PANEL_MAX_ROWS = 64
 
-    Kept apart: the one place a packed-weights small-GEMM kernel will go.
+
+cdef inline void _recurrent_gemm(int rows, int g, int p, const floating* h,
+                                 const floating* w_hh, const floating* packed,
+                                 floating beta, floating* out) noexcept nogil:
+    """One step's recurrent product ``out[rows, g] = h[rows, p] @ w_hh[g, p]^T + beta*out``
+    (``beta`` 0 or 1).
+
+    ``packed``: ``w_hh^T`` in panels (:func:`_packed_weights`) or NULL.  One row
+    goes to gemv; a few rows to the panel kernel; many rows to BLAS, whose
+    small-matrix path this call shape misses (see docs/performance.md).
     """
-    _gemm(False, True, rows, g, p, 1, h, p, w_hh, p, beta, out, g)
+    if 1 < rows <= _PANEL_MAX_ROWS and packed != NULL:
+        _panel_gemm(rows, g, p, h, p, packed, beta != 0, out, g)
+    else:
+        _gemm(False, True, rows, g, p, 1, h, p, w_hh, p, beta, out, g)
 
 
 cdef inline void _recurrent_gemm_bwd(int rows, int g, int p, const floating* dg,
-                                     const floating* w_hh, floating beta,
-                                     floating* dh) noexcept nogil:
-    """Its backward: ``dh[rows, p] = dg[rows, g] @ w_hh[g, p] + beta * dh``."""
-    _gemm(False, False, rows, p, g, 1, dg, g, w_hh, p, beta, dh, p)
+                                     const floating* w_hh, const floating* packed,
+                                     floating beta, floating* dh) noexcept nogil:
+    """Its backward: ``dh[rows, p] = dg[rows, g] @ w_hh[g, p] + beta * dh``;
+    ``packed``: ``w_hh`` in panels or NULL."""
+    if 1 < rows <= _PANEL_MAX_ROWS and packed != NULL:
+        _panel_gemm(rows, p, g, dg, g, packed, beta != 0, dh, p)
+    else:
+        _gemm(False, False, rows, p, g, 1, dg, g, w_hh, p, beta, dh, p)
+
+
+cdef floating* _gates_block(Py_ssize_t s, Py_ssize_t T, const int64_t* bs, bint reverse,
+                            Py_ssize_t off, Py_ssize_t live, Py_ssize_t R, Py_ssize_t* lo,
+                            Py_ssize_t* hi, int G, int I, const floating* x,
+                            const floating* w_ih, const floating* b1, int n1,
+                            const floating* b2, int n2, floating* gates) noexcept nogil:
+    """Gate rows of packed rows ``[off, off + live)`` (step ``s`` in loop order).
+
+    ``gates`` holds ``R`` rows: the input projection of a block of consecutive
+    steps, rows ``[lo, hi)``.  When step ``s`` is past the block, the next
+    block (as many steps as fit in ``R`` rows, at least this one) is
+    projected.  ``R >= N`` projects everything at once (training keeps it);
+    inference passes a few MB so the whole-sequence buffer is never held.
+    """
+    cdef Py_ssize_t rows = live, k = s + 1, t
+    if off < lo[0] or off + live > hi[0]:
+        while k < T:
+            t = T - 1 - k if reverse else k
+            if rows + bs[t] > R:
+                break
+            rows += bs[t]
+            k += 1
+        lo[0] = off + live - rows if reverse else off
+        hi[0] = lo[0] + rows
+        _input_projection(<int>rows, G, I, x + lo[0] * I, w_ih, b1, n1, b2, n2, gates)
+    return gates + (off - lo[0]) * G
+
+
+cdef inline Py_ssize_t _packed_size(Py_ssize_t k, Py_ssize_t n,
+                                     const floating* like) noexcept nogil:
+    """Values :func:`_pack` writes for a (k, n) operand (``like`` picks the dtype)."""
+    cdef Py_ssize_t nr = LK_NR_f if floating is float else LK_NR_d
+    return (n + nr - 1) // nr * nr * k
+
+
+cdef inline void _pack(Py_ssize_t k, Py_ssize_t n, const floating* src, bint trans,
+                       floating* packed) noexcept nogil:
+    """Panels of the GEMM operand ``b`` (k, n): ``src`` (k, n), or (n, k) with ``trans``."""
+    if floating is float:
+        lk_pack_f(k, n, src, trans, packed)
+    else:
+        lk_pack_d(k, n, src, trans, packed)
+
+
+cdef inline void _panel_gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const floating* a,
+                             Py_ssize_t lda, const floating* packed, bint accumulate,
+                             floating* out, Py_ssize_t ldo) noexcept nogil:
+    """``out[m, n] (+)= a[m, k] @ b`` with ``b`` packed by :func:`_pack`."""
+    if floating is float:
+        lk_panel_gemm_f(m, n, k, a, lda, packed, accumulate, out, ldo)
+    else:
+        lk_panel_gemm_d(m, n, k, a, lda, packed, accumulate, out, ldo)
 
 
 cdef void _input_projection(int n, int g, int i, const floating* x, const floating* w_ih,
@@ -473,23 +629,26 @@ cdef inline void _rnn_rows_bwd(Py_ssize_t n, const floating* a, const floating* 
 
 cdef void _lstm_forward(Py_ssize_t T, const int64_t* bs, bint reverse, int N, int I,
                         int H, int P, const floating* x, const floating* w_ih,
-                        const floating* w_hh, const floating* b_ih, const floating* b_hh,
-                        const floating* w_hr, floating* h, floating* c, floating* y,
-                        floating* gates, floating* hcell, floating* hprev,
+                        const floating* w_hh, const floating* w_pk, const floating* b_ih,
+                        const floating* b_hh, const floating* w_hr, const floating* w_hr_pk,
+                        floating* h, floating* c, floating* y, floating* gates,
+                        Py_ssize_t R, floating* hcell, floating* hprev,
                         floating* cprev, floating* tanhc) noexcept nogil:
     """LSTM layer-direction forward.  ``h`` (B, P), ``c`` (B, H): state0 in, state_n out.
 
-    ``gates`` (N, 4H) workspace (activations on return when training).  ``y``
+    ``w_pk``/``w_hr_pk``: ``w_hh^T``/``w_hr^T`` in panels, or NULL.  ``gates``
+    (R, 4H) workspace, ``R = N`` when training (activations on return), else
+    ``R >= max(batch_sizes)`` (see :func:`_gates_block`).  ``y``
     (N, P) or NULL.  ``hcell``: projection only, ``(N, H)`` when training
     (cached) else ``(B, H)``.  Training: ``hprev`` (N, P), ``cprev``/``tanhc``
     (N, H) caches; all three NULL for inference.
     """
     cdef int G = 4 * H
     cdef bint train = hprev != NULL
-    cdef Py_ssize_t s, t, off = N if reverse else 0
+    cdef Py_ssize_t s, t, off = N if reverse else 0, lo = 0, hi = 0
     cdef int live
     cdef floating* hc
-    _input_projection(N, G, I, x, w_ih, b_ih, G, b_hh, G, gates)
+    cdef floating* gt
     for s in range(T):
         t = T - 1 - s if reverse else s
         live = <int>bs[t]
@@ -499,14 +658,16 @@ cdef void _lstm_forward(Py_ssize_t T, const int64_t* bs, bint reverse, int N, in
             if train:
                 memcpy(hprev + off * P, h, <size_t>live * P * sizeof(floating))
                 memcpy(cprev + off * H, c, <size_t>live * H * sizeof(floating))
-            _recurrent_gemm(live, G, P, h, w_hh, 1, gates + off * G)
+            gt = _gates_block(s, T, bs, reverse, off, live, R, &lo, &hi, G, I, x, w_ih,
+                              b_ih, G, b_hh, G, gates)
+            _recurrent_gemm(live, G, P, h, w_hh, w_pk, 1, gt)
             if w_hr == NULL:
                 hc = h
             else:
                 hc = hcell + off * H if train else hcell
-            _lstm_rows(live, H, gates + off * G, c, hc, tanhc + off * H if train else NULL)
+            _lstm_rows(live, H, gt, c, hc, tanhc + off * H if train else NULL)
             if w_hr != NULL:
-                _gemm(False, True, live, P, H, 1, hc, H, w_hr, H, 0, h, P)
+                _recurrent_gemm(live, P, H, hc, w_hr, w_hr_pk, 0, h)
             if y != NULL:
                 memcpy(y + off * P, h, <size_t>live * P * sizeof(floating))
         if not reverse:
@@ -515,7 +676,7 @@ cdef void _lstm_forward(Py_ssize_t T, const int64_t* bs, bint reverse, int N, in
 
 cdef void _lstm_backward(Py_ssize_t T, const int64_t* bs, bint reverse, int N, int I,
                          int H, int P, const floating* x, const floating* w_ih,
-                         const floating* w_hh, const floating* w_hr,
+                         const floating* w_hh, const floating* w_pk, const floating* w_hr,
                          const floating* gates, const floating* hprev,
                          const floating* cprev, const floating* tanhc,
                          const floating* hcell, const floating* dy, floating* dh,
@@ -528,7 +689,7 @@ cdef void _lstm_backward(Py_ssize_t T, const int64_t* bs, bint reverse, int N, i
     ``dh`` (B, P), ``dc`` (B, H): d state_n in, d state0 out.  Workspaces
     ``dgates`` (N, 4H); projection only: ``dhtot`` (N, P), ``dhcell`` (B, H).
     Outputs ``dx`` (N, I), ``dw_ih`` (4H, I), ``dw_hh`` (4H, P), ``db_*`` (4H)
-    or NULL, ``dw_hr`` (P, H) or NULL.
+    or NULL, ``dw_hr`` (P, H) or NULL.  ``w_pk``: ``w_hh`` in panels, or NULL.
     """
     cdef int G = 4 * H
     cdef Py_ssize_t s, t, off = 0 if reverse else N
@@ -551,7 +712,7 @@ cdef void _lstm_backward(Py_ssize_t T, const int64_t* bs, bint reverse, int N, i
                 src = dh
             _lstm_rows_bwd(live, H, gates + off * G, cprev + off * H, tanhc + off * H,
                            src, dc, dgates + off * G)
-            _recurrent_gemm_bwd(live, G, P, dgates + off * G, w_hh, 0, dh)
+            _recurrent_gemm_bwd(live, G, P, dgates + off * G, w_hh, w_pk, 0, dh)
         if reverse:
             off += live
     _gemm(True, False, G, I, N, 1, dgates, G, x, I, 0, dw_ih, I)
@@ -567,21 +728,22 @@ cdef void _lstm_backward(Py_ssize_t T, const int64_t* bs, bint reverse, int N, i
 
 cdef void _gru_forward(Py_ssize_t T, const int64_t* bs, bint reverse, int N, int I, int H,
                        const floating* x, const floating* w_ih, const floating* w_hh,
-                       const floating* b_ih, const floating* b_hh, floating* h,
-                       floating* y, floating* gates, floating* gh, floating* hprev,
-                       floating* ghn) noexcept nogil:
+                       const floating* w_pk, const floating* b_ih, const floating* b_hh,
+                       floating* h, floating* y, floating* gates, Py_ssize_t R,
+                       floating* gh, floating* hprev, floating* ghn) noexcept nogil:
     """GRU layer-direction forward.  ``h`` (B, H): state0 in, state_n out.
 
-    ``gates`` (N, 3H) gets ``x W_ih^T + b_ih + [b_hr, b_hz, 0]`` (b_hn stays
-    apart: r multiplies it), then r, z, n when training; ``gh`` (B, 3H) per-step
+    ``gates`` (R, 3H) (as in :func:`_lstm_forward`) gets ``x W_ih^T + b_ih +
+    [b_hr, b_hz, 0]`` (b_hn stays apart: r multiplies it), then r, z, n when
+    training; ``w_pk``: ``w_hh^T`` in panels or NULL; ``gh`` (B, 3H) per-step
     workspace; ``b_hh`` must not be NULL (zeros when bias=False).  Training:
     ``hprev``/``ghn`` (N, H) caches, NULL for inference.
     """
     cdef int G = 3 * H
     cdef bint train = hprev != NULL
-    cdef Py_ssize_t s, t, off = N if reverse else 0
+    cdef Py_ssize_t s, t, off = N if reverse else 0, lo = 0, hi = 0
     cdef int live
-    _input_projection(N, G, I, x, w_ih, b_ih, G, b_hh, 2 * H, gates)
+    cdef floating* gt
     for s in range(T):
         t = T - 1 - s if reverse else s
         live = <int>bs[t]
@@ -590,9 +752,10 @@ cdef void _gru_forward(Py_ssize_t T, const int64_t* bs, bint reverse, int N, int
         if live > 0:
             if train:
                 memcpy(hprev + off * H, h, <size_t>live * H * sizeof(floating))
-            _recurrent_gemm(live, G, H, h, w_hh, 0, gh)
-            _gru_rows(live, H, gates + off * G, gh, b_hh + 2 * H, h,
-                      ghn + off * H if train else NULL)
+            gt = _gates_block(s, T, bs, reverse, off, live, R, &lo, &hi, G, I, x, w_ih,
+                              b_ih, G, b_hh, 2 * H, gates)
+            _recurrent_gemm(live, G, H, h, w_hh, w_pk, 0, gh)
+            _gru_rows(live, H, gt, gh, b_hh + 2 * H, h, ghn + off * H if train else NULL)
             if y != NULL:
                 memcpy(y + off * H, h, <size_t>live * H * sizeof(floating))
         if not reverse:
@@ -601,7 +764,7 @@ cdef void _gru_forward(Py_ssize_t T, const int64_t* bs, bint reverse, int N, int
 
 cdef void _gru_backward(Py_ssize_t T, const int64_t* bs, bint reverse, int N, int I, int H,
                         const floating* x, const floating* w_ih, const floating* w_hh,
-                        const floating* gates, const floating* hprev, const floating* ghn,
+                        const floating* w_pk, const floating* gates, const floating* hprev, const floating* ghn,
                         const floating* dy, floating* dh, floating* dgh, floating* dgin,
                         floating* dx, floating* dw_ih, floating* dw_hh, floating* db_ih,
                         floating* db_hh) noexcept nogil:
@@ -620,7 +783,7 @@ cdef void _gru_backward(Py_ssize_t T, const int64_t* bs, bint reverse, int N, in
             _add(<Py_ssize_t>live * H, dh, dy + off * H)
             _gru_rows_bwd(live, H, gates + off * G, ghn + off * H, hprev + off * H, dh,
                           dgh + off * G, dgin + off * H)
-            _recurrent_gemm_bwd(live, G, H, dgh + off * G, w_hh, 1, dh)
+            _recurrent_gemm_bwd(live, G, H, dgh + off * G, w_hh, w_pk, 1, dh)
         if reverse:
             off += live
     _gemm(True, False, G, H, N, 1, dgh, G, hprev, H, 0, dw_hh, H)
@@ -637,15 +800,16 @@ cdef void _gru_backward(Py_ssize_t T, const int64_t* bs, bint reverse, int N, in
 
 cdef void _rnn_forward(Py_ssize_t T, const int64_t* bs, bint reverse, bint relu, int N,
                        int I, int H, const floating* x, const floating* w_ih,
-                       const floating* w_hh, const floating* b_ih, const floating* b_hh,
-                       floating* h, floating* y, floating* gates,
-                       floating* hprev) noexcept nogil:
-    """Elman RNN forward.  ``h`` (B, H) state0 in, state_n out; ``gates`` (N, H)
-    workspace, holding the activations when training (``hprev`` (N, H) given)."""
+                       const floating* w_hh, const floating* w_pk, const floating* b_ih,
+                       const floating* b_hh, floating* h, floating* y, floating* gates,
+                       Py_ssize_t R, floating* hprev) noexcept nogil:
+    """Elman RNN forward.  ``h`` (B, H) state0 in, state_n out; ``gates`` (R, H)
+    workspace (as in :func:`_lstm_forward`), holding the activations when
+    training (``hprev`` (N, H) given); ``w_pk``: ``w_hh^T`` in panels or NULL."""
     cdef bint train = hprev != NULL
-    cdef Py_ssize_t s, t, off = N if reverse else 0
+    cdef Py_ssize_t s, t, off = N if reverse else 0, lo = 0, hi = 0
     cdef int live
-    _input_projection(N, H, I, x, w_ih, b_ih, H, b_hh, H, gates)
+    cdef floating* gt
     for s in range(T):
         t = T - 1 - s if reverse else s
         live = <int>bs[t]
@@ -654,8 +818,10 @@ cdef void _rnn_forward(Py_ssize_t T, const int64_t* bs, bint reverse, bint relu,
         if live > 0:
             if train:
                 memcpy(hprev + off * H, h, <size_t>live * H * sizeof(floating))
-            _recurrent_gemm(live, H, H, h, w_hh, 1, gates + off * H)
-            _rnn_rows(<Py_ssize_t>live * H, gates + off * H, h, relu, train)
+            gt = _gates_block(s, T, bs, reverse, off, live, R, &lo, &hi, H, I, x, w_ih,
+                              b_ih, H, b_hh, H, gates)
+            _recurrent_gemm(live, H, H, h, w_hh, w_pk, 1, gt)
+            _rnn_rows(<Py_ssize_t>live * H, gt, h, relu, train)
             if y != NULL:
                 memcpy(y + off * H, h, <size_t>live * H * sizeof(floating))
         if not reverse:
@@ -664,7 +830,8 @@ cdef void _rnn_forward(Py_ssize_t T, const int64_t* bs, bint reverse, bint relu,
 
 cdef void _rnn_backward(Py_ssize_t T, const int64_t* bs, bint reverse, bint relu, int N,
                         int I, int H, const floating* x, const floating* w_ih,
-                        const floating* w_hh, const floating* act, const floating* hprev,
+                        const floating* w_hh, const floating* w_pk, const floating* act,
+                        const floating* hprev,
                         const floating* dy, floating* dh, floating* dg, floating* dx,
                         floating* dw_ih, floating* dw_hh, floating* db_ih,
                         floating* db_hh) noexcept nogil:
@@ -679,7 +846,7 @@ cdef void _rnn_backward(Py_ssize_t T, const int64_t* bs, bint reverse, bint relu
         if live > 0:
             _add(<Py_ssize_t>live * H, dh, dy + off * H)
             _rnn_rows_bwd(<Py_ssize_t>live * H, act + off * H, dh, dg + off * H, relu)
-            _recurrent_gemm_bwd(live, H, H, dg + off * H, w_hh, 0, dh)
+            _recurrent_gemm_bwd(live, H, H, dg + off * H, w_hh, w_pk, 0, dh)
         if reverse:
             off += live
     _gemm(True, False, H, I, N, 1, dg, H, x, I, 0, dw_ih, I)
@@ -754,6 +921,43 @@ cdef inline const floating* _c2(const floating[:, ::1] a) noexcept nogil:
     return &a[0, 0]
 
 
+cdef class _Panels:
+    """Owner of one packed operand (freed with the object); ``ptr`` NULL when
+    the rows are better served by BLAS."""
+    cdef void* ptr
+
+    def __dealloc__(self):
+        free(self.ptr)
+
+
+cdef _Panels _panels_for(Py_ssize_t rows, Py_ssize_t k, Py_ssize_t n, size_t item,
+                         bint use):
+    """Room for a (k, n) operand in panels when some step has more than one row
+    (``rows``: the largest batch size; ``use`` false: never).  The caller packs
+    it inside ``nogil``."""
+    cdef _Panels p = _Panels()
+    cdef Py_ssize_t nr = LK_NR_f if item == sizeof(float) else LK_NR_d
+    cdef Py_ssize_t size = (n + nr - 1) // nr * nr * k
+    p.ptr = NULL
+    if use and rows > 1 and k > 0 and n > 0:
+        p.ptr = malloc(size * item)
+        if p.ptr == NULL:
+            raise MemoryError()
+    return p
+
+
+cdef int _check_gates(object name, const int64_t[::1] bs, Py_ssize_t rows, Py_ssize_t cols,
+                      Py_ssize_t N, Py_ssize_t G, bint train) except -1:
+    """Training: ``gates`` (N, G); inference: (R, G), R >= the largest batch size."""
+    if train:
+        return _shape(name, rows, cols, N, G)
+    if cols != G or (bs.shape[0] > 0 and rows < bs[0]) or rows < 0:
+        want = bs[0] if bs.shape[0] > 0 else 0
+        raise ValueError(f"{name}: expected shape (R, {G}) with R >= {want} "
+                         f"(the largest batch size), got ({rows}, {cols})")
+    return 0
+
+
 def lstm_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
                  const floating[:, ::1] w_hh, const floating[::1] b_ih,
                  const floating[::1] b_hh, const floating[:, ::1] w_hr,
@@ -762,15 +966,18 @@ def lstm_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
                  floating[:, ::1] h, floating[:, ::1] c, floating[:, ::1] y,
                  floating[:, ::1] gates, floating[:, ::1] hcell,
                  floating[:, ::1] hprev=None, floating[:, ::1] cprev=None,
-                 floating[:, ::1] tanhc=None):
+                 floating[:, ::1] tanhc=None, bint panels=True):
     """LSTM layer-direction forward over a packed sequence (see the module docstring).
 
     ``x`` (N, I); ``w_ih`` (4H, I), ``w_hh`` (4H, P), ``b_ih``/``b_hh`` (4H) or
     None, ``w_hr`` (P, H) or None.  ``h0`` (B, P), ``c0`` (B, H) are copied into
     the outputs ``h``, ``c`` (state_n on return).  ``y`` (N, P) outputs or None.
-    ``gates`` (N, 4H) workspace.  ``hcell``: None without projection, else
+    ``gates`` workspace: (N, 4H) when training (it then holds the activations
+    i, f, g, o), else (R, 4H) with R >= max(batch_sizes): the input is
+    projected R rows at a time.  ``hcell``: None without projection, else
     (N, H) when training, (B, H) otherwise.  Training: pass ``hprev`` (N, P),
-    ``cprev``/``tanhc`` (N, H); ``gates`` then holds the activations i, f, g, o.
+    ``cprev``/``tanhc`` (N, H).  ``panels``: allow the packed small-batch kernel
+    (else BLAS for every per-step product; a test switch).
     """
     cdef Py_ssize_t N = x.shape[0], I = x.shape[1], G = w_ih.shape[0]
     cdef Py_ssize_t H = G // 4, P = w_hh.shape[1], B = h0.shape[0]
@@ -794,7 +1001,7 @@ def lstm_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
     _shape("c", c.shape[0], c.shape[1], B, H)
     if y is not None:
         _shape("y", y.shape[0], y.shape[1], N, P)
-    _shape("gates", gates.shape[0], gates.shape[1], N, G)
+    _check_gates("gates", batch_sizes, gates.shape[0], gates.shape[1], N, G, train)
     if w_hr is not None:
         if hcell is None:
             raise ValueError("hcell: a workspace is needed with weight_hr")
@@ -806,13 +1013,21 @@ def lstm_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
         _shape("cprev", cprev.shape[0], cprev.shape[1], N, H)
         _shape("tanhc", tanhc.shape[0], tanhc.shape[1], N, H)
     _check_batch_sizes(batch_sizes, B, N)
+    cdef Py_ssize_t rows = batch_sizes[0] if N else 0
+    cdef _Panels pk = _panels_for(rows, P, G, sizeof(floating), panels)
+    cdef _Panels pk_hr = _panels_for(rows, H, P, sizeof(floating), panels and w_hr is not None)
     with nogil:
         memmove(&h[0, 0], &h0[0, 0], B * P * sizeof(floating))
         memmove(&c[0, 0], &c0[0, 0], B * H * sizeof(floating))
+        if pk.ptr != NULL:
+            _pack(P, G, &w_hh[0, 0], True, <floating*>pk.ptr)
+        if pk_hr.ptr != NULL:
+            _pack(H, P, &w_hr[0, 0], True, <floating*>pk_hr.ptr)
         _lstm_forward(batch_sizes.shape[0], &batch_sizes[0], reverse, N, I, H, P,
-                      &x[0, 0], &w_ih[0, 0], &w_hh[0, 0], _c1(b_ih), _c1(b_hh), _c2(w_hr),
-                      &h[0, 0], &c[0, 0], _p2(y), &gates[0, 0], _p2(hcell),
-                      _p2(hprev), _p2(cprev), _p2(tanhc))
+                      &x[0, 0], &w_ih[0, 0], &w_hh[0, 0], <floating*>pk.ptr, _c1(b_ih),
+                      _c1(b_hh), _c2(w_hr), <floating*>pk_hr.ptr, &h[0, 0], &c[0, 0], _p2(y),
+                      &gates[0, 0], gates.shape[0], _p2(hcell), _p2(hprev), _p2(cprev),
+                      _p2(tanhc))
 
 
 def lstm_backward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
@@ -825,7 +1040,7 @@ def lstm_backward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
                   floating[:, ::1] dh0, floating[:, ::1] dc0, floating[:, ::1] dgates,
                   floating[:, ::1] dhtot, floating[:, ::1] dhcell, floating[:, ::1] dx,
                   floating[:, ::1] dw_ih, floating[:, ::1] dw_hh, floating[::1] db_ih,
-                  floating[::1] db_hh, floating[:, ::1] dw_hr):
+                  floating[::1] db_hh, floating[:, ::1] dw_hr, bint panels=True):
     """Backward of :func:`lstm_forward` (training mode) for the gradients ``dy`` (N, P),
     ``dhn`` (B, P), ``dcn`` (B, H).
 
@@ -833,6 +1048,7 @@ def lstm_backward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
     (B, H), ``dx`` (N, I), ``dw_ih`` (4H, I), ``dw_hh`` (4H, P), ``db_ih``/``db_hh``
     (4H) or None, ``dw_hr`` (P, H) or None.  Workspaces: ``dgates`` (N, 4H);
     with projection ``dhtot`` (N, P) and ``dhcell`` (B, H), else None.
+    ``panels``: as in :func:`lstm_forward`.
     """
     cdef Py_ssize_t N = x.shape[0], I = x.shape[1], G = w_ih.shape[0]
     cdef Py_ssize_t H = G // 4, P = w_hh.shape[1], B = dhn.shape[0]
@@ -869,11 +1085,15 @@ def lstm_backward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
     elif P != H:
         raise ValueError(f"weight_hh: expected {H} columns without weight_hr, got {P}")
     _check_batch_sizes(batch_sizes, B, N)
+    cdef _Panels pk = _panels_for(batch_sizes[0] if N else 0, G, P, sizeof(floating), panels)
     with nogil:
         memmove(&dh0[0, 0], &dhn[0, 0], B * P * sizeof(floating))
         memmove(&dc0[0, 0], &dcn[0, 0], B * H * sizeof(floating))
+        if pk.ptr != NULL:
+            _pack(G, P, &w_hh[0, 0], False, <floating*>pk.ptr)
         _lstm_backward(batch_sizes.shape[0], &batch_sizes[0], reverse, N, I, H, P,
-                       &x[0, 0], &w_ih[0, 0], &w_hh[0, 0], _c2(w_hr), &gates[0, 0],
+                       &x[0, 0], &w_ih[0, 0], &w_hh[0, 0], <floating*>pk.ptr, _c2(w_hr),
+                       &gates[0, 0],
                        &hprev[0, 0], &cprev[0, 0], &tanhc[0, 0], _c2(hcell), &dy[0, 0],
                        &dh0[0, 0], &dc0[0, 0], &dgates[0, 0], _p2(dhtot), _p2(dhcell),
                        &dx[0, 0], &dw_ih[0, 0], &dw_hh[0, 0],
@@ -886,14 +1106,16 @@ def gru_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
                 const floating[::1] b_hh, const int64_t[::1] batch_sizes, bint reverse,
                 const floating[:, ::1] h0, floating[:, ::1] h, floating[:, ::1] y,
                 floating[:, ::1] gates, floating[:, ::1] gh,
-                floating[:, ::1] hprev=None, floating[:, ::1] ghn=None):
+                floating[:, ::1] hprev=None, floating[:, ::1] ghn=None,
+                bint panels=True):
     """GRU layer-direction forward over a packed sequence.
 
     ``x`` (N, I); ``w_ih`` (3H, I), ``w_hh`` (3H, H), ``b_ih`` (3H) or None,
     ``b_hh`` (3H) (zeros when the layer has no bias).  ``h0`` (B, H) is copied
     into ``h`` (state_n on return); ``y`` (N, H) or None.  Workspaces ``gates``
-    (N, 3H), ``gh`` (B, 3H).  Training: ``hprev``/``ghn`` (N, H) caches; ``gates``
-    then holds r, z, n.
+    ((N, 3H) training, else (R, 3H) as in :func:`lstm_forward`), ``gh`` (B, 3H).
+    Training: ``hprev``/``ghn`` (N, H) caches; ``gates`` then holds r, z, n.
+    ``panels``: as in :func:`lstm_forward`.
     """
     cdef Py_ssize_t N = x.shape[0], I = x.shape[1], G = w_ih.shape[0]
     cdef Py_ssize_t H = G // 3, B = h0.shape[0]
@@ -912,7 +1134,7 @@ def gru_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
     _shape("h", h.shape[0], h.shape[1], B, H)
     if y is not None:
         _shape("y", y.shape[0], y.shape[1], N, H)
-    _shape("gates", gates.shape[0], gates.shape[1], N, G)
+    _check_gates("gates", batch_sizes, gates.shape[0], gates.shape[1], N, G, train)
     _shape("gh", gh.shape[0], gh.shape[1], B, G)
     if train:
         if ghn is None:
@@ -920,11 +1142,15 @@ def gru_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
         _shape("hprev", hprev.shape[0], hprev.shape[1], N, H)
         _shape("ghn", ghn.shape[0], ghn.shape[1], N, H)
     _check_batch_sizes(batch_sizes, B, N)
+    cdef _Panels pk = _panels_for(batch_sizes[0] if N else 0, H, G, sizeof(floating), panels)
     with nogil:
         memmove(&h[0, 0], &h0[0, 0], B * H * sizeof(floating))
+        if pk.ptr != NULL:
+            _pack(H, G, &w_hh[0, 0], True, <floating*>pk.ptr)
         _gru_forward(batch_sizes.shape[0], &batch_sizes[0], reverse, N, I, H, &x[0, 0],
-                     &w_ih[0, 0], &w_hh[0, 0], _c1(b_ih), &b_hh[0], &h[0, 0], _p2(y),
-                     &gates[0, 0], &gh[0, 0], _p2(hprev), _p2(ghn))
+                     &w_ih[0, 0], &w_hh[0, 0], <floating*>pk.ptr, _c1(b_ih), &b_hh[0],
+                     &h[0, 0], _p2(y), &gates[0, 0], gates.shape[0], &gh[0, 0], _p2(hprev),
+                     _p2(ghn))
 
 
 def gru_backward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
@@ -934,7 +1160,7 @@ def gru_backward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
                  const floating[:, ::1] dy, const floating[:, ::1] dhn,
                  floating[:, ::1] dh0, floating[:, ::1] dgh, floating[:, ::1] dgin,
                  floating[:, ::1] dx, floating[:, ::1] dw_ih, floating[:, ::1] dw_hh,
-                 floating[::1] db_ih, floating[::1] db_hh):
+                 floating[::1] db_ih, floating[::1] db_hh, bint panels=True):
     """Backward of :func:`gru_forward` (training mode) for ``dy`` (N, H), ``dhn`` (B, H).
 
     Outputs ``dh0`` (B, H), ``dx`` (N, I), ``dw_ih`` (3H, I), ``dw_hh`` (3H, H),
@@ -963,10 +1189,13 @@ def gru_backward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
     if db_hh is not None:
         _vec("db_hh", db_hh.shape[0], G)
     _check_batch_sizes(batch_sizes, B, N)
+    cdef _Panels pk = _panels_for(batch_sizes[0] if N else 0, G, H, sizeof(floating), panels)
     with nogil:
         memmove(&dh0[0, 0], &dhn[0, 0], B * H * sizeof(floating))
+        if pk.ptr != NULL:
+            _pack(G, H, &w_hh[0, 0], False, <floating*>pk.ptr)
         _gru_backward(batch_sizes.shape[0], &batch_sizes[0], reverse, N, I, H, &x[0, 0],
-                      &w_ih[0, 0], &w_hh[0, 0], &gates[0, 0], &hprev[0, 0], &ghn[0, 0],
+                      &w_ih[0, 0], &w_hh[0, 0], <floating*>pk.ptr, &gates[0, 0], &hprev[0, 0], &ghn[0, 0],
                       &dy[0, 0], &dh0[0, 0], &dgh[0, 0], &dgin[0, 0], &dx[0, 0],
                       &dw_ih[0, 0], &dw_hh[0, 0],
                       NULL if db_ih is None else &db_ih[0],
@@ -977,13 +1206,15 @@ def rnn_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
                 const floating[:, ::1] w_hh, const floating[::1] b_ih,
                 const floating[::1] b_hh, const int64_t[::1] batch_sizes, bint reverse,
                 bint relu, const floating[:, ::1] h0, floating[:, ::1] h,
-                floating[:, ::1] y, floating[:, ::1] gates, floating[:, ::1] hprev=None):
+                floating[:, ::1] y, floating[:, ::1] gates, floating[:, ::1] hprev=None,
+                bint panels=True):
     """Elman RNN (tanh, or ReLU with ``relu``) layer-direction forward.
 
     ``x`` (N, I); ``w_ih`` (H, I), ``w_hh`` (H, H), biases (H) or None.  ``h0``
     (B, H) copied into ``h`` (state_n on return); ``y`` (N, H) or None;
-    ``gates`` (N, H) workspace.  Training: ``hprev`` (N, H) cache; ``gates`` then
-    holds the activations.
+    ``gates`` workspace ((N, H) training, else (R, H) as in :func:`lstm_forward`).
+    Training: ``hprev`` (N, H) cache; ``gates`` then holds the activations.
+    ``panels``: as in :func:`lstm_forward`.
     """
     cdef Py_ssize_t N = x.shape[0], I = x.shape[1], H = w_ih.shape[0], B = h0.shape[0]
     cdef bint train = hprev is not None
@@ -998,15 +1229,18 @@ def rnn_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
     _shape("h", h.shape[0], h.shape[1], B, H)
     if y is not None:
         _shape("y", y.shape[0], y.shape[1], N, H)
-    _shape("gates", gates.shape[0], gates.shape[1], N, H)
+    _check_gates("gates", batch_sizes, gates.shape[0], gates.shape[1], N, H, train)
     if train:
         _shape("hprev", hprev.shape[0], hprev.shape[1], N, H)
     _check_batch_sizes(batch_sizes, B, N)
+    cdef _Panels pk = _panels_for(batch_sizes[0] if N else 0, H, H, sizeof(floating), panels)
     with nogil:
         memmove(&h[0, 0], &h0[0, 0], B * H * sizeof(floating))
+        if pk.ptr != NULL:
+            _pack(H, H, &w_hh[0, 0], True, <floating*>pk.ptr)
         _rnn_forward(batch_sizes.shape[0], &batch_sizes[0], reverse, relu, N, I, H,
-                     &x[0, 0], &w_ih[0, 0], &w_hh[0, 0], _c1(b_ih), _c1(b_hh), &h[0, 0],
-                     _p2(y), &gates[0, 0], _p2(hprev))
+                     &x[0, 0], &w_ih[0, 0], &w_hh[0, 0], <floating*>pk.ptr, _c1(b_ih),
+                     _c1(b_hh), &h[0, 0], _p2(y), &gates[0, 0], gates.shape[0], _p2(hprev))
 
 
 def rnn_backward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
@@ -1015,7 +1249,7 @@ def rnn_backward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
                  const floating[:, ::1] hprev, const floating[:, ::1] dy,
                  const floating[:, ::1] dhn, floating[:, ::1] dh0, floating[:, ::1] dg,
                  floating[:, ::1] dx, floating[:, ::1] dw_ih, floating[:, ::1] dw_hh,
-                 floating[::1] db_ih, floating[::1] db_hh):
+                 floating[::1] db_ih, floating[::1] db_hh, bint panels=True):
     """Backward of :func:`rnn_forward` (training mode): ``act`` is its ``gates``.
 
     Outputs ``dh0`` (B, H), ``dx`` (N, I), ``dw_ih`` (H, I), ``dw_hh`` (H, H),
@@ -1039,10 +1273,14 @@ def rnn_backward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
     if db_hh is not None:
         _vec("db_hh", db_hh.shape[0], H)
     _check_batch_sizes(batch_sizes, B, N)
+    cdef _Panels pk = _panels_for(batch_sizes[0] if N else 0, H, H, sizeof(floating), panels)
     with nogil:
         memmove(&dh0[0, 0], &dhn[0, 0], B * H * sizeof(floating))
+        if pk.ptr != NULL:
+            _pack(H, H, &w_hh[0, 0], False, <floating*>pk.ptr)
         _rnn_backward(batch_sizes.shape[0], &batch_sizes[0], reverse, relu, N, I, H,
-                      &x[0, 0], &w_ih[0, 0], &w_hh[0, 0], &act[0, 0], &hprev[0, 0],
+                      &x[0, 0], &w_ih[0, 0], &w_hh[0, 0], <floating*>pk.ptr, &act[0, 0],
+                      &hprev[0, 0],
                       &dy[0, 0], &dh0[0, 0], &dg[0, 0], &dx[0, 0], &dw_ih[0, 0],
                       &dw_hh[0, 0], NULL if db_ih is None else &db_ih[0],
                       NULL if db_hh is None else &db_hh[0])
@@ -1162,16 +1400,18 @@ def lstm_step(x, w_ih, w_hh, b_ih, b_hh, h0, c0, h, c, bint poison=False):
                 memmove(d[7], d[5], B * H * sizeof(float))
                 memmove(d[8], d[6], B * H * sizeof(float))
                 _lstm_forward(1, &bs, False, B, dims[1], H, H, <float*>d[0], <float*>d[1],
-                              <float*>d[2], <float*>d[3], <float*>d[4], <float*>NULL,
-                              <float*>d[7], <float*>d[8], <float*>NULL, <float*>ws,
-                              <float*>NULL, <float*>NULL, <float*>NULL, <float*>NULL)
+                              <float*>d[2], <float*>NULL, <float*>d[3], <float*>d[4],
+                              <float*>NULL, <float*>NULL, <float*>d[7], <float*>d[8],
+                              <float*>NULL, <float*>ws, B, <float*>NULL, <float*>NULL,
+                              <float*>NULL, <float*>NULL)
             else:
                 memmove(d[7], d[5], B * H * sizeof(double))
                 memmove(d[8], d[6], B * H * sizeof(double))
                 _lstm_forward(1, &bs, False, B, dims[1], H, H, <double*>d[0], <double*>d[1],
-                              <double*>d[2], <double*>d[3], <double*>d[4], <double*>NULL,
-                              <double*>d[7], <double*>d[8], <double*>NULL, <double*>ws,
-                              <double*>NULL, <double*>NULL, <double*>NULL, <double*>NULL)
+                              <double*>d[2], <double*>NULL, <double*>d[3], <double*>d[4],
+                              <double*>NULL, <double*>NULL, <double*>d[7], <double*>d[8],
+                              <double*>NULL, <double*>ws, B, <double*>NULL, <double*>NULL,
+                              <double*>NULL, <double*>NULL)
     finally:
         free(ws)
         _release(&bufs)
@@ -1204,8 +1444,8 @@ def gru_step(x, w_ih, w_hh, b_ih, b_hh, h0, h, bint poison=False):
                         (<float*>d[4])[k] = 0
                 memmove(d[6], d[5], B * H * sizeof(float))
                 _gru_forward(1, &bs, False, B, dims[1], H, <float*>d[0], <float*>d[1],
-                             <float*>d[2], <float*>d[3], <float*>d[4], <float*>d[6],
-                             <float*>NULL, <float*>ws, <float*>ws + 3 * B * H,
+                             <float*>d[2], <float*>NULL, <float*>d[3], <float*>d[4], <float*>d[6],
+                             <float*>NULL, <float*>ws, B, <float*>ws + 3 * B * H,
                              <float*>NULL, <float*>NULL)
             else:
                 if d[4] == NULL:
@@ -1214,8 +1454,8 @@ def gru_step(x, w_ih, w_hh, b_ih, b_hh, h0, h, bint poison=False):
                         (<double*>d[4])[k] = 0
                 memmove(d[6], d[5], B * H * sizeof(double))
                 _gru_forward(1, &bs, False, B, dims[1], H, <double*>d[0], <double*>d[1],
-                             <double*>d[2], <double*>d[3], <double*>d[4], <double*>d[6],
-                             <double*>NULL, <double*>ws, <double*>ws + 3 * B * H,
+                             <double*>d[2], <double*>NULL, <double*>d[3], <double*>d[4], <double*>d[6],
+                             <double*>NULL, <double*>ws, B, <double*>ws + 3 * B * H,
                              <double*>NULL, <double*>NULL)
     finally:
         free(ws)
@@ -1244,13 +1484,14 @@ def rnn_step(x, w_ih, w_hh, b_ih, b_hh, bint relu, h0, h, bint poison=False):
             if bufs.kind == b'f':
                 memmove(d[6], d[5], B * H * sizeof(float))
                 _rnn_forward(1, &bs, False, relu, B, dims[1], H, <float*>d[0], <float*>d[1],
-                             <float*>d[2], <float*>d[3], <float*>d[4], <float*>d[6],
-                             <float*>NULL, <float*>ws, <float*>NULL)
+                             <float*>d[2], <float*>NULL, <float*>d[3], <float*>d[4],
+                             <float*>d[6], <float*>NULL, <float*>ws, B, <float*>NULL)
             else:
                 memmove(d[6], d[5], B * H * sizeof(double))
                 _rnn_forward(1, &bs, False, relu, B, dims[1], H, <double*>d[0],
-                             <double*>d[1], <double*>d[2], <double*>d[3], <double*>d[4],
-                             <double*>d[6], <double*>NULL, <double*>ws, <double*>NULL)
+                             <double*>d[1], <double*>d[2], <double*>NULL, <double*>d[3],
+                             <double*>d[4], <double*>d[6], <double*>NULL, <double*>ws, B,
+                             <double*>NULL)
     finally:
         free(ws)
         _release(&bufs)
@@ -1297,3 +1538,36 @@ def gemm(bint trans_a, bint trans_b, floating alpha, const floating[:, ::1] a,
     with nogil:
         _gemm(trans_a, trans_b, m, n, k, alpha, &a[0, 0], max(1, a.shape[1]), &b[0, 0],
               max(1, b.shape[1]), beta, &c[0, 0], max(1, c.shape[1]))
+
+
+def panel_gemm(const floating[:, ::1] a, const floating[:, ::1] b, bint trans_b,
+               floating[:, ::1] out, bint accumulate=False, int repeat=1):
+    """``out (+)= a @ op(b)`` through the packed-panel small-GEMM kernel (test twin):
+    ``a`` (m, k), ``b`` (k, n), or (n, k) with ``trans_b``.  ``repeat``: run the
+    kernel that many times on one packing (for timing it alone)."""
+    cdef Py_ssize_t m = a.shape[0], k = a.shape[1]
+    cdef Py_ssize_t n = b.shape[0] if trans_b else b.shape[1]
+    cdef Py_ssize_t kb = b.shape[1] if trans_b else b.shape[0]
+    cdef floating* packed
+    cdef Py_ssize_t i, j, rep
+    if kb != k:
+        raise ValueError(f"inner dimensions differ: {k} and {kb}")
+    _shape("out", out.shape[0], out.shape[1], m, n)
+    if m == 0 or n == 0:
+        return
+    packed = <floating*>malloc(max(1, _packed_size(k, n, &out[0, 0])) * sizeof(floating))
+    if packed == NULL:
+        raise MemoryError()
+    try:
+        with nogil:
+            if k == 0:
+                for i in range(m):
+                    for j in range(n):
+                        if not accumulate:
+                            out[i, j] = 0
+            else:
+                _pack(k, n, &b[0, 0], trans_b, packed)
+                for rep in range(max(1, repeat)):
+                    _panel_gemm(m, n, k, &a[0, 0], k, packed, accumulate, &out[0, 0], n)
+    finally:
+        free(packed)

@@ -60,6 +60,20 @@ def _empty(shape, dtype):
     return np.empty(shape, dtype)
 
 
+#: Inference projects the input a block of time steps at a time into a gate
+#: workspace of about this size (never less than one step's rows), so memory
+#: does not grow with T*B*G; the block stays in cache between its GEMM and use.
+GATE_BLOCK_BYTES = 2 << 20
+
+
+def _gate_rows(n, g, batch_sizes, dtype, training):
+    """Rows of the gate workspace: all ``n`` when training (backward reads them)."""
+    if training or n == 0:
+        return n
+    per_block = max(1, GATE_BLOCK_BYTES // (g * np.dtype(dtype).itemsize))
+    return min(n, max(int(batch_sizes[0]), per_block))
+
+
 def _kernels(dtype):
     return _KERNELS[float_dtype(dtype, "cython")]
 
@@ -97,7 +111,7 @@ class CythonBackend(Backend):
         n, g, p, b = x.shape[0], w_ih.shape[0], w_hh.shape[1], h0.shape[0]
         h = _empty((b, p), dt)
         y = _empty((n, p), dt)
-        gates = _empty((n, g), dt)
+        gates = _empty((_gate_rows(n, g, bs, dt, training), g), dt)
 
         if kind is LSTMCellType:
             hid = g // 4

@@ -1,0 +1,149 @@
+"""The compiled core's small-batch paths: the packed-panel GEMM kernel, the
+per-step choice between it, gemv and BLAS, and inference's blocked input
+projection.  Each path is compared with the others and with the reference
+backend on shapes that hit its tails (rows not a multiple of the row block,
+widths not a multiple of the panel width, packed batches that cross the
+panel/BLAS row limit, batch 1)."""
+from __future__ import annotations
+
+import functools
+import tracemalloc
+
+import numpy as np
+import pytest
+
+_core = pytest.importorskip("lstmkit._core", reason="the compiled core is not built")
+
+from lstmkit.backends import cython as cython_backend  # noqa: E402
+from lstmkit.backends.cython import CythonBackend  # noqa: E402
+from lstmkit.backends.reference import ReferenceBackend  # noqa: E402
+from lstmkit.registry import get_cell  # noqa: E402
+
+CY = CythonBackend()
+REF = ReferenceBackend()
+CTYPE = {np.float32: "float", np.float64: "double"}
+TOL = {np.float32: 2e-5, np.float64: 1e-12}
+KERNELS = ("lstm_forward", "lstm_backward", "gru_forward", "gru_backward", "rnn_forward",
+           "rnn_backward")
+
+
+def _rel(a, b):
+    return float(np.max(np.abs(a - b), initial=0) / max(1.0, float(np.max(np.abs(b), initial=0))))
+
+
+# -- the panel kernel ------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("trans", [True, False], ids=["bT", "b"])
+@pytest.mark.parametrize("n,k", [(1, 1), (5, 3), (32, 17), (33, 8), (70, 31), (148, 37)])
+@pytest.mark.parametrize("m", [1, 2, 3, 4, 5, 7, 9])
+def test_panel_gemm_matches_numpy(m, n, k, trans, dtype):
+    rng = np.random.default_rng(m * 1000 + n * 10 + k)
+    a = rng.standard_normal((m, k)).astype(dtype)
+    b = rng.standard_normal((n, k) if trans else (k, n)).astype(dtype)
+    want = a.astype(np.float64) @ (b.T if trans else b).astype(np.float64)
+    out = np.full((m, n), np.nan, dtype)
+    _core.panel_gemm[CTYPE[dtype]](a, b, trans, out)
+    assert _rel(out, want) < TOL[dtype] * 10
+    start = rng.standard_normal((m, n)).astype(dtype)
+    acc = start.copy()
+    _core.panel_gemm[CTYPE[dtype]](a, b, trans, acc, True, 3)  # accumulate 3 times
+    assert _rel(acc, start + 3 * want) < TOL[dtype] * 30
+
+
+def test_panel_gemm_checks_shapes():
+    a, b = np.ones((2, 3)), np.ones((4, 3))
+    with pytest.raises(ValueError, match="inner dimensions differ: 3 and 4"):
+        _core.panel_gemm[CTYPE[np.float64]](a, b, False, np.empty((2, 3)))
+    with pytest.raises(ValueError, match=r"out: expected shape \(2, 4\)"):
+        _core.panel_gemm[CTYPE[np.float64]](a, b, True, np.empty((4, 2)))
+
+
+# -- the kernels' paths agree ------------------------------------------------------
+
+# (cell, proj_size); batch sizes cross the panel row limit (64) and end at one row
+CELLS = [("lstm", 0), ("lstm", 5), ("gru", 0), ("rnn_tanh", 0), ("rnn_relu", 0)]
+LAYOUTS = {
+    "packed": [70, 66, 64, 9, 5, 4, 2, 1],
+    "dense6": [6] * 7,
+    "batch1": [1] * 9,
+    "batch2": [2] * 5,
+}
+
+
+def _problem(name, proj, batch_sizes, dtype, hidden=37, input_size=11):
+    rng = np.random.default_rng(len(batch_sizes) + hidden)
+    cell = get_cell(name)
+    params = {k: (rng.standard_normal(shape) * 0.3).astype(dtype)
+              for k, shape in cell.parameter_shapes(input_size, hidden, proj, True)}
+    bs = np.asarray(batch_sizes, dtype=np.int64)
+    x = rng.standard_normal((int(bs.sum()), input_size)).astype(dtype)
+    state0 = tuple((rng.standard_normal((int(bs[0]), w)) * 0.5).astype(dtype)
+                   for w in cell.state_sizes(hidden, proj))
+    return cell, params, x, bs, state0
+
+
+def _run(backend, cell, params, x, bs, reverse, state0):
+    yi, si, _ = backend.layer_forward(cell, params, x, bs, reverse, state0, False)
+    y, s, cache = backend.layer_forward(cell, params, x, bs, reverse, state0, True)
+    rng = np.random.default_rng(7)
+    d_y = rng.standard_normal(y.shape).astype(y.dtype)
+    d_s = tuple(rng.standard_normal(a.shape).astype(a.dtype) for a in s)
+    d_x, d_s0, d_p = backend.layer_backward(cell, params, cache, d_y, d_s)
+    return [yi, *si, y, *s, d_x, *d_s0, *(d_p[k] for k in sorted(d_p))]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize("name,proj", CELLS, ids=[f"{n}-p{p}" for n, p in CELLS])
+def test_panels_blas_and_blocks_agree(name, proj, layout, reverse, dtype, monkeypatch):
+    problem = _problem(name, proj, LAYOUTS[layout], dtype)
+    fast = _run(CY, *problem[:4], reverse, problem[4])
+    ref = _run(REF, *problem[:4], reverse, problem[4])
+    # every per-step product on BLAS/gemv, and one time step per projected block
+    kernels = cython_backend._KERNELS[np.dtype(dtype)]
+    for kname in KERNELS:
+        monkeypatch.setattr(kernels, kname,
+                            functools.partial(getattr(kernels, kname), panels=False))
+    monkeypatch.setattr(cython_backend, "GATE_BLOCK_BYTES", 1)
+    plain = _run(CY, *problem[:4], reverse, problem[4])
+    assert len(fast) == len(ref) == len(plain)
+    for i, (a, b, c) in enumerate(zip(fast, plain, ref)):
+        assert _rel(a, c) < TOL[dtype], (i, "panels vs reference", _rel(a, c))
+        assert _rel(b, c) < TOL[dtype], (i, "BLAS vs reference", _rel(b, c))
+
+
+# -- inference memory ----------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["lstm", "gru", "rnn_tanh"])
+def test_inference_does_not_hold_the_whole_gate_buffer(name):
+    """Peak memory of a long inference: outputs + one gate block, not T*B*G."""
+    cell, params, x, bs, state0 = _problem(name, 0, [8] * 2000, np.float32, hidden=64,
+                                           input_size=16)
+    g = params["weight_ih"].shape[0]
+    whole = x.shape[0] * g * 4
+    y_bytes = x.shape[0] * 64 * 4
+    tracemalloc.start()
+    try:
+        y, _, _ = CY.layer_forward(cell, params, x, bs, False, state0, False)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert y.shape == (x.shape[0], 64)
+    block = cython_backend.GATE_BLOCK_BYTES + (1 << 19)
+    assert block < whole
+    assert peak < y_bytes + block, (peak, y_bytes, whole)
+
+
+def test_gate_workspace_must_hold_the_largest_step():
+    cell, params, x, bs, state0 = _problem("rnn_tanh", 0, [3, 2], np.float64, hidden=4)
+    h = np.empty((3, 4))
+    with pytest.raises(ValueError, match=r"gates: expected shape \(R, 4\) with R >= 3"):
+        _core.rnn_forward[CTYPE[np.float64]](
+            x, params["weight_ih"], params["weight_hh"], None, None, bs, False, False,
+            state0[0], h, None, np.empty((2, 4)))
+    with pytest.raises(ValueError, match=r"gates: expected shape \(5, 4\)"):  # training
+        _core.rnn_forward[CTYPE[np.float64]](
+            x, params["weight_ih"], params["weight_hh"], None, None, bs, False, False,
+            state0[0], h, None, np.empty((3, 4)), np.empty((5, 4)))
