@@ -495,3 +495,17 @@ def test_dry_run_prints_the_memory_estimate_and_the_warnings(tmp_path):
     assert "memory: about " in result.output and "(the larger of backpropagation through 50 steps of 4 " \
                                                  "sequences" in result.output
     assert "warning: model.bidirectional: task 'sine' predicts inputs of later steps" in result.output
+
+
+def test_rules_across_keys_blame_the_override_that_broke_them(tmp_path):
+    path = write(tmp_path, "version: 1\nmodel: {hidden_size: 16, proj_size: 8}\ntask: {type: sine}\n")
+    for overrides, expected in (
+            (["model.hidden_size=4"], "--set model.hidden_size=4: model.proj_size: proj_size (8) has to be smaller"),
+            (["model.hidden_size=4", "model.dropout=3"], "--set model.hidden_size=4: model.proj_size:"),
+            (["training.optimizer={name: sgd, nesterov: true}"], "--set training.optimizer={name: sgd, "
+                                                                 "nesterov: true}: training.optimizer.nesterov:")):
+        with pytest.raises(ConfigError) as info:
+            load_config(path, overrides)
+        assert expected in str(info.value)
+    with pytest.raises(ConfigError, match=rf"{re.escape(str(path))}:2:26: model.proj_size"):
+        load_config(write(tmp_path, "version: 1\nmodel: {hidden_size: 16, proj_size: 16}\ntask: {type: sine}\n"))

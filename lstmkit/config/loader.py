@@ -183,6 +183,19 @@ def _walk(model: type[BaseModel] | None, loc: tuple, data) -> tuple[tuple, type[
     return tuple(clean), parent
 
 
+def _blame(positions: dict, path: tuple) -> str | None:
+    """For a rule across keys reported at ``path``: the ``--set``/flag that gave one of the keys it reads,
+    when ``path`` itself comes from the file or a default (so an override is never blamed on a file line)."""
+    own = positions.get(path)
+    if own is not None and own[1] is None:
+        return str(own)
+    for other in schema.RULE_INPUTS.get(path, ()):
+        given = positions.get(other)
+        if given is not None and given[1] is None:
+            return str(given)
+    return None
+
+
 def _where(positions: dict, path: tuple, exact: bool = False) -> str | None:
     for n in range(len(path), -1, -1):
         position = positions.get(path[:n])
@@ -236,6 +249,8 @@ def _issues_from(error: ValidationError, model: type[BaseModel], data, positions
                 message += " (YAML booleans are true and false)"
         full = prefix + loc
         where = _where(positions, full, exact=(kind == "extra_forbidden")) or _where(positions, full)
+        if kind == "value_error":
+            where = _blame(positions, full) or where
         issues.append(ConfigIssue(".".join(str(p) for p in full), message, where))
     return issues
 
@@ -403,7 +418,7 @@ def load_config_data(raw: dict, positions: dict, base_dir: Path, *, source: str 
         config = schema.Config.model_validate(data)
     except ValidationError as exc:
         issues += _issues_from(exc, schema.Config, data, positions)
-        issues += [ConfigIssue(".".join(key), message, _where(positions, key))
+        issues += [ConfigIssue(".".join(key), message, _blame(positions, key) or _where(positions, key))
                    for key, message in schema.cross_field_problems(data)]
     if issues:
         raise ConfigError(_sorted(_first_per_key(issues)), source) from None

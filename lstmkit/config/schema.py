@@ -309,6 +309,15 @@ def tbptt_problem(tbptt, bidirectional: bool) -> str | None:
     return None
 
 
+#: The other keys each rule reads: when one of them came from the command line, the report points at it.
+RULE_INPUTS = {
+    ("model", "proj_size"): (("model", "hidden_size"),),
+    ("training", "optimizer", "nesterov"): (("training", "optimizer", "momentum"),),
+    ("training", "epochs"): (("training", "max_steps"),),
+    ("training", "tbptt"): (("model", "bidirectional"),),
+}
+
+
 def _check(model: BaseModel, field: str, problem: str | None):
     if problem:
         raise _field_error(field, problem)
