@@ -364,3 +364,16 @@ def test_task_trains_with_the_model_it_describes(name):
     metrics = task.metrics(m(train.inputs, train.lengths), train.targets, train.lengths)
     assert set(metrics) == set(get_registry().task_spec(name).metrics)
     assert all(isinstance(v, float) and math.isfinite(v) for v in metrics.values())
+
+
+def test_classification_npz_gaps_are_refused_within_lengths(tmp_path):
+    x = np.random.default_rng(0).random((10, 5, 2))
+    x[4, 4, 0] = np.nan  # past sequence 4's length: padding, ignored
+    x[3, 2, 1] = np.inf
+    lengths = np.array([5, 5, 5, 5, 4, 5, 5, 5, 5, 5])
+    np.savez(tmp_path / "a.npz", inputs=x, labels=np.array(["a", "b"] * 5), lengths=lengths)
+    with pytest.raises(TaskError, match=r"a\.npz: inputs\[3, 2\] is not a finite number"):
+        make("sequence_classification", splits={"train": "a.npz"}, base_dir=tmp_path)
+    x[3, 2, 1] = 0.5
+    np.savez(tmp_path / "a.npz", inputs=x, labels=np.array(["a", "b"] * 5), lengths=lengths)
+    assert len(make("sequence_classification", splits={"train": "a.npz"}, base_dir=tmp_path).data()["train"]) > 0

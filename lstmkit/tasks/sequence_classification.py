@@ -106,6 +106,13 @@ class SequenceClassificationTask(Task):
                 raise TaskError(f"{path}: labels and lengths should have shape ({len(x)},)")
             if len(x) and (lengths.min() < 1 or lengths.max() > x.shape[1]):
                 raise TaskError(f"{path}: lengths should lie in 1..{x.shape[1]}")
+            if x.dtype == np.float64:
+                valid = np.arange(x.shape[1]) < lengths[:, None]
+                bad = np.argwhere(~np.isfinite(x[valid].reshape(-1, x.shape[2])).all(axis=1))
+                if bad.size:
+                    b, t = np.argwhere(valid)[int(bad[0, 0])]
+                    raise TaskError(f"{path}: inputs[{b}, {t}] is not a finite number (NaN or inf) within the "
+                                    f"sequence's length; fill or drop the gaps before training")
             return x, lengths, [str(v) for v in labels.tolist()]
         labels, seqs = [], []
         for n, (i, fields) in enumerate(self._rows(path)):
