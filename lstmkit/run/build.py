@@ -75,6 +75,10 @@ def build_model(loaded, task, generator: np.random.Generator | None = None):
         )
     except (ValueError, TypeError) as exc:
         raise ConfigError([ConfigIssue("model", str(exc))], str(loaded.path or "")) from None
+    except MemoryError as exc:  # the parameters alone do not fit (hidden_size: 100000 asks for ~150 GiB)
+        raise ConfigError([ConfigIssue("model.hidden_size", f"the model's parameters do not fit in memory "
+                                       f"with hidden_size {m.hidden_size}, num_layers {m.num_layers}: {exc}")],
+                          str(loaded.path or "")) from None
 
 
 @contextlib.contextmanager

@@ -195,12 +195,12 @@ def default_run_dir(name: str) -> Path:
 
 
 def is_run_folder(path: Path) -> bool:
-    """A folder ``lstmkit run`` wrote: it has ``checkpoints/last.npz``, or ``config.yaml`` and a ``meta.json``
-    that lstmkit wrote (a JSON object with ``sessions``)."""
+    """A folder ``lstmkit run`` wrote: it has ``checkpoints/last.npz`` or a ``meta.json`` that lstmkit wrote
+    (a JSON object with ``sessions``; it is the first file a run writes)."""
     folder = RunFolder(Path(path))
     if _regular(folder.last):
         return True
-    if not (_regular(folder.config) and _regular(folder.meta)):
+    if not _regular(folder.meta):
         return False
     try:
         meta = json.loads(folder.meta.read_text(encoding="utf-8"))

@@ -11,7 +11,7 @@ from typing import Sequence
 
 from ..config.errors import ConfigError, ConfigIssue, ExitCode, LstmkitError
 from .checkpoint import load_checkpoint
-from .folder import CONFIG, RunFolder
+from .folder import CONFIG, RunFolder, is_run_folder
 
 __all__ = ["load_for_resume", "checkpoint_config_changes", "read_checkpoint", "read_weights", "unreadable",
            "checkpoint_step", "RESUMABLE"]
@@ -25,6 +25,9 @@ def load_for_resume(run_dir: Path, config_path: str | None, overrides: Sequence[
 
     folder = RunFolder(run_dir)
     if not folder.config.is_file():
+        if is_run_folder(folder.path):  # meta.json is written first: killed before config.yaml
+            raise LstmkitError(f"--resume {run_dir}: the run stopped before it wrote {CONFIG}: there is nothing to "
+                               f"resume; start it again (with -o {run_dir} --overwrite)", ExitCode.RUN_FAILED)
         raise LstmkitError(f"--resume {run_dir}: not a run folder (no {CONFIG})", ExitCode.USAGE)
     if not folder.last.is_file():
         raise LstmkitError(f"--resume {run_dir}: there is no checkpoint to resume from ({folder.last} is missing; "

@@ -7,7 +7,8 @@ reading), :mod:`.meta` (``meta.json``), :mod:`.report` (plan, ``results.json``, 
 (``evaluate``/``predict``).  Names are re-exported here for compatibility.
 
 Order of writes, so that ``kill -9`` at any moment loses nothing: the folder is locked, orphaned
-temporary files are removed, ``config.yaml`` and ``meta.json`` (status ``running``) are written; during
+temporary files are removed, ``meta.json`` (status ``running``: the folder is now a run folder) and
+``config.yaml`` are written; during
 training ``metrics.jsonl`` is flushed before every ``last.npz`` that covers it; at the end come
 ``results.json``, ``metrics.jsonl``, ``loss.png``, then ``meta.json`` with the final status.  A session
 found ``running`` by a later one was killed and is marked so.
@@ -28,7 +29,7 @@ from .checkpoint import Checkpointer
 from .evaluate import evaluate_run, open_run, predict_run
 from .folder import (RunFolder, RunLock, WriteFailed, choose_run_dir, default_run_dir, is_run_folder, make_dir,
                      non_empty_output, overwrite_refusal, writing)
-from .meta import finish_meta, read_meta, start_meta, write_meta
+from .meta import finish_meta, mark_killed, read_meta, start_meta, write_meta
 from .metrics import MetricsLog
 from .report import (config_text, plot_losses, position_text, print_plan, progress_text, results, run_test,
                      write_results)
@@ -109,6 +110,11 @@ def _locked(folder: RunFolder, argv, echo: Echo):
         if removed:
             echo(f"note: removed {len(removed)} temporary file(s) left by a killed session: "
                  + ", ".join(p.name for p in removed))
+        meta = read_meta(folder)
+        if mark_killed(meta):  # holding the lock: a session still "running" is dead (kill -9, a power cut)
+            write_meta(folder, meta)
+            echo(f"note: the last session in {folder.path} was killed before it ended; marked \"killed\" in "
+                 f"{folder.meta.name}")
         yield lock
 
 
@@ -172,10 +178,10 @@ def _in_folder(loaded, folder: RunFolder, ckpt, task, data, model, shuffle, cls,
             return ExitCode.OK
         trainer.metrics = metrics = MetricsLog.resume(folder.metrics, trainer.state.step)
         echo(f"resuming {folder.path} from {position_text(trainer.state, trainer.steps_per_epoch)}")
+    meta = start_meta(folder, loaded, argv, ckpt is not None)
+    write_meta(folder, meta)  # first: from now on the folder is a run folder (--overwrite may clear it)
     with writing(folder.config):
         atomic_write_text(folder.config, text)
-    meta = start_meta(folder, loaded, argv, ckpt is not None)
-    write_meta(folder, meta)
     if ckpt is None:
         echo(f"run folder: {folder.path}")
     echo(f"task: {task.describe()}")
