@@ -17,6 +17,7 @@ _LAZY = {
     **{name: ".nn" for name in ("LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell", "Recurrent",
                                  "RecurrentCell", "Module", "Linear", "Embedding")},
     "SequenceModel": ".model",
+    **{name: "._threads" for name in ("threads", "set_threads", "get_threads")},
 }
 
 __all__ = [*_LAZY, "utils", "hookimpl", "__version__"]

@@ -92,14 +92,9 @@ def make_cli() -> click.Group:
         from .registry import get_registry
 
         click.echo(_version_text())
-        try:
-            from threadpoolctl import threadpool_info
-        except ImportError:
-            click.echo("BLAS: threadpoolctl not installed (pip install threadpoolctl to show BLAS threads)")
-        else:
-            for pool in threadpool_info():
-                click.echo(f"{pool.get('internal_api')}: {pool.get('version')} {pool.get('architecture', '')} "
-                           f"threads={pool.get('num_threads')} ({pool.get('filepath')})")
+        from ._threads import describe as _describe_threads
+
+        click.echo("\n".join(_describe_threads()))
         registry = get_registry()
         for s in sorted(registry.specs["backend"].values(), key=lambda s: -s.priority):
             ok, reason = registry.availability(s)  # contained: a plugin's check that raises is a reason

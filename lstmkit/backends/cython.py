@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _core
+from .._threads import kernel as _sized
 from ..cells import GRUCellType, LSTMCellType, RNNReluCellType
 from .base import FUSED_CELLS, Backend, float_dtype, keyed_grads
 from .reference import ReferenceBackend
@@ -92,7 +93,20 @@ class CythonBackend(Backend):
     name = "cython"
 
     # -- forward ----------------------------------------------------------------
+    # The core's BLAS threads are sized per call by the per-step work (lstmkit/_threads.py).
     def layer_forward(self, cell, params, x, batch_sizes, reverse, state0, training):
+        with _sized(np.shape(state0[0])[0] * np.size(params["weight_hh"])):
+            return self._layer_forward(cell, params, x, batch_sizes, reverse, state0, training)
+
+    def layer_backward(self, cell, params, cache, d_y, d_state_n):
+        with _sized(np.shape(d_state_n[0])[0] * np.size(params["weight_hh"])):
+            return self._layer_backward(cell, params, cache, d_y, d_state_n)
+
+    def cell_step(self, cell, params, x, state):
+        with _sized(np.shape(x)[0] * (np.size(params["weight_ih"]) + np.size(params["weight_hh"]))):
+            return self._cell_step(cell, params, x, state)
+
+    def _layer_forward(self, cell, params, x, batch_sizes, reverse, state0, training):
         kind = type(cell)
         if kind not in FUSED_CELLS:
             return _REFERENCE.layer_forward(
@@ -151,7 +165,7 @@ class CythonBackend(Backend):
         return y, (h,), _Cache(dt, bs, reverse, x, (gates, hprev))
 
     # -- backward ---------------------------------------------------------------
-    def layer_backward(self, cell, params, cache, d_y, d_state_n):
+    def _layer_backward(self, cell, params, cache, d_y, d_state_n):
         kind = type(cell)
         if kind not in FUSED_CELLS:
             return _REFERENCE.layer_backward(cell, params, cache, d_y, d_state_n)
@@ -211,7 +225,7 @@ class CythonBackend(Backend):
         return dx, (dh0,), keyed_grads(params, grads)
 
     # -- one step ---------------------------------------------------------------
-    def cell_step(self, cell, params, x, state):
+    def _cell_step(self, cell, params, x, state):
         """One inference step ``x`` (B, I) -> new state tuple; the ``LSTMCell`` hot path.
 
         The arrays go straight to the kernel, whose buffer checks reject a

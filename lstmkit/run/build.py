@@ -83,13 +83,12 @@ def build_model(loaded, task, generator: np.random.Generator | None = None):
 
 @contextlib.contextmanager
 def thread_limit(threads: int | None):
-    """Limit BLAS/OpenMP threads (threadpoolctl) inside the block; ``None``: leave them alone."""
-    if threads is None:
-        yield
-        return
-    from threadpoolctl import threadpool_limits
+    """``runtime.threads`` inside the block: the ceiling of the core's BLAS threads (``None``: auto, the
+    usable CPUs; each call still uses one for small work), and one thread for every other pool so that
+    the NumPy work around the core never spins against it (``lstmkit/_threads.py``)."""
+    from .._threads import threads as _threads
 
-    with threadpool_limits(limits=threads):
+    with _threads(threads, others=1):
         yield
 
 

@@ -1,0 +1,335 @@
+"""The one owner of threads: how many BLAS threads each piece of lstmkit's work gets.
+
+A process running lstmkit holds several thread pools: SciPy's OpenBLAS (the
+compiled core's BLAS, through ``scipy.linalg.cython_blas``), NumPy's OpenBLAS
+(a second copy, used by ``@``, linear heads, losses and optimizers) and any
+OpenMP pool another library brings.  Each keeps its workers spinning for a
+while after a parallel call; on a 2-CPU machine two pools at full width starve
+each other, and a small threaded BLAS call costs milliseconds instead of
+microseconds (``docs/performance.md``).  The rules:
+
+- **A ceiling** ``n`` from :func:`threads` (a setter that is also a context
+  manager) or ``runtime.threads`` in a config.  Outside :func:`threads` the
+  ceiling is NumPy's BLAS limit, the one ``threadpool_limits``,
+  ``OPENBLAS_NUM_THREADS`` and the like always reach (NumPy's BLAS is loaded
+  before lstmkit's core, SciPy's may not be yet).
+- **Per call into the core**, its BLAS gets :func:`decide` threads: one for
+  small per-step work (a threaded per-step GEMM only adds wake-ups and
+  spinning), up to the ceiling once each thread gets at least
+  :data:`WORK_PER_THREAD` multiply-adds per step, and never more than the CPUs
+  other processes left free (a worker sharing a CPU with another process
+  stalls every step).  The setter is a cached ``openblas_set_num_threads``
+  (well under a microsecond); nothing is enumerated per call.
+- **Between calls** the core's pool is back at what it was (``others`` inside
+  :func:`threads`), so SciPy's own functions are unaffected.
+- **Two Python threads** inside the core at once each run single-threaded
+  BLAS (the Python threads are the parallelism; one OpenBLAS pool shared by
+  both would serialise them); the pool is restored when the last one leaves.
+
+The thread counts are process-wide state of the BLAS libraries: this module
+mirrors what it set and puts it back.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+
+__all__ = ["threads", "set_threads", "get_threads", "decide", "policy", "describe", "kernel", "WORK_PER_THREAD"]
+
+#: Multiply-adds per time step (rows x gate rows x hidden of the recurrent
+#: product) that one more BLAS thread needs before it pays; a call with less
+#: than twice this runs on one thread.  Measured with OpenBLAS 0.3.30 on the
+#: project's 2-vCPU machines: ``docs/performance.md``, "Threads".
+WORK_PER_THREAD = 1 << 21
+
+_LOCK = threading.Lock()
+
+
+class _Calls:
+    """What lstmkit has set (guarded by ``_LOCK``)."""
+
+    __slots__ = ("explicit", "rest", "active", "saved", "now")
+
+    def __init__(self):
+        self.explicit = None  # ceiling of the innermost threads(...), or None
+        self.rest = None      # the core pool's value between calls inside threads(...)
+        self.active = 0       # Python threads inside a core call right now
+        self.saved = None     # the core pool's value when the first of them entered
+        self.now = None       # its value while they run
+
+
+_C = _Calls()
+
+
+class _Pools:
+    """This process's thread pools, enumerated once (threadpoolctl takes milliseconds to do it)
+    and again by :func:`threads` and :func:`policy` only when new modules were loaded since."""
+
+    def __init__(self):
+        import numpy  # noqa: F401  (its BLAS must be loaded to be enumerated)
+        from threadpoolctl import ThreadpoolController
+
+        from . import _core  # noqa: F401  (loads SciPy's BLAS: limits apply only to loaded libraries)
+
+        self.controller = ThreadpoolController()
+        self.modules = len(sys.modules)
+        blas = [lc for lc in self.controller.lib_controllers if lc.user_api == "blas"]
+        scipys = [lc for lc in blas if _belongs(lc.filepath, "scipy")]
+        numpys = [lc for lc in blas if _belongs(lc.filepath, "numpy")]
+        # One BLAS shared by both (a conda or system build): it is the core's and NumPy's at once.
+        self.core = scipys[0] if scipys else (blas[0] if len(blas) == 1 else None)
+        self.numpy = numpys[0] if numpys else self.core
+        self.others = [lc for lc in self.controller.lib_controllers if lc is not self.core]
+        self.get, self.set = _accessors(self.core) if self.core is not None else (None, None)
+        self.numpy_get = _accessors(self.numpy)[0] if self.numpy is not None else None
+
+
+_POOLS: _Pools | None = None
+
+
+def _pools(refresh: bool = False) -> _Pools:
+    global _POOLS
+    if _POOLS is None or (refresh and len(sys.modules) != _POOLS.modules):
+        _POOLS = _Pools()
+    return _POOLS
+
+
+def _belongs(path: str, package: str) -> bool:
+    """Is the library at ``path`` shipped inside ``package`` (its folder, or the wheel's ``<package>.libs``)?"""
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    root = os.path.realpath(list(spec.submodule_search_locations)[0])
+    path = os.path.realpath(path)
+    return any(path.startswith(d + os.sep) for d in (root, root + ".libs"))
+
+
+def _accessors(lc):
+    """``(get, set)`` of a pool's thread count.  Raw ctypes for pthreads OpenBLAS (~0.1 µs a call;
+    threadpoolctl's own setter resolves the symbol each time and ignores all but one Python thread)."""
+    import ctypes
+
+    if lc.internal_api == "openblas" and lc.threading_layer != "openmp":
+        prefix, suffix = getattr(lc, "_symbol_prefix", ""), getattr(lc, "_symbol_suffix", "")
+        get = getattr(lc.dynlib, f"{prefix}openblas_get_num_threads{suffix}", None)
+        set_ = getattr(lc.dynlib, f"{prefix}openblas_set_num_threads{suffix}", None)
+        if get is not None and set_ is not None:
+            get.restype, get.argtypes = ctypes.c_int, []
+            set_.restype, set_.argtypes = None, [ctypes.c_int]
+            return get, set_
+    return lc.get_num_threads, lc.set_num_threads
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+class _Load:
+    """CPUs other processes used lately: busy time in ``/proc/stat`` minus this process's CPU time,
+    over the last interval of at least ``_LOAD_INTERVAL`` s (sampled only for calls big enough to
+    thread; ``None`` until one interval has passed)."""
+
+    wall = cpu = own = None
+    others = None
+
+
+_LOAD_INTERVAL = 0.2
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _other_load() -> float | None:
+    now = time.monotonic()
+    if _Load.wall is not None and now - _Load.wall < _LOAD_INTERVAL:
+        return _Load.others
+    try:
+        with open("/proc/stat", "rb") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    busy = (sum(fields[:8]) - fields[3] - fields[4]) / _TICK  # all but idle and iowait; steal counts
+    own = time.process_time()
+    if _Load.wall is not None:
+        span = now - _Load.wall
+        _Load.others = max(0.0, (busy - _Load.cpu) - (own - _Load.own)) / span
+    _Load.wall, _Load.cpu, _Load.own = now, busy, own
+    return _Load.others
+
+
+def decide(work: int, ceiling: int, others: float | None = 0.0) -> int:
+    """BLAS threads for one core call whose per-step product is ``work`` multiply-adds.
+
+    1 while ``work < 2 * WORK_PER_THREAD``; else one per ``WORK_PER_THREAD``, at most
+    ``ceiling`` and at most the CPUs that ``others`` (CPUs busy with other processes;
+    ``None``: not known yet, assume busy) leave free.
+    """
+    if ceiling <= 1 or work < 2 * WORK_PER_THREAD:
+        return 1
+    if others is None:
+        return 1
+    free = int(usable_cpus() - others + 0.2)  # a CPU 80% free still takes a worker
+    return max(1, min(ceiling, work // WORK_PER_THREAD, free))
+
+
+def _enter(work: int) -> None:
+    p = _POOLS or _pools()
+    if p.set is None:
+        return
+    c = _C
+    with _LOCK:
+        c.active += 1
+        if c.active == 1:
+            c.saved = c.now = p.get()
+            if work < 2 * WORK_PER_THREAD:
+                want = 1
+            else:
+                ceiling = c.explicit if c.explicit is not None else p.numpy_get()
+                want = decide(work, ceiling, _other_load())
+        else:
+            want = 1
+        if want != c.now:
+            p.set(want)
+            c.now = want
+
+
+def _leave() -> None:
+    p = _POOLS
+    if p is None or p.set is None:
+        return
+    c = _C
+    with _LOCK:
+        c.active -= 1
+        if c.active == 0 and c.now != c.saved:
+            p.set(c.saved)
+            c.now = c.saved
+
+
+class kernel:
+    """``with kernel(work):`` around one call into the compiled core, ``work`` = rows x gate rows x
+    hidden of its per-step product: the core's BLAS runs it on :func:`decide` threads (1 while another
+    Python thread is inside the core too) and is restored when the last caller leaves."""
+
+    __slots__ = ("work",)
+
+    def __init__(self, work: int):
+        self.work = int(work)
+
+    def __enter__(self):
+        _enter(self.work)
+        return self
+
+    def __exit__(self, *exc):
+        _leave()
+
+
+def _positive(name: str, value):
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"threads: {name} must be a positive integer or None, got {value!r}")
+
+
+class threads:
+    """Set the ceiling on lstmkit's threads; as a context manager, restore it afterwards.
+
+    ``with lstmkit.threads(1): ...`` scopes it; ``lstmkit.threads(2)`` alone keeps it.
+
+    - ``n``: the most BLAS threads one call into the compiled core may use (small work uses
+      one, see :func:`decide`); ``None``: auto, the CPUs this process may use.
+    - ``others``: threads of every other pool meanwhile (NumPy's BLAS, OpenMP, and SciPy's
+      BLAS between core calls); default ``n``.  The command line uses
+      ``threads(runtime.threads, others=1)`` so that the NumPy work around the core (embedding,
+      head, loss, optimizer) never spins against it.
+
+    The settings are process-wide, as the libraries' pools are; nested blocks restore in order.
+    """
+
+    def __init__(self, n: int | None = None, *, others: int | None = None):
+        _positive("n", n)
+        _positive("others", others)
+        p = _pools(refresh=True)
+        ceiling = usable_cpus() if n is None else n
+        rest = ceiling if others is None else others
+        self._undo = []
+        for lc in p.others:  # NumPy's BLAS, OpenMP, ...
+            get, set_ = _accessors(lc)
+            before = get()
+            if before is not None:
+                self._undo.append((set_, before))
+                set_(rest)
+        with _LOCK:
+            self._undo.append((None, (_C.explicit, _C.rest)))
+            _C.explicit, _C.rest = ceiling, rest
+            if p.set is not None:
+                self._undo.append((p.set, p.get()))
+                p.set(rest)
+                if _C.active:  # a core call in flight restores to the new value
+                    _C.saved = rest
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.restore()
+
+    def restore(self) -> None:
+        """Put the pools and the ceiling back as they were before this call (once)."""
+        with _LOCK:
+            for set_, value in reversed(self._undo):
+                if set_ is None:
+                    _C.explicit, _C.rest = value
+                elif set_ is (_POOLS.set if _POOLS else None) and _C.active:
+                    _C.saved = value
+                else:
+                    set_(value)
+            self._undo = []
+
+
+def set_threads(n: int | None, *, others: int | None = None) -> None:
+    """``lstmkit.threads(n, others=...)`` as a plain setter: the setting stays until changed."""
+    threads(n, others=others)
+
+
+def get_threads() -> int:
+    """The ceiling in force: that of :func:`threads`, else NumPy's BLAS limit."""
+    if _C.explicit is not None:
+        return _C.explicit
+    p = _pools()
+    return max(1, p.numpy_get()) if p.numpy_get is not None else 1
+
+
+def policy() -> dict:
+    """The thread policy now: ceiling, its source, the rule, and every pool with its threads
+    (what ``lstmkit info`` prints and a run's ``meta.json`` records)."""
+    p = _pools(refresh=True)
+    pools = []
+    for lc in p.controller.lib_controllers:
+        role = "core+numpy" if lc is p.core and lc is p.numpy else (
+            "core" if lc is p.core else "numpy" if lc is p.numpy else "other")
+        pools.append({"role": role, "user_api": lc.user_api, "internal_api": lc.internal_api,
+                      "version": lc.version, "architecture": getattr(lc, "architecture", None),
+                      "num_threads": lc.get_num_threads(), "filepath": lc.filepath})
+    return {"ceiling": get_threads(), "source": "threads()" if _C.explicit is not None else "NumPy's BLAS limit",
+            "between_calls": _C.rest, "usable_cpus": usable_cpus(), "work_per_thread": WORK_PER_THREAD,
+            "rule": f"a core call runs on 1 BLAS thread unless its per-step product has >= {2 * WORK_PER_THREAD} "
+                    f"multiply-adds; then 1 per {WORK_PER_THREAD}, up to the ceiling and the CPUs "
+                    "other processes leave free", "pools": pools}
+
+
+def describe() -> list[str]:
+    """``lstmkit info``'s lines: what ``lstmkit run`` does with threads, and every pool now."""
+    pol = policy()
+    lines = [f"threads: lstmkit run caps the core's BLAS at runtime.threads (null: auto = {pol['usable_cpus']} "
+             "usable CPUs) and runs NumPy's BLAS and OpenMP on 1 thread",
+             f"threads: {pol['rule']}",
+             f"threads: now (this process): ceiling {pol['ceiling']} ({pol['source']})"]
+    for pool in pol["pools"]:
+        arch = f" {pool['architecture']}" if pool["architecture"] else ""
+        lines.append(f"{pool['internal_api']} ({pool['role']}): {pool['version']}{arch} "
+                     f"threads={pool['num_threads']} ({pool['filepath']})")
+    return lines

@@ -1,0 +1,229 @@
+"""The one owner of threads (lstmkit/_threads.py): the size policy, the ceiling, restoring the pools,
+a BLAS loaded after threadpool_limits was entered, two Python threads in the core at once.
+
+No timings here: speed is measured by benchmarks/bench_run.py (docs/performance.md).
+"""
+import json
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import lstmkit
+from lstmkit import _threads
+from lstmkit._threads import WORK_PER_THREAD, decide, kernel
+
+BIG = 8 * WORK_PER_THREAD  # a per-step product that earns more than one thread
+
+
+@pytest.fixture
+def pools():
+    p = _threads._pools()
+    if p.set is None:
+        pytest.skip("the core's BLAS exposes no thread control here")
+    before = (p.get(), p.numpy_get() if p.numpy_get else None, _threads._C.explicit)
+    yield p
+    assert (p.get(), p.numpy_get() if p.numpy_get else None, _threads._C.explicit) == before, \
+        "a test left the thread pools changed"
+
+
+@pytest.fixture
+def quiet(monkeypatch):
+    """A machine with 4 CPUs and nothing else running, whatever this one is."""
+    monkeypatch.setattr(_threads, "_other_load", lambda: 0.0)
+    monkeypatch.setattr(_threads, "usable_cpus", lambda: 4)
+
+
+def _during(work):
+    """The core pool's thread count inside ``kernel(work)``."""
+    p = _threads._pools()
+    with kernel(work):
+        return p.get()
+
+
+# -- the rule ---------------------------------------------------------------------------------------
+def test_decide_small_work_runs_on_one_thread(quiet):
+    assert decide(0, 8) == 1
+    assert decide(2 * WORK_PER_THREAD - 1, 8) == 1
+    assert decide(2 * WORK_PER_THREAD, 8) == 2
+    assert decide(3 * WORK_PER_THREAD, 8) == 3
+
+
+def test_decide_respects_the_ceiling_and_the_free_cpus(quiet, monkeypatch):
+    assert decide(100 * WORK_PER_THREAD, 1) == 1
+    assert decide(100 * WORK_PER_THREAD, 3) == 3
+    assert decide(100 * WORK_PER_THREAD, 16) == 4  # 4 usable CPUs
+    assert decide(100 * WORK_PER_THREAD, 16, others=1.0) == 3  # one busy with another process
+    assert decide(100 * WORK_PER_THREAD, 16, others=3.5) == 1
+    assert decide(100 * WORK_PER_THREAD, 16, others=None) == 1  # load not known yet: don't gamble
+
+
+def test_other_load_counts_other_processes_not_this_one():
+    _threads._Load.wall = None
+    assert _threads._other_load() is None  # no interval yet
+    _threads._Load.wall -= 1.0  # pretend the first sample is a second old
+    others = _threads._other_load()
+    assert others is None or 0.0 <= others <= _threads.usable_cpus() + 1
+
+
+# -- the ceiling and restoring --------------------------------------------------------------------
+def test_kernel_sizes_the_core_pool_per_call_and_restores_it(pools, quiet):
+    with lstmkit.threads(3, others=2):
+        assert pools.get() == 2  # between calls: `others`
+        assert _during(10) == 1
+        assert _during(BIG) == 3  # the ceiling
+        assert pools.get() == 2
+        with lstmkit.threads(1):
+            assert _during(BIG) == 1
+            assert lstmkit.get_threads() == 1
+        assert lstmkit.get_threads() == 3
+        assert pools.numpy_get() == 2
+
+
+def test_threads_limits_numpy_blas_and_restores_it(pools):
+    with lstmkit.threads(2, others=1):
+        assert pools.numpy_get() == 1
+        assert lstmkit.get_threads() == 2
+    with lstmkit.threads(None):
+        assert lstmkit.get_threads() == _threads.usable_cpus()
+
+
+def test_threads_as_a_setter(pools):
+    setting = lstmkit.threads(1)
+    try:
+        assert lstmkit.get_threads() == 1 and pools.numpy_get() == 1
+    finally:
+        setting.restore()
+    setting.restore()  # once only: a second restore changes nothing
+
+
+def test_kernel_restores_after_an_error(pools, quiet):
+    with lstmkit.threads(2):
+        with pytest.raises(RuntimeError):
+            with kernel(10):
+                assert pools.get() == 1
+                raise RuntimeError("boom")
+        assert pools.get() == 2 and _threads._C.active == 0
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True])
+def test_threads_rejects_what_is_not_a_positive_integer(bad):
+    with pytest.raises(ValueError, match=f"got {bad!r}"):
+        lstmkit.threads(bad)
+
+
+def test_outside_threads_the_ceiling_follows_threadpool_limits(pools, quiet):
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        assert lstmkit.get_threads() == 1
+        assert _during(BIG) == 1
+    with threadpool_limits(2):
+        assert _during(BIG) == 2
+
+
+# -- a model really runs under the policy ---------------------------------------------------------
+def _probe(monkeypatch, seen, barrier=None):
+    """Record the core pool's threads while each layer kernel runs."""
+    from lstmkit.backends.cython import CythonBackend
+
+    inner = CythonBackend._layer_forward
+    p = _threads._pools()
+
+    def probe(self, *args):
+        if barrier is not None:
+            barrier.wait(timeout=30)
+        seen.append(p.get())
+        return inner(self, *args)
+
+    monkeypatch.setattr(CythonBackend, "_layer_forward", probe)
+
+
+def test_a_model_call_uses_one_thread_for_small_work_and_more_for_large(pools, quiet, monkeypatch):
+    seen = []
+    _probe(monkeypatch, seen)
+    small = lstmkit.LSTM(8, 16, seed=0)
+    with lstmkit.threads(2):
+        small(np.zeros((3, 2, 8), np.float32))
+        assert seen == [1]
+        big = lstmkit.LSTM(8, 512, seed=0)  # per-step 64 x 2048 x 512 = 64 Mi multiply-adds
+        big(np.zeros((1, 64, 8), np.float32))
+        assert seen == [1, 2]
+
+
+def test_two_python_threads_in_the_core_each_get_one_thread(pools, quiet, monkeypatch):
+    models = [lstmkit.LSTM(8, 512, seed=s) for s in (0, 1)]
+    x = np.random.default_rng(0).standard_normal((2, 64, 8)).astype(np.float32)
+    alone = [m(x)[0] for m in models]
+    seen = []
+    _probe(monkeypatch, seen, threading.Barrier(2))  # both calls are inside the core at once
+    out = [None, None]
+
+    def work(i):
+        out[i] = models[i](x)[0]
+
+    with lstmkit.threads(2):
+        runners = [threading.Thread(target=work, args=(i,)) for i in (0, 1)]
+        for t in runners:
+            t.start()
+        for t in runners:
+            t.join(60)
+        assert pools.get() == 2  # the last one out restored the pool
+    assert seen == [1, 1]
+    for a, b in zip(alone, out):
+        np.testing.assert_array_equal(a, b)
+
+
+# -- a BLAS loaded after the limit was set ----------------------------------------------------------
+def test_threadpool_limits_before_the_core_is_loaded_limits_it():
+    code = """
+import sys, numpy as np, lstmkit
+from threadpoolctl import threadpool_limits
+assert "lstmkit._core" not in sys.modules
+from lstmkit import _threads
+_threads._other_load = lambda: 0.0
+_threads.usable_cpus = lambda: 4
+with threadpool_limits(1):
+    m = lstmkit.LSTM(8, 512, seed=0)  # loads the core's BLAS now, inside the limit
+    p = _threads._pools()
+    with _threads.kernel(64 * 4 * 512 * 512):
+        inside = p.get()
+with _threads.kernel(64 * 4 * 512 * 512):
+    after = p.get()
+print(inside, after, p.numpy_get())
+"""
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.split()
+    if out[2] == "1":
+        pytest.skip("NumPy's BLAS has one thread here: nothing to limit")
+    assert out == ["1", out[2], out[2]]  # limited inside, the libraries' width after
+
+
+# -- the command line -----------------------------------------------------------------------------
+def test_run_thread_limit_puts_numpy_blas_on_one_thread(pools):
+    from lstmkit.run.build import thread_limit
+
+    with thread_limit(None):
+        assert pools.numpy_get() == 1
+        assert lstmkit.get_threads() == _threads.usable_cpus()
+    with thread_limit(1):
+        assert lstmkit.get_threads() == 1
+
+
+def test_info_prints_the_policy_and_each_pool():
+    from click.testing import CliRunner
+
+    from lstmkit.cli import make_cli
+
+    result = CliRunner().invoke(make_cli(), ["info"])
+    assert result.exit_code == 0, result.output
+    assert "runtime.threads" in result.output
+    assert f"1 per {WORK_PER_THREAD}" in result.output
+    assert "(core)" in result.output or "(core+numpy)" in result.output
+
+
+def test_policy_is_json_and_names_the_core_pool():
+    pol = _threads.policy()
+    json.dumps(pol)
+    assert any(pool["role"] in ("core", "core+numpy") for pool in pol["pools"])
