@@ -111,6 +111,20 @@ def test_lstm_step_missing_bias_transposed_weights_shapes_and_mutation():
     assert "c_new is right but h_new is wrong, so i, f and g are right: look at gate o" in str(check_lstm_step(bad_o))
 
 
+def test_float32_answers_pass_and_lists_are_explained():
+    def float32_step(*args):
+        return tuple(a.astype(np.float32) for a in lstm_step(*(np.float32(a) for a in args)))
+
+    assert check_lstm_step(float32_step).ok
+
+    def as_list(x, h0, c0, *params):
+        out, state = lstm_forward(x, h0, c0, *params)
+        return list(out), state
+
+    assert "out should be a numpy array of shape (5, 2, 4) = (seq_len, batch, hidden_size), got list; np.stack" in str(
+        check_lstm_forward(as_list))
+
+
 def test_lstm_forward_names_the_time_step():
     result = check_lstm_forward(lambda *a: lstm_forward(*a, carry_c=False))
     assert "out is right up to time step 0 and first wrong at time step 1" in str(result)

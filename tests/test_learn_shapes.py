@@ -109,6 +109,11 @@ def test_cli_text_json_and_errors():
     data = json.loads(invoke("shapes", "--batch-first", "--batch", 2, "--json").output)
     assert {t["name"]: t["shape"] for t in data["tensors"]}["input"] == [2, 5, 10]
     assert data["settings"]["batch_first"] is True
+    data = json.loads(invoke("shapes", "--unbatched", "--no-bias", "--cell", "rnn_relu", "--json").output)
+    shapes = {t["name"]: t["shape"] for t in data["tensors"]}
+    assert shapes == {"weight_ih_l0": [20, 10], "weight_hh_l0": [20, 20], "input": [5, 10], "h_0": [1, 20],
+                      "h_n": [1, 20], "out": [5, 20]}
+    assert data["module"] == "RNN(10, 20, bias=False, nonlinearity='relu')"
     bad = invoke("shapes", "--cell", "lsmt")
     assert bad.exit_code == ExitCode.UNAVAILABLE and "did you mean 'lstm'" in bad.output
     assert "Traceback" not in bad.output
