@@ -244,7 +244,10 @@ def _add_run_commands(cli: click.Group) -> None:
 
         if Path(output).exists() and not force:
             raise LstmkitError(f"{output} exists; add --force to replace it", ExitCode.USAGE)
-        atomic_write_text(output, text)
+        from .run.folder import writing
+
+        with writing(output):  # a folder that cannot be made, a full disk: a message naming the file
+            atomic_write_text(output, text)
         click.echo(f"wrote {output}; train with: lstmkit run {output}", err=True)
 
     @config.command("show")
@@ -334,7 +337,10 @@ def _add_run_commands(cli: click.Group) -> None:
             return
         from ._atomic import atomic_write_text
 
-        atomic_write_text(output, text + "\n")
+        from .run.folder import writing
+
+        with writing(output):
+            atomic_write_text(output, text + "\n")
         click.echo(f"wrote {output}", err=True)
 
 

@@ -22,6 +22,7 @@ from lstmkit.cli import ExitCode, make_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 CODES = {int(c) for c in ExitCode}
+UNWRITABLE = "/proc/lstmkit-cannot-be-created/out"
 
 TINY = """\
 name: tiny
@@ -235,6 +236,11 @@ def _invocations(corpus) -> list[list]:
             choices = {"file": files, "folder": folders, "either": files + folders}.get(kind, ["x", "-1", ""])
             for value in choices:
                 out.append(list(path) + [value if j == i else good(p) for j, p in enumerate(required)])
+        # every option naming a file or folder to write: somewhere it cannot be written
+        for option in command.params:
+            if isinstance(option, click.Option) and _kind(option) and not option.type.exists:
+                for where in (UNWRITABLE, corpus["base"] / "binary.csv" / "x"):
+                    out.append(list(path) + [good(p) for p in required] + [option.opts[0], where])
     config_cmds = [["run", "--dry-run"], ["config", "validate", "--no-data"]]
     out += [cmd + [c] for cmd in config_cmds for c in corpus["configs"].values()]
     out += [["run", "--resume", r] for r in folders]

@@ -538,3 +538,14 @@ def test_the_trainer_draws_no_click_progress_bar():
                                      shuffle=shuffle, echo=lambda _: None, progress=Bar)
     trainer.fit()
     assert seen == [(5, "epoch 1/1"), 1, 1, 1, 1, 1]
+
+
+def test_an_alias_bomb_in_the_checkpoints_config_does_not_stop_resume(cli, tiny, tmp_path):
+    run = tmp_path / "run"
+    assert invoke(cli, "run", tiny, "-o", run, "--set", "training.epochs=1").exit_code == 0
+    lines = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"{chr(97 + i)}: &{chr(97 + i)} [" + ", ".join([f"*{chr(96 + i)}"] * 9) + "]" for i in range(1, 9)]
+    _tamper(run / "checkpoints/last.npz", _entry("lstmkit/config", "\n".join(lines) + "\n"))  # 9^9 "lol"s
+    result = invoke(cli, "run", "--resume", run, "--set", "training.epochs=2")  # expanded, it would never end
+    assert result.exit_code == 0 and clean(result), result.output
+    assert json.loads((run / "results.json").read_text())["epochs_completed"] == 2
