@@ -85,6 +85,23 @@ def test_a_wrong_gradient_is_caught_and_located():
     assert line.strip().startswith("FAIL") and "analytic" in line and "numeric" in line and "gate f" in line
 
 
+def test_sequence_models():
+    model = lstmkit.SequenceModel(vocab_size=5, hidden_size=3, num_layers=2, output_size=5, seed=0)
+    before = model.state_dict()
+    report = gradcheck(model)
+    assert report.ok, str(report)
+    assert [e.name for e in report.entries][:2] == ["embedding.weight", "rnn.weight_ih_l0"]
+    assert report.module == "SequenceModel (parameters only)"
+    assert model.dtype == np.float32 and all(np.array_equal(v, before[k]) for k, v in model.state_dict().items())
+    last = lstmkit.SequenceModel(input_size=2, hidden_size=3, bidirectional=True, output_size=1, target="last", seed=1)
+    assert gradcheck(last, np.ones((2, 4, 2))).ok
+    with registered_plugin(Forgetful(), "forgetful"):
+        bad = gradcheck(lstmkit.SequenceModel(cell="forgetful_lstm", input_size=2, hidden_size=3, output_size=1,
+                                              backend="numpy", seed=0))
+    assert not bad.ok and bad["rnn.bias_hh_l0"].where.startswith("gate f")
+    assert bad["head.weight"].ok  # the head's gradient does not go through the cell's backward
+
+
 def test_rejects_what_it_cannot_check():
     with pytest.raises(TypeError, match="expected a Recurrent module .* got Linear"):
         gradcheck(lstmkit.Linear(2, 3))

@@ -78,6 +78,18 @@ def test_nothing_is_modified():
         viz.trace(lstmkit.LSTM(3, 4), np.zeros((2, 4, 3)))
 
 
+def test_a_classifier_with_the_tasks_loss():
+    from types import SimpleNamespace
+
+    model = lstmkit.SequenceModel(vocab_size=7, hidden_size=5, bidirectional=True, output_size=3, target="last",
+                                  seed=0)
+    trace = trace_model(model, SimpleNamespace(loss="cross_entropy"), np.array([1, 2, 3, 4]), np.int64(2))
+    assert trace.loss_text.startswith("the task's cross_entropy loss on this sequence")
+    forward, backward = trace.grad_norms[(0, 0)], trace.grad_norms[(0, 1)]
+    # "last" reads the forward direction at the last step and the backward one at step 0.
+    assert forward[-1] > forward[0] and backward[0] > backward[-1]
+
+
 def test_pictures():
     pytest.importorskip("matplotlib")
     x = np.random.default_rng(0).standard_normal((9, 3))

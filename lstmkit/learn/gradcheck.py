@@ -38,7 +38,7 @@ class GradEntry:
 
     def line(self) -> str:
         at = ", ".join(map(str, self.index))
-        text = (f"{'ok  ' if self.ok else 'FAIL'}  {self.name:<22} {str(self.shape):<12} worst error {self.error:.1e} "
+        text = (f"{'ok  ' if self.ok else 'FAIL'}  {self.name:<26} {str(self.shape):<12} worst error {self.error:.1e} "
                 f"at [{at}]")
         if not self.ok:
             text += f" (analytic {self.analytic:.6g}, numeric {self.numeric:.6g})"
@@ -90,19 +90,23 @@ def gradcheck(module, input=None, hx=None, *, batch: int = 2, seq_len: int = 3, 
     """Check ``module.forward_train``'s backward (input, initial state, every parameter) by central differences.
 
     ``module``: a :class:`~lstmkit.Recurrent` (``LSTM``, ``GRU``, ``RNN``, any
-    cell) or a :class:`~lstmkit.RecurrentCell`.  ``input``: as the module takes
+    cell), a :class:`~lstmkit.RecurrentCell`, or a :class:`~lstmkit.SequenceModel`
+    (what ``lstmkit run`` trains; its parameters only).  ``input``: as the module takes
     it (an array or a ``PackedSequence``); default a random ``(seq_len, batch,
     input_size)`` batch (``(batch, input_size)`` for a cell).  ``hx``: default a
     random non-zero state, so its gradient is checked too.  Nothing given is
     modified: the check runs on float64 copies.  Cost: two forwards per
     element checked, so use small sizes.
     """
+    from ..model import SequenceModel
     from ..nn import Recurrent, RecurrentCell
     from ..utils.rnn import PackedSequence
 
+    if isinstance(module, SequenceModel):
+        return _check_model(module, input, batch, seq_len, eps, tolerance, seed)
     if not isinstance(module, (Recurrent, RecurrentCell)):
-        raise TypeError(f"gradcheck: expected a Recurrent module (LSTM, GRU, RNN, ...) or a RecurrentCell, "
-                        f"got {type(module).__name__}")
+        raise TypeError(f"gradcheck: expected a Recurrent module (LSTM, GRU, RNN, ...), a RecurrentCell or a "
+                        f"SequenceModel, got {type(module).__name__}")
     rng = np.random.default_rng(seed)
     m = _float64_copy(module)
     is_cell = isinstance(m, RecurrentCell)
@@ -169,6 +173,35 @@ def gradcheck(module, input=None, hx=None, *, batch: int = 2, seq_len: int = 3, 
     return report
 
 
+def _check_model(model, inputs, batch, seq_len, eps, tolerance, seed) -> GradcheckReport:
+    """:func:`gradcheck` of a :class:`~lstmkit.SequenceModel`: every parameter (embedding, recurrent stack,
+    head) for ``L = Σ w ⊙ outputs``; its backward returns parameter gradients only, so the input is not checked."""
+    from ..testing import numeric_gradient
+
+    from .shapes import gate_names
+
+    rng = np.random.default_rng(seed)
+    m = copy.copy(model)
+    for name in ("embedding", "rnn", "head"):
+        if getattr(model, name) is not None:
+            setattr(m, name, _float64_copy(getattr(model, name)))
+    m._dtype, m.training = np.dtype(np.float64), False
+    if inputs is None:
+        inputs = (rng.integers(0, m.vocab_size, (batch, seq_len)) if m.embedding is not None
+                  else rng.standard_normal((batch, seq_len, m.input_size)))
+    inputs = np.array(inputs, dtype=np.int64 if m.embedding is not None else np.float64)
+    outputs, _, backward = m.forward_train(inputs)
+    w = rng.standard_normal(outputs.shape)
+    grads = backward(w)
+    report = GradcheckReport(repr(model).splitlines()[0].rstrip("(") + " (parameters only)", tolerance, eps)
+    gates = gate_names(m.rnn.cell)
+    for name, value in m.named_parameters():
+        numeric = numeric_gradient(lambda: float((m(inputs) * w).sum()), value, eps)
+        report.entries.append(_entry(name, np.asarray(grads[name], dtype=np.float64), numeric, tolerance,
+                                     gates, m.rnn.hidden_size))
+    return report
+
+
 def _entry(name, analytic, numeric, tolerance, gates, hidden) -> GradEntry:
     if analytic.shape != numeric.shape:
         return GradEntry(name, numeric.shape, float("inf"), (), float("nan"), float("nan"), False,
@@ -179,7 +212,8 @@ def _entry(name, analytic, numeric, tolerance, gates, hidden) -> GradEntry:
     index = tuple(int(i) for i in index)
     worst = float(error[index]) if error.size else 0.0
     where = ""
-    if gates and len(gates) > 1 and name.startswith(("weight_ih", "weight_hh", "bias_ih", "bias_hh")) and index:
+    base = name.rsplit(".", 1)[-1]  # "rnn.weight_ih_l0" in a SequenceModel
+    if gates and len(gates) > 1 and base.startswith(("weight_ih", "weight_hh", "bias_ih", "bias_hh")) and index:
         if numeric.shape[0] == len(gates) * hidden:
             where = f"gate {gates[index[0] // hidden]}, unit {index[0] % hidden}"
     return GradEntry(name, numeric.shape, worst, index, float(analytic[index]) if error.size else 0.0,
