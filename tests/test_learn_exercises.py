@@ -217,3 +217,9 @@ def test_pack_batch_sizes_padding_and_a_wrong_row():
         return pack(padded, lengths)
 
     assert "changed its argument lengths in place" in str(check_pack(sorts_in_place))
+    def ties_last_first(padded, lengths):  # a stable sort of the reversed batch: equal lengths come out reversed
+        return pack(padded[:, ::-1], lengths[::-1])
+
+    ties_reversed = check_pack(ties_last_first)
+    assert "sequences of equal length must keep their batch order" in str(ties_reversed), str(ties_reversed)
+    assert "lengths [2, 3, 2, 1]" in str(ties_reversed)

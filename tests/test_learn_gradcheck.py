@@ -83,6 +83,9 @@ def test_a_wrong_gradient_is_caught_and_located():
     assert entry.error > 1e-3
     line = next(l for l in str(report).splitlines()[2:] if "bias_hh_l0" in l)
     assert line.strip().startswith("FAIL") and "analytic" in line and "numeric" in line and "gate f" in line
+    t, b, _ = report["input"].index
+    assert report["input"].where == f"time step {t}, sequence {b}"  # input (seq_len, batch, input_size)
+    assert report["c_0"].where == "layer 0"
 
 
 def test_sequence_models():

@@ -435,7 +435,7 @@ def check_pack(fn: Callable) -> ExerciseResult:
 
     rng = np.random.default_rng(17)
     cases = []
-    for lengths, F in (([2, 4, 3], 2), ([1, 3, 2, 5], 1), ([4, 2, 1], 3), ([3], 2)):
+    for lengths, F in (([2, 4, 3], 2), ([1, 3, 2, 5], 1), ([4, 2, 1], 3), ([3], 2), ([2, 3, 2, 1], 1)):
         T, B = max(lengths), len(lengths)
         padded = np.round(rng.standard_normal((T, B, F)), 2)
         for b, n in enumerate(lengths):
@@ -476,6 +476,9 @@ def check_pack(fn: Callable) -> ExerciseResult:
         if _close(data, time_major(order[::-1])):
             raise _Wrong(f"the rows of each time step go shortest first; packed data goes longest first "
                          f"(sorted_indices = {order})")
+        if _close(data, time_major(sorted(range(B), key=lambda b: (-lengths[b], -b)))):
+            raise _Wrong(f"sequences of equal length must keep their batch order (a stable sort, as PyTorch's "
+                         f"for small batches): sorted_indices = {order}")
         positions = [(t, c) for t in range(T) for c in order if lengths[c] > t]
         row = next(r for r in range(rows) if not _close(data[r], ref.data[r]))
         t, c = positions[row]

@@ -168,9 +168,26 @@ def gradcheck(module, input=None, hx=None, *, batch: int = 2, seq_len: int = 3, 
     checked += [(name, d_params[name], value) for name, value in m.named_parameters()]
     for name, analytic, target in checked:
         numeric = numeric_gradient(loss, target, eps)
-        report.entries.append(_entry(name, np.asarray(analytic, dtype=np.float64), numeric, tolerance,
-                                     gates, m.hidden_size))
+        entry = _entry(name, np.asarray(analytic, dtype=np.float64), numeric, tolerance, gates, m.hidden_size)
+        if not entry.ok and not entry.where and len(entry.index) >= 2:
+            entry.where = _position(m, name, entry.index, is_cell, isinstance(run_input, PackedSequence))
+        report.entries.append(entry)
     return report
+
+
+def _position(m, name: str, index: tuple, is_cell: bool, packed: bool) -> str:
+    """Words for an index of the input or of an initial state: which time step, which sequence, which layer."""
+    if name == "input":
+        if is_cell or packed:
+            return f"row {index[0]}" + (" of the packed data" if packed else "")
+        if len(index) == 2:
+            return f"time step {index[0]}"
+        t, b = (index[1], index[0]) if m.batch_first else (index[0], index[1])
+        return f"time step {t}, sequence {b}"
+    if is_cell:
+        return f"sequence {index[0]}"
+    layer, direction = divmod(index[0], m.num_directions)
+    return f"layer {layer}" + (f", {'backward' if direction else 'forward'} direction" if m.num_directions > 1 else "")
 
 
 def _check_model(model, inputs, batch, seq_len, eps, tolerance, seed) -> GradcheckReport:
