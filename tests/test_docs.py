@@ -1,7 +1,9 @@
-"""The documentation's examples run: every ```python block of docs/*.md and README.md.
+"""The documentation's examples run: every ```python block of docs/*.md, docs/zh/*.md and README.md.
 
 Each file's blocks run in order in one namespace (like the cells of a notebook),
-from a temporary working directory.  A failure names the file, the block number
+from a temporary working directory, by the same code that runs them when the
+site is built (``docs/_ext/lstmkit_exec.py``), so a page cannot drift from the
+code without this test failing.  A failure names the file, the block number
 and the line where the block starts.
 
 Printed output is checked too: in a block, comment lines that directly follow a
@@ -11,28 +13,28 @@ belongs in a ```text block instead.
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import re
-import traceback
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
-FILES = sorted(DOCS.glob("*.md")) + [ROOT / "README.md"]
-
-# A fenced block at the start of a line: ```python ... ```
-FENCE = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.S | re.M)
+# docs/*.md, the Chinese twins in docs/zh/ (when they exist) and the README
+FILES = sorted(DOCS.glob("*.md")) + sorted(DOCS.glob("zh/*.md")) + [ROOT / "README.md"]
 # Pages other engineers own that the docs may link to before they exist.
 OWNED_ELSEWHERE = {"performance.md"}
+
+# The docs build runs the blocks with the same code (docs/_ext/lstmkit_exec.py): one definition of a block.
+sys.path.insert(0, str(DOCS / "_ext"))
+from lstmkit_exec import BlockError, run_blocks  # noqa: E402
+from lstmkit_exec import python_blocks as _blocks  # noqa: E402
 
 
 def python_blocks(path: Path) -> list[tuple[int, str]]:
     """``(line number of the block's first code line, code)`` for each ```python block."""
-    text = path.read_text(encoding="utf-8")
-    return [(text.count("\n", 0, m.start()) + 2, m.group(1)) for m in FENCE.finditer(text)]
+    return [(line, code) for line, _end, code in _blocks(path.read_text(encoding="utf-8"))]
 
 
 def expected_outputs(code: str) -> list[list[str]]:
@@ -71,8 +73,9 @@ def find_in_order(expected: list[list[str]], printed: str) -> str | None:
 
 def test_docs_exist():
     names = {p.name for p in DOCS.glob("*.md")}
-    for required in ("index.md", "lstm.md", "equations.md", "packing.md", "training.md",
-                     "backends.md", "deviations.md"):
+    for required in ("index.md", "why-lstm.md", "worked-step.md", "lstm.md", "inputs-outputs.md", "lstmcell.md",
+                     "packing.md", "training.md", "gru-rnn.md", "bridge.md", "equations.md", "backends.md",
+                     "deviations.md"):
         assert required in names, f"docs/{required} is missing"
         assert python_blocks(DOCS / required), f"docs/{required} has no ```python block"
 
@@ -86,27 +89,21 @@ def test_expected_output_parser():
 
 @pytest.mark.parametrize("path", FILES, ids=[str(p.relative_to(ROOT)) for p in FILES])
 def test_markdown_python_blocks_run(path, tmp_path, monkeypatch):
-    blocks = python_blocks(path)
-    if not blocks:
+    if not python_blocks(path):
         pytest.skip(f"{path.name} has no ```python blocks")
+    pytest.importorskip("matplotlib").use("Agg")  # pages draw figures; run_blocks closes them
     monkeypatch.chdir(tmp_path)
     name = str(path.relative_to(ROOT))
-    namespace = {"__name__": "__docs__", "__file__": str(path)}
-    for number, (line, code) in enumerate(blocks, start=1):
-        where = f"{name}, python block {number} (line {line})"
-        printed = io.StringIO()
-        try:
-            compiled = compile(code, f"{name}:block{number}", "exec")
-            with contextlib.redirect_stdout(printed):
-                exec(compiled, namespace)
-        except Exception:
-            pytest.fail(
-                f"{where} raised:\n{traceback.format_exc()}\nprinted so far:\n{printed.getvalue()}",
-                pytrace=False,
-            )
-        problem = find_in_order(expected_outputs(code), printed.getvalue())
-        if problem:
-            pytest.fail(f"{where}: {problem}\n--- it printed:\n{printed.getvalue()}", pytrace=False)
+    blocks = run_blocks(path.read_text(encoding="utf-8"), name, str(path))
+    number = 0
+    try:
+        for number, ((line, _end, code), printed) in enumerate(blocks, start=1):
+            problem = find_in_order(expected_outputs(code), printed)
+            if problem:
+                pytest.fail(f"{name}, python block {number} (line {line}): {problem}\n--- it printed:\n{printed}",
+                            pytrace=False)
+    except BlockError as error:
+        pytest.fail(str(error), pytrace=False)
 
 
 LINK = re.compile(r"\]\(([^)#\s]+\.md)(?:#[^)]*)?\)")

@@ -100,19 +100,6 @@ def test_gradient_norms_vanish_explode_and_persist():
     assert lstm_open[0] > 1e3 * lstm[0]  # f ≈ 0.95 keeps the gradient alive where f ≈ 0.5 does not
 
 
-def test_gate_values_match_the_module_and_heatmaps_draw():
-    model = lstmkit.LSTM(2, 3, seed=0)
-    x = np.random.default_rng(0).standard_normal((7, 2), dtype=np.float32)
-    values = figures.gate_values(model, x)
-    assert set(values) == set("ifgoch") and all(v.shape == (7, 3) for v in values.values())
-    out, (h_n, c_n) = model(x)
-    np.testing.assert_allclose(values["h"], out, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(values["c"][-1], c_n[0], rtol=1e-5, atol=1e-6)
-    assert np.all((values["f"] > 0) & (values["f"] < 1))
-    fig = figures.gate_heatmaps(model, x)
-    assert len(fig.axes) == 12  # six heatmaps and their colour bars
-
-
 def test_training_curve_plots_every_loss():
     fig = figures.training_curve([1.0, 0.5, 0.25], baseline=1.0)
     line = fig.axes[0].get_lines()[0]

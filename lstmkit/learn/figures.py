@@ -10,8 +10,8 @@ Concept diagrams: :func:`lstm_step`, :func:`gru_step`, :func:`weight_blocks`,
 :func:`unrolled`, :func:`h_n_grid`, :func:`backward_timeline`,
 :func:`batch_first`, :func:`cell_loop`, :func:`packing`,
 :func:`padding_backward`, :func:`truncated_bptt`.
-Measurements: :func:`gradient_norms`, :func:`gate_heatmaps`,
-:func:`training_curve`.
+Measurements: :func:`gradient_norms`, :func:`training_curve` (gates over
+time are drawn by :mod:`lstmkit.viz`).
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ except ImportError as error:  # pragma: no cover - depends on the environment
         "lstmkit.learn.figures needs matplotlib: python -m pip install 'lstmkit[plot]'"
     ) from error
 
-# One colour per gate, the same on every picture: LSTM [i|f|g|o], GRU [r|z|n].
+#: One colour per gate, the same on every picture: LSTM ``[i|f|g|o]``, GRU ``[r|z|n]``.
 GATE_COLORS = {
     "i": "#4C72B0", "f": "#DD8452", "g": "#55A868", "o": "#C44E52",
     "r": "#8172B3", "z": "#2A9D8F", "n": "#937860",
@@ -39,7 +39,7 @@ BELT_COLOR = "#E9C46A"
 __all__ = [
     "GATE_COLORS", "lstm_step", "gru_step", "weight_blocks", "unrolled", "h_n_grid",
     "backward_timeline", "batch_first", "cell_loop", "packing", "padding_backward",
-    "truncated_bptt", "gradient_norms", "gate_heatmaps", "training_curve", "FIGURES",
+    "truncated_bptt", "gradient_norms", "training_curve", "FIGURES",
 ]
 
 
@@ -551,17 +551,15 @@ def truncated_bptt(num_chunks: int = 3, chunk_len: int = 4):
 
 # ---------------------------------------------------------------- measurements
 
-def _last_step_gradients(module, x, hx=None):
-    """``‖∂L/∂x_t‖`` for every ``t``, where ``L = Σ h_T`` (the loss reads only the last step of ``out``)."""
-    out, _state, backward = module.forward_train(x, hx)
-    d_out = np.zeros_like(out)
-    d_out[-1] = 1.0
-    d_x = backward(d_out)[0]
-    return np.linalg.norm(d_x.reshape(len(x), -1), axis=1)
+def _last_step_gradients(module, x):
+    """``‖∂L/∂h_t‖`` for every ``t``, where ``L = Σ out[T-1]`` (the loss reads only the last step), from a gate trace."""
+    from .trace import trace_module
+
+    return trace_module(module, x[:, 0, :], d_out="last").grad_norms[(0, 0)]
 
 
 def gradient_norms(seq_len: int = 60, hidden_size: int = 32, seed: int = 0, forget_bias: float = 3.0):
-    """Gradient norms ``‖∂L/∂x_t‖`` over time for a loss on the last step, measured with ``forward_train``.
+    """Gradient norms ``‖∂L/∂h_t‖`` over time for a loss on the last step, measured by a gate trace's backward.
 
     Four float64 models on the same random input: an Elman RNN (tanh) as
     initialised (gradients vanish geometrically), an Elman RNN (relu) with
@@ -596,70 +594,15 @@ def gradient_norms(seq_len: int = 60, hidden_size: int = 32, seed: int = 0, forg
     styles = [("#7F7F7F", "-"), (GRAD_COLOR, "-"), (GATE_COLORS["i"], "--"), (GATE_COLORS["f"], "-")]
     for (label, values), (color, ls) in zip(norms.items(), styles):
         ax.semilogy(steps_back, np.maximum(values, 1e-300), label=label, color=color, ls=ls, linewidth=2)
-    ax.set_xlabel("steps between x_t and the loss (T - 1 - t)")
-    ax.set_ylabel("‖∂L/∂x_t‖  (log scale)")
+    ax.set_xlabel("steps between h_t and the loss (T - 1 - t)")
+    ax.set_ylabel("‖∂L/∂h_t‖  (log scale)")
     ax.set_ylim(1e-14, None)
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8.5, loc="lower left")
-    ax.set_title(f"Gradient reaching each input from a loss on the last step (seq_len={seq_len}, hidden={H})",
+    ax.set_title(f"Gradient reaching each step from a loss on the last step (seq_len={seq_len}, hidden={H})",
                  fontsize=10)
     fig.tight_layout()
     fig.lstmkit_norms = norms
-    return fig
-
-
-def gate_values(module, x, hx=None):
-    """Gates and states of layer 0 (forward direction) of an LSTM, step by step, from the cell's own ``forward_step``.
-
-    ``x``: ``(seq_len, input_size)`` (one sequence). Returns a dict of
-    ``(seq_len, hidden_size)`` arrays ``i, f, g, o, c, h``; ``h`` at the last
-    step equals ``module(x)``'s ``h_n[0]`` (checked).
-    """
-    from lstmkit.cells import LSTMCellType
-
-    x = np.asarray(x, dtype=module.dtype if hasattr(module, "dtype") else np.float32)
-    params = {name[: -len("_l0")]: value for name, value in module.named_parameters() if name.endswith("_l0")}
-    H = module.hidden_size
-    h = np.zeros((1, params["weight_hh"].shape[1]), x.dtype)
-    c = np.zeros((1, H), x.dtype)
-    rows = {k: [] for k in "ifgoch"}
-    for x_t in x:
-        gi = x_t[None] @ params["weight_ih"].T + params.get("bias_ih", 0)
-        (h, c), cache = LSTMCellType().forward_step(np, params, gi, (h, c))
-        for key, value in zip("ifgo", cache[2:6]):
-            rows[key].append(value[0])
-        rows["c"].append(c[0])
-        rows["h"].append(h[0])
-    values = {k: np.array(v) for k, v in rows.items()}
-    if module.num_layers == 1 and not module.bidirectional:
-        _, (h_n, _) = module(x)
-        np.testing.assert_allclose(values["h"][-1], h_n[0], rtol=1e-4, atol=1e-5)
-    return values
-
-
-def gate_heatmaps(module, x, title: str = "Gate activations and states of layer 0 over time"):
-    """Heatmaps (hidden unit × time) of ``i, f, g, o, c, h`` for one sequence ``x`` ``(seq_len, input_size)``.
-
-    Values come from :func:`gate_values`. Gates in ``[0, 1]`` (``g`` and ``h``
-    in ``[-1, 1]``); ``f`` near 1 means "keep the memory".
-    """
-    values = gate_values(module, x)
-    labels = {"i": "i: input gate", "f": "f: forget gate (1 = keep c)", "g": "g: candidate",
-              "o": "o: output gate", "c": "c: cell state", "h": "h: output"}
-    fig, axes = plt.subplots(6, 1, figsize=(9, 9.5), sharex=True)
-    for ax, key in zip(axes, "ifgoch"):
-        v = values[key].T
-        if key in "ifo":
-            im = ax.imshow(v, aspect="auto", cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
-        else:
-            bound = max(1.0, float(np.abs(v).max())) if key == "c" else 1.0
-            im = ax.imshow(v, aspect="auto", cmap="RdBu_r", vmin=-bound, vmax=bound, interpolation="nearest")
-        ax.set_ylabel("unit", fontsize=8)
-        ax.set_title(labels[key], fontsize=9, loc="left", color=GATE_COLORS.get(key, "black"))
-        fig.colorbar(im, ax=ax, pad=0.01, fraction=0.03)
-    axes[-1].set_xlabel("time step t")
-    fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
     return fig
 
 
@@ -679,7 +622,7 @@ def training_curve(losses, title: str = "Training loss", baseline: float | None 
     return fig
 
 
-# Every picture that needs no argument, by name (the tests draw them all).
+#: Every picture that needs no argument, by name (the tests draw them all).
 FIGURES = {
     "lstm_step": lstm_step, "gru_step": gru_step, "weight_blocks": weight_blocks, "unrolled": unrolled,
     "h_n_grid": h_n_grid, "backward_timeline": backward_timeline, "batch_first": batch_first,
