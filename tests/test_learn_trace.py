@@ -98,6 +98,8 @@ def test_pictures():
     titles = [ax.get_title() for ax in fig.axes]
     assert "layer 0 forward: i" in titles and "layer 0 backward: i" in titles and "c" in titles
     assert any(t.startswith("‖∂L/∂h_t‖ for one training step") for t in titles)
+    wide = viz.plot_trace(viz.trace(lstmkit.GRU(3, 40, seed=0), x), max_units=16)
+    assert wide.axes[0].get_ylabel() == "unit (first 16 of 40)" and wide.axes[0].get_images()[0].get_array().shape == (16, 9)
     other = viz.trace(lstmkit.RNN(3, 4, seed=0), x)
     fig2 = viz.plot_grad_norms({"RNN": other, "LSTM": trace})
     assert [line.get_label() for line in fig2.axes[0].get_lines()] == ["RNN", "LSTM"]

@@ -277,7 +277,8 @@ def plot_trace(trace: Trace, max_units: int = 32):
             ax.set_title(f"{_direction_name(trace, key)}: {name}" if col == 0 else name, fontsize=9)
             ax.set_xlabel("t", fontsize=8)
             if col == 0:
-                ax.set_ylabel("unit", fontsize=8)
+                units = (trace.gates[key][name] if kind == "gate" else trace.states[key][name]).shape[1]
+                ax.set_ylabel("unit" if units <= max_units else f"unit (first {max_units} of {units})", fontsize=8)
             if trace.labels is not None and trace.steps <= 60:
                 ax.set_xticks(range(trace.steps))
                 ax.set_xticklabels(trace.labels, fontsize=6)
