@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import lstmkit
-from lstmkit.cells import LSTMCellType, sigmoid
+from lstmkit.cells import LSTMCellType
 from lstmkit.specs import CellSpec
 from lstmkit.testing import gradcheck, registered_plugin
 from lstmkit.utils.rnn import pack_sequence
