@@ -4,18 +4,27 @@
 Usage (from the repository root)::
 
     PYTHONPATH=. python benchmarks/bench_rnn.py                 # full grid, 1 and 2 threads
-    PYTHONPATH=. python benchmarks/bench_rnn.py --quick         # the floor configs only
+    PYTHONPATH=. python benchmarks/bench_rnn.py --quick         # three configs, cells at B1/B4
     PYTHONPATH=. python benchmarks/bench_rnn.py --markdown --json results.json
     PYTHONPATH=. python benchmarks/bench_rnn.py --threads 1 --cases lstm32,cell32
 
 What is measured (see ``docs/performance.md`` for a recorded run):
 
-* cases ``lstm32`` / ``lstm64`` / ``gru32``: ``module(x)`` inference, float32 /
-  float64 / float32 (torch: ``torch.inference_mode()``);
-* ``train32``: LSTM float32 ``forward_train`` + ``backward(ones)`` against torch's
-  ``out.sum().backward()`` in train mode with ``input.requires_grad``;
-* ``cell32``: an ``LSTMCell`` called in a Python loop over the steps (one cell per
-  layer), inference, against the same loop over ``torch.nn.LSTMCell``.
+* cases ``lstm32`` / ``lstm64`` / ``gru32`` / ``rnn32``: ``module(x)`` inference
+  (LSTM float32 / float64, GRU, RNN tanh; torch: ``torch.inference_mode()``);
+* ``packed32``: LSTM float32 inference on a ``PackedSequence`` (lengths from T
+  down to T/2), against torch's ``pack_padded_sequence``;
+* ``train32`` / ``gru_train32`` / ``rnn_train32``: float32 ``forward_train`` +
+  ``backward(ones)`` against torch's ``out.sum().backward()`` in train mode with
+  ``input.requires_grad``;
+* ``cell32`` / ``gcell32``: an ``LSTMCell`` / ``GRUCell`` called in a Python loop
+  over the steps, inference, against the same loop over torch's cell, at batch
+  1, 4, 16 and 64 (``CELL_GRID``);
+* peak memory (``MEMORY_CONFIG``, each call in a fresh process: RSS growth) and
+  two Python threads each running inference on its own module, against one
+  thread running both calls (``--no-memory`` / ``--no-pythreads`` skip them);
+* issue 7's targets evaluated on the run (ratios, % of GEMM peak, 2-thread
+  speed-up).
 
 Every number comes from one process: for each (configuration, case, thread
 count) the implementations are warmed up, then timed in interleaved rounds
@@ -105,14 +114,35 @@ GRID = [
     Config(1000, 1, 16, 32, 1),
 ]
 QUICK = [0, 1, 5]  # the configurations the issue's floors name
+# cell loops: issue 7 asks for batch 1, 4, 16 and 64 (one layer, I64 H128)
+CELL_GRID = [Config(100, b, 64, 128, 1) for b in (1, 4, 16, 64)]
 
 CASES = {
     "lstm32": "LSTM float32 inference",
     "lstm64": "LSTM float64 inference",
     "gru32": "GRU float32 inference",
+    "rnn32": "RNN (tanh) float32 inference",
+    "packed32": "LSTM float32 inference on a PackedSequence (lengths T down to T/2)",
     "train32": "LSTM float32 training (forward + backward)",
+    "gru_train32": "GRU float32 training (forward + backward)",
+    "rnn_train32": "RNN (tanh) float32 training (forward + backward)",
     "cell32": "LSTMCell Python loop, float32 inference",
+    "gcell32": "GRUCell Python loop, float32 inference",
 }
+# case -> (cell kind, dtype, mode); cell loops run on CELL_GRID
+SPEC = {
+    "lstm32": ("lstm", np.float32, "infer"),
+    "lstm64": ("lstm", np.float64, "infer"),
+    "gru32": ("gru", np.float32, "infer"),
+    "rnn32": ("rnn", np.float32, "infer"),
+    "packed32": ("lstm", np.float32, "packed"),
+    "train32": ("lstm", np.float32, "train"),
+    "gru_train32": ("gru", np.float32, "train"),
+    "rnn_train32": ("rnn", np.float32, "train"),
+    "cell32": ("lstm", np.float32, "cell"),
+    "gcell32": ("gru", np.float32, "cell"),
+}
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 
 # max |lstmkit - torch| / max(1, max |torch|) per array, flagged above these
 TOLERANCE = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-10}
@@ -238,40 +268,77 @@ def _err(a, ref):
     return float(np.max(np.abs(a - ref))) / scale if a.size else 0.0
 
 
+def lengths_of(cfg):
+    """Packed case: sequence lengths from T down to T/2, longest first."""
+    return np.linspace(cfg.T, max(1, cfg.T // 2), cfg.B).astype(np.int64)
+
+
+def useful_fraction(case, cfg):
+    """Share of the T*B rows a case computes (packed sequences skip the padding)."""
+    if SPEC[case][2] != "packed":
+        return 1.0
+    return float(lengths_of(cfg).sum()) / (cfg.T * cfg.B)
+
+
+def _flat(res):
+    out, st = res
+    if hasattr(out, "batch_sizes"):
+        out = out.data  # a PackedSequence (lstmkit's or torch's)
+    st = st if isinstance(st, tuple) else (st,)
+    return [out, *st]
+
+
 def build(case, cfg, backends, torch):
-    """``(impls, reference_name, dtype)`` for one case and configuration."""
-    dtype = np.dtype(np.float64 if case == "lstm64" else np.float32)
-    if case == "cell32" and cfg.bi:
+    """``(impls, dtype)`` for one case and configuration (None: not run there)."""
+    kind, dtype, mode = SPEC[case]
+    dtype = np.dtype(dtype)
+    if mode == "cell" and cfg.bi:
         return None
-    kind = "gru" if case == "gru32" else "lstm"
     x = _rng_input(cfg, dtype)
     impls = []
+    lk_cls = {"lstm": lstmkit.LSTM, "gru": lstmkit.GRU, "rnn": lstmkit.RNN}[kind]
 
     # weights: drawn by torch when it is there (so both hold the same numbers)
     if torch is not None:
         torch.manual_seed(0)
-        tcls = torch.nn.GRU if kind == "gru" else torch.nn.LSTM
+        tcls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[kind]
         tm = tcls(cfg.I, cfg.H, cfg.L, bidirectional=cfg.bi)
         if dtype == np.float64:
             tm = tm.double()
         state = {k: _np(v).copy() for k, v in tm.state_dict().items()}
     else:
         tm = None
-        ref = lstmkit.GRU if kind == "gru" else lstmkit.LSTM
-        state = ref(cfg.I, cfg.H, cfg.L, bidirectional=cfg.bi, dtype=dtype, seed=0,
-                    backend="numpy").state_dict()
+        state = lk_cls(cfg.I, cfg.H, cfg.L, bidirectional=cfg.bi, dtype=dtype, seed=0,
+                       backend="numpy").state_dict()
 
     def lk_module(backend):
-        cls = lstmkit.GRU if kind == "gru" else lstmkit.LSTM
-        m = cls(cfg.I, cfg.H, cfg.L, bidirectional=cfg.bi, dtype=dtype, backend=backend, seed=0)
+        m = lk_cls(cfg.I, cfg.H, cfg.L, bidirectional=cfg.bi, dtype=dtype, backend=backend,
+                   seed=0)
         m.load_state_dict(state)
         return m
 
-    if case in ("lstm32", "lstm64", "gru32"):
-        def flat(res):
-            out, st = res
-            st = st if isinstance(st, tuple) else (st,)
-            return [out, *st]
+    if mode == "packed":
+        from lstmkit.utils.rnn import pack_padded_sequence
+
+        lengths = lengths_of(cfg)
+        xp = pack_padded_sequence(x, lengths)
+        for be in backends:
+            m = lk_module(be).eval()
+            impls.append(Impl(be, lambda m=m: m(xp), _flat))
+        if tm is not None:
+            tm.eval()
+            xpt = torch.nn.utils.rnn.pack_padded_sequence(torch.from_numpy(x),
+                                                          torch.from_numpy(lengths))
+
+            def run_torch_packed():
+                with torch.inference_mode():
+                    return tm(xpt)
+
+            impls.append(Impl("torch", run_torch_packed,
+                              lambda r: [_np(a) for a in _flat(r)]))
+
+    elif mode == "infer":
+        flat = _flat
 
         for be in backends:
             m = lk_module(be).eval()
@@ -286,7 +353,7 @@ def build(case, cfg, backends, torch):
 
             impls.append(Impl("torch", run_torch, lambda r: [_np(a) for a in flat(r)]))
 
-    elif case == "train32":
+    elif mode == "train":
         names = list(state)
 
         for be in backends:
@@ -316,39 +383,45 @@ def build(case, cfg, backends, torch):
             impls.append(Impl("torch", run_torch,
                               lambda r: [_np(r[0]), _np(r[1]), *(_np(g) for g in r[2])]))
 
-    elif case == "cell32":
+    elif mode == "cell":
+        lstm = kind == "lstm"
+
         def layer_state(layer):
             return {k: state[f"{k}_l{layer}"] for k in
                     ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
 
+        def loop(cells, x, zeros):
+            """The user's loop: each layer's cell at every step -> (outputs, h's, c's)."""
+            hs = [zeros] * len(cells)
+            cs = [zeros] * len(cells)
+            outs = []
+            for t in range(cfg.T):
+                inp = x[t]
+                for j, cell in enumerate(cells):
+                    if lstm:
+                        hs[j], cs[j] = cell(inp, (hs[j], cs[j]))
+                    else:
+                        hs[j] = cell(inp, hs[j])
+                    inp = hs[j]
+                outs.append(inp)
+            return outs, hs, (cs if lstm else [])
+
+        lk_cell = lstmkit.LSTMCell if lstm else lstmkit.GRUCell
         for be in backends:
             cells = []
             for layer in range(cfg.L):
-                c = lstmkit.LSTMCell(cfg.I if layer == 0 else cfg.H, cfg.H, dtype=dtype,
-                                     backend=be, seed=0)
+                c = lk_cell(cfg.I if layer == 0 else cfg.H, cfg.H, dtype=dtype, backend=be,
+                            seed=0)
                 c.load_state_dict(layer_state(layer))
                 cells.append(c)
             zeros = np.zeros((cfg.B, cfg.H), dtype)
-
-            def run_cells(cells=cells, zeros=zeros):
-                hs = [zeros] * len(cells)
-                cs = [zeros] * len(cells)
-                outs = []
-                for t in range(cfg.T):
-                    inp = x[t]
-                    for j, cell in enumerate(cells):
-                        h, c = cell(inp, (hs[j], cs[j]))
-                        hs[j], cs[j] = h, c
-                        inp = h
-                    outs.append(inp)
-                return outs, hs, cs
-
-            impls.append(Impl(be, run_cells,
+            impls.append(Impl(be, lambda cells=cells, zeros=zeros: loop(cells, x, zeros),
                               lambda r: [np.stack(r[0]), *r[1], *r[2]]))
         if tm is not None:
             tcells = []
             for layer in range(cfg.L):
-                c = torch.nn.LSTMCell(cfg.I if layer == 0 else cfg.H, cfg.H)
+                c = (torch.nn.LSTMCell if lstm else torch.nn.GRUCell)(
+                    cfg.I if layer == 0 else cfg.H, cfg.H)
                 c.load_state_dict({k: torch.from_numpy(v) for k, v in layer_state(layer).items()})
                 tcells.append(c.eval())
             xt = torch.from_numpy(x)
@@ -356,17 +429,7 @@ def build(case, cfg, backends, torch):
 
             def run_tcells():
                 with torch.inference_mode():
-                    hs = [tzeros] * len(tcells)
-                    cs = [tzeros] * len(tcells)
-                    outs = []
-                    for t in range(cfg.T):
-                        inp = xt[t]
-                        for j, cell in enumerate(tcells):
-                            h, c = cell(inp, (hs[j], cs[j]))
-                            hs[j], cs[j] = h, c
-                            inp = h
-                        outs.append(inp)
-                    return outs, hs, cs
+                    return loop(tcells, xt, tzeros)
 
             impls.append(Impl("torch", run_tcells,
                               lambda r: [_np(torch.stack(r[0])), *(_np(a) for a in r[1]),
@@ -381,7 +444,7 @@ def check(impls, case, dtype):
     results = {im.name: [np.asarray(a) for a in im.outputs(im.fn())] for im in impls}
     ref_name = "torch" if "torch" in results else ("numpy" if "numpy" in results else None)
     errs = {}
-    tol = TOLERANCE_TRAIN32 if case == "train32" else TOLERANCE[dtype]
+    tol = TOLERANCE_TRAIN32 if SPEC[case][2] == "train" else TOLERANCE[dtype]
     for name, arrs in results.items():
         if name == ref_name or ref_name is None:
             continue
@@ -391,6 +454,123 @@ def check(impls, case, dtype):
             e = float("inf")
         errs[name] = {"err": e, "vs": ref_name, "ok": bool(e <= tol), "tol": tol}
     return errs
+
+
+# ----------------------------------------------------------------------------
+# peak memory (each measurement in a fresh process) and two Python threads
+
+MEMORY_CONFIG = Config(400, 64, 128, 512, 1)  # issue 7's memory case
+PYTHREAD_CONFIGS = [Config(100, 16, 64, 128, 1), Config(50, 32, 128, 512, 1)]
+
+
+def _status_kb(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise OSError(field)
+
+
+def memory_child(impl, mode):
+    """Print the peak RSS growth (MB) of one LSTM call on MEMORY_CONFIG, 1 thread."""
+    cfg = MEMORY_CONFIG
+    x = _rng_input(cfg, np.float32)
+    threadpool_limits(1)
+    if impl == "torch":
+        import torch
+
+        torch.set_num_threads(1)
+        torch.manual_seed(0)
+        m = torch.nn.LSTM(cfg.I, cfg.H, cfg.L)
+        xt = torch.from_numpy(x)
+
+        def run():
+            if mode == "infer":
+                with torch.inference_mode():
+                    return m(xt)
+            out, _ = m(xt)
+            out.sum().backward()
+            return out
+    else:
+        m = lstmkit.LSTM(cfg.I, cfg.H, cfg.L, dtype=np.float32, backend=impl, seed=0)
+        ones = np.ones((cfg.T, cfg.B, cfg.H), np.float32)
+
+        def run():
+            if mode == "infer":
+                return m(x)
+            out, _, backward = m.forward_train(x)
+            return out, backward(ones)
+    gc.collect()
+    base = _status_kb("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:  # reset VmHWM to the current RSS
+        f.write("5")
+    result = run()
+    peak = _status_kb("VmHWM")
+    del result
+    print(json.dumps({"peak_mb": (peak - base) / 1024}))
+
+
+def peak_memory(backends, torch):
+    """``{mode: {impl: MB}}``: peak RSS growth of one call, each in its own process."""
+    import subprocess
+
+    out = {}
+    impls = list(backends) + (["torch"] if torch is not None else [])
+    for mode in ("infer", "train"):
+        out[mode] = {}
+        for impl in impls:
+            proc = subprocess.run(
+                [sys.executable, os.path.abspath(__file__), "--memory-child", f"{impl}:{mode}"],
+                capture_output=True, text=True, check=False)
+            try:
+                out[mode][impl] = json.loads(proc.stdout.strip().splitlines()[-1])["peak_mb"]
+            except (IndexError, ValueError, KeyError):
+                print(f"memory child {impl}:{mode} failed: {proc.stderr[-500:]}", file=sys.stderr)
+    return out
+
+
+def python_threads(backends, torch, budget):
+    """Two Python threads, each running inference on its own module (1 BLAS thread):
+    throughput relative to one thread running both calls in turn."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    out = []
+    pool = ThreadPoolExecutor(2)
+    with threadpool_limits(1):
+        if torch is not None:
+            torch.set_num_threads(1)
+        for cfg in PYTHREAD_CONFIGS:
+            x = _rng_input(cfg, np.float32)
+            impls = []
+            for be in backends:
+                ms = [lstmkit.LSTM(cfg.I, cfg.H, cfg.L, backend=be, seed=s).eval()
+                      for s in (0, 1)]
+                impls.append((be, [lambda m=m: m(x) for m in ms]))
+            if torch is not None:
+                xt = torch.from_numpy(x)
+                tms = [torch.nn.LSTM(cfg.I, cfg.H, cfg.L).eval() for _ in range(2)]
+
+                def tcall(m):
+                    with torch.inference_mode():
+                        return m(xt)
+
+                impls.append(("torch", [lambda m=m: tcall(m) for m in tms]))
+            timed = []
+            for name, (f1, f2) in impls:
+                timed.append(Impl(f"{name} 1 thread", lambda f1=f1, f2=f2: (f1(), f2()), None))
+                timed.append(Impl(f"{name} 2 threads", lambda f1=f1, f2=f2: [
+                    fut.result() for fut in (pool.submit(f1), pool.submit(f2))], None))
+            for im in timed:
+                im.fn()
+            res = measure(timed, budget_s=budget)
+            load = res.pop(None)
+            for name, _ in impls:
+                one, two = res[f"{name} 1 thread"], res[f"{name} 2 threads"]
+                out.append({"config": cfg.label, "impl": name, "one_ms": 1e3 * one["median_s"],
+                            "two_ms": 1e3 * two["median_s"],
+                            "scaling": one["median_s"] / two["median_s"], "other_load": load})
+    pool.shutdown()
+    return out
 
 
 # ----------------------------------------------------------------------------
@@ -488,31 +668,46 @@ def _fmt_err(e):
     return f"{e['err']:.1e} {'ok' if e['ok'] else 'FAIL'}"
 
 
-def floors(records):
-    """The issue's 1-thread floors, evaluated on this run's ratios (torch / cython)."""
+def targets(records):
+    """Issue 7's targets, evaluated on this run: ``(what, case, config, threads, needed,
+    measured)`` rows (ratios torch / cython, % of GEMM peak, 2-thread speed-up)."""
     out = []
 
-    def ratio(case, cfg, threads=1):
+    def rec(case, label, threads):
         for r in records:
-            if r["case"] == case and r["config"] == cfg.label and r["threads"] == threads:
-                return r["ratio"].get("cython")
+            if r["case"] == case and r["config"] == label and r["threads"] == threads:
+                return r
         return None
 
-    for cfg in GRID:
-        if cfg.B == 1 and cfg.H <= 128:
-            out.append(("lstm32", cfg, 1.0, ratio("lstm32", cfg)))
-        if cfg.B == 16 and cfg.H == 128:
-            out.append(("lstm32", cfg, 0.5, ratio("lstm32", cfg)))
-    for case in ("lstm64", "gru32"):
-        for cfg in GRID:
-            out.append((case, cfg, 1.0, ratio(case, cfg)))
-    for cfg in GRID:
-        if not cfg.bi:
-            out.append(("cell32", cfg, 3.0, ratio("cell32", cfg)))
-    return [(c, cfg, need, got) for c, cfg, need, got in out if got is not None]
+    for r in records:
+        kind, dtype, mode = SPEC[r["case"]]
+        cfg = next((c for c in GRID + CELL_GRID if c.label == r["config"]), None)
+        got = r["ratio"].get("cython")
+        if cfg is None or got is None:
+            continue
+        small = cfg.B * cfg.H
+        if mode == "cell":
+            need = 5.0 if cfg.B <= 4 else 1.5
+        elif r["case"] == "lstm32":
+            need = 1.5 if small <= 512 else 1.0
+        elif r["case"] == "train32":
+            need = 1.5 if small <= 512 else 1.1
+        else:  # GRU, RNN, float64 LSTM, packed
+            need = 2.0 if small <= 2048 else 1.5
+        out.append(("x torch", r["case"], r["config"], r["threads"], need, got))
+        if small >= 8192 and mode in ("infer", "train") and r["case"] in ("lstm32", "train32"):
+            out.append(("% GEMM peak", r["case"], r["config"], r["threads"],
+                        90.0 if mode == "infer" else 85.0, r["pct_peak"]["cython"]))
+            if r["threads"] == 2:
+                one = rec(r["case"], r["config"], 1)
+                if one is not None:
+                    out.append(("2T / 1T speed-up", r["case"], r["config"], 2, 1.7,
+                                one["ms"]["cython"] / r["ms"]["cython"]))
+    return out
 
 
-def render(env, peaks, records, markdown, threads_list):
+def render(env, peaks, records, markdown, threads_list, extras=None):
+    extras = extras or {}
     lines = []
     p = lines.append
     p("# lstmkit benchmark" if markdown else "lstmkit benchmark")
@@ -577,7 +772,7 @@ def render(env, peaks, records, markdown, threads_list):
         cols += ["cython ms"] + (["numpy ms"] if have_np else [])
         if have_t:
             cols += ["ratio cython"] + (["ratio numpy"] if have_np else [])
-        if case == "cell32":
+        if SPEC[case][2] == "cell":
             cols += ["us/step cython"] + (["us/step torch"] if have_t else [])
         cols += ["GFLOP/s", "% peak"]
         if have_t:
@@ -597,7 +792,7 @@ def render(env, peaks, records, markdown, threads_list):
                 row.append(_fmt_ratio(r["ratio"].get("cython")))
                 if have_np:
                     row.append(_fmt_ratio(r["ratio"].get("numpy")))
-            if case == "cell32":
+            if SPEC[case][2] == "cell":
                 row.append(f"{r['us_per_step'].get('cython', float('nan')):.1f}")
                 if have_t:
                     row.append(f"{r['us_per_step'].get('torch', float('nan')):.1f}")
@@ -655,20 +850,54 @@ def render(env, peaks, records, markdown, threads_list):
             for row in table:
                 p("  ".join(c.rjust(w) for c, w in zip(row, widths)))
 
-        fl = floors(records)
-        if fl:
+        tg = targets(records)
+        if tg:
             p("")
-            p(("## " if markdown else "== ") + "Floors (issue 2, 1 thread, cython backend)")
+            p(("## " if markdown else "== ") + "Targets (issue 7, cython backend)")
             p("")
             if markdown:
-                p("| case | config | needed | measured | |")
-                p("|---|---|---|---|---|")
-            for case, cfg, need, got in fl:
+                p("| measure | case | config | threads | needed | measured | |")
+                p("|---|---|---|---|---|---|---|")
+            for what, case, label, n, need, got in tg:
                 verdict = "pass" if got >= need else "FAIL"
                 if markdown:
-                    p(f"| {case} | {cfg.label} | >= {need:g} | {got:.2f} | {verdict} |")
+                    p(f"| {what} | {case} | {label} | {n} | >= {need:g} | {got:.2f} | {verdict} |")
                 else:
-                    p(f"  {case:8} {cfg.label:24} >= {need:<4g} {got:6.2f}  {verdict}")
+                    p(f"  {what:16} {case:11} {label:24} {n}T >= {need:<4g} {got:7.2f}  {verdict}")
+            fails = sum(1 for *_, need, got in tg if got < need)
+            p("")
+            p(f"targets met: {len(tg) - fails} of {len(tg)}")
+    h = "## " if markdown else "== "
+    if extras.get("memory"):
+        cfg = MEMORY_CONFIG
+        p("")
+        p(h + f"Peak memory: LSTM float32 {cfg.label}, 1 thread, RSS growth of one call (MB)")
+        p("")
+        mem = extras["memory"]
+        impls = list(next(iter(mem.values())))
+        p("| mode | " + " | ".join(impls) + " |" if markdown else "  mode    " + "  ".join(
+            f"{i:>8}" for i in impls))
+        if markdown:
+            p("|---|" + "---|" * len(impls))
+        for mode, d in mem.items():
+            cells = [f"{d[i]:.0f}" if i in d else "-" for i in impls]
+            p(f"| {mode} | " + " | ".join(cells) + " |" if markdown else f"  {mode:7} "
+              + "  ".join(f"{c:>8}" for c in cells))
+        p("")
+        p(f"(the output alone is {cfg.T * cfg.B * cfg.H * 4 / 2**20:.0f} MB)")
+    if extras.get("pythreads"):
+        p("")
+        p(h + "Two Python threads, each running inference on its own LSTM (1 BLAS thread each)")
+        p("")
+        p("| config | impl | both calls in one thread ms | the two in two threads ms | "
+          "throughput x | other load |" if markdown else
+          "  config                  impl       1 thread ms  2 threads ms  throughput x  load")
+        if markdown:
+            p("|---|---|---|---|---|---|")
+        for r in extras["pythreads"]:
+            cells = [r["config"], r["impl"], _fmt_ms(r["one_ms"] / 1e3), _fmt_ms(r["two_ms"] / 1e3),
+                     f"{r['scaling']:.2f}", f"{r['other_load']:.2f}"]
+            p("| " + " | ".join(cells) + " |" if markdown else "  " + "  ".join(cells))
     bad = [(r["case"], r["config"], r["threads"], k) for r in records
            for k, e in r["err"].items() if not e["ok"]]
     p("")
@@ -705,7 +934,16 @@ def main(argv=None):
                          " (default 2)")
     ap.add_argument("--markdown", action="store_true", help="print markdown tables")
     ap.add_argument("--json", metavar="FILE", help="also write all results as JSON")
+    ap.add_argument("--no-memory", action="store_true",
+                    help="skip the peak-memory measurement (fresh processes)")
+    ap.add_argument("--no-pythreads", action="store_true",
+                    help="skip the two-Python-threads measurement")
+    ap.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.memory_child:
+        impl, mode = args.memory_child.split(":")
+        memory_child(impl, mode)
+        return 0
 
     threads_list = [int(t) for t in args.threads.split(",") if t.strip()]
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
@@ -717,6 +955,9 @@ def main(argv=None):
     else:
         idx = QUICK if args.quick else list(range(len(GRID)))
     configs = [GRID[i] for i in idx]
+    cell_grid = CELL_GRID[:2] if args.quick else CELL_GRID
+    pairs = [(cfg, case) for cfg in configs for case in cases if SPEC[case][2] != "cell"]
+    pairs += [(cfg, case) for cfg in cell_grid for case in cases if SPEC[case][2] == "cell"]
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     avail = available_backends()
     for b in backends:
@@ -746,64 +987,70 @@ def main(argv=None):
             if torch is not None:
                 torch.set_num_threads(n)
             peaks[n] = gemm_peaks(n, torch)
-            for cfg in configs:
-                for case in cases:
-                    built = build(case, cfg, backends, torch)
-                    if built is None:
-                        continue
-                    impls, dtype = built
-                    errs = check(impls, case, dtype)
-                    best = None
-                    max_load = (args.max_load if args.max_load is not None
-                                else max(0.25, (os.cpu_count() or 1) - n - 0.25))
-                    for attempt in range(1 + max(0, args.retries)):
-                        if attempt:  # other processes were busy: wait, then try again
-                            time.sleep(2.0)
-                            for im in impls:
-                                im.samples = []
-                        res = measure(impls, budget_s=budget,
-                                      quiesce_s=args.quiesce if n > 1 else 0.0)
-                        load = res.pop(None)
-                        if best is None or load < best[1]:
-                            best = (res, load, attempt)
-                        if load <= max_load:
-                            break
-                    res, load, attempt = best
-                    gates = 3 if case == "gru32" else 4
-                    flop = cfg.flops(gates) * (3 if case == "train32" else 1)
-                    peak = max(peaks[n][dtype.name].values())
-                    rec = {
-                        "case": case, "config": cfg.label, "threads": n, "dtype": dtype.name,
-                        "mflop": flop / 1e6,
-                        "ms": {k: v["median_s"] for k, v in res.items()},
-                        "iqr_pct": {k: v["iqr_pct"] for k, v in res.items()},
-                        "rounds": {k: v["rounds"] for k, v in res.items()},
-                        "gflops": {k: flop / v["median_s"] / 1e9 for k, v in res.items()},
-                        "pct_peak": {k: 100 * flop / v["median_s"] / 1e9 / peak
-                                     for k, v in res.items()},
-                        "us_per_step": {k: 1e6 * v["median_s"] / cfg.T for k, v in res.items()},
-                        "ratio": ({k: res["torch"]["median_s"] / v["median_s"]
-                                   for k, v in res.items() if k != "torch"}
-                                  if "torch" in res else {}),
-                        "err": errs,
-                        "other_load": load,
-                        "attempts": attempt + 1,
-                    }
-                    records.append(rec)
-                    rt = rec["ratio"].get("cython")
-                    print(f"[{time.perf_counter() - t_start:6.1f}s] {n}T {case:8} {cfg.label:24}"
-                          + "".join(f" {k}={_fmt_ms(v)}ms" for k, v in rec["ms"].items())
-                          + (f" ratio={rt:.2f}" if rt is not None else "")
-                          + f" other-load={load:.2f}",
-                          file=sys.stderr, flush=True)
+            for cfg, case in pairs:
+                built = build(case, cfg, backends, torch)
+                if built is None:
+                    continue
+                impls, dtype = built
+                errs = check(impls, case, dtype)
+                best = None
+                max_load = (args.max_load if args.max_load is not None
+                            else max(0.25, (os.cpu_count() or 1) - n - 0.25))
+                for attempt in range(1 + max(0, args.retries)):
+                    if attempt:  # other processes were busy: wait, then try again
+                        time.sleep(2.0)
+                        for im in impls:
+                            im.samples = []
+                    res = measure(impls, budget_s=budget,
+                                  quiesce_s=args.quiesce if n > 1 else 0.0)
+                    load = res.pop(None)
+                    if best is None or load < best[1]:
+                        best = (res, load, attempt)
+                    if load <= max_load:
+                        break
+                res, load, attempt = best
+                kind, _, mode = SPEC[case]
+                flop = (cfg.flops(GATES[kind]) * useful_fraction(case, cfg)
+                        * (3 if mode == "train" else 1))
+                peak = max(peaks[n][dtype.name].values())
+                rec = {
+                    "case": case, "config": cfg.label, "threads": n, "dtype": dtype.name,
+                    "mflop": flop / 1e6,
+                    "ms": {k: v["median_s"] for k, v in res.items()},
+                    "iqr_pct": {k: v["iqr_pct"] for k, v in res.items()},
+                    "rounds": {k: v["rounds"] for k, v in res.items()},
+                    "gflops": {k: flop / v["median_s"] / 1e9 for k, v in res.items()},
+                    "pct_peak": {k: 100 * flop / v["median_s"] / 1e9 / peak
+                                 for k, v in res.items()},
+                    "us_per_step": {k: 1e6 * v["median_s"] / cfg.T for k, v in res.items()},
+                    "ratio": ({k: res["torch"]["median_s"] / v["median_s"]
+                               for k, v in res.items() if k != "torch"}
+                              if "torch" in res else {}),
+                    "err": errs,
+                    "other_load": load,
+                    "attempts": attempt + 1,
+                }
+                records.append(rec)
+                rt = rec["ratio"].get("cython")
+                print(f"[{time.perf_counter() - t_start:6.1f}s] {n}T {case:8} {cfg.label:24}"
+                      + "".join(f" {k}={_fmt_ms(v)}ms" for k, v in rec["ms"].items())
+                      + (f" ratio={rt:.2f}" if rt is not None else "")
+                      + f" other-load={load:.2f}",
+                      file=sys.stderr, flush=True)
+    extras = {}
+    if not args.no_memory:
+        extras["memory"] = peak_memory([b for b in backends if b == "cython"], torch)
+    if not args.no_pythreads:
+        extras["pythreads"] = python_threads([b for b in backends if b == "cython"], torch,
+                                             budget)
     # threadpoolctl's view while limited differs; report the library list afterwards
-    text = render(env, peaks, records, args.markdown, threads_list)
+    text = render(env, peaks, records, args.markdown, threads_list, extras)
     print(text)
     print(f"\n(total {time.perf_counter() - t_start:.0f} s)")
     if args.json:
         with open(args.json + ".tmp", "w") as f:
             json.dump({"environment": env, "gemm_peak_gflops": peaks, "records": records,
-                       "argv": sys.argv[1:]}, f, indent=1, default=str)
+                       "extras": extras, "argv": sys.argv[1:]}, f, indent=1, default=str)
         os.replace(args.json + ".tmp", args.json)
     bad = [r for r in records for e in r["err"].values() if not e["ok"]]
     return 1 if bad else 0

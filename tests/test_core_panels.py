@@ -147,3 +147,20 @@ def test_gate_workspace_must_hold_the_largest_step():
         _core.rnn_forward[CTYPE[np.float64]](
             x, params["weight_ih"], params["weight_hh"], None, None, bs, False, False,
             state0[0], h, None, np.empty((3, 4)), np.empty((5, 4)))
+
+
+# -- a few rows through gemv (the cells' step) -------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("m", [2, 3, 4, 5])
+@pytest.mark.parametrize("beta", [0.0, 1.0, 0.5])
+def test_gemm_few_rows_times_transposed(m, beta, dtype):
+    """m x 512 outputs (> 1200: the gemv-per-row branch for m <= 4), any beta."""
+    rng = np.random.default_rng(m)
+    a = rng.standard_normal((m, 37)).astype(dtype)
+    b = rng.standard_normal((512, 37)).astype(dtype)
+    c0 = rng.standard_normal((m, 512)).astype(dtype)
+    c = c0.copy()
+    _core.gemm[CTYPE[dtype]](False, True, 1.0, a, b, beta, c)
+    want = a.astype(np.float64) @ b.T.astype(np.float64) + beta * c0
+    assert _rel(c, want) < TOL[dtype] * 10
