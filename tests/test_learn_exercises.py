@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lstmkit.learn.exercises import (check_gru_step, check_lstm_forward, check_lstm_step, check_lstm_step_backward,
-                                     check_pack)
+from lstmkit.learn.exercises import (check_gru_step, check_lstm_backward, check_lstm_forward, check_lstm_step,
+                                     check_lstm_step_backward, check_pack)
 
 
 def sig(z):
@@ -47,6 +47,24 @@ def lstm_step_backward(dh_new, dc_new, x, h, c, W_ih, W_hh, b_ih, b_hh, bug=None
     return grads
 
 
+def lstm_backward(d_out, x, h0, c0, W_ih, W_hh, b_ih, b_hh, bug=None):
+    hs, cs = [h0], [c0]
+    for x_t in x:
+        h, c = lstm_step(x_t, hs[-1], cs[-1], W_ih, W_hh, b_ih, b_hh)
+        hs.append(h)
+        cs.append(c)
+    T = len(x)
+    dh, dc, dx, sums = np.zeros_like(h0), np.zeros_like(c0), np.zeros_like(x), {}
+    for t in reversed(range(T)):
+        d_out_t = d_out[t] if bug != "last_only" or t == T - 1 else 0
+        g = lstm_step_backward(d_out_t + (0 if bug == "no_dh" else dh), 0 * dc if bug == "no_dc" else dc,
+                               x[t], hs[t], cs[t], W_ih, W_hh, b_ih, b_hh)
+        dx[t], dh, dc = g["dx"], g["dh"] * (1.5 if bug == "step_1" and t == 1 else 1), g["dc"]
+        for k in ("dW_ih", "dW_hh", "db_ih", "db_hh"):
+            sums[k] = g[k] if bug == "overwrite" else sums.get(k, 0) + g[k]
+    return {"dx": dx, "dh0": dh, "dc0": dc, **sums}
+
+
 def gru_step(x, h, W_ih, W_hh, b_ih, b_hh):
     H = h.shape[1]
     gi, gh = x @ W_ih.T + b_ih, h @ W_hh.T + b_hh
@@ -68,7 +86,8 @@ def pack(padded, lengths, order_key=lambda n: -n, time_major=True):
 
 def test_right_solutions_pass():
     for result in (check_lstm_step(lstm_step), check_lstm_forward(lstm_forward),
-                   check_lstm_step_backward(lstm_step_backward), check_gru_step(gru_step), check_pack(pack)):
+                   check_lstm_step_backward(lstm_step_backward), check_lstm_backward(lstm_backward),
+                   check_gru_step(gru_step), check_pack(pack)):
         assert result.ok, str(result)
         assert "correct" in str(result) and "cases agree with lstmkit" in str(result)
 
@@ -167,6 +186,20 @@ def test_lstm_backward_missing_path_through_h():
     assert "the total dc = dc_new + dh_new * o * (1 - tanh(c_new)**2)" in text
     missing = check_lstm_step_backward(lambda *a: {k: v for k, v in lstm_step_backward(*a).items() if k != "db_hh"})
     assert "the dict lacks db_hh" in str(missing)
+
+
+@pytest.mark.parametrize("bug, expected", [
+    ("last_only", "you used only d_out[3]: every step's output reaches the loss"),
+    ("no_dc", "dc is not carried back"),
+    ("no_dh", "dh is not carried back"),
+    ("overwrite", "the weight and bias gradients are those of step 0 only"),
+    ("step_1", "dx is right at steps 1..3 and first wrong at time step 0 (backpropagation runs from the last step "
+               "back): look at what passes from step 1 back to step 0 (dh and dc)"),
+])
+def test_backpropagation_through_time_slips(bug, expected):
+    result = check_lstm_backward(lambda *a: lstm_backward(*a, bug=bug))
+    assert not result.ok and expected in str(result), str(result)
+    assert str(result).startswith("check_lstm_backward: not yet - seq_len 4, batch 2")
 
 
 def test_gru_paper_formula_and_gate_order():

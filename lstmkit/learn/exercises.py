@@ -12,6 +12,8 @@ sigmoid on ``g``, packing batch by batch), what the slip is.
 ``check_lstm_forward(fn)``     ``fn(x, h0, c0, W_ih, W_hh, b_ih, b_hh) -> (out, (h_n, c_n))``
 ``check_lstm_step_backward``   ``fn(dh_new, dc_new, x, h, c, W_ih, W_hh, b_ih, b_hh) -> dict`` of
                                ``dx, dh, dc, dW_ih, dW_hh, db_ih, db_hh``
+``check_lstm_backward(fn)``    ``fn(d_out, x, h0, c0, W_ih, W_hh, b_ih, b_hh) -> dict`` of
+                               ``dx, dh0, dc0, dW_ih, dW_hh, db_ih, db_hh`` (through time)
 ``check_gru_step(fn)``         ``fn(x, h, W_ih, W_hh, b_ih, b_hh) -> h_new``
 ``check_pack(fn)``             ``fn(padded, lengths) -> (data, batch_sizes)``
 =============================  =================================================================
@@ -30,7 +32,7 @@ from typing import Callable
 import numpy as np
 
 __all__ = ["ExerciseResult", "check_lstm_step", "check_lstm_forward", "check_lstm_step_backward",
-           "check_gru_step", "check_pack"]
+           "check_lstm_backward", "check_gru_step", "check_pack"]
 
 TOL = 1e-6  # a right float64 answer agrees to ~1e-15, a float32 one to ~1e-7; slips differ by ~1e-2 and more
 LSTM_GATES, GRU_GATES = "ifgo", "rzn"
@@ -373,6 +375,96 @@ def check_lstm_step_backward(fn: Callable) -> ExerciseResult:
                      *(hints[k] + "; " + _where(got[k], ref[k]) for k in wrong))
 
     return _grade("check_lstm_step_backward", "lstmkit.LSTMCell.forward_train's backward", cases, run)
+
+
+# -- backpropagation through time ---------------------------------------------------------------
+_BPTT_KEYS = ("dx", "dh0", "dc0", "dW_ih", "dW_hh", "db_ih", "db_hh")
+
+
+def _bptt(a: dict, all_outputs=True, carry_h=True, carry_c=True, sum_weights=True) -> dict:
+    """BPTT through ``LSTMCell`` steps, optionally with a learner's slip (for recognising it)."""
+    cell = _cell("LSTMCell", a)
+    state, steps = (a["h0"], a["c0"]), []
+    for x_t in a["x"]:
+        state, backward = cell.forward_train(x_t, state)
+        steps.append(backward)
+    T = len(steps)
+    dh, dc = np.zeros_like(a["h0"]), np.zeros_like(a["c0"])
+    out = {"dx": np.zeros_like(a["x"])}
+    names = {"weight_ih": "dW_ih", "weight_hh": "dW_hh", "bias_ih": "db_ih", "bias_hh": "db_hh"}
+    for t in range(T - 1, -1, -1):
+        d_out = a["d_out"][t] if all_outputs or t == T - 1 else 0.0
+        dx, (dh, dc), dp = steps[t]((d_out + (dh if carry_h else 0.0), dc if carry_c else np.zeros_like(dc)))
+        out["dx"][t] = dx
+        for k, v in dp.items():
+            out[names[k]] = v + (out.get(names[k], 0.0) if sum_weights else 0.0)
+    out["dh0"], out["dc0"] = dh, dc
+    return out
+
+
+def check_lstm_backward(fn: Callable) -> ExerciseResult:
+    """Grade ``fn(d_out, x, h0, c0, W_ih, W_hh, b_ih, b_hh) -> dict``: backpropagation through time of one
+    LSTM layer (``check_lstm_forward``'s function) for the loss gradient ``d_out (T, B, H)`` w.r.t. ``out``.
+
+    Return ``{"dx": (T, B, I), "dh0": (B, H), "dc0": (B, H), "dW_ih", "dW_hh", "db_ih", "db_hh"}`` (the
+    weights' gradients summed over the steps).  Compared with ``LSTM.forward_train``'s backward; a wrong
+    ``dx`` is located at its time step, counting back from the last."""
+    import lstmkit
+
+    rng = np.random.default_rng(19)
+    cases = []
+    for (label, B, I, H), T in zip(_SIZES, (4, 3, 5)):
+        case = {"d_out": rng.standard_normal((T, B, H)), "x": rng.standard_normal((T, B, I)),
+                "h0": rng.standard_normal((B, H)) * 0.5, "c0": rng.standard_normal((B, H))}
+        cases.append((f"seq_len {T}, {label}", {**case, **_params(rng, 4, I, H)}))
+
+    def run(a):
+        T, B, I = a["x"].shape
+        H = a["h0"].shape[1]
+        result = _call(fn, a)
+        if not isinstance(result, dict) or any(k not in result for k in _BPTT_KEYS):
+            raise _Wrong(f"your function should return a dict with keys {', '.join(_BPTT_KEYS)}")
+        shapes = {"dx": (T, B, I), "dh0": (B, H), "dc0": (B, H), "dW_ih": (4 * H, I), "dW_hh": (4 * H, H),
+                  "db_ih": (4 * H,), "db_hh": (4 * H,)}
+        got = {k: _array(result[k], k, shapes[k], f"the shape of {k[1:]}") for k in _BPTT_KEYS}
+        lstm = lstmkit.LSTM(I, H, dtype=np.float64, backend="numpy")
+        lstm.load_state_dict({"weight_ih_l0": a["W_ih"], "weight_hh_l0": a["W_hh"], "bias_ih_l0": a["b_ih"],
+                              "bias_hh_l0": a["b_hh"]})
+        _, _, backward = lstm.forward_train(a["x"], (a["h0"][None], a["c0"][None]))
+        d_x, (d_h0, d_c0), d_p = backward(a["d_out"])
+        ref = {"dx": d_x, "dh0": d_h0[0], "dc0": d_c0[0], "dW_ih": d_p["weight_ih_l0"], "dW_hh": d_p["weight_hh_l0"],
+               "db_ih": d_p["bias_ih_l0"], "db_hh": d_p["bias_hh_l0"]}
+        if all(_close(got[k], ref[k]) for k in _BPTT_KEYS):
+            return
+        slips = [(dict(all_outputs=False), f"you used only d_out[{T - 1}]: every step's output reaches the loss, so "
+                                           f"at step t the gradient into h is d_out[t] + the dh from step t+1"),
+                 (dict(carry_c=False), "dc is not carried back: the dc a step returns (for its previous c) goes "
+                                       "into the step before it, like dh"),
+                 (dict(carry_h=False), "dh is not carried back: at step t the gradient into h is d_out[t] + the dh "
+                                       "that step t+1 returned"),
+                 (dict(sum_weights=False), "the weight and bias gradients are those of step 0 only: every step uses "
+                                           "the same weights, so their gradients are summed over t")]
+        signature = ("dx", "dW_ih", "dW_hh", "db_ih", "db_hh")  # dh0/dc0 depend on where the slip sits
+        for kwargs, message in slips:
+            variant = _bptt(a, **kwargs)
+            if all(_close(got[k], variant[k]) for k in signature):
+                raise _Wrong(message)
+        for t in range(T - 1, -1, -1):
+            if not _close(got["dx"][t], ref["dx"][t]):
+                if t == T - 1:
+                    text = ("dx is wrong at the last time step already: check the step's backward with "
+                            "check_lstm_step_backward")
+                else:
+                    later = f"step {T - 1}" if t + 1 == T - 1 else f"steps {t + 1}..{T - 1}"
+                    text = (f"dx is right at {later} and first wrong at time step {t} (backpropagation runs from the "
+                            f"last step back): look at what passes from step {t + 1} back to step {t} (dh and dc)")
+                raise _Wrong(text, _where(got["dx"][t], ref["dx"][t]))
+        wrong = [k for k in _BPTT_KEYS if not _close(got[k], ref[k])]
+        raise _Wrong(f"dx is right at every step, but {', '.join(wrong)} {'is' if len(wrong) == 1 else 'are'} wrong",
+                     "dh0 and dc0 are what step 0 returns for its previous state; the weight gradients are the sum "
+                     "of every step's")
+
+    return _grade("check_lstm_backward", "lstmkit.LSTM.forward_train's backward", cases, run)
 
 
 # -- the GRU step ------------------------------------------------------------------------------
