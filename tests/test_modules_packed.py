@@ -43,6 +43,8 @@ BAD = [
      "sorted_indices should be an int64 array of shape (2,) (batch_sizes[0]), got int64 (3,)"),
     (np.array([2, 2]), 4, np.array([1, 0]), np.array([0, 1]),
      "unsorted_indices should be the inverse of sorted_indices, [1, 0], got [0, 1]"),
+    (np.array([2, 2]), 4, np.array([1, 0]), np.array([0, 0]),
+     "unsorted_indices should be the inverse of sorted_indices, [1, 0], got [0, 0]"),
     (np.array([2, 2]), 4, np.array([1, 0]), None,
      "unsorted_indices should be an int64 array of shape (2,) (batch_sizes[0]), got NoneType"),
     (np.array([2, 2]), 4, None, np.array([1, 0]), "unsorted_indices should be None when sorted_indices is None"),
