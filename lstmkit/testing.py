@@ -34,6 +34,10 @@ built-ins everywhere lstmkit can run it::
     parameter names and order (``weight_ih_l0``, ..., ``_reverse``), copies,
     ``load_state_dict`` and an ``.npz`` round trip reproduce the outputs.
 
+A backend plugin is checked with :func:`check_backend`: every built-in cell
+compared with the reference, and :class:`SampleCellType` (a cell no backend
+has a kernel for) through the backend's fallback path.
+
 A failed check raises :class:`ConformanceError` (an ``AssertionError``)
 whose message names the check, the cell, the backend, the case and the
 quantity, e.g. ``check_gradients: cell 'peephole', backend 'numpy', float64,
@@ -61,6 +65,8 @@ from .learn.gradcheck import gradcheck  # noqa: F401  (a notebook-friendly repor
 __all__ = [
     "CHECKS",
     "ConformanceError",
+    "SampleCellType",
+    "check_backend",
     "check_backends",
     "check_cell",
     "check_gradients",
@@ -858,3 +864,68 @@ def check_cell(cell, *, cell_options: dict | None = None, backends: Sequence[str
     check_backends(s, backends=backends)
     check_state_dict(s)
     return [c.__name__ for c in CHECKS]
+
+
+# -- backends ------------------------------------------------------------------------------
+class SampleCellType(CellType):
+    """A cell that is not built in, so no backend has a fused kernel for it (gates ``[z|g]``,
+    states ``(h, c)``; ``gh = h_{t-1} W_hhᵀ + b_hh``)::
+
+        z = σ(gi_z + gh_z)        g = tanh(gi_g + gh_g)
+        c_t = z ⊙ c_{t-1} + (1 - z) ⊙ g        h_t = tanh(c_t)
+
+    :func:`check_backend` runs it to test a backend's fallback to the
+    cell's reference step; it is never registered.
+    """
+
+    name = "lstmkit_sample"
+    num_gates = 2
+    state_names = ("h", "c")
+    description = "A two-state sample cell of the conformance kit (no backend has a kernel for it)."
+
+    def forward_step(self, xp, p, gi, state):
+        from .cells import sigmoid
+
+        h_prev, c_prev = state
+        hidden = c_prev.shape[1]
+        pre = gi + h_prev @ p["weight_hh"].T
+        if "bias_hh" in p:
+            pre = pre + p["bias_hh"]
+        z, g = sigmoid(xp, pre[:, :hidden]), xp.tanh(pre[:, hidden:])
+        c = z * c_prev + (1 - z) * g
+        h = xp.tanh(c)
+        return (h, c), (h_prev, c_prev, z, g, h)
+
+    def backward_step(self, xp, p, cache, d_state, grads):
+        h_prev, c_prev, z, g, h = cache
+        d_c = d_state[1] + d_state[0] * (1 - h * h)
+        d_pre = xp.concatenate([d_c * (c_prev - g) * z * (1 - z), d_c * (1 - z) * (1 - g * g)], axis=1)
+        grads["weight_hh"] += d_pre.T @ h_prev
+        if "bias_hh" in grads:
+            grads["bias_hh"] += d_pre.sum(axis=0)
+        return d_pre, (d_pre @ p["weight_hh"], d_c * z)
+
+
+def check_backend(name: str, *, rtol32: float = 1e-4, rtol64: float = 1e-10) -> list[str]:
+    """Check the backend ``name`` (a backend plugin's conformance test); returns what was checked.
+
+    Every built-in cell: :func:`check_backends` against the ``numpy``
+    reference.  :class:`SampleCellType`, which no backend has a kernel for
+    (so the backend must hand it to the cell's reference step):
+    :func:`check_shapes`, :func:`check_gradients` and :func:`check_backends`
+    on this backend.  An unknown or unavailable backend raises
+    :class:`~lstmkit.registry.LookupFailed` with the reason; a failed check,
+    :class:`ConformanceError`.
+    """
+    from .backends.base import FUSED_CELLS
+
+    _backend_names([name])  # unknown or unavailable: the registry's error, with the reason
+    checked = []
+    for cell_type in FUSED_CELLS:
+        check_backends(cell_type, backends=[name], rtol32=rtol32, rtol64=rtol64)
+        checked.append(cell_type.name)
+    check_shapes(SampleCellType, backends=[name])
+    check_gradients(SampleCellType, backends=[name])
+    check_backends(SampleCellType, backends=[name], rtol32=rtol32, rtol64=rtol64)
+    checked.append(f"{SampleCellType.name} (no kernel: the fallback path)")
+    return checked

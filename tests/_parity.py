@@ -26,7 +26,9 @@ RTOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-10}
 
 
 def backends() -> list[str]:
-    return list(lstmkit.backends.available_backends())
+    from lstmkit.registry import available_backends
+
+    return list(available_backends())
 
 
 # -- loading --------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from lstmkit.backends import available_backends
+from lstmkit.registry import available_backends
 
 
 @pytest.fixture(params=available_backends())

@@ -18,7 +18,7 @@ import pytest
 
 import lstmkit
 from lstmkit.backends.reference import ReferenceBackend
-from lstmkit.cells import get_cell
+from lstmkit.registry import get_cell
 from lstmkit.registry import LookupFailed, Registry
 from lstmkit.utils.rnn import pack_padded_sequence
 
@@ -158,7 +158,7 @@ def test_conformance_kit_and_the_peephole_plugin_cell_on_the_backend():
     if peephole is None:
         peephole = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(peephole)
-    from lstmkit.cells import available_cells
+    from lstmkit.registry import available_cells
 
     with testing.registered_plugin(_CpuCupyBackends(), name="lstmkit-cupy-on-numpy"):
         testing.check_backends("gru", backends=["cupy-on-numpy"])

@@ -19,7 +19,8 @@ from lstmkit.backends import cython as cython_backend  # noqa: E402
 from lstmkit.backends.base import Backend  # noqa: E402
 from lstmkit.backends.cython import CythonBackend  # noqa: E402
 from lstmkit.backends.reference import ReferenceBackend  # noqa: E402
-from lstmkit.cells import LSTMCellType, get_cell  # noqa: E402
+from lstmkit.cells import LSTMCellType  # noqa: E402
+from lstmkit.registry import get_cell  # noqa: E402
 from lstmkit.testing import numeric_gradient  # noqa: E402
 
 CY = CythonBackend()

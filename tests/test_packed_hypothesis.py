@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import lstmkit
-from lstmkit.backends import available_backends
+from lstmkit.registry import available_backends
 from lstmkit.utils.rnn import PackedSequence
 
 try:

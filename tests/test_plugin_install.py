@@ -135,8 +135,7 @@ def test_peephole_from_python_on_every_backend(venv):
     result = venv.python_code("""
         import numpy as np
         import lstmkit
-        from lstmkit.backends import available_backends
-        from lstmkit.registry import get_registry
+        from lstmkit.registry import available_backends, get_registry
 
         registry = get_registry()
         registry.collect_all()

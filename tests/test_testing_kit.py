@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 import lstmkit
 import lstmkit.registry as registry_module
+from lstmkit.backends.base import FUSED_CELLS
 from lstmkit.backends.reference import ReferenceBackend
 from lstmkit.cells import LSTMCellType, sigmoid
 from lstmkit.registry import LookupFailed, available_cells, get_registry
@@ -21,6 +22,8 @@ from lstmkit.specs import BackendSpec, CellSpec
 from lstmkit.testing import (
     CHECKS,
     ConformanceError,
+    SampleCellType,
+    check_backend,
     check_backends,
     check_cell,
     check_gradients,
@@ -258,3 +261,55 @@ def test_failures_keep_the_original_exception():
 
 def test_sigmoid_is_exported_for_plugins():
     assert sigmoid(np, np.array([0.0]))[0] == 0.5
+
+
+# -- check_backend: the built-in cells and the fallback path ------------------------------------------
+class KernelsOnlyBackend(ReferenceBackend):
+    """Runs the built-in cells (here: the reference) but forgets to fall back for any other cell."""
+
+    def layer_forward(self, cell, params, x, batch_sizes, reverse, state0, training):
+        if not isinstance(cell, FUSED_CELLS):
+            raise NotImplementedError(f"no kernel for {type(cell).__name__}")
+        return super().layer_forward(cell, params, x, batch_sizes, reverse, state0, training)
+
+
+class SloppyFallbackBackend(ReferenceBackend):
+    """Correct for the built-in cells, wrong (off by 1e-3) in the fallback for other cells."""
+
+    def layer_forward(self, cell, params, x, batch_sizes, reverse, state0, training):
+        y, state, cache = super().layer_forward(cell, params, x, batch_sizes, reverse, state0, training)
+        return (y, state, cache) if isinstance(cell, FUSED_CELLS) else (y + 1e-3, state, cache)
+
+
+def test_check_backend_runs_the_builtin_cells_and_a_cell_without_kernels():
+    name = registry_module.available_backends()[0]
+    assert check_backend(name) == ["lstm", "gru", "rnn_tanh", "rnn_relu",
+                                   "lstmkit_sample (no kernel: the fallback path)"]
+    assert "lstmkit_sample" not in available_cells()  # the sample cell is never registered
+
+
+@pytest.mark.parametrize("backend_type, message", [
+    (KernelsOnlyBackend, r"^check_shapes: cell 'lstmkit_sample', backend 'under_test', .*raised "
+                         r"NotImplementedError: no kernel for SampleCellType"),
+    (SloppyFallbackBackend, r"^check_shapes: cell 'lstmkit_sample', backend 'under_test', .* differs from "),
+])
+def test_check_backend_catches_a_broken_fallback(backend_type, message):
+    class Plugin:
+        @lstmkit.hookimpl
+        def register_backends(self, register):
+            register(BackendSpec("under_test", lambda: backend_type(name="under_test"), priority=-1))
+
+    with registered_plugin(Plugin(), "under-test"):
+        check_backends("lstm", backends=["under_test"])  # the built-in cells pass
+        with pytest.raises(ConformanceError, match=message):
+            check_backend("under_test")
+
+
+def test_check_backend_of_an_unknown_or_unavailable_backend():
+    with pytest.raises(LookupFailed, match=r"unknown backend 'cython2'; did you mean 'cython'\?"):
+        check_backend("cython2")
+
+
+def test_sample_cell_conforms():
+    assert check_spec(SampleCellType) is None
+    check_gradients(SampleCellType)

@@ -1,4 +1,9 @@
-"""Recurrent cell types: the equations of each cell, once."""
+"""Recurrent cell types: the equations of each cell, once.
+
+Look cells up by name with :func:`lstmkit.registry.get_cell` and
+:func:`lstmkit.registry.available_cells`: the registry imports this package,
+never the other way round.
+"""
 from __future__ import annotations
 
 from .base import CellType, sigmoid
@@ -6,28 +11,11 @@ from .gru import GRUCellType
 from .lstm import LSTMCellType
 from .rnn import RNNReluCellType, RNNTanhCellType
 
-
-def get_cell(name, options=None) -> CellType:
-    """The cell registered as ``name`` (see :func:`lstmkit.registry.get_cell`)."""
-    from ..registry import get_cell
-
-    return get_cell(name, options)
-
-
-def available_cells() -> list[str]:
-    """Names of the registered cells, sorted."""
-    from ..registry import available_cells
-
-    return available_cells()
-
-
 __all__ = [
     "CellType",
     "LSTMCellType",
     "GRUCellType",
     "RNNTanhCellType",
     "RNNReluCellType",
-    "available_cells",
-    "get_cell",
     "sigmoid",
 ]

@@ -160,7 +160,7 @@ def plumbing(dev: Device, plugin, tally: Tally) -> None:
 
 # -- 2. parity -----------------------------------------------------------------------------
 def random_layer_case(rng):
-    from lstmkit.cells import get_cell
+    from lstmkit.registry import get_cell
 
     choice = rng.integers(6)
     name, proj = [("lstm", 0), ("lstm", 1), ("gru", 0), ("rnn_tanh", 0), ("rnn_relu", 0), ("fallback", 0)][choice]

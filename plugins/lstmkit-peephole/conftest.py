@@ -7,7 +7,7 @@ registers the module in-process for the session.
 """
 import pytest
 
-from lstmkit.cells import available_cells
+from lstmkit.registry import available_cells
 from lstmkit.testing import registered_plugin
 
 

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from lstmkit.backends.reference import ReferenceBackend
-from lstmkit.cells import LSTMCellType, get_cell
+from lstmkit.cells import LSTMCellType
+from lstmkit.registry import get_cell
 from lstmkit_cupy import CupyBackend
 
 import cuda_emulation

@@ -15,7 +15,7 @@ import pytest
 
 import lstmkit
 from lkc_helpers import TOL, VARIANTS, FallbackLSTM, rel_err
-from lstmkit.backends import available_backends
+from lstmkit.registry import available_backends
 from lstmkit.utils.rnn import pack_padded_sequence
 
 DTYPES = [np.float64, np.float32]

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import lstmkit
-from lstmkit.backends import available_backends
+from lstmkit.registry import available_backends
 from lstmkit.registry import get_registry
 from lstmkit.testing import CHECKS, check_cell
 
@@ -105,4 +105,4 @@ def test_options_are_validated():
 def test_registered_under_its_name():
     spec = get_registry().cell_spec("peephole")
     assert spec.num_gates == 4 and spec.state_names == ("h", "c")
-    assert "peephole" in lstmkit.cells.available_cells()
+    assert "peephole" in lstmkit.registry.available_cells()
