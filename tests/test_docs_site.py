@@ -70,14 +70,15 @@ def test_every_page_is_built_with_its_outputs(site):
 
 
 def _public_names():
+    import importlib
+
     import lstmkit
-    import lstmkit.testing
-    import lstmkit.train
-    import lstmkit.utils.rnn
-    from lstmkit.learn import figures
 
     names = [f"lstmkit.{n}" for n in lstmkit.__all__ if n not in ("utils", "__version__")]
-    for module in (lstmkit.utils.rnn, lstmkit.train, lstmkit.testing, figures):
+    for name in ("lstmkit.utils.rnn", "lstmkit.train", "lstmkit.testing", "lstmkit.viz", "lstmkit.learn.shapes",
+                 "lstmkit.learn.gradcheck", "lstmkit.learn.exercises", "lstmkit.learn.sample",
+                 "lstmkit.learn.figures"):
+        module = importlib.import_module(name)
         names += [f"{module.__name__}.{n}" for n in module.__all__]
     return names
 

@@ -307,10 +307,10 @@ def backward_timeline(seq_len: int = 5):
     forward_final = int(np.flatnonzero([np.array_equal(out[t, :, :H], h_n[0]) for t in range(seq_len)])[0])
     backward_final = int(np.flatnonzero([np.array_equal(out[t, :, H:], h_n[1]) for t in range(seq_len)])[0])
     T = seq_len
-    fig, ax = _canvas(1.6 * T + 4, 4.4, (-2.3, 1.8 * T + 1.6), (-1.5, 3.6))
+    fig, ax = _canvas(1.6 * T + 4.6, 4.4, (-3.3, 1.8 * T + 1.6), (-1.5, 3.6))
     rows = ((2.0, "forward", GATE_COLORS["i"], forward_final), (0.5, "backward", GATE_COLORS["f"], backward_final))
     for y, name, color, final in rows:
-        ax.text(-2.2, y, name, va="center", fontsize=10, color=color, fontweight="bold")
+        ax.text(-3.2, y, name, va="center", fontsize=10, color=color, fontweight="bold")
         for t in range(T):
             xt = 1.8 * t
             _box(ax, xt, y, 1.0, 0.7, f"t={t}", color=color, text_color="white", alpha=0.85 if t == final else 0.45)
@@ -325,7 +325,7 @@ def backward_timeline(seq_len: int = 5):
             ax.text(-1.2, y + 0.5, "starts", fontsize=8, color=color)
         else:
             _arrow(ax, (-0.52, y), (-1.3, y), color=color, width=2)
-            ax.text(-1.9, y - 0.75, f"h_n[1] = out[{final}, :, H:]", fontsize=8.5, color=color)
+            ax.text(-1.35, y - 0.75, f"h_n[1] = out[{final}, :, H:]", fontsize=8.5, color=color)
             ax.text(1.8 * (T - 1) + 0.1, y - 0.6, "starts here", fontsize=8, color=color, ha="center")
     ax.add_patch(Rectangle((1.8 * (T - 1) - 0.65, 0.05), 1.3, 2.4, fill=False, edgecolor="black", ls="--"))
     ax.text(1.8 * (T - 1), 2.65, "out[-1] = [forward final | backward after 1 step]", ha="center", fontsize=8.5)
