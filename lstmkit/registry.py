@@ -416,12 +416,15 @@ class Registry:
         self._backend_failed(spec, why, exc)
         return False, self._broken[spec.name]
 
-    def _backend_failed(self, spec: BackendSpec, why: str, exc: BaseException | None) -> None:
+    def _backend_failed(self, spec: BackendSpec, why: str, exc: BaseException | None, auto: bool = False) -> None:
         info = self.providers[("backend", spec.name)]
         self._broken[spec.name] = f"{why} (plugin {info.name!r}, {info.label})"
-        if info.builtin:
-            return  # e.g. the compiled core: a reason, not a plugin failure
-        self._fail(info, f"backend {spec.name!r}: {why}", exc)
+        fallback = "; backend='auto' falls back to the next available backend" if auto else ""
+        if info.builtin:  # e.g. the compiled core: a reason, not a plugin failure
+            if auto:
+                warnings.warn(f"backend {spec.name!r}: {why}{fallback}", RuntimeWarning, stacklevel=5)
+            return
+        self._fail(info, f"backend {spec.name!r}: {why}{fallback}", exc)
 
     def backend_spec(self, name: str) -> BackendSpec:
         """The spec of backend ``name``; ``"auto"``/``None``: the available one with the highest priority."""
@@ -439,9 +442,10 @@ class Registry:
             raise LookupFailed(f"backend {name!r} is unavailable: {reason}")
         return spec
 
-    def backend_instance(self, spec: BackendSpec):
+    def backend_instance(self, spec: BackendSpec, auto: bool = False):
         """The backend ``spec.factory()`` built (once); its failure raises :class:`LookupFailed`
-        naming the plugin, and the backend counts as unavailable from then on."""
+        naming the plugin, and the backend counts as unavailable from then on (``auto``: the
+        warning says that ``backend='auto'`` falls back)."""
         backend = self._instances.get(spec.name)
         if backend is not None:
             return backend
@@ -450,7 +454,7 @@ class Registry:
         backend, exc = call_plugin(spec.factory)
         if exc is not None or backend is None:
             why = f"its factory raised {describe(exc)}" if exc is not None else "its factory returned None"
-            self._backend_failed(spec, why, exc)
+            self._backend_failed(spec, why, exc, auto)
             raise LookupFailed(f"backend {spec.name!r} is unavailable: {self._broken[spec.name]}") from exc
         self._instances[spec.name] = backend
         return backend
@@ -463,12 +467,8 @@ class Registry:
         while True:
             spec = self.backend_spec("auto")  # skips backends whose factory failed before
             try:
-                backend = self.backend_instance(spec)
-            except LookupFailed as exc:
-                if _strict():
-                    raise
-                warnings.warn(f"backend='auto' skips {exc}; using the next available backend",
-                              RuntimeWarning, stacklevel=3)
+                backend = self.backend_instance(spec, auto=True)
+            except LookupFailed:  # warned, naming the plugin; now marked unavailable
                 continue
             self._warn_takeover(spec)
             return backend

@@ -79,11 +79,15 @@ def _always_available() -> tuple[bool, str]:
 class BackendSpec:
     """A compute backend.
 
-    ``factory()``: returns the :class:`~lstmkit.backends.Backend`; import heavy
-    modules (CuPy) inside it, not at plugin import.  ``is_available()``:
-    ``(True, "")`` or ``(False, reason)`` — cheap, and never raises.
-    ``priority``: ``backend="auto"`` picks the available backend with the
-    highest priority (built-ins: ``cython`` 100, ``numpy`` 0).
+    ``factory()``: returns the :class:`~lstmkit.backends.Backend`, called once
+    on first use; import heavy modules (CuPy) inside it, not at plugin
+    import.  ``is_available()``: ``(True, "")`` or ``(False, reason)`` —
+    cheap.  The registry runs both contained: one that raises (anything,
+    ``SystemExit`` included) or answers wrongly makes the backend
+    unavailable with that reason, and its plugin failed.  ``priority``:
+    ``backend="auto"`` picks the available backend with the highest priority
+    (built-ins: ``cython`` 100, ``numpy`` 0); a plugin above them gets a
+    warning once when ``auto`` picks it.
     """
 
     name: str

@@ -95,9 +95,10 @@ def registered_plugin(plugin: Any, name: str | None = None) -> Iterator[str]:
     its name.
 
     Errors raise here instead of becoming warnings: a hook declared wrongly
-    (``pluggy.PluginValidationError``), an unknown hook name, a name already
-    registered (``PluginError`` naming both providers), or an exception in a
-    ``register_*`` hook.  The plugin is unregistered on exit, also when the
+    (wrong or missing argument names) or an unknown hook name
+    (:class:`~lstmkit.registry.PluginError` naming the hook and the signature
+    it must have), a name already registered (``PluginError`` naming both
+    providers), or an exception in a ``register_*`` hook.  The plugin is unregistered on exit, also when the
     block raises.
     """
     from .registry import get_registry

@@ -20,6 +20,7 @@ from click.testing import CliRunner
 import lstmkit
 from lstmkit.cli import make_cli
 from lstmkit.registry import LookupFailed, PluginError, available_backends, get_backend, get_registry, reset_registry
+from lstmkit.specs import BackendSpec
 from lstmkit.testing import registered_plugin
 
 from test_registry import fresh, installed, plugin_warnings  # noqa: F401  (fixtures)
@@ -101,10 +102,10 @@ def test_factory_that_fails_falls_back_for_auto_and_names_the_plugin(installed):
     out, _ = model(np.zeros((2, 1, 3), np.float32))
     assert out.shape == (2, 1, 4)
     messages = [str(w.message) for w in record]
-    assert any(m.startswith("lstmkit plugin 'native' (lstmkit-native 1.0) backend 'native': its factory raised "
-                            "ImportError: libnative.so") for m in messages), messages
-    assert any(m.startswith("backend='auto' skips backend 'native' is unavailable") and
-               f"using the next available backend" in m for m in messages), messages
+    assert [m for m in messages if "native" in m] == [
+        "lstmkit plugin 'native' (lstmkit-native 1.0) backend 'native': its factory raised ImportError: "
+        "libnative.so: cannot open shared object file; backend='auto' falls back to the next available backend "
+        "— it is skipped; disable it with LSTMKIT_DISABLE_PLUGINS=native"]
     # from now on it is unavailable, with the reason, and never chosen again
     assert "native" not in available_backends() and registry.backend_spec("auto").name == BUILTIN_AUTO
     with pytest.raises(LookupFailed, match=r"^backend 'native' is unavailable: its factory raised ImportError: "
@@ -112,6 +113,21 @@ def test_factory_that_fails_falls_back_for_auto_and_names_the_plugin(installed):
                                            r"\(plugin 'native', lstmkit-native 1.0\)$"):
         lstmkit.LSTM(3, 4, backend="native")
     assert registry.plugins["native"].status == "error"
+
+
+def test_builtin_backend_whose_factory_fails_falls_back_to_numpy(fresh):
+    registry = fresh()
+
+    def broken_core():
+        raise ImportError("_core.so: undefined symbol: dgemm_")
+
+    registry.specs["backend"]["cython"] = BackendSpec("cython", broken_core, priority=100)
+    with pytest.warns(RuntimeWarning, match=r"^backend 'cython': its factory raised ImportError: _core.so: undefined "
+                                            r"symbol: dgemm_; backend='auto' falls back to the next available"):
+        assert lstmkit.LSTM(3, 4).backend.name == "numpy"
+    with pytest.raises(LookupFailed, match=r"^backend 'cython' is unavailable: its factory raised ImportError"):
+        get_backend("cython")
+    assert registry.plugins["lstmkit"].status == "ok"  # a reason, not a plugin failure
 
 
 def test_explicit_backend_whose_factory_fails_is_a_clear_error(installed):
