@@ -183,3 +183,16 @@ def test_load_state_dict_reports_every_problem_and_accepts_numbers():
     # Lists, ints and bools are numbers: cast like torch's copy_.
     m.load_state_dict({k: v.astype(np.int64).tolist() for k, v in before.items()} | {"bias_hh_l0": np.ones(9, bool)})
     assert m.bias_hh_l0.dtype == np.float32 and np.all(m.bias_hh_l0 == 1)
+
+
+def test_assignment_refuses_what_is_not_real_numbers():
+    m = lstmkit.GRU(2, 3, seed=0)
+    before = m.bias_hh_l0.copy()
+    with pytest.raises(TypeError, match=r"^cannot assign to parameter bias_hh_l0: expected an array of real "
+                                        r"numbers, got dtype object$"):
+        m.bias_hh_l0 = np.array([None] * 9, dtype=object)  # NumPy would cast None to NaN
+    with pytest.raises(TypeError, match=r"^cannot assign to parameter bias_hh_l0: expected an array of numbers, got None$"):
+        m.bias_hh_l0 = None
+    np.testing.assert_array_equal(m.bias_hh_l0, before)
+    m.bias_hh_l0 = [1] * 9
+    assert m.bias_hh_l0.dtype == np.float32 and np.all(m.bias_hh_l0 == 1)

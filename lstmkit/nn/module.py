@@ -129,7 +129,9 @@ class Module:
 
     def _checked_parameter(self, name: str, value) -> np.ndarray:
         old = self._parameters[name]
-        value = np.asarray(value)
+        value = _as_real_array(value)
+        if isinstance(value, str):  # None, objects, strings: never silently NaN
+            raise TypeError(f"cannot assign to parameter {name}: {value}")
         if value.shape != old.shape:
             raise ValueError(
                 f"size mismatch for {name}: expected shape {old.shape}, got {value.shape}"
