@@ -165,3 +165,21 @@ def test_cli_blames_the_set_and_refuses_what_memory_cannot_hold(tmp_path):
         assert result.exit_code == ExitCode.INVALID_CONFIG, result.output
         assert ("--set model.hidden_size=100000: model.hidden_size: the run needs about" in result.output
                 and "Traceback" not in result.output), result.output
+
+
+def test_a_run_prints_and_records_its_warnings(tmp_path):
+    import json
+
+    (tmp_path / "s.csv").write_text(series([100 + 3 * i for i in range(40)]))
+    path = tmp_path / "c.yaml"
+    path.write_text("version: 1\nmodel: {hidden_size: 4}\ntask: {type: csv, train: s.csv, options: {window: 3}}\n"
+                    "training: {epochs: 1, batch_size: 8}\n")
+    result = CliRunner().invoke(make_cli(), ["run", str(path), "-o", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert "warning: task csv: 100% of the test values of 'x'" in result.output
+    recorded = json.loads((tmp_path / "run" / "results.json").read_text())["warnings"]
+    assert len(recorded) == 2 and recorded[1].startswith("task csv: 100% of the test values of 'x'")
+    result = CliRunner().invoke(make_cli(), ["run", str(path), "-o", str(tmp_path / "run2"), "--set",
+                                             "task.options.difference=true"])
+    assert result.exit_code == 0 and "warning" not in result.output, result.output
+    assert json.loads((tmp_path / "run2" / "results.json").read_text())["warnings"] == []

@@ -10,8 +10,9 @@ __all__ = ["run_warnings"]
 
 
 def run_warnings(loaded, task) -> list[str]:
-    """Warnings for a run of ``loaded`` (a :class:`~lstmkit.config.loader.LoadedConfig`) on ``task``
-    (built, its data loaded): the task's own (``task.warnings()``), then those of the config with it."""
+    """Warnings for a run of ``loaded`` (a :class:`~lstmkit.config.loader.LoadedConfig`, or its validated
+    ``Config``) on ``task`` (built, its data loaded): the task's own (``task.warnings()``), then those of
+    the config with it."""
     out: list[str] = []
     own = getattr(task, "warnings", None)
     if callable(own):
@@ -19,7 +20,7 @@ def run_warnings(loaded, task) -> list[str]:
             out.extend(str(w) for w in own())
         except Exception as exc:  # a plugin task's check must not stop the run
             out.append(f"task {getattr(task, 'name', '?')!r}: its warnings() failed: {type(exc).__name__}: {exc}")
-    m = loaded.config.model
+    m = getattr(loaded, "config", loaded).model
     if m.bidirectional and getattr(task, "targets_are_future_inputs", False):
         out.append(f"model.bidirectional: task {task.name!r} predicts inputs of later steps, and a bidirectional "
                    f"model reads those steps: it sees its own targets, so its loss and metrics look far better "

@@ -42,10 +42,13 @@ def position_text(state, steps_per_epoch: int) -> str:
 
 
 def results(trainer, folder: RunFolder, status: str, message, started: float) -> dict:
+    from ..config.checks import run_warnings
+
     s = trainer.state
     return {
         "status": status,
         "message": message,
+        "warnings": run_warnings(trainer.config, trainer.task),  # as printed when the run started
         # step: steps completed (= the number of the last one); epoch: the epoch that step belongs to,
         # numbered as in metrics.jsonl and last_eval (1-based); epochs_completed: whole epochs done.
         "step": s.step, "epoch": epoch_number(s), "epochs_completed": s.epoch,
