@@ -41,10 +41,10 @@ WRITES = 14  # os.replace calls of one TINY run, +1 for loss.png with matplotlib
 
 KILLER = """\
 import atexit, os, signal, sys
-n, real, count = int(sys.argv[1]), os.replace, [0]
+at, real, count = sys.argv[1], os.replace, [0]
 def replace(a, b):
     count[0] += 1
-    if count[0] == n:
+    if str(count[0]) == at or str(b).endswith(os.sep + at):  # the N-th write, or the write of a file name
         os.kill(os.getpid(), signal.SIGKILL)
     return real(a, b)
 os.replace = replace
@@ -95,8 +95,8 @@ def lstmkit(*args, cwd=None, timeout=120) -> subprocess.CompletedProcess:
                           cwd=cwd, timeout=timeout)
 
 
-def killed_at(n: int, config: Path, out: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", KILLER, str(n), "run", str(config), "-o", str(out)],
+def killed_at(n, config: Path, out: Path, *args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", KILLER, str(n), "run", str(config), "-o", str(out), *args],
                           capture_output=True, text=True, timeout=120)
 
 
@@ -170,6 +170,37 @@ def test_kill_9_at_a_random_moment_loses_nothing(tmp_path, tiny, reference):
     else:
         assert lstmkit("run", tiny, "-o", out).returncode == 0
     assert_as_if_never_killed(out, reference), f"killed after {delay:.2f} s"
+
+
+@POSIX
+def test_an_epoch_snapshot_lost_to_kill_9_is_written_on_resume(tmp_path, tiny, reference):
+    out = tmp_path / "run"
+    killed = killed_at("epoch-0002.npz", tiny, out, "--set", "outputs.checkpoint.keep_last=3")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert not (out / "checkpoints/epoch-0002.npz").exists()
+    assert load_checkpoint(out / "checkpoints/last.npz")["trainer"]["epoch"] == 2
+    finish(tiny, out)
+    assert sorted(p.name for p in (out / "checkpoints").glob("epoch-*")) == ["epoch-0002.npz", "epoch-0003.npz"]
+    assert same_weights(out / "checkpoints/epoch-0003.npz", reference / "checkpoints/last.npz")
+    with np.load(out / "checkpoints/epoch-0002.npz") as z:
+        assert json.loads(str(z["trainer/state"]))["epoch"] == 2
+
+
+def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path, monkeypatch):
+    import datetime
+
+    from lstmkit.run import folder as folder_module
+
+    class Frozen(datetime.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return datetime.datetime(2026, 1, 2, 3, 4, 5)
+
+    monkeypatch.setattr(folder_module._dt, "datetime", Frozen)
+    monkeypatch.chdir(tmp_path)
+    made = [folder_module.default_run_dir("x", create=True) for _ in range(3)]
+    assert [p.name for p in made] == ["20260102-030405", "20260102-030405-2", "20260102-030405-3"]
+    assert all(p.is_dir() for p in made)
 
 
 def _fake_killed_session(run: Path) -> None:
@@ -344,12 +375,12 @@ def test_sigterm_to_a_real_process(tmp_path, tiny):
     assert load_checkpoint(out / "checkpoints/last.npz")["trainer"]["step"] == step
 
 
-def _disk_full_at(monkeypatch, suffix: str):
+def _disk_full_at(monkeypatch, suffix: str, code: int = errno.ENOSPC):
     real = os.fsync
 
     def fsync(fd):
         if os.readlink(f"/proc/self/fd/{fd}").rsplit("/", 1)[-1].startswith(f".{suffix}."):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            raise OSError(code, os.strerror(code))
         return real(fd)
 
     monkeypatch.setattr(os, "fsync", fsync)
@@ -368,6 +399,22 @@ def test_disk_full_is_a_message_naming_the_file(cli, tiny, tmp_path, monkeypatch
     assert not [p for p in run.rglob("*.tmp")]
     for npz in run.rglob("*.npz"):
         load_checkpoint(npz)  # whatever exists is whole
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd")
+def test_an_io_error_on_resume_keeps_the_checkpoint(cli, tiny, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    assert invoke(cli, "run", tiny, "-o", run, "--set", "training.epochs=1").exit_code == 0
+    before = (run / "checkpoints/last.npz").read_bytes()
+    _disk_full_at(monkeypatch, "last.npz", errno.EIO)
+    result = invoke(cli, "run", "--resume", run, "--set", "training.epochs=2")
+    assert result.exit_code == ExitCode.RUN_FAILED and clean(result), result.output
+    assert f"cannot write {run / 'checkpoints/last.npz'}: Input/output error" in result.output
+    assert (run / "checkpoints/last.npz").read_bytes() == before
+    assert json.loads((run / "meta.json").read_text())["sessions"][-1]["status"] == "failed"
+    monkeypatch.undo()
+    result = invoke(cli, "run", "--resume", run, "--set", "training.epochs=2")
+    assert result.exit_code == 0, result.output
 
 
 # -- tampered checkpoints ---------------------------------------------------------------------------------

@@ -164,7 +164,6 @@ class Checkpointer:
 
     def __call__(self, kind: str, trainer) -> None:
         from .folder import writing
-        from .._atomic import atomic_copy
 
         state = trainer.state_dict()
         if kind == "best":
@@ -176,11 +175,26 @@ class Checkpointer:
                 trainer.metrics.flush()
         with writing(self.folder.last):
             save_checkpoint(self.folder.last, config=self.config_text, **state)
-        if kind == "epoch" and self.policy.keep_last > 1:
-            epoch = trainer.state.epoch
-            snapshot = self.folder.checkpoints / f"epoch-{epoch:04d}.npz"
-            with writing(snapshot):
-                atomic_copy(self.folder.last, snapshot)
-            snapshots = sorted(p for p in self.folder.checkpoints.glob("epoch-*.npz") if p.name[6:-4].isdigit())
-            for old in snapshots[: max(0, len(snapshots) - (self.policy.keep_last - 1))]:
-                old.unlink()
+        if kind == "epoch":
+            self._snapshot(trainer.state.epoch)
+
+    def _snapshot(self, epoch: int) -> None:
+        """``epoch-NNNN.npz``: a copy of last.npz (keep_last > 1), the oldest beyond keep_last removed."""
+        from .folder import writing
+        from .._atomic import atomic_copy
+
+        if self.policy.keep_last <= 1:
+            return
+        snapshot = self.folder.checkpoints / f"epoch-{epoch:04d}.npz"
+        with writing(snapshot):
+            atomic_copy(self.folder.last, snapshot)
+        snapshots = sorted(p for p in self.folder.checkpoints.glob("epoch-*.npz") if p.name[6:-4].isdigit())
+        for old in snapshots[: max(0, len(snapshots) - (self.policy.keep_last - 1))]:
+            old.unlink()
+
+    def resumed(self, trainer) -> None:
+        """After a resume: the epoch snapshot a kill -9 prevented (last.npz closed an epoch, no copy yet)."""
+        s, every = trainer.state, self.policy.every
+        snapshot = self.folder.checkpoints / f"epoch-{s.epoch:04d}.npz"
+        if s.batch == 0 and s.epoch > 0 and (s.epoch % every == 0 or trainer.done()) and not snapshot.exists():
+            self._snapshot(s.epoch)

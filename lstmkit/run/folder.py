@@ -183,15 +183,30 @@ def _orphan(path: Path, is_target) -> bool:
     return bool(m) and bool(is_target(m.group("target"))) and _regular(path)
 
 
-def default_run_dir(name: str) -> Path:
-    """``runs/<name>/<timestamp>`` under the working directory (``-2``, ``-3``... if taken)."""
+def default_run_dir(name: str, create: bool = False) -> Path:
+    """``runs/<name>/<timestamp>`` under the working directory (``-2``, ``-3``... if taken).
+
+    ``create``: make it, atomically: two runs started in the same second get two folders.
+    """
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     base = Path.cwd() / "runs" / name / stamp
     path, n = base, 1
-    while path.exists():
+    if create:
+        make_dir(base.parent)
+    while True:
+        if not create and not path.exists():
+            return path
+        if create:
+            try:
+                path.mkdir()
+                return path
+            except FileExistsError:
+                pass
+            except OSError as exc:
+                raise LstmkitError(f"output folder {path} cannot be created: {exc.strerror or exc}",
+                                   ExitCode.USAGE) from None
         n += 1
         path = base.with_name(f"{stamp}-{n}")
-    return path
 
 
 def is_run_folder(path: Path) -> bool:

@@ -89,8 +89,11 @@ def run(
 @contextlib.contextmanager
 def _new_folder(loaded, overwrite: bool, argv, echo: Echo):
     """The folder of a new run: created, locked, checked again under the lock, cleared for --overwrite."""
-    folder = RunFolder(choose_run_dir(loaded, overwrite))
-    make_dir(folder.path)
+    if loaded.config.outputs.dir is None:  # a fresh runs/<name>/<timestamp>, made atomically
+        folder = RunFolder(default_run_dir(loaded.config.name, create=True))
+    else:
+        folder = RunFolder(choose_run_dir(loaded, overwrite))
+        make_dir(folder.path)
     with _locked(folder, argv, echo):
         choose_run_dir(loaded, overwrite)  # again, holding the lock: another run may have finished here
         if overwrite:
@@ -192,6 +195,8 @@ def _in_folder(loaded, folder: RunFolder, ckpt, task, data, model, shuffle, cls,
 
     for warning in run_warnings(loaded, task):  # results.json records them too (report.results)
         echo(f"warning: {warning}")
+    if ckpt is not None:
+        checkpointer.resumed(trainer)
     return _train(trainer, folder, data, meta, checkpointer, started, echo)
 
 
