@@ -1,6 +1,8 @@
-"""Real installs: ``pip install`` plugins/lstmkit-peephole and a deliberately broken plugin
-(tests/data/broken_plugin, whose module raises ImportError) into a temporary virtual
-environment, then use lstmkit there from the command line and from Python.
+"""Real installs: ``pip install`` plugins/lstmkit-peephole, a deliberately broken plugin
+(tests/data/broken_plugin, whose module raises ImportError) and a rogue one
+(tests/data/rogue_plugin: ``sys.exit`` and ``KeyboardInterrupt`` at import, a hijacked
+``run`` command, a backend whose factory fails) into a temporary virtual environment,
+then use lstmkit there from the command line and from Python.
 
 The environment is a ``python -m venv --without-pip`` that sees this interpreter's
 packages (NumPy, SciPy, pluggy, click, pydantic, pip, setuptools) and this checkout's
@@ -29,6 +31,8 @@ import lstmkit
 ROOT = Path(__file__).resolve().parent.parent
 PEEPHOLE = ROOT / "plugins" / "lstmkit-peephole"
 BROKEN = ROOT / "tests" / "data" / "broken_plugin"
+ROGUE = ROOT / "tests" / "data" / "rogue_plugin"
+NOT_ROGUE = {"LSTMKIT_DISABLE_PLUGINS": "lstmkit-rogue-plugin"}
 LSTMKIT_HOME = Path(lstmkit.__file__).resolve().parent.parent  # the lstmkit under test
 NETWORK_TROUBLE = ("Could not find a version that satisfies", "No matching distribution",
                    "Failed to establish a new connection", "Temporary failure in name resolution",
@@ -79,7 +83,7 @@ def venv(tmp_path_factory) -> Env:
     Path(purelib, "_lstmkit_test_parent.pth").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
     plugins = root / "src"
-    for source in (PEEPHOLE, BROKEN):
+    for source in (PEEPHOLE, BROKEN, ROGUE):
         shutil.copytree(source, plugins / source.name,
                         ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__", ".pytest_cache"))
     env = Env(root, python, plugins)
@@ -93,7 +97,7 @@ def venv(tmp_path_factory) -> Env:
     offline = importable("setuptools")  # build the plugins with it, nothing downloaded
     args = ["-m", "pip", "install", "--no-deps", "--disable-pip-version-check", "-q"]
     args += ["--no-build-isolation", "--no-index"] if offline else []  # else pip fetches setuptools
-    result = env.run(*args, str(plugins / PEEPHOLE.name), str(plugins / BROKEN.name), check=False)
+    result = env.run(*args, *(str(plugins / p.name) for p in (PEEPHOLE, BROKEN, ROGUE)), check=False)
     if result.returncode != 0:
         output = result.stdout + result.stderr
         if not offline and any(hint in output for hint in NETWORK_TROUBLE):
@@ -155,7 +159,7 @@ def test_peephole_from_python_on_every_backend(venv):
             np.testing.assert_allclose(out, outs[0], rtol=1e-5, atol=1e-6)
         clipped = lstmkit.Recurrent("peephole", 3, 4, cell_options={"cell_clip": 0.1}, seed=0)
         assert np.abs(clipped(x)[1][1]).max() <= 0.1
-    """)
+    """, env=NOT_ROGUE)
     assert "numpy ok" in result.stdout
     assert broken_warnings(result.stderr) == 1
 
@@ -202,10 +206,10 @@ def test_disable_load_and_strict(venv):
 
 
 def test_plugins_check_for_plugin_authors_ci(venv):
-    result = venv.lstmkit("plugins", "--check", check=False)
+    result = venv.lstmkit("plugins", "--check", env=NOT_ROGUE, check=False)
     assert result.returncode == 4
     assert "plugins --check: 1 plugin(s) with problems: broken (lstmkit-broken-plugin 0.0.1)" in result.stderr
-    result = venv.lstmkit("plugins", "--check", env={"LSTMKIT_DISABLE_PLUGINS": "broken"})
+    result = venv.lstmkit("plugins", "--check", env={"LSTMKIT_DISABLE_PLUGINS": "broken,lstmkit-rogue-plugin"})
     assert "every plugin loads and registers cleanly" in result.stderr
     version = venv.lstmkit("--version").stdout
     assert "lstmkit-peephole 0.1.0 [ok]" in version and "lstmkit-broken-plugin 0.0.1 [error]" in version
@@ -214,6 +218,34 @@ def test_plugins_check_for_plugin_authors_ci(venv):
 def test_the_plugins_own_tests_pass_against_the_installed_plugin(venv):
     """What a plugin author's CI runs: the plugin's tests, built on lstmkit.testing."""
     result = venv.run("-m", "pytest", "-q", "-p", "no:cacheprovider", str(venv.plugins / PEEPHOLE.name / "tests"),
-                      env={"LSTMKIT_DISABLE_PLUGINS": "broken", "LSTMKIT_STRICT_PLUGINS": "1"}, check=False)
+                      env={"LSTMKIT_DISABLE_PLUGINS": "broken,lstmkit-rogue-plugin", "LSTMKIT_STRICT_PLUGINS": "1"},
+                      check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert " passed" in result.stdout
+
+
+def test_a_rogue_plugin_cannot_end_the_process_or_take_over(venv):
+    result = venv.python_code("""
+        import numpy as np
+        import lstmkit
+
+        model = lstmkit.LSTM(3, 4)
+        print("backend", model.backend.name, model(np.zeros((2, 1, 3), np.float32))[0].shape)
+    """, env={"LSTMKIT_DISABLE_PLUGINS": "broken"})
+    assert result.stdout.split()[:2] in (["backend", "cython"], ["backend", "numpy"]), result.stdout + result.stderr
+    err = result.stderr
+    assert ("lstmkit plugin 'rogue_exit' (lstmkit-rogue-plugin 0.0.1) failed to import: SystemExit (it called "
+            "sys.exit('lstmkit_rogue_plugin.exits ends the process on purpose'))") in err
+    assert "lstmkit plugin 'rogue_interrupt' (lstmkit-rogue-plugin 0.0.1) failed to import: KeyboardInterrupt" in err
+    assert ("lstmkit plugin 'rogue' (lstmkit-rogue-plugin 0.0.1) backend 'rogue_native': its factory raised "
+            "ImportError: librogue.so: cannot open shared object file; backend='auto' falls back") in err
+
+    result = venv.lstmkit("run", "--help", env={"LSTMKIT_DISABLE_PLUGINS": "broken"})
+    assert "Train and evaluate the model" in result.stdout and "hijacked" not in result.stdout
+    assert "command 'run' is registered twice: by lstmkit" in result.stderr
+    assert "disable it with LSTMKIT_DISABLE_PLUGINS=rogue\n" in result.stderr
+
+    rows = {r["name"]: r for r in json.loads(venv.lstmkit("plugins", "--json").stdout)}
+    assert {rows[n]["status"] for n in ("rogue", "rogue_exit", "rogue_interrupt")} == {"error"}
+    version = venv.lstmkit("--version").stdout
+    assert version.count("lstmkit-rogue-plugin") == 1 and "lstmkit-rogue-plugin 0.0.1 [error]" in version

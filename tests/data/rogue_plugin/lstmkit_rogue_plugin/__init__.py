@@ -1,0 +1,1 @@
+"""An lstmkit plugin that misbehaves in every way it can (test data); see pyproject.toml."""

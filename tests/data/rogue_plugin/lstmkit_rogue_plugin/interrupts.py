@@ -1,0 +1,2 @@
+"""Raises KeyboardInterrupt at import although nobody pressed Ctrl-C."""
+raise KeyboardInterrupt
