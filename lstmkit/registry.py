@@ -429,7 +429,7 @@ class Registry:
     def backend_spec(self, name: str) -> BackendSpec:
         """The spec of backend ``name``; ``"auto"``/``None``: the available one with the highest priority."""
         if name in (None, "auto"):
-            for spec in self._ranked():
+            for spec in self.ranked_backends():
                 if self.availability(spec)[0]:
                     return spec
             raise LookupFailed("no backend is available")
@@ -478,7 +478,7 @@ class Registry:
         info = self.providers[("backend", spec.name)]
         if info.builtin or spec.name in self._warned_auto:
             return
-        builtin = next((s for s in self._ranked() if self.providers[("backend", s.name)].builtin
+        builtin = next((s for s in self.ranked_backends() if self.providers[("backend", s.name)].builtin
                         and self.availability(s)[0]), None)
         if builtin is None:
             return
@@ -490,12 +490,13 @@ class Registry:
             RuntimeWarning, stacklevel=4,
         )
 
-    def _ranked(self) -> list[BackendSpec]:
+    def ranked_backends(self) -> list[BackendSpec]:
+        """Every registered backend spec, highest priority first (available or not)."""
         return sorted(self.specs["backend"].values(), key=lambda s: -s.priority)
 
     def available_backends(self) -> list[str]:
         """Names of the backends that can run here, by priority (highest first)."""
-        return [s.name for s in self._ranked() if self.availability(s)[0]]
+        return [s.name for s in self.ranked_backends() if self.availability(s)[0]]
 
 
 def _disable_name(ep, entry_points) -> str:

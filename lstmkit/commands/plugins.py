@@ -130,7 +130,7 @@ def add_commands(cli: click.Group) -> None:
         registry.check()
         default = registry.available_backends()[0] if registry.available_backends() else None
         rows = []
-        for s in registry._ranked():
+        for s in registry.ranked_backends():
             ok, reason = registry.availability(s)
             rows.append({"name": s.name, "available": ok, "reason": reason, "priority": s.priority,
                          "default": s.name == default, "provider": registry.providers[("backend", s.name)].label,
