@@ -25,7 +25,8 @@ from click.testing import CliRunner
 from lstmkit.cli import ExitCode, make_cli
 from lstmkit.run import trainer as trainer_module
 from lstmkit.run.checkpoint import load_checkpoint, load_weights
-from lstmkit.run.folder import RunFolder, RunLock
+from lstmkit.run.folder import RunFolder
+from lstmkit.run.lock import RunLock
 
 POSIX = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and flock")
 

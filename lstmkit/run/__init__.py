@@ -7,7 +7,7 @@ this package is cheap; NumPy-heavy modules load on first use.
 """
 _LAZY = {
     "run": "session", "evaluate_run": "evaluate", "predict_run": "evaluate", "RunFolder": "folder",
-    "RunLock": "folder", "build_task": "build", "build_model": "build",
+    "RunLock": "lock", "build_task": "build", "build_model": "build",
     "Trainer": "trainer", "TrainerState": "trainer", "NonFiniteLoss": "trainer", "TrainingInterrupted": "trainer",
     "evaluate_split": "trainer",
     "save_checkpoint": "checkpoint", "load_checkpoint": "checkpoint", "load_weights": "checkpoint",

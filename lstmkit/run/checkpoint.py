@@ -26,7 +26,7 @@ import numpy as np
 from .._atomic import atomic_open
 
 __all__ = ["save_checkpoint", "load_checkpoint", "load_weights", "Checkpoint", "Checkpointer", "compare_section",
-           "check_rng_state"]
+           "check_rng_state", "trainer_state_problems"]
 
 
 class Checkpoint(dict):
@@ -146,6 +146,54 @@ def check_rng_state(name: str, generator: np.random.Generator, state, problems: 
     except Exception as exc:  # numpy raises TypeError, ValueError, KeyError... for a foreign state
         problems.append(f"rng/{name}: not a {type(scratch).__name__} state ({type(exc).__name__}: "
                         f"{str(exc)[:120]})")
+
+
+_COUNTERS = ("step", "epoch", "batch", "bad_evals", "train_count", "log_count")
+_NUMBERS = ("train_sum", "log_sum")
+_OPTIONAL_NUMBERS = ("best_value", "grad_norm")
+_OPTIONAL_COUNTERS = ("best_step", "best_epoch")
+
+
+def trainer_state_problems(state, names, steps_per_epoch: int) -> list[str]:
+    """What is wrong with a checkpoint's ``trainer/state``: its keys (``names``: the fields of
+    :class:`~lstmkit.run.trainer.TrainerState`), types, ranges, and a position in the run that an
+    epoch of ``steps_per_epoch`` steps allows."""
+    where = "trainer/state"
+    if not isinstance(state, dict):
+        return [f"{where}: expected a JSON object, got {type(state).__name__}"]
+    problems = []
+    names = set(names)
+    problems += [f"{where}: unexpected entry {k!r}" for k in state if k not in names]
+    problems += [f"{where}: {k} is missing" for k in sorted(names - set(state))]
+
+    def is_int(v):
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    def is_number(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    for k in _COUNTERS + _OPTIONAL_COUNTERS:
+        v = state.get(k)
+        if k in state and not (is_int(v) and v >= 0 or (v is None and k in _OPTIONAL_COUNTERS)):
+            problems.append(f"{where}: {k} must be a whole number >= 0, got {v!r}")
+    for k in _NUMBERS + _OPTIONAL_NUMBERS:
+        v = state.get(k)
+        if k in state and not (is_number(v) or (v is None and k in _OPTIONAL_NUMBERS)):
+            problems.append(f"{where}: {k} must be a number, got {v!r}")
+    if "stopped_early" in state and not isinstance(state["stopped_early"], bool):
+        problems.append(f"{where}: stopped_early must be true or false, got {state['stopped_early']!r}")
+    if "last_eval" in state and not isinstance(state["last_eval"], dict):
+        problems.append(f"{where}: last_eval must be an object, got {state['last_eval']!r}")
+    step, epoch, batch = (state.get(k) for k in ("step", "epoch", "batch"))
+    if all(is_int(v) and v >= 0 for v in (step, epoch, batch)):
+        if batch > steps_per_epoch:  # == steps_per_epoch: the epoch's last step done, the epoch not yet closed
+            problems.append(f"{where}: batch {batch} is not a position in an epoch of {steps_per_epoch} steps "
+                            f"(0..{steps_per_epoch})")
+        elif step != epoch * steps_per_epoch + batch:
+            problems.append(f"{where}: step {step} does not match epoch {epoch} and batch {batch} with "
+                            f"{steps_per_epoch} steps per epoch (expected step {epoch * steps_per_epoch + batch}); "
+                            f"was the data changed?")
+    return problems
 
 
 class Checkpointer:

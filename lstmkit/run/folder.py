@@ -8,7 +8,7 @@
     results.json         final metrics and status
     loss.png             train/valid loss curves (needs matplotlib)
     checkpoints/         last.npz (resume from it), best.npz, epoch-NNNN.npz (keep_last)
-    .lstmkit.lock        while a run writes here: its pid (removed when it ends)
+    .lstmkit.lock        while a run writes here: its pid (removed when it ends; see :mod:`.lock`)
 
 lstmkit's files are exactly these names (and the ``.<name>.*.tmp`` files its
 atomic writes leave behind when a process is killed); ``--overwrite`` removes
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import errno
 import json
 import os
 import re
@@ -28,8 +27,8 @@ from typing import Callable, Iterator
 
 from ..config.errors import ExitCode, LstmkitError, RunFailed
 
-__all__ = ["RunFolder", "RunLock", "FolderBusy", "WriteFailed", "writing", "default_run_dir", "is_run_folder",
-           "non_empty_output", "choose_run_dir", "make_dir"]
+__all__ = ["RunFolder", "WriteFailed", "writing", "default_run_dir", "is_run_folder", "non_empty_output",
+           "overwrite_refusal", "choose_run_dir", "make_dir"]
 
 CONFIG, META, METRICS, RESULTS, PLOT = "config.yaml", "meta.json", "metrics.jsonl", "results.json", "loss.png"
 CHECKPOINTS, LOCK = "checkpoints", ".lstmkit.lock"
@@ -39,12 +38,6 @@ _CHECKPOINT_NAME = re.compile(r"^(last|best|epoch-\d{4,})\.npz$")
 _TMP_NAME = re.compile(r"^\.(?P<target>.+)\.[A-Za-z0-9_]+\.tmp$")
 
 Echo = Callable[[str], None]
-
-
-class FolderBusy(LstmkitError):
-    """Another live lstmkit process writes into the run folder (exit code 2)."""
-
-    exit_code = ExitCode.USAGE
 
 
 class WriteFailed(RunFailed):
@@ -282,114 +275,3 @@ def choose_run_dir(loaded, overwrite: bool) -> Path:
         if blocked:
             raise LstmkitError(f"--overwrite refused: {blocked}", ExitCode.USAGE)
     return path
-
-
-# -- the lock -------------------------------------------------------------------------------------
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return False
-    return True
-
-
-def _read_holder(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
-class RunLock:
-    """An exclusive lock on a run folder: ``.lstmkit.lock`` holding ``{"pid", "start", "command"}``.
-
-    POSIX: ``fcntl.flock`` on the file (the kernel drops it when the process dies,
-    even on ``kill -9``); elsewhere the file is created with ``O_EXCL``.  A lock
-    file whose pid is dead is taken over (:attr:`took_over` says whose).  The file
-    is removed on :meth:`release`.
-    """
-
-    def __init__(self, folder: RunFolder, command: list[str] | None = None):
-        self.folder, self.command = folder, command or []
-        self.fd: int | None = None
-        self.took_over: dict | None = None
-
-    def acquire(self) -> "RunLock":
-        path = self.folder.lock
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - Windows
-            fcntl = None
-        for _ in range(20):  # a holder may remove the file between our open and our lock: try again
-            previous = _read_holder(path)
-            try:
-                if fcntl is None:  # pragma: no cover - Windows
-                    if previous and not _pid_alive(int(previous.get("pid", 0) or 0)):
-                        with contextlib.suppress(FileNotFoundError):
-                            path.unlink()
-                    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
-                else:
-                    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-            except FileExistsError:  # pragma: no cover - Windows
-                raise self._busy(previous) from None
-            except OSError as exc:
-                raise LstmkitError(f"cannot lock the run folder {self.folder.path}: cannot create {path}: "
-                                   f"{exc.strerror or exc}", ExitCode.USAGE) from None
-            if fcntl is not None:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except OSError as exc:
-                    os.close(fd)
-                    if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                        raise self._busy(_read_holder(path)) from None
-                    raise
-                try:
-                    same = os.path.samestat(os.fstat(fd), os.stat(path))
-                except FileNotFoundError:
-                    same = False
-                if not same:  # the file we locked was removed by its previous holder
-                    os.close(fd)
-                    continue
-            self.fd = fd
-            if previous.get("pid") not in (None, os.getpid()):
-                self.took_over = previous
-            self._write_holder()
-            return self
-        raise self._busy(_read_holder(path))  # pragma: no cover - a lock changing hands 20 times
-
-    def _busy(self, holder: dict) -> FolderBusy:
-        who = f"process {holder.get('pid', '?')}"
-        if holder.get("start"):
-            who += f", started {holder['start']}"
-        if holder.get("command"):
-            who += f": {' '.join(map(str, holder['command']))}"
-        return FolderBusy(f"the run folder {self.folder.path} is in use by another lstmkit run ({who}). Wait for it "
-                          f"to end, or choose another folder with -o DIR")
-
-    def _write_holder(self) -> None:
-        text = json.dumps({"pid": os.getpid(), "start": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-                           "command": list(self.command)})
-        os.ftruncate(self.fd, 0)
-        os.lseek(self.fd, 0, os.SEEK_SET)
-        os.write(self.fd, text.encode())
-
-    def release(self) -> None:
-        if self.fd is None:
-            return
-        with contextlib.suppress(FileNotFoundError):
-            self.folder.lock.unlink()  # before unlocking: a waiter then re-checks and retries
-        os.close(self.fd)
-        self.fd = None
-
-    def __enter__(self) -> "RunLock":
-        return self.acquire() if self.fd is None else self
-
-    def __exit__(self, *exc) -> None:
-        self.release()

@@ -27,8 +27,9 @@ from .._atomic import atomic_write_text
 from .build import build_model, build_task, seed_generators, thread_limit, warnings_to
 from .checkpoint import Checkpointer
 from .evaluate import evaluate_run, open_run, predict_run
-from .folder import (RunFolder, RunLock, WriteFailed, choose_run_dir, default_run_dir, is_run_folder, make_dir,
+from .folder import (RunFolder, WriteFailed, choose_run_dir, default_run_dir, is_run_folder, make_dir,
                      non_empty_output, overwrite_refusal, writing)
+from .lock import RunLock
 from .meta import finish_meta, mark_killed, read_meta, start_meta, write_meta
 from .metrics import MetricsLog
 from .report import (config_text, plot_losses, position_text, print_plan, progress_text, results, run_test,
