@@ -271,7 +271,23 @@ cdef extern from *:
        vector registers: one broadcast of a and one panel load per NR FMAs. */
     #define LK_MR 4
     #define LK_NR_f 32
-    #define LK_NR_d 16
+    #define LK_NR_d 32
+
+    /* Where the panel kernel is used for the recurrent products (it always runs
+       as the test twin): GCC keeps its 4 x 32 accumulators in vector registers
+       on AVX2 for float (2.5 us for 4 x 128 x 64 vs BLAS's 2-25 us) and on
+       AVX-512 for double; elsewhere (double on AVX2: 20 us; SSE2; other
+       compilers and CPUs) it was slower than BLAS or not measured. */
+    static int lk_panels_pay(int dbl) {
+    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) \
+        && defined(__GLIBC__) && !defined(LK_NO_CLONES)
+        __builtin_cpu_init();
+        return dbl ? __builtin_cpu_supports("avx512f") : __builtin_cpu_supports("avx2");
+    #else
+        (void)dbl;
+        return 0;
+    #endif
+    }
     #define LK_DEFINE_PANEL(T, S)                                                    \
     /* Pack b (k, n) into panels; b is src (k, n) row-major, or src (n, k) with   \
        trans (then b = src^T).  packed holds ceil(n / NR) * k * NR values. */      \
@@ -367,6 +383,7 @@ cdef extern from *:
     void lk_rnn_bwd_d(Py_ssize_t n, const double* a, const double* dh, double* dg,
                       int relu) noexcept nogil
     int LK_MR, LK_NR_f, LK_NR_d
+    int lk_panels_pay(int dbl) noexcept nogil
     void lk_pack_f(Py_ssize_t k, Py_ssize_t n, const float* src, int trans,
                    float* packed) noexcept nogil
     void lk_pack_d(Py_ssize_t k, Py_ssize_t n, const double* src, int trans,
@@ -947,7 +964,7 @@ cdef _Panels _panels_for(Py_ssize_t rows, Py_ssize_t k, Py_ssize_t n, size_t ite
     cdef Py_ssize_t nr = LK_NR_f if item == sizeof(float) else LK_NR_d
     cdef Py_ssize_t size = (n + nr - 1) // nr * nr * k
     p.ptr = NULL
-    if use and rows > 1 and k > 0 and n > 0:
+    if use and rows > 1 and k > 0 and n > 0 and lk_panels_pay(item == sizeof(double)):
         p.ptr = malloc(size * item)
         if p.ptr == NULL:
             raise MemoryError()
