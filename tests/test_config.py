@@ -509,3 +509,17 @@ def test_rules_across_keys_blame_the_override_that_broke_them(tmp_path):
         assert expected in str(info.value)
     with pytest.raises(ConfigError, match=rf"{re.escape(str(path))}:2:26: model.proj_size"):
         load_config(write(tmp_path, "version: 1\nmodel: {hidden_size: 16, proj_size: 16}\ntask: {type: sine}\n"))
+
+
+def test_memory_estimate_of_absurd_sizes_is_immediate(tmp_path):
+    from lstmkit.config import check_memory
+    from lstmkit.config.memory import format_bytes
+    from lstmkit.run.session import build_task
+
+    loaded = load_config(write(tmp_path, "version: 1\nmodel: {hidden_size: 8, num_layers: " + "9" * 40 + "}\n"
+                                         "task: {type: sine, options: {num_train: 8, num_valid: 4, num_test: 4}}\n"))
+    task, data = build_task(loaded)
+    with pytest.raises(ConfigError, match=r"c\.yaml:2:25: model\.num_layers: the run needs about [0-9.e+]+ EiB"):
+        check_memory(loaded, task, data, available=2**34)  # a loop over the layers would never end
+    assert [format_bytes(n) for n in (1023, 1536, 3 * 2**30, 7 * 2**60)] == ["1023 bytes", "1.5 KiB", "3.0 GiB",
+                                                                         "7.0 EiB"]

@@ -88,3 +88,12 @@ def test_cli_reports_hostile_configs_without_a_traceback(tmp_path, text):
         result = CliRunner().invoke(cli, args)
         assert result.exit_code == ExitCode.INVALID_CONFIG, result.output
         assert "Traceback" not in result.output and f"{path}:" in result.output
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/dev/zero"), reason="needs /dev/zero")
+def test_a_device_is_not_a_config():
+    # a device (or a /proc file) reports no size: the read itself is bounded
+    with pytest.raises(YAMLError, match="262,145 characters; a config is at most 262,144"):
+        yamlio.load_yaml_file("/dev/zero")
+    result = CliRunner().invoke(make_cli(), ["config", "validate", "/dev/zero"])
+    assert result.exit_code == ExitCode.INVALID_CONFIG and "not a regular file: /dev/zero" in result.output

@@ -368,7 +368,8 @@ def load_config(
     if path is not None:
         file = Path(path)
         if not file.is_file():
-            raise ConfigError([ConfigIssue("", f"no such config file: {file}")])
+            what = "not a regular file" if file.exists() else "no such config file"
+            raise ConfigError([ConfigIssue("", f"{what}: {file}")])
         try:
             raw, positions = load_yaml_file(file)
         except YAMLError as exc:

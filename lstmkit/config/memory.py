@@ -31,12 +31,12 @@ EVAL_BATCH = 256  # evaluate_split's batch: max(batch_size, 256)
 
 
 def format_bytes(n: float) -> str:
-    """``1536`` -> ``'1.5 KiB'``."""
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
+    """``1536`` -> ``'1.5 KiB'``; beyond EiB, ``'3.2e+12 EiB'``."""
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(n) < 1024:
             return f"{n:.0f} bytes" if unit == "bytes" else f"{n:.1f} {unit}"
         n /= 1024
-    return f"{n:.1f} PiB"  # pragma: no cover
+    return f"{n:.1f} EiB" if n < 1e6 else f"{n:.2g} EiB"
 
 
 @dataclass(frozen=True)
@@ -74,21 +74,23 @@ class MemoryEstimate:
                 f"of {self.eval_batch}, {format_bytes(self.evaluation_bytes)})")
 
 
-def _layer_widths(cell, input_size: int, m) -> tuple[int, list[tuple[int, int, int, int]]]:
-    """``(parameters, [(input width, G, sum of state widths, output width P) per layer])`` of the stack."""
+def _layer_widths(cell, input_size: int, m) -> tuple[int, list[tuple[int, int, int, int, int]]]:
+    """``(parameters, [(input width, G, sum of state widths, output width P, how many such layers)])``:
+    layer 0, then layers 1.. (all alike), so a huge ``num_layers`` costs nothing to estimate."""
     directions = 2 if m.bidirectional else 1
     count, layers, width = 0, [], input_size
-    for _ in range(m.num_layers):
+    for repeat in (1, m.num_layers - 1):
+        if repeat < 1:
+            break
         shapes = dict(cell.parameter_shapes(width, m.hidden_size, m.proj_size))
         for shape in shapes.values():
             n = 1
             for s in shape:
                 n *= s
-            count += n * directions
-        gates = shapes["weight_ih"][0]
-        states = sum(cell.state_sizes(m.hidden_size, m.proj_size))
+            count += n * directions * repeat
         out = m.proj_size or m.hidden_size
-        layers.append((width, gates, states, out))
+        layers.append((width, shapes["weight_ih"][0], sum(cell.state_sizes(m.hidden_size, m.proj_size)), out,
+                       repeat))
         width = out * directions
     return count, layers
 
@@ -113,11 +115,11 @@ def estimate(cfg, task, data=None) -> MemoryEstimate:
     directions = 2 if m.bidirectional else 1
     head_in, out = layers[-1][3] * directions, int(task.output_size)
     count += head_in * out + out + (int(task.vocab_size or 0) * embed if tokens else 0)
-    per_step = sum(directions * (width + 3 * gates + 3 * states + p) for width, gates, states, p in layers)
+    per_step = sum(n * directions * (width + 3 * gates + 3 * states + p) for width, gates, states, p, n in layers)
     head_steps = steps if task.target == "sequence" else 1
     training = batch * (steps * (per_step + 2 * embed) + head_steps * 2 * out)
     eval_batch = max(t.batch_size, EVAL_BATCH)
-    evaluation = eval_batch * (seq_len * sum(directions * (gates + 2 * p) for _, gates, _, p in layers)
+    evaluation = eval_batch * (seq_len * sum(n * directions * (gates + 2 * p) for _, gates, _, p, n in layers)
                                + (seq_len if task.target == "sequence" else 1) * out)
     itemsize = 4 if cfg.runtime.dtype == "float32" else 8
     optimizer = t.optimizer
@@ -161,7 +163,8 @@ def check_memory(loaded, task, data=None, available: int | None = None) -> Memor
         return need
     weights = need.parameter_bytes * (2 + need.optimizer_copies)
     by_model = weights >= need.activation_bytes or need.evaluation_bytes > need.training_bytes
-    key = ("model", "hidden_size") if by_model else ("training", "batch_size")
+    size = "num_layers" if cfg.model.num_layers > 16 else "hidden_size"  # an unusual depth is the likelier slip
+    key = ("model", size) if by_model else ("training", "batch_size")
     advice = ("lower model.hidden_size or model.num_layers" if key[0] == "model" else
               "lower training.batch_size" + (" or training.tbptt" if cfg.training.tbptt or need.steps > 1 else ""))
     message = (f"the run needs {need.describe()}, but {format_bytes(available)} of memory is available here; "

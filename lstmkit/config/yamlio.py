@@ -361,7 +361,8 @@ def load_yaml_file(path: Path | str) -> tuple[Any, dict[tuple, Position]]:
         if size > MAX_BYTES:
             raise YAMLError(f"{size:,} bytes; a config file is at most {MAX_BYTES:,} (is this the right file?)",
                             str(path))
-        text = path.read_text(encoding="utf-8")
+        with open(path, encoding="utf-8", newline=None) as f:
+            text = f.read(MAX_BYTES + 1)  # bounded: a /proc file or a device reports no size
     except UnicodeDecodeError as exc:
         raise YAMLError(f"not a UTF-8 text file ({exc.reason} at byte {exc.start})", str(path)) from None
     except OSError as exc:
