@@ -427,10 +427,20 @@ class Registry:
         self._fail(info, f"backend {spec.name!r}: {why}{fallback}", exc)
 
     def backend_spec(self, name: str) -> BackendSpec:
-        """The spec of backend ``name``; ``"auto"``/``None``: the available one with the highest priority."""
+        """The spec of the backend that ``get_backend(name)`` runs on, its instance built (once).
+
+        ``"auto"``/``None``: the available backend with the highest priority
+        whose factory works (one that fails is skipped with a warning naming
+        its plugin).  A name that is unknown, unavailable or whose factory
+        fails raises :class:`LookupFailed` with the reason.
+        """
         if name in (None, "auto"):
             for spec in self.ranked_backends():
                 if self.availability(spec)[0]:
+                    try:
+                        self.backend_instance(spec, auto=True)
+                    except LookupFailed:  # warned, naming the plugin; unavailable from now on
+                        continue
                     return spec
             raise LookupFailed("no backend is available")
         try:
@@ -440,6 +450,7 @@ class Registry:
         ok, reason = self.availability(spec)
         if not ok:
             raise LookupFailed(f"backend {name!r} is unavailable: {reason}")
+        self.backend_instance(spec)
         return spec
 
     def backend_instance(self, spec: BackendSpec, auto: bool = False):
@@ -462,16 +473,10 @@ class Registry:
     def get_backend(self, name="auto"):
         """A backend instance by name.  ``"auto"``/``None``: the available backend with the highest
         priority whose factory works; one that fails is skipped with a warning naming its plugin."""
-        if name not in (None, "auto"):
-            return self.backend_instance(self.backend_spec(name))
-        while True:
-            spec = self.backend_spec("auto")  # skips backends whose factory failed before
-            try:
-                backend = self.backend_instance(spec, auto=True)
-            except LookupFailed:  # warned, naming the plugin; now marked unavailable
-                continue
+        spec = self.backend_spec(name)
+        if name in (None, "auto"):
             self._warn_takeover(spec)
-            return backend
+        return self.backend_instance(spec)
 
     def _warn_takeover(self, spec: BackendSpec) -> None:
         """Warn once when ``auto`` picks a plugin's backend over an available built-in one."""

@@ -544,3 +544,15 @@ def test_config_require_notices_a_clash(installed, tmp_path):
         result = CliRunner().invoke(make_cli(), ["config", "validate", "--no-data", str(config)])
     assert result.exit_code == 4, result.output
     assert "required plugin 'lstmkit-fancy'" in result.output and "registered twice" in result.output
+
+
+def test_config_naming_a_backend_whose_factory_fails_is_refused_at_validation(installed, tmp_path):
+    backend_plugin(installed, "native", factory="raise ImportError('libnative.so')")
+    load()
+    config = tmp_path / "c.yaml"
+    config.write_text("task: {type: sine}\nruntime: {backend: native}\n")
+    with pytest.warns(RuntimeWarning, match="its factory raised ImportError"):
+        result = CliRunner().invoke(make_cli(), ["config", "validate", "--no-data", str(config)])
+    assert result.exit_code == 4, result.output
+    assert ("runtime.backend: backend 'native' is unavailable: its factory raised ImportError: libnative.so "
+            "(plugin 'native', lstmkit-native 1.0)") in result.output
