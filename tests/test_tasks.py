@@ -377,3 +377,10 @@ def test_classification_npz_gaps_are_refused_within_lengths(tmp_path):
     x[3, 2, 1] = 0.5
     np.savez(tmp_path / "a.npz", inputs=x, labels=np.array(["a", "b"] * 5), lengths=lengths)
     assert len(make("sequence_classification", splits={"train": "a.npz"}, base_dir=tmp_path).data()["train"]) > 0
+
+
+def test_synthetic_data_that_cannot_fit_is_a_task_error_naming_the_split():
+    with pytest.raises(TaskError, match=r"task sine: its test split \(100,000,000,000,000 sequences\) does not fit "
+                                        r"in memory .* lower task\.options\.num_test") as info:
+        make("sine", {"num_train": 4, "num_valid": 2, "num_test": 10**14}).data()
+    assert info.value.keys == ("task.options.num_test",)

@@ -211,7 +211,15 @@ class SyntheticTask(Task):
         o = self.options
         seed = self.seed if o.data_seed is None else o.data_seed
         sizes = {"train": o.num_train, "valid": o.num_valid, "test": o.num_test}
-        return {k: self._generate(split_rng(seed, k), n) for k, n in sizes.items()}
+        data = {}
+        for k, n in sizes.items():
+            try:
+                data[k] = self._generate(split_rng(seed, k), n)
+            except MemoryError as exc:  # NumPy refuses an allocation that cannot succeed at once
+                raise TaskError(f"task {self.name}: its {k} split ({n:,} sequences) does not fit in memory "
+                                f"({exc}); lower task.options.num_{k} or the sequence length",
+                                f"task.options.num_{k}") from None
+        return data
 
 
 # -- helpers for file tasks ------------------------------------------------------------
