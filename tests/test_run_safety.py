@@ -597,3 +597,38 @@ def test_an_alias_bomb_in_the_checkpoints_config_does_not_stop_resume(cli, tiny,
     result = invoke(cli, "run", "--resume", run, "--set", "training.epochs=2")  # expanded, it would never end
     assert result.exit_code == 0 and clean(result), result.output
     assert json.loads((run / "results.json").read_text())["epochs_completed"] == 2
+
+
+@POSIX
+def test_sigterm_before_training_is_an_interrupt_too(cli, tiny, tmp_path, monkeypatch):
+    from lstmkit.run import session
+
+    real = session.build_task
+
+    def build_task(loaded):
+        os.kill(os.getpid(), signal.SIGTERM)  # while the data loads: no training loop to defer it yet
+        return real(loaded)
+
+    monkeypatch.setattr(session, "build_task", build_task)
+    result = invoke(cli, "run", tiny, "-o", tmp_path / "run")
+    assert result.exit_code == ExitCode.INTERRUPTED and "Interrupted." in result.stderr, result.output
+    assert not (tmp_path / "run").exists()  # nothing was started
+
+
+def test_the_split_keeps_the_old_import_paths():
+    from lstmkit.run import session
+
+    for name in ("run", "thread_limit", "build_task", "build_model", "seed_generators", "open_run", "evaluate_run",
+                 "predict_run", "plot_losses", "RunFolder"):
+        assert callable(getattr(session, name)), name
+
+
+def test_resume_dry_run_and_print_config_write_nothing(cli, tiny, tmp_path):
+    run = tmp_path / "run"
+    assert invoke(cli, "run", tiny, "-o", run, "--set", "training.epochs=1").exit_code == 0
+    _fake_killed_session(run)
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    for flag in ("--dry-run", "--print-config"):
+        result = invoke(cli, "run", "--resume", run, "--set", "training.epochs=2", flag)
+        assert result.exit_code == 0, result.output
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before

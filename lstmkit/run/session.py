@@ -70,7 +70,8 @@ def run(
     with _sigterm_as_interrupt():
         if resume is not None:  # the lock first: the checkpoint is read and the folder written by one process
             folder = RunFolder(Path(resume).resolve())
-            with _locked(folder, argv, echo):
+            reading_only = dry_run or print_config  # they write nothing, so they neither lock nor tidy up
+            with contextlib.nullcontext() if reading_only else _locked(folder, argv, echo):
                 loaded, ckpt = load_for_resume(folder.path, config_path, overrides, seed, backend)
                 if print_config:
                     echo(loaded.yaml.rstrip("\n"))
@@ -96,7 +97,8 @@ def _new_folder(loaded, overwrite: bool, argv, echo: Echo):
         folder = RunFolder(choose_run_dir(loaded, overwrite))
         make_dir(folder.path)
     with _locked(folder, argv, echo):
-        choose_run_dir(loaded, overwrite)  # again, holding the lock: another run may have finished here
+        if loaded.config.outputs.dir is not None:
+            choose_run_dir(loaded, overwrite)  # again, holding the lock: another run may have finished here
         if overwrite:
             folder.clear()
         yield folder
