@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ._contain import call_plugin, describe
 from .cells import CellType
 
 
@@ -67,8 +68,17 @@ class CellSpec:
         return self.cell_type.state_names
 
     def create(self, options: dict | None = None) -> CellType:
-        """A cell instance with validated ``options``."""
-        return self.cell_type(**_validated_options("cell", self.name, self.options_model, options))
+        """A cell instance with validated ``options``.
+
+        A constructor that raises ``SystemExit`` or ``KeyboardInterrupt`` (not a
+        real Ctrl-C) gets a ``RuntimeError`` naming the cell instead of ending the process.
+        """
+        cell, exc = call_plugin(self.cell_type, **_validated_options("cell", self.name, self.options_model, options))
+        if exc is None:
+            return cell
+        if isinstance(exc, Exception):
+            raise exc
+        raise RuntimeError(f"cell {self.name!r}: its constructor raised {describe(exc)}") from exc
 
 
 def _always_available() -> tuple[bool, str]:

@@ -556,3 +556,34 @@ def test_config_naming_a_backend_whose_factory_fails_is_refused_at_validation(in
     assert result.exit_code == 4, result.output
     assert ("runtime.backend: backend 'native' is unavailable: its factory raised ImportError: libnative.so "
             "(plugin 'native', lstmkit-native 1.0)") in result.output
+
+
+def test_cell_constructor_that_exits_is_an_error_not_an_exit(fresh):
+    fresh()
+    from lstmkit.cells import RNNTanhCellType
+    from lstmkit.specs import CellSpec
+
+    class Exiting(RNNTanhCellType):
+        name = "exiting"
+
+        def __init__(self):
+            raise SystemExit(1)
+
+    class Failing(RNNTanhCellType):
+        name = "failing"
+
+        def __init__(self):
+            raise ValueError("bad option")
+
+    class Plugin:
+        @lstmkit.hookimpl
+        def register_cells(self, register):
+            register(CellSpec("exiting", Exiting))
+            register(CellSpec("failing", Failing))
+
+    with registered_plugin(Plugin(), "cells-plugin"):
+        with pytest.raises(RuntimeError, match=r"^cell 'exiting': its constructor raised SystemExit \(it called "
+                                               r"sys.exit\(1\)\)$"):
+            lstmkit.Recurrent("exiting", 3, 4)
+        with pytest.raises(ValueError, match="^bad option$"):  # ordinary errors pass through unchanged
+            lstmkit.Recurrent("failing", 3, 4)
