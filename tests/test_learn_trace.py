@@ -152,6 +152,8 @@ def test_cli_config_run_folder_and_input(tmp_path):
     result = invoke("trace", tmp_path / "run", "--input", tmp_path / "seq.txt", "-o", tmp_path / "input.png")
     assert result.exit_code == 0, result.output
     assert "4 time steps" in result.output and "no targets" in result.output
+    result = invoke("trace", config, "--gradient-of", "last", "-o", tmp_path / "last.png")
+    assert result.exit_code == 0 and "sum of the model's output at the last step" in result.output, result.output
 
 
 def test_cli_errors(tmp_path):

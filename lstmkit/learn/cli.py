@@ -98,9 +98,12 @@ def add_commands(cli: click.Group) -> None:
     @click.option("--sequence", "index", type=int, default=0, show_default=True, help="Which sequence of the split.")
     @click.option("--checkpoint", default="auto", show_default=True, type=click.Choice(["auto", "best", "last"]),
                   help="Weights of a run folder; auto: best.npz if there is one, else last.npz.")
+    @click.option("--gradient-of", type=click.Choice(["loss", "last"]), default="loss", show_default=True,
+                  help="Gradient norms of the task's loss on the sequence, or of the last step's output alone "
+                       "(shows how far back it reaches: vanishing gradients).")
     @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=str), default="trace.png",
                   show_default=True, metavar="FILE", help="Where to write the picture (PNG).")
-    def trace(source, input_file, split, index, checkpoint, output):
+    def trace(source, input_file, split, index, checkpoint, gradient_of, output):
         """Draw what the model does on one sequence: its gates, c and h at every time step (heatmaps), and
         the gradient norm of each layer over time for one training step.
 
@@ -109,7 +112,8 @@ def add_commands(cli: click.Group) -> None:
         """
         from .trace import plot_trace, save_figure, trace_run
 
-        result = trace_run(source, input_file, checkpoint=checkpoint, split=split, index=index)
+        result = trace_run(source, input_file, checkpoint=checkpoint, split=split, index=index,
+                           gradient_of=gradient_of)
         try:
             figure = plot_trace(result)
         except ImportError as exc:

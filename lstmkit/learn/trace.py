@@ -182,7 +182,7 @@ def trace_model(model, task, inputs, targets=None, *, source: str = "") -> Trace
             d_outputs[:, -1] = 1.0
         else:
             d_outputs[...] = 1.0
-        trace.loss_text = "L = sum of the model's output at the last step (no targets)"
+        trace.loss_text = "L = sum of the model's output at the last step"
     backward(d_outputs)
     _collect(trace, model.rnn, recorder)
     if getattr(task, "decode", None) is not None and inputs.ndim == 1:
@@ -190,14 +190,20 @@ def trace_model(model, task, inputs, targets=None, *, source: str = "") -> Trace
     return trace
 
 
-def trace_run(path, input_file=None, *, checkpoint: str = "auto", split: str = "valid", index: int = 0) -> Trace:
+def trace_run(path, input_file=None, *, checkpoint: str = "auto", split: str = "valid", index: int = 0,
+              gradient_of: str = "loss") -> Trace:
     """:func:`trace_model` for a run folder (its trained weights) or a config file (the freshly initialised
     model ``lstmkit run`` would start from, with the same seed).
 
     The sequence is the first of ``input_file`` (read like ``lstmkit predict``
     reads it; no targets) or sequence ``index`` of the task's ``split`` (with its
-    targets), cut to its length.  Errors are :class:`~lstmkit.config.errors.LstmkitError`.
+    targets), cut to its length.  ``gradient_of``: ``"loss"`` (the task's loss on
+    those targets) or ``"last"`` (the sum of the last step's output: how far back
+    it reaches; always so for ``input_file``).  Errors are
+    :class:`~lstmkit.config.errors.LstmkitError`.
     """
+    if gradient_of not in ("loss", "last"):
+        raise ValueError(f"gradient_of should be 'loss' or 'last', got {gradient_of!r}")
     from ..config.errors import ExitCode, LstmkitError
 
     path = Path(path)
@@ -220,7 +226,9 @@ def trace_run(path, input_file=None, *, checkpoint: str = "auto", split: str = "
         except (ValueError, OSError, UnicodeDecodeError) as exc:
             raise LstmkitError(f"cannot read {input_file}: {exc}", ExitCode.RUN_FAILED) from None
         n = inputs.shape[1] if lengths is None else int(lengths[0])
-        return trace_model(model, task, inputs[0, :n], None, source=f"{source}; input: first sequence of {input_file}")
+        trace = trace_model(model, task, inputs[0, :n], None, source=f"{source}; input: first sequence of {input_file}")
+        trace.loss_text += " (an input file has no targets)"
+        return trace
     part = data.get(split)
     if part is None or len(part) == 0:
         part, split = data["train"], "train"
@@ -229,6 +237,8 @@ def trace_run(path, input_file=None, *, checkpoint: str = "auto", split: str = "
                            ExitCode.USAGE)
     n = part.inputs.shape[1] if part.lengths is None else int(part.lengths[index])
     targets = part.targets[index, :n] if task.target == "sequence" else part.targets[index]
+    if gradient_of == "last":
+        targets = None
     return trace_model(model, task, part.inputs[index, :n], targets,
                        source=f"{source}; input: {split} sequence {index}")
 
