@@ -183,3 +183,17 @@ def test_a_run_prints_and_records_its_warnings(tmp_path):
                                              "task.options.difference=true"])
     assert result.exit_code == 0 and "warning" not in result.output, result.output
     assert json.loads((tmp_path / "run2" / "results.json").read_text())["warnings"] == []
+
+
+def test_data_problems_join_the_second_round(tmp_path):
+    """A config that fails on a registry name or metric also hears about its data file in the same report."""
+    values = [str(i) for i in range(40)]
+    values[10] = "n/a"
+    (tmp_path / "s.csv").write_text(series(values))
+    path = tmp_path / "c.yaml"
+    path.write_text("version: 1\ntask: {type: csv, train: s.csv, options: {window: 4}}\n"
+                    "training: {early_stopping: {metric: valid.accuracy}}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert [i.key for i in info.value.issues] == ["task.train", "training.early_stopping.metric"], str(info.value)
+    assert "s.csv:12: column 'x' has a missing value ('n/a'" in str(info.value)

@@ -437,6 +437,8 @@ def load_config_data(raw: dict, positions: dict, base_dir: Path, *, source: str 
             issues.append(ConfigIssue(f"task.{key[1]}", f"no such file: {resolved['task'][key[1]]}",
                                       _where(positions, key)))
 
+    if issues and check_files and not any(i.key.startswith("task") for i in issues + unavailable):
+        issues += _probe_task(resolved, positions, path)  # its data problems join this report (two rounds)
     if issues:
         raise ConfigError(_sorted(issues + unavailable), source)
     if unavailable:
@@ -479,6 +481,27 @@ def task_issue(loaded: LoadedConfig, exc: Exception) -> ConfigIssue:
     on_cli = [k for k in given if positions[k][1] is None]  # --set and flags have no line
     key = (on_cli or given or keys)[0]
     return ConfigIssue(".".join(key), message, _where(positions, key))
+
+
+def _probe_task(resolved: dict, positions: dict, path: Path | None) -> list[ConfigIssue]:
+    """Build the task of a config that fails round 2 anyway (its task section valid), so the problems of
+    its data files are reported with the others rather than in a third round."""
+    from ..registry import LookupFailed, get_registry
+
+    task = resolved["task"]
+    try:
+        spec = get_registry().task_spec(task["type"])
+    except LookupFailed:
+        return []
+    splits = {k: task[k] for k in ("train", "valid", "test")}
+    try:
+        spec.factory(dict(task["options"]), base_dir=path.resolve().parent if path else Path.cwd(),
+                     seed=resolved["seed"] or 0, splits=splits if any(splits.values()) else None).data()
+    except (ValueError, OSError, KeyError) as exc:
+        return [task_issue(types.SimpleNamespace(positions=positions, path=path), exc)]
+    except Exception:  # a plugin task's own failure: the run reports it once the rest is fixed
+        return []
+    return []
 
 
 def _non_finite(value, path: tuple, positions: dict) -> list[ConfigIssue]:
