@@ -388,11 +388,12 @@ def _disk_full_at(monkeypatch, suffix: str, code: int = errno.ENOSPC):
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd")
-@pytest.mark.parametrize("name", ["last.npz", "metrics.jsonl", "best.npz", "results.json", "meta.json"])
-def test_disk_full_is_a_message_naming_the_file(cli, tiny, tmp_path, monkeypatch, name):
+@pytest.mark.parametrize("name,every", [("last.npz", 1), ("metrics.jsonl", 1), ("metrics.jsonl", 2),
+                                        ("best.npz", 1), ("results.json", 1), ("meta.json", 1), ("config.yaml", 1)])
+def test_disk_full_is_a_message_naming_the_file(cli, tiny, tmp_path, monkeypatch, name, every):
     run = tmp_path / "run"
     _disk_full_at(monkeypatch, name)
-    result = invoke(cli, "run", tiny, "-o", run)
+    result = invoke(cli, "run", tiny, "-o", run, "--set", f"outputs.checkpoint.every={every}")
     assert result.exit_code == ExitCode.RUN_FAILED, result.output
     assert clean(result), result.exception
     assert f"cannot write {run}" in result.output and name in result.output

@@ -219,8 +219,7 @@ class Checkpointer:
                 save_checkpoint(self.folder.best, config=self.config_text, **state)
             return
         if trainer.metrics is not None:
-            with writing(self.folder.metrics):
-                trainer.metrics.flush()
+            trainer.metrics.flush()
         with writing(self.folder.last):
             save_checkpoint(self.folder.last, config=self.config_text, **state)
         if kind == "epoch":

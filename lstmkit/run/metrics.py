@@ -50,7 +50,10 @@ class MetricsLog:
     def flush(self) -> None:
         if self.path is None or self._written == len(self.records):
             return
-        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
+        from .folder import writing
+
+        with writing(self.path):  # a full disk: a message naming the file, the previous version kept
+            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
         self._written = len(self.records)
 
 

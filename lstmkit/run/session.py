@@ -293,8 +293,7 @@ def _train(trainer, folder: RunFolder, data, meta: dict, checkpointer, started: 
         record["failed_at"] = failed_at
     if status in _FINISHED:
         record["test"], record["test_checkpoint"] = run_test(trainer, folder, data, echo)
-    with writing(folder.metrics):
-        trainer.metrics.flush()
+    trainer.metrics.flush()
     write_results(folder, record)
     note = plot_losses(trainer.metrics.records, folder.plot)
     finish_meta(folder, meta, status, trainer.state.step)
