@@ -56,6 +56,8 @@ def test_missing_value_options(tmp_path):
     np.testing.assert_array_equal(ffill, [0, 1, 1, 1, 4])
     np.testing.assert_allclose(interpolated, [0, 1, 2, 3, 4])
     assert sum(len(t) for t in dropped.tables.values()) == 18
+    assert dropped.describe().endswith("; 2 missing cell(s): rows dropped")
+    assert make(tmp_path, series(values), {"missing": "ffill"}).describe().endswith("; 2 missing cell(s): filled forward")
     np.testing.assert_array_equal(dropped.tables["train"][:3, 0], [0, 1, 4])
     with pytest.raises(TaskError, match=r"column 'x' has no values"):
         make(tmp_path, series([""] * 20), {"columns": ["x"], "missing": "interpolate"})

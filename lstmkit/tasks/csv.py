@@ -68,6 +68,7 @@ class CSVTask(Task):
     def __init__(self, options=None, *, base_dir=".", seed=0, splits=None):
         super().__init__(options, base_dir=base_dir, seed=seed, splits=splits)
         o = self.options
+        self.filled = 0  # missing cells handled by task.options.missing
         files = data_files(self.name, self.base_dir, self.splits, "a CSV file with a header row")
         header, rows, lines = read_csv_table(files["train"], o.delimiter, o.encoding)
         self._check_names(files["train"], header)
@@ -163,6 +164,7 @@ class CSVTask(Task):
         if not missing.any():
             return table
         policy = self.options.missing
+        self.filled += int(missing.sum())  # for describe()
         for c, name in enumerate(names):
             if missing[:, c].all():
                 raise TaskError(f"{path}: column {name!r} has no values (every cell is missing)", key)
@@ -270,8 +272,10 @@ class CSVTask(Task):
     def describe(self):
         sizes = ", ".join(f"{k} {len(t)}" for k, t in self.tables.items())
         change = " (as changes)" if self.options.difference else ""
+        done = {"drop_rows": "rows dropped", "ffill": "filled forward", "interpolate": "interpolated"}
+        gaps = f"; {self.filled} missing cell(s): {done[self.options.missing]}" if self.filled else ""
         return (f"csv: rows {sizes}; inputs {', '.join(self.columns)}{change} -> {', '.join(self.target_columns)} "
-                f"{self.options.horizon} step(s) after a window of {self.options.window}")
+                f"{self.options.horizon} step(s) after a window of {self.options.window}{gaps}")
 
 
 def _is_number(text: str) -> bool:
