@@ -118,3 +118,30 @@ def test_relative_links_resolve(path):
         if not resolved.exists() and resolved.name in OWNED_ELSEWHERE:
             continue
         assert resolved.exists(), f"{path.relative_to(ROOT)} links to missing {target}"
+
+
+def test_block_runner_reports_the_failing_block_and_collects_figures():
+    text = "intro\n\n```python\nx = 1\nprint(x)\n```\n\ntext\n\n```python\nraise ValueError('boom')\n```\n"
+    runs = run_blocks(text, "page.md", "page.md")
+    (line, _end, code), printed = next(runs)
+    assert (line, printed) == (4, "1\n")
+    with pytest.raises(BlockError, match=r"page.md, python block 2 \(line 11\) raised:(.|\n)*ValueError: boom"):
+        next(runs)
+
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    drawn = []
+    text = "```python\nimport matplotlib.pyplot as plt\nplt.plot([1, 2])\n```\n"
+    list(run_blocks(text, "p.md", "p.md", on_figure=lambda fig, number: drawn.append(number)))
+    assert drawn == [1]
+    assert not matplotlib.pyplot.get_fignums()  # closed after it was handed over
+
+
+def test_outputs_are_inserted_as_markdown_under_their_block():
+    from lstmkit_exec import _output_markdown
+
+    extra = _output_markdown("(5, 3, 20)\n", ["page-1-1.png"])
+    assert "```{code-block} text\n:class: lstmkit-output\n(5, 3, 20)\n```" in extra
+    assert "```{image} /_generated/page-1-1.png" in extra
+    assert _output_markdown("   \n", []) == ""  # nothing printed, nothing drawn: nothing added
+    assert extra.count("````") == 0 and "````{code-block}" in _output_markdown("```\n", [])
