@@ -223,7 +223,7 @@ def test_killed_session_is_marked_and_its_leftovers_removed(cli, tiny, tmp_path)
     _fake_killed_session(run)
     result = invoke(cli, "run", "--resume", run, "--set", "training.epochs=3")
     assert result.exit_code == 0, result.output
-    assert "which is no longer running; taken over" in result.output
+    assert "which no longer holds it (it was killed); taken over" in result.output
     assert "removed 2 temporary file(s)" in result.output and "marked \"killed\"" in result.output
     meta = json.loads((run / "meta.json").read_text())
     assert [s["status"] for s in meta["sessions"]] == ["killed", "completed"]

@@ -66,7 +66,8 @@ class RunLock:
             previous = _read_holder(path)
             try:
                 if fcntl is None:  # pragma: no cover - Windows
-                    if previous and not _pid_alive(int(previous.get("pid", 0) or 0)):
+                    pid = previous.get("pid")
+                    if previous and not (isinstance(pid, int) and _pid_alive(pid)):
                         with contextlib.suppress(FileNotFoundError):
                             path.unlink()
                     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)

@@ -110,8 +110,8 @@ def _locked(folder: RunFolder, argv, echo: Echo):
     lock = RunLock(folder, list(argv) if argv is not None else None)
     with lock:
         if lock.took_over:
-            echo(f"note: {folder.lock} was left by process {lock.took_over.get('pid')}, which is no longer "
-                 f"running; taken over")
+            echo(f"note: {folder.lock} was left by process {lock.took_over.get('pid')}, which no longer holds it "
+                 f"(it was killed); taken over")
         removed = folder.remove_orphans()
         if removed:
             echo(f"note: removed {len(removed)} temporary file(s) left by a killed session: "
