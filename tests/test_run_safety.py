@@ -290,6 +290,7 @@ def test_two_processes_racing_for_one_folder(tmp_path, tiny):
 
 
 # -- --overwrite -----------------------------------------------------------------------------------------
+@POSIX
 def test_overwrite_never_follows_a_checkpoints_symlink(cli, tiny, tmp_path):
     run = tmp_path / "run"
     assert invoke(cli, "run", tiny, "-o", run, "--set", "training.max_steps=2").exit_code == 0
@@ -334,6 +335,7 @@ def test_overwrite_keeps_a_users_files(cli, tiny, tmp_path):
     assert load_checkpoint(run / "checkpoints/last.npz")["trainer"]["step"] == 2
 
 
+@POSIX
 def test_an_output_folder_that_cannot_be_created(cli, tiny, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
