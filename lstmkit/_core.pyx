@@ -114,6 +114,22 @@ cdef extern from *:
         return copysignf(-e / (2.0f + e), x);
     }
 
+    /* Flush-to-zero + denormals-are-zero for the calling thread (SSE control
+       register), returning the previous setting; a no-op returning 0 where
+       there is no such register (then lk_denormals_restore does nothing). */
+    #if defined(__x86_64__) || defined(_M_X64)
+    #  include <xmmintrin.h>
+    static unsigned lk_denormals_flush(void) {
+        const unsigned old = _mm_getcsr();
+        _mm_setcsr(old | 0x8040u);  /* FTZ (bit 15) | DAZ (bit 6) */
+        return old;
+    }
+    static void lk_denormals_restore(unsigned old) { _mm_setcsr(old); }
+    #else
+    static unsigned lk_denormals_flush(void) { return 0; }
+    static void lk_denormals_restore(unsigned old) { (void)old; }
+    #endif
+
     LK_INLINE double lk_sigmoid_d(double x) { return 0.5 * lk_tanh_d(0.5 * x) + 0.5; }
     LK_INLINE float lk_sigmoid_f(float x) { return 0.5f * lk_tanh_f(0.5f * x) + 0.5f; }
 
@@ -383,6 +399,8 @@ cdef extern from *:
     void lk_rnn_bwd_d(Py_ssize_t n, const double* a, const double* dh, double* dg,
                       int relu) noexcept nogil
     int LK_MR, LK_NR_f, LK_NR_d
+    unsigned lk_denormals_flush() noexcept nogil
+    void lk_denormals_restore(unsigned old) noexcept nogil
     int lk_panels_pay(int dbl) noexcept nogil
     void lk_pack_f(Py_ssize_t k, Py_ssize_t n, const float* src, int trans,
                    float* packed) noexcept nogil
@@ -991,7 +1009,8 @@ def lstm_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
                  floating[:, ::1] h, floating[:, ::1] c, floating[:, ::1] y,
                  floating[:, ::1] gates, floating[:, ::1] hcell,
                  floating[:, ::1] hprev=None, floating[:, ::1] cprev=None,
-                 floating[:, ::1] tanhc=None, bint panels=True):
+                 floating[:, ::1] tanhc=None, bint panels=True,
+                 bint flush_denormals=False):
     """LSTM layer-direction forward over a packed sequence (see the module docstring).
 
     ``x`` (N, I); ``w_ih`` (4H, I), ``w_hh`` (4H, P), ``b_ih``/``b_hh`` (4H) or
@@ -1002,7 +1021,10 @@ def lstm_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
     projected R rows at a time.  ``hcell``: None without projection, else
     (N, H) when training, (B, H) otherwise.  Training: pass ``hprev`` (N, P),
     ``cprev``/``tanhc`` (N, H).  ``panels``: allow the packed small-batch kernel
-    (else BLAS for every per-step product; a test switch).
+    (else BLAS for every per-step product; a test switch).  ``flush_denormals``:
+    run with the calling thread's SSE flush-to-zero and denormals-are-zero
+    flags set (restored on return; x86-64 only, elsewhere no effect; BLAS
+    worker threads other than the caller keep their own setting).
     """
     cdef Py_ssize_t N = x.shape[0], I = x.shape[1], G = w_ih.shape[0]
     cdef Py_ssize_t H = G // 4, P = w_hh.shape[1], B = h0.shape[0]
@@ -1041,18 +1063,23 @@ def lstm_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
     cdef Py_ssize_t rows = batch_sizes[0] if N else 0
     cdef _Panels pk = _panels_for(rows, P, G, sizeof(floating), panels)
     cdef _Panels pk_hr = _panels_for(rows, H, P, sizeof(floating), panels and w_hr is not None)
-    with nogil:
-        memmove(&h[0, 0], &h0[0, 0], B * P * sizeof(floating))
-        memmove(&c[0, 0], &c0[0, 0], B * H * sizeof(floating))
-        if pk.ptr != NULL:
-            _pack(P, G, &w_hh[0, 0], True, <floating*>pk.ptr)
-        if pk_hr.ptr != NULL:
-            _pack(H, P, &w_hr[0, 0], True, <floating*>pk_hr.ptr)
-        _lstm_forward(batch_sizes.shape[0], &batch_sizes[0], reverse, N, I, H, P,
-                      &x[0, 0], &w_ih[0, 0], &w_hh[0, 0], <floating*>pk.ptr, _c1(b_ih),
-                      _c1(b_hh), _c2(w_hr), <floating*>pk_hr.ptr, &h[0, 0], &c[0, 0], _p2(y),
-                      &gates[0, 0], gates.shape[0], _p2(hcell), _p2(hprev), _p2(cprev),
-                      _p2(tanhc))
+    cdef unsigned csr = lk_denormals_flush() if flush_denormals else 0
+    try:
+        with nogil:
+            memmove(&h[0, 0], &h0[0, 0], B * P * sizeof(floating))
+            memmove(&c[0, 0], &c0[0, 0], B * H * sizeof(floating))
+            if pk.ptr != NULL:
+                _pack(P, G, &w_hh[0, 0], True, <floating*>pk.ptr)
+            if pk_hr.ptr != NULL:
+                _pack(H, P, &w_hr[0, 0], True, <floating*>pk_hr.ptr)
+            _lstm_forward(batch_sizes.shape[0], &batch_sizes[0], reverse, N, I, H, P,
+                          &x[0, 0], &w_ih[0, 0], &w_hh[0, 0], <floating*>pk.ptr, _c1(b_ih),
+                          _c1(b_hh), _c2(w_hr), <floating*>pk_hr.ptr, &h[0, 0], &c[0, 0], _p2(y),
+                          &gates[0, 0], gates.shape[0], _p2(hcell), _p2(hprev), _p2(cprev),
+                          _p2(tanhc))
+    finally:
+        if flush_denormals:
+            lk_denormals_restore(csr)
 
 
 def lstm_backward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
@@ -1065,7 +1092,8 @@ def lstm_backward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
                   floating[:, ::1] dh0, floating[:, ::1] dc0, floating[:, ::1] dgates,
                   floating[:, ::1] dhtot, floating[:, ::1] dhcell, floating[:, ::1] dx,
                   floating[:, ::1] dw_ih, floating[:, ::1] dw_hh, floating[::1] db_ih,
-                  floating[::1] db_hh, floating[:, ::1] dw_hr, bint panels=True):
+                  floating[::1] db_hh, floating[:, ::1] dw_hr, bint panels=True,
+                 bint flush_denormals=False):
     """Backward of :func:`lstm_forward` (training mode) for the gradients ``dy`` (N, P),
     ``dhn`` (B, P), ``dcn`` (B, H).
 
@@ -1111,19 +1139,24 @@ def lstm_backward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
         raise ValueError(f"weight_hh: expected {H} columns without weight_hr, got {P}")
     _check_batch_sizes(batch_sizes, B, N)
     cdef _Panels pk = _panels_for(batch_sizes[0] if N else 0, G, P, sizeof(floating), panels)
-    with nogil:
-        memmove(&dh0[0, 0], &dhn[0, 0], B * P * sizeof(floating))
-        memmove(&dc0[0, 0], &dcn[0, 0], B * H * sizeof(floating))
-        if pk.ptr != NULL:
-            _pack(G, P, &w_hh[0, 0], False, <floating*>pk.ptr)
-        _lstm_backward(batch_sizes.shape[0], &batch_sizes[0], reverse, N, I, H, P,
-                       &x[0, 0], &w_ih[0, 0], &w_hh[0, 0], <floating*>pk.ptr, _c2(w_hr),
-                       &gates[0, 0],
-                       &hprev[0, 0], &cprev[0, 0], &tanhc[0, 0], _c2(hcell), &dy[0, 0],
-                       &dh0[0, 0], &dc0[0, 0], &dgates[0, 0], _p2(dhtot), _p2(dhcell),
-                       &dx[0, 0], &dw_ih[0, 0], &dw_hh[0, 0],
-                       NULL if db_ih is None else &db_ih[0],
-                       NULL if db_hh is None else &db_hh[0], _p2(dw_hr))
+    cdef unsigned csr = lk_denormals_flush() if flush_denormals else 0
+    try:
+        with nogil:
+            memmove(&dh0[0, 0], &dhn[0, 0], B * P * sizeof(floating))
+            memmove(&dc0[0, 0], &dcn[0, 0], B * H * sizeof(floating))
+            if pk.ptr != NULL:
+                _pack(G, P, &w_hh[0, 0], False, <floating*>pk.ptr)
+            _lstm_backward(batch_sizes.shape[0], &batch_sizes[0], reverse, N, I, H, P,
+                           &x[0, 0], &w_ih[0, 0], &w_hh[0, 0], <floating*>pk.ptr, _c2(w_hr),
+                           &gates[0, 0],
+                           &hprev[0, 0], &cprev[0, 0], &tanhc[0, 0], _c2(hcell), &dy[0, 0],
+                           &dh0[0, 0], &dc0[0, 0], &dgates[0, 0], _p2(dhtot), _p2(dhcell),
+                           &dx[0, 0], &dw_ih[0, 0], &dw_hh[0, 0],
+                           NULL if db_ih is None else &db_ih[0],
+                           NULL if db_hh is None else &db_hh[0], _p2(dw_hr))
+    finally:
+        if flush_denormals:
+            lk_denormals_restore(csr)
 
 
 def gru_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
@@ -1132,7 +1165,8 @@ def gru_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
                 const floating[:, ::1] h0, floating[:, ::1] h, floating[:, ::1] y,
                 floating[:, ::1] gates, floating[:, ::1] gh,
                 floating[:, ::1] hprev=None, floating[:, ::1] ghn=None,
-                bint panels=True):
+                bint panels=True,
+                 bint flush_denormals=False):
     """GRU layer-direction forward over a packed sequence.
 
     ``x`` (N, I); ``w_ih`` (3H, I), ``w_hh`` (3H, H), ``b_ih`` (3H) or None,
@@ -1168,14 +1202,19 @@ def gru_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
         _shape("ghn", ghn.shape[0], ghn.shape[1], N, H)
     _check_batch_sizes(batch_sizes, B, N)
     cdef _Panels pk = _panels_for(batch_sizes[0] if N else 0, H, G, sizeof(floating), panels)
-    with nogil:
-        memmove(&h[0, 0], &h0[0, 0], B * H * sizeof(floating))
-        if pk.ptr != NULL:
-            _pack(H, G, &w_hh[0, 0], True, <floating*>pk.ptr)
-        _gru_forward(batch_sizes.shape[0], &batch_sizes[0], reverse, N, I, H, &x[0, 0],
-                     &w_ih[0, 0], &w_hh[0, 0], <floating*>pk.ptr, _c1(b_ih), &b_hh[0],
-                     &h[0, 0], _p2(y), &gates[0, 0], gates.shape[0], &gh[0, 0], _p2(hprev),
-                     _p2(ghn))
+    cdef unsigned csr = lk_denormals_flush() if flush_denormals else 0
+    try:
+        with nogil:
+            memmove(&h[0, 0], &h0[0, 0], B * H * sizeof(floating))
+            if pk.ptr != NULL:
+                _pack(H, G, &w_hh[0, 0], True, <floating*>pk.ptr)
+            _gru_forward(batch_sizes.shape[0], &batch_sizes[0], reverse, N, I, H, &x[0, 0],
+                         &w_ih[0, 0], &w_hh[0, 0], <floating*>pk.ptr, _c1(b_ih), &b_hh[0],
+                         &h[0, 0], _p2(y), &gates[0, 0], gates.shape[0], &gh[0, 0], _p2(hprev),
+                         _p2(ghn))
+    finally:
+        if flush_denormals:
+            lk_denormals_restore(csr)
 
 
 def gru_backward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
@@ -1185,7 +1224,8 @@ def gru_backward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
                  const floating[:, ::1] dy, const floating[:, ::1] dhn,
                  floating[:, ::1] dh0, floating[:, ::1] dgh, floating[:, ::1] dgin,
                  floating[:, ::1] dx, floating[:, ::1] dw_ih, floating[:, ::1] dw_hh,
-                 floating[::1] db_ih, floating[::1] db_hh, bint panels=True):
+                 floating[::1] db_ih, floating[::1] db_hh, bint panels=True,
+                 bint flush_denormals=False):
     """Backward of :func:`gru_forward` (training mode) for ``dy`` (N, H), ``dhn`` (B, H).
 
     Outputs ``dh0`` (B, H), ``dx`` (N, I), ``dw_ih`` (3H, I), ``dw_hh`` (3H, H),
@@ -1215,17 +1255,22 @@ def gru_backward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
         _vec("db_hh", db_hh.shape[0], G)
     _check_batch_sizes(batch_sizes, B, N)
     cdef _Panels pk = _panels_for(batch_sizes[0] if N else 0, G, H, sizeof(floating), panels)
-    with nogil:
-        memmove(&dh0[0, 0], &dhn[0, 0], B * H * sizeof(floating))
-        if pk.ptr != NULL:
-            _pack(G, H, &w_hh[0, 0], False, <floating*>pk.ptr)
-        _gru_backward(batch_sizes.shape[0], &batch_sizes[0], reverse, N, I, H, &x[0, 0],
-                      &w_ih[0, 0], &w_hh[0, 0], <floating*>pk.ptr, &gates[0, 0], &hprev[0, 0],
-                      &ghn[0, 0],
-                      &dy[0, 0], &dh0[0, 0], &dgh[0, 0], &dgin[0, 0], &dx[0, 0],
-                      &dw_ih[0, 0], &dw_hh[0, 0],
-                      NULL if db_ih is None else &db_ih[0],
-                      NULL if db_hh is None else &db_hh[0])
+    cdef unsigned csr = lk_denormals_flush() if flush_denormals else 0
+    try:
+        with nogil:
+            memmove(&dh0[0, 0], &dhn[0, 0], B * H * sizeof(floating))
+            if pk.ptr != NULL:
+                _pack(G, H, &w_hh[0, 0], False, <floating*>pk.ptr)
+            _gru_backward(batch_sizes.shape[0], &batch_sizes[0], reverse, N, I, H, &x[0, 0],
+                          &w_ih[0, 0], &w_hh[0, 0], <floating*>pk.ptr, &gates[0, 0], &hprev[0, 0],
+                          &ghn[0, 0],
+                          &dy[0, 0], &dh0[0, 0], &dgh[0, 0], &dgin[0, 0], &dx[0, 0],
+                          &dw_ih[0, 0], &dw_hh[0, 0],
+                          NULL if db_ih is None else &db_ih[0],
+                          NULL if db_hh is None else &db_hh[0])
+    finally:
+        if flush_denormals:
+            lk_denormals_restore(csr)
 
 
 def rnn_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
@@ -1233,7 +1278,8 @@ def rnn_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
                 const floating[::1] b_hh, const int64_t[::1] batch_sizes, bint reverse,
                 bint relu, const floating[:, ::1] h0, floating[:, ::1] h,
                 floating[:, ::1] y, floating[:, ::1] gates, floating[:, ::1] hprev=None,
-                bint panels=True):
+                bint panels=True,
+                 bint flush_denormals=False):
     """Elman RNN (tanh, or ReLU with ``relu``) layer-direction forward.
 
     ``x`` (N, I); ``w_ih`` (H, I), ``w_hh`` (H, H), biases (H) or None.  ``h0``
@@ -1260,13 +1306,18 @@ def rnn_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
         _shape("hprev", hprev.shape[0], hprev.shape[1], N, H)
     _check_batch_sizes(batch_sizes, B, N)
     cdef _Panels pk = _panels_for(batch_sizes[0] if N else 0, H, H, sizeof(floating), panels)
-    with nogil:
-        memmove(&h[0, 0], &h0[0, 0], B * H * sizeof(floating))
-        if pk.ptr != NULL:
-            _pack(H, H, &w_hh[0, 0], True, <floating*>pk.ptr)
-        _rnn_forward(batch_sizes.shape[0], &batch_sizes[0], reverse, relu, N, I, H,
-                     &x[0, 0], &w_ih[0, 0], &w_hh[0, 0], <floating*>pk.ptr, _c1(b_ih),
-                     _c1(b_hh), &h[0, 0], _p2(y), &gates[0, 0], gates.shape[0], _p2(hprev))
+    cdef unsigned csr = lk_denormals_flush() if flush_denormals else 0
+    try:
+        with nogil:
+            memmove(&h[0, 0], &h0[0, 0], B * H * sizeof(floating))
+            if pk.ptr != NULL:
+                _pack(H, H, &w_hh[0, 0], True, <floating*>pk.ptr)
+            _rnn_forward(batch_sizes.shape[0], &batch_sizes[0], reverse, relu, N, I, H,
+                         &x[0, 0], &w_ih[0, 0], &w_hh[0, 0], <floating*>pk.ptr, _c1(b_ih),
+                         _c1(b_hh), &h[0, 0], _p2(y), &gates[0, 0], gates.shape[0], _p2(hprev))
+    finally:
+        if flush_denormals:
+            lk_denormals_restore(csr)
 
 
 def rnn_backward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
@@ -1275,7 +1326,8 @@ def rnn_backward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
                  const floating[:, ::1] hprev, const floating[:, ::1] dy,
                  const floating[:, ::1] dhn, floating[:, ::1] dh0, floating[:, ::1] dg,
                  floating[:, ::1] dx, floating[:, ::1] dw_ih, floating[:, ::1] dw_hh,
-                 floating[::1] db_ih, floating[::1] db_hh, bint panels=True):
+                 floating[::1] db_ih, floating[::1] db_hh, bint panels=True,
+                 bint flush_denormals=False):
     """Backward of :func:`rnn_forward` (training mode): ``act`` is its ``gates``.
 
     Outputs ``dh0`` (B, H), ``dx`` (N, I), ``dw_ih`` (H, I), ``dw_hh`` (H, H),
@@ -1300,16 +1352,21 @@ def rnn_backward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
         _vec("db_hh", db_hh.shape[0], H)
     _check_batch_sizes(batch_sizes, B, N)
     cdef _Panels pk = _panels_for(batch_sizes[0] if N else 0, H, H, sizeof(floating), panels)
-    with nogil:
-        memmove(&dh0[0, 0], &dhn[0, 0], B * H * sizeof(floating))
-        if pk.ptr != NULL:
-            _pack(H, H, &w_hh[0, 0], False, <floating*>pk.ptr)
-        _rnn_backward(batch_sizes.shape[0], &batch_sizes[0], reverse, relu, N, I, H,
-                      &x[0, 0], &w_ih[0, 0], &w_hh[0, 0], <floating*>pk.ptr, &act[0, 0],
-                      &hprev[0, 0],
-                      &dy[0, 0], &dh0[0, 0], &dg[0, 0], &dx[0, 0], &dw_ih[0, 0],
-                      &dw_hh[0, 0], NULL if db_ih is None else &db_ih[0],
-                      NULL if db_hh is None else &db_hh[0])
+    cdef unsigned csr = lk_denormals_flush() if flush_denormals else 0
+    try:
+        with nogil:
+            memmove(&dh0[0, 0], &dhn[0, 0], B * H * sizeof(floating))
+            if pk.ptr != NULL:
+                _pack(H, H, &w_hh[0, 0], False, <floating*>pk.ptr)
+            _rnn_backward(batch_sizes.shape[0], &batch_sizes[0], reverse, relu, N, I, H,
+                          &x[0, 0], &w_ih[0, 0], &w_hh[0, 0], <floating*>pk.ptr, &act[0, 0],
+                          &hprev[0, 0],
+                          &dy[0, 0], &dh0[0, 0], &dg[0, 0], &dx[0, 0], &dw_ih[0, 0],
+                          &dw_hh[0, 0], NULL if db_ih is None else &db_ih[0],
+                          NULL if db_hh is None else &db_hh[0])
+    finally:
+        if flush_denormals:
+            lk_denormals_restore(csr)
 
 
 # ---------------------------------------------------------------------------

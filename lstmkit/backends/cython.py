@@ -21,6 +21,14 @@ from .reference import ReferenceBackend
 #: so a kernel that reads memory before writing it shows up in the results.
 POISON_WORKSPACES = False
 
+#: Run the layer kernels with flush-to-zero and denormals-are-zero set on the
+#: calling thread (x86-64; restored after each call).  Off by default, as in
+#: PyTorch (``torch.set_flush_denormal(False)``): results then match torch's
+#: in the denormal range.  On, values below ~1.2e-38 (float32) / ~2.2e-308
+#: (float64) become 0, which avoids the slow microcode path when states decay
+#: into that range (docs/performance.md, "Denormals").
+FLUSH_DENORMALS = False
+
 _REFERENCE = ReferenceBackend()
 _KERNEL_NAMES = (
     "lstm_forward", "lstm_backward", "gru_forward", "gru_backward", "rnn_forward",
@@ -135,12 +143,14 @@ class CythonBackend(Backend):
             if not training:
                 hcell = None if w_hr is None else _empty((b, hid), dt)
                 k.lstm_forward(x, w_ih, w_hh, b_ih, b_hh, w_hr, bs, reverse, h0, c0,
-                               h, c, y, gates, hcell)
+                               h, c, y, gates, hcell,
+                               flush_denormals=FLUSH_DENORMALS)
                 return y, (h, c), None
             hcell = None if w_hr is None else _empty((n, hid), dt)
             hprev, cprev, tanhc = _empty((n, p), dt), _empty((n, hid), dt), _empty((n, hid), dt)
             k.lstm_forward(x, w_ih, w_hh, b_ih, b_hh, w_hr, bs, reverse, h0, c0,
-                           h, c, y, gates, hcell, hprev, cprev, tanhc)
+                           h, c, y, gates, hcell, hprev, cprev, tanhc,
+                           flush_denormals=FLUSH_DENORMALS)
             cache = _Cache(dt, bs, reverse, x, (gates, hprev, cprev, tanhc, hcell))
             return y, (h, c), cache
 
@@ -149,19 +159,23 @@ class CythonBackend(Backend):
                 b_hh = np.zeros(g, dt)
             gh = _empty((b, g), dt)
             if not training:
-                k.gru_forward(x, w_ih, w_hh, b_ih, b_hh, bs, reverse, h0, h, y, gates, gh)
+                k.gru_forward(x, w_ih, w_hh, b_ih, b_hh, bs, reverse, h0, h, y, gates, gh,
+                              flush_denormals=FLUSH_DENORMALS)
                 return y, (h,), None
             hprev, ghn = _empty((n, p), dt), _empty((n, p), dt)
             k.gru_forward(x, w_ih, w_hh, b_ih, b_hh, bs, reverse, h0, h, y, gates, gh,
-                          hprev, ghn)
+                          hprev, ghn,
+                          flush_denormals=FLUSH_DENORMALS)
             return y, (h,), _Cache(dt, bs, reverse, x, (gates, hprev, ghn))
 
         relu = kind is RNNReluCellType
         if not training:
-            k.rnn_forward(x, w_ih, w_hh, b_ih, b_hh, bs, reverse, relu, h0, h, y, gates)
+            k.rnn_forward(x, w_ih, w_hh, b_ih, b_hh, bs, reverse, relu, h0, h, y, gates,
+                          flush_denormals=FLUSH_DENORMALS)
             return y, (h,), None
         hprev = _empty((n, p), dt)
-        k.rnn_forward(x, w_ih, w_hh, b_ih, b_hh, bs, reverse, relu, h0, h, y, gates, hprev)
+        k.rnn_forward(x, w_ih, w_hh, b_ih, b_hh, bs, reverse, relu, h0, h, y, gates, hprev,
+                      flush_denormals=FLUSH_DENORMALS)
         return y, (h,), _Cache(dt, bs, reverse, x, (gates, hprev))
 
     # -- backward ---------------------------------------------------------------
@@ -208,20 +222,23 @@ class CythonBackend(Backend):
             k.lstm_backward(x, w_ih, w_hh, w_hr, bs, reverse, gates, hprev, cprev, tanhc,
                             hcell, d_y, dhn, dcn, dh0, dc0, _empty((n, g), dt), dhtot,
                             dhcell, dx, grads["weight_ih"], grads["weight_hh"], db_ih,
-                            db_hh, dw_hr)
+                            db_hh, dw_hr,
+                            flush_denormals=FLUSH_DENORMALS)
             return dx, (dh0, dc0), keyed_grads(params, grads)
 
         if kind is GRUCellType:
             gates, hprev, ghn = cache.arrays
             k.gru_backward(x, w_ih, w_hh, bs, reverse, gates, hprev, ghn, d_y, dhn, dh0,
                            _empty((n, g), dt), _empty((n, p), dt), dx, grads["weight_ih"],
-                           grads["weight_hh"], db_ih, db_hh)
+                           grads["weight_hh"], db_ih, db_hh,
+                           flush_denormals=FLUSH_DENORMALS)
             return dx, (dh0,), keyed_grads(params, grads)
 
         gates, hprev = cache.arrays
         k.rnn_backward(x, w_ih, w_hh, bs, reverse, kind is RNNReluCellType, gates, hprev,
                        d_y, dhn, dh0, _empty((n, g), dt), dx, grads["weight_ih"],
-                       grads["weight_hh"], db_ih, db_hh)
+                       grads["weight_hh"], db_ih, db_hh,
+                       flush_denormals=FLUSH_DENORMALS)
         return dx, (dh0,), keyed_grads(params, grads)
 
     # -- one step ---------------------------------------------------------------
