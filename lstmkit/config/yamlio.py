@@ -131,11 +131,11 @@ MAX_NUMBER_CHARS = 100
 class _Open:
     """A mapping or sequence being built: its value, path, anchor, and the key waiting for a value."""
 
-    __slots__ = ("value", "path", "anchor", "start", "key", "key_mark")
+    __slots__ = ("value", "path", "anchor", "start", "key")
 
-    def __init__(self, value, path, anchor, start):
-        self.value, self.path, self.anchor, self.start = value, path, anchor, start
-        self.key = self.key_mark = None
+    def __init__(self, value, path, anchor, start: int):
+        self.value, self.path, self.anchor, self.start = value, path, anchor, start  # start: values counted
+        self.key = None
 
 
 def _mark(mark) -> tuple[int, int]:
@@ -179,15 +179,15 @@ class _Builder:
                 frame = stack.pop()
                 if frame.anchor is not None:
                     self.open_anchors.discard(frame.anchor)
-                    self.anchors[frame.anchor] = (frame.value, self.values - frame.start[1] + 1)
-                value, mark, start = frame.value, None, frame.start[0]
+                    self.anchors[frame.anchor] = (frame.value, self.values - frame.start + 1)
+                value = frame.value
             else:
                 parent = stack[-1] if stack else None
                 if parent is not None and isinstance(parent.value, dict) and parent.key is None:
                     self.key(parent, event)
                     continue
                 path = self.child_path(parent, event)
-                value, start = self.node(event, path, stack), event.start_mark
+                value = self.node(event, path, stack)
                 if value is _OPENED:
                     continue
             parent = stack[-1] if stack else None
@@ -260,7 +260,7 @@ class _Builder:
         self.count(1, event.start_mark)
         if event.anchor is not None:
             self.open_anchors.add(event.anchor)
-        stack.append(_Open({} if is_map else [], path, event.anchor, (event.start_mark, self.values)))
+        stack.append(_Open({} if is_map else [], path, event.anchor, self.values))
         return _OPENED
 
     def alias(self, event):
