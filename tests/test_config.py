@@ -523,3 +523,27 @@ def test_memory_estimate_of_absurd_sizes_is_immediate(tmp_path):
         check_memory(loaded, task, data, available=2**34)  # a loop over the layers would never end
     assert [format_bytes(n) for n in (1023, 1536, 3 * 2**30, 7 * 2**60)] == ["1023 bytes", "1.5 KiB", "3.0 GiB",
                                                                          "7.0 EiB"]
+
+
+@pytest.mark.parametrize("files, expected", [
+    ({"/proc/meminfo": "MemTotal: 100 kB\nMemAvailable: 8 kB\n"}, 8 * 1024),
+    ({"/proc/meminfo": "MemAvailable: 8000 kB\n", "/sys/fs/cgroup/memory.max": "5000\n",
+      "/sys/fs/cgroup/memory.current": "1000\n"}, 4000),
+    ({"/proc/meminfo": "MemAvailable: 8000 kB\n", "/sys/fs/cgroup/memory.max": "max\n"}, 8000 * 1024),
+    ({"/proc/meminfo": "MemAvailable: 8000 kB\n", "/sys/fs/cgroup/memory/memory.limit_in_bytes": "3000\n",
+      "/sys/fs/cgroup/memory/memory.usage_in_bytes": "1000\n"}, 2000),
+    ({"/proc/meminfo": "MemAvailable: 8 kB\n", "/sys/fs/cgroup/memory/memory.limit_in_bytes": str(2**63) + "\n"},
+     8 * 1024),
+])
+def test_available_memory_reads_the_system_and_the_cgroup(monkeypatch, files, expected):
+    import io
+
+    from lstmkit.config import memory
+
+    def fake_open(path, *args, **kwargs):
+        if path not in files:
+            raise FileNotFoundError(path)
+        return io.StringIO(files[path])
+
+    monkeypatch.setattr(memory, "open", fake_open, raising=False)
+    assert memory.available_memory() == expected

@@ -142,14 +142,18 @@ def available_memory() -> int | None:
             found.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
         except (AttributeError, ValueError, OSError):
             pass
-    try:
-        with open("/sys/fs/cgroup/memory.max") as f:
-            limit = f.read().strip()
-        if limit != "max":
-            with open("/sys/fs/cgroup/memory.current") as f:
-                found.append(int(limit) - int(f.read().strip()))
-    except (OSError, ValueError):
-        pass
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),  # cgroup v2
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",  # cgroup v1
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            with open(limit_file) as f:
+                limit = f.read().strip()
+            if limit != "max" and int(limit) < 2**60:  # v1 writes a huge number for "no limit"
+                with open(usage_file) as f:
+                    found.append(int(limit) - int(f.read().strip()))
+            break
+        except (OSError, ValueError):
+            continue
     return min(found) if found else None
 
 
