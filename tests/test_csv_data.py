@@ -199,3 +199,11 @@ def test_data_problems_join_the_second_round(tmp_path):
         load_config(path)
     assert [i.key for i in info.value.issues] == ["task.train", "training.early_stopping.metric"], str(info.value)
     assert "s.csv:12: column 'x' has a missing value ('n/a'" in str(info.value)
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_column_name(tmp_path):
+    (tmp_path / "b.csv").write_bytes(("\ufeffx,t\n" + "".join(f"{i},t{i}\n" for i in range(20))).encode("utf-8"))
+    spec = get_registry().task_spec("csv")
+    task = spec.factory(spec.options_model(**SMALL, columns=["x"]).model_dump(), base_dir=tmp_path,
+                        splits={"train": "b.csv"})
+    assert task.columns == ["x"]

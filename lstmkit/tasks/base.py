@@ -371,7 +371,9 @@ def read_csv_table(path: Path, delimiter: str = ",", encoding: str = "utf-8",
         raise TaskError(f"{path}: not a readable CSV file: {exc}", key) from None
     if len(rows) < 2:
         raise TaskError(f"{path}: expected a header row and at least one data row", key)
-    return [h.strip() for h in rows[0]], rows[1:], lines[1:]
+    header = [h.strip() for h in rows[0]]
+    header[0] = header[0].removeprefix("\ufeff").strip()  # the byte-order mark spreadsheets write
+    return header, rows[1:], lines[1:]
 
 
 def _check_encoding(name: str) -> str:
