@@ -4,13 +4,22 @@ Build: ``python -m pip install ".[docs]" && python -m sphinx -W -b html docs doc
 Every ```python block of every page runs during the build (``_ext/lstmkit_exec.py``)
 and its output and figures appear under it.
 """
+import importlib.util
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "_ext"))
-sys.path.insert(0, str(HERE.parent))  # a source checkout documents itself, installed or not
 
+# Document and run the *installed* lstmkit (``pip install ".[docs]"``, or ``-e``), which has its
+# compiled core. ``python -m sphinx`` run from the repository root puts the source tree first on
+# sys.path; after a non-editable install that copy has no compiled core, so look past it, and
+# fall back to it only when lstmkit is not installed at all.
+_ROOT = str(HERE.parent)
+_source_entries = [p for p in sys.path if p in ("", ".", _ROOT)]
+sys.path[:] = [p for p in sys.path if p not in _source_entries]
+if importlib.util.find_spec("lstmkit") is None:
+    sys.path.insert(0, _ROOT)
 import lstmkit  # noqa: E402
 
 project = "lstmkit"
@@ -90,6 +99,15 @@ def _link_chinese_twins(app, docname, source):
         source[0] = f"{first_line}\n\n[中文]({depth}zh/{docname}.md)\n{rest}"
 
 
+def _reread_pages_with_twins(app, env, added, changed, removed):
+    """An incremental build re-reads the pages whose "中文" link or toctree depends on docs/zh/."""
+    if not (HERE / "zh" / "index.md").exists():
+        return []
+    twins = [p.stem for p in (HERE / "zh").glob("*.md") if (HERE / p.name).exists()]
+    return sorted(set(twins) | {"index"})
+
+
 def setup(app):
     app.connect("autodoc-process-docstring", _indent_literal_blocks)
     app.connect("source-read", _link_chinese_twins, priority=400)  # before the examples run (500)
+    app.connect("env-get-outdated", _reread_pages_with_twins)
