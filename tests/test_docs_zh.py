@@ -38,7 +38,7 @@ def code_tokens(code: str) -> list[tuple[int, str]]:
 
 
 def blocks(path: Path) -> list[str]:
-    return [code for _line, _end, code in python_blocks(path.read_text(encoding="utf-8"))]
+    return [block[-1] for block in python_blocks(path.read_text(encoding="utf-8"))]  # a block ends with its code
 
 
 def prose(path: Path) -> str:
