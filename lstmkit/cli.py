@@ -107,6 +107,10 @@ def make_cli() -> click.Group:
 
     _add_learn_commands(cli)
 
+    from .sweep.cli import add_commands as _add_sweep_commands
+
+    _add_sweep_commands(cli)  # sweep, compare
+
     from .registry import get_registry
 
     get_registry().add_commands(cli)
