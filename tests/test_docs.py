@@ -28,32 +28,13 @@ OWNED_ELSEWHERE = {"performance.md"}
 
 # The docs build runs the blocks with the same code (docs/_ext/lstmkit_exec.py): one definition of a block.
 sys.path.insert(0, str(DOCS / "_ext"))
-from lstmkit_exec import BlockError, run_blocks  # noqa: E402
+from lstmkit_exec import BlockError, expected_outputs, run_blocks, without_expected_outputs  # noqa: E402
 from lstmkit_exec import python_blocks as _blocks  # noqa: E402
 
 
 def python_blocks(path: Path) -> list[tuple[int, str]]:
     """``(line number of the block's first code line, code)`` for each ```python block."""
-    return [(line, code) for line, _end, code in _blocks(path.read_text(encoding="utf-8"))]
-
-
-def expected_outputs(code: str) -> list[list[str]]:
-    """Groups of expected output lines: the comment lines right after a ``print(`` line."""
-    groups, current, after_print = [], None, False
-    for line in code.splitlines():
-        stripped = line.strip()
-        if stripped.startswith("#"):
-            if after_print:
-                body = stripped[1:]
-                current.append(body[1:] if body.startswith(" ") else body)
-            continue
-        if current:
-            groups.append(current)
-        current = []
-        after_print = "print(" in stripped
-    if current:
-        groups.append(current)
-    return groups
+    return [(block.line, block.code) for block in _blocks(path.read_text(encoding="utf-8"))]
 
 
 def find_in_order(expected: list[list[str]], printed: str) -> str | None:
@@ -85,6 +66,8 @@ def test_expected_output_parser():
     assert expected_outputs(code) == [["1", "2"], ["3"]]
     assert find_in_order([["1", "2"], ["3"]], "1\n2\nnoise\n3\n") is None
     assert find_in_order([["3"], ["1"]], "1\n3\n") is not None
+    # the site shows the real output instead of these comments; other comments stay
+    assert without_expected_outputs(code) == "x = 1\nprint(x)\ny = 2  # not output\n# not output either\nprint(y)  # inline\n"
 
 
 @pytest.mark.parametrize("path", FILES, ids=[str(p.relative_to(ROOT)) for p in FILES])
@@ -97,10 +80,10 @@ def test_markdown_python_blocks_run(path, tmp_path, monkeypatch):
     blocks = run_blocks(path.read_text(encoding="utf-8"), name, str(path))
     number = 0
     try:
-        for number, ((line, _end, code), printed) in enumerate(blocks, start=1):
-            problem = find_in_order(expected_outputs(code), printed)
+        for number, (block, printed) in enumerate(blocks, start=1):
+            problem = find_in_order(expected_outputs(block.code), printed)
             if problem:
-                pytest.fail(f"{name}, python block {number} (line {line}): {problem}\n--- it printed:\n{printed}",
+                pytest.fail(f"{name}, python block {number} (line {block.line}): {problem}\n--- it printed:\n{printed}",
                             pytrace=False)
     except BlockError as error:
         pytest.fail(str(error), pytrace=False)
@@ -123,8 +106,8 @@ def test_relative_links_resolve(path):
 def test_block_runner_reports_the_failing_block_and_collects_figures():
     text = "intro\n\n```python\nx = 1\nprint(x)\n```\n\ntext\n\n```python\nraise ValueError('boom')\n```\n"
     runs = run_blocks(text, "page.md", "page.md")
-    (line, _end, code), printed = next(runs)
-    assert (line, printed) == (4, "1\n")
+    block, printed = next(runs)
+    assert (block.line, block.code, printed) == (4, "x = 1\nprint(x)\n", "1\n")
     with pytest.raises(BlockError, match=r"page.md, python block 2 \(line 11\) raised:(.|\n)*ValueError: boom"):
         next(runs)
 

@@ -4,13 +4,16 @@ Why our own extension rather than myst-nb: the pages stay plain Markdown with
 plain ```python fences, which ``tests/test_docs.py`` already executes and whose
 ``# expected output`` comments it checks; myst-nb would need ``{code-cell}``
 directives (a second syntax for the same thing) and a Jupyter kernel. This
-module is the one place that finds and runs a page's blocks: the test suite
-imports :func:`python_blocks` and :func:`run_blocks` from here.
+module is the one place that finds, runs and reads a page's blocks: the test
+suite imports :func:`python_blocks`, :func:`run_blocks` and
+:func:`expected_outputs` from here.
 
 A page's blocks run in order in one namespace (like a notebook), from a
 temporary working directory. After each block, what it printed is inserted as
-a ``text`` block marked "Output", and every matplotlib figure it left open is
-saved to ``docs/_generated/`` and inserted as an image. A block that raises
+a ``text`` block marked "Output" (the block's ``# expected output`` comments,
+which the tests check, are then left out of the code shown above it), and
+every matplotlib figure it left open is saved to ``docs/_generated/`` and
+inserted as an image. A block that raises
 makes the build fail (a warning, which ``-W`` turns into an error).
 """
 from __future__ import annotations
@@ -22,15 +25,58 @@ import re
 import tempfile
 import traceback
 from pathlib import Path
+from typing import NamedTuple
 
 # A fenced block at the start of a line: ```python ... ```
 FENCE = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.S | re.M)
 GENERATED = "_generated"  # beside conf.py; git-ignored
 
 
-def python_blocks(text: str) -> list[tuple[int, int, str]]:
-    """``(line of the block's first code line, end offset of the fence, code)`` per ```python block."""
-    return [(text.count("\n", 0, m.start()) + 2, m.end(), m.group(1)) for m in FENCE.finditer(text)]
+class Block(NamedTuple):
+    """One ```python block: its first code line's number, the code's span in the page, the fence's end."""
+
+    line: int
+    start: int
+    stop: int
+    end: int
+    code: str
+
+
+def python_blocks(text: str) -> list[Block]:
+    """Every ```python block of a page, in order."""
+    return [Block(text.count("\n", 0, m.start()) + 2, m.start(1), m.end(1), m.end(), m.group(1))
+            for m in FENCE.finditer(text)]
+
+
+def _expected_lines(code: str):
+    """``(index of the line, its expected text)`` for comment lines directly after a ``print(`` line."""
+    after_print, found = False, []
+    for index, line in enumerate(code.splitlines()):
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            if after_print:
+                body = stripped[1:]
+                found.append((index, body[1:] if body.startswith(" ") else body))
+            continue
+        after_print = "print(" in stripped
+    return found
+
+
+def expected_outputs(code: str) -> list[list[str]]:
+    """Groups of expected output: the comment lines right after a ``print(`` line (``# (5, 3, 20)``)."""
+    groups, previous = [], None
+    for index, text in _expected_lines(code):
+        if previous is None or index != previous + 1:
+            groups.append([])
+        groups[-1].append(text)
+        previous = index
+    return groups
+
+
+def without_expected_outputs(code: str) -> str:
+    """The code without its expected-output comments (the site shows the real output under it)."""
+    drop = {index for index, _ in _expected_lines(code)}
+    return "".join(line for index, line in enumerate(code.splitlines(keepends=True)) if index not in drop)
 
 
 class BlockError(Exception):
@@ -47,7 +93,7 @@ def run_blocks(text: str, name: str, file: str, on_figure=None):
     """
     namespace = {"__name__": "__docs__", "__file__": file}
     for number, block in enumerate(python_blocks(text), start=1):
-        line, _, code = block
+        line, code = block.line, block.code
         printed = io.StringIO()
         try:
             compiled = compile(code, f"{name}:block{number}", "exec")
@@ -102,10 +148,10 @@ def _render(app, docname: str, source: list[str]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         os.chdir(tmp)
         try:
-            for number, ((_, end, _), printed) in enumerate(
-                run_blocks(text, docname, app.env.doc2path(docname), save), start=1
+            for number, (block, printed) in enumerate(
+                run_blocks(text, docname, str(app.env.doc2path(docname)), save), start=1
             ):
-                inserts.append((end, _output_markdown(printed, figures.get(number, []))))
+                inserts.append((block, printed, _output_markdown(printed, figures.get(number, []))))
         except BlockError as error:
             from sphinx.util import logging
 
@@ -113,8 +159,9 @@ def _render(app, docname: str, source: list[str]) -> None:
             return
         finally:
             os.chdir(cwd)
-    for end, extra in reversed(inserts):
-        text = text[:end] + extra + text[end:]
+    for block, printed, extra in reversed(inserts):
+        code = without_expected_outputs(block.code) if printed.strip() else block.code
+        text = text[:block.start] + code + text[block.stop:block.end] + extra + text[block.end:]
     source[0] = text
 
 
