@@ -97,3 +97,18 @@ def test_written_in_chinese_with_one_term_per_concept(path):
     assert len(CJK.findall(text)) > 200, f"docs/zh/{path.name}: its prose is hardly Chinese"
     for variant, term in VARIANTS.items():
         assert variant not in text, f"docs/zh/{path.name} writes {variant}; the path uses {term}"
+
+
+# A line break inside a paragraph is rendered as a space, which splits Chinese text visibly.
+SOFT_BREAK = re.compile(r"[\u4e00-\u9fff\u3000-\u303f\uff00-\uffef“”]\n[ \t]*[\u4e00-\u9fff\u3000-\u303f\uff00-\uffef“”]")
+
+
+@pytest.mark.parametrize("path", PAGES, ids=[p.name for p in PAGES])
+def test_no_line_break_between_chinese_characters(path):
+    found = SOFT_BREAK.search(prose(path))
+    assert not found, f"docs/zh/{path.name}: a line break inside Chinese text (shown as a space): {found.group()!r}"
+
+
+def test_soft_break_check_can_fail():
+    assert SOFT_BREAK.search("这是\n一个句子") and SOFT_BREAK.search("结束。\n  下一行")
+    assert not SOFT_BREAK.search("段落。\n\n下一段") and not SOFT_BREAK.search("调用\n`lstm`")
