@@ -255,3 +255,60 @@ def test_example_sweep_dry_run():
     result = _cli("sweep", ROOT / "examples" / "sweep.yaml", "--dry-run")
     assert result.exit_code == 0, result.output
     assert "training.optimizer.lr: loguniform" in result.output and "model.hidden_size" in result.output
+
+
+def test_tpe_and_hyperband_run_and_overwrite_keeps_other_files(tmp_path):
+    path = _sweep(tmp_path, "params:\n  training.optimizer.lr: {loguniform: [1.0e-3, 1.0e-1]}\n"
+                            "  model.hidden_size: {int: [2, 6]}\nmethod: tpe\ntrials: 3\nparallel: 1\n"
+                            "pruner: hyperband\n")
+    out = tmp_path / "sw"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    refused = _cli("sweep", path, "-o", out)
+    assert refused.exit_code == 2 and "not empty" in refused.output
+    result = _cli("sweep", path, "-o", out, "--overwrite")
+    assert result.exit_code == 0, result.output
+    rows = _rows(out)
+    assert len(rows) == 3 and len({r["point"] for r in rows}) == 3
+    for r in rows:
+        assert 1e-3 <= r["params"]["training.optimizer.lr"] <= 1e-1 and r["params"]["model.hidden_size"] in range(2, 7)
+        assert r["status"] in ("completed", "pruned")
+    again = _cli("sweep", path, "-o", out, "--overwrite")
+    assert again.exit_code == 0 and len(_rows(out)) == 3
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_ctrl_c_exits_130_and_resume_continues(tmp_path):
+    path = _sweep(tmp_path, "params: {model.hidden_size: [2, 3, 4, 5]}\nmethod: grid\nparallel: 1\n"
+                            "set: {training.epochs: 6}\n")
+    out = tmp_path / "sw"
+    proc = _start(["sweep", path, "-o", out], tmp_path)
+    try:
+        assert _wait_for(lambda: (out / "trials.jsonl").is_file() and len(_rows(out)) >= 1)
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, output
+    assert f"lstmkit sweep --resume {out}" in output
+    before = {r["trial"]: r for r in _rows(out)}
+    assert 1 <= len(before) < 4 and all(r["status"] == "completed" for r in before.values())
+    result = _cli("sweep", "--resume", out)
+    assert result.exit_code == 0, result.output
+    after = {r["trial"]: r for r in _rows(out)}
+    assert len(after) == 4 and all(after[k] == r for k, r in before.items())
+
+
+def test_address_without_ray_names_the_extra(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    path = _sweep(tmp_path, "params: {model.hidden_size: [2]}\n")
+    result = _cli("sweep", path, "--address", "127.0.0.1:1", "-o", tmp_path / "sw")
+    assert result.exit_code == 4 and 'pip install "lstmkit[ray]"' in result.output
+
+
+def test_resume_of_a_folder_that_is_not_a_sweep(tmp_path):
+    result = _cli("sweep", "--resume", tmp_path)
+    assert result.exit_code == 2 and "not a sweep folder" in result.output
+    assert _cli("sweep").exit_code == 2
