@@ -312,3 +312,6 @@ def test_resume_of_a_folder_that_is_not_a_sweep(tmp_path):
     result = _cli("sweep", "--resume", tmp_path)
     assert result.exit_code == 2 and "not a sweep folder" in result.output
     assert _cli("sweep").exit_code == 2
+    path = _sweep(tmp_path, "params: {model.hidden_size: [2]}\n")
+    both = _cli("sweep", path, "--resume", tmp_path)
+    assert both.exit_code == 2 and "give no SWEEP_FILE" in both.output

@@ -195,6 +195,9 @@ def run_sweep(path: str | None, *, output: str | None = None, overwrite: bool = 
     """``lstmkit sweep``; returns the exit code (errors raise :class:`LstmkitError` subclasses)."""
     from .search import import_optuna
 
+    if resume is not None and (path is not None or output is not None or overwrite):
+        raise LstmkitError("--resume SWEEP_DIR continues the sweep in that folder with its own sweep file: give "
+                           "no SWEEP_FILE, -o or --overwrite with it", ExitCode.USAGE)
     if resume is not None:
         folder = SweepFolder(Path(resume).resolve())
         if not folder.is_sweep():

@@ -165,8 +165,11 @@ def _run_dirs(paths: list[str]) -> list[Path]:
 
     out = []
     for p in map(Path, paths):
-        if (p / "sweep.json").is_file() and (p / "trials").is_dir():
-            out += sorted(d for d in (p / "trials").iterdir() if d.is_dir() and is_run_folder(d))
+        if (p / "sweep.json").is_file():  # its trials, wherever they were written (storage:)
+            from .driver import SweepFolder, read_rows
+
+            rows = sorted(read_rows(SweepFolder(p)), key=lambda r: (r["point"], r["seed"]))
+            out += [Path(r["run_dir"]) for r in rows if r.get("run_dir") and is_run_folder(Path(r["run_dir"]))]
         elif is_run_folder(p):
             out.append(p)
         else:
