@@ -123,6 +123,14 @@ def test_cli_text_json_and_errors():
     assert bad.exit_code == ExitCode.USAGE and "seq_len should be a positive integer, got 0" in bad.output
 
 
+@pytest.mark.parametrize("sizes", [("--batch", 10**5, "--seq-len", 10**5), ("--hidden-size", 10**6)])
+def test_cli_sizes_that_do_not_fit_are_a_message(sizes):
+    bad = invoke("shapes", *sizes)  # NumPy refuses these allocations at once (hundreds of GiB)
+    assert bad.exit_code == ExitCode.USAGE, bad.output
+    assert "Traceback" not in bad.output and "do not fit in memory" in bad.output
+    assert str(sizes[1]) in bad.output
+
+
 # -- against PyTorch --------------------------------------------------------------------------
 CONFIGS = [
     dict(cell="lstm", input_size=10, hidden_size=20, num_layers=3, bidirectional=True, batch=3, seq_len=5),

@@ -65,6 +65,10 @@ def add_commands(cli: click.Group) -> None:
                                      seq_len=seq_len, unbatched=unbatched)
         except (ValueError, TypeError, RuntimeError) as exc:
             raise LstmkitError(str(exc), ExitCode.USAGE) from None
+        except MemoryError as exc:  # NumPy refuses an allocation that cannot succeed at once
+            raise LstmkitError(f"the module or its example input do not fit in memory with input_size {input_size}, "
+                               f"hidden_size {hidden_size}, num_layers {num_layers}, batch {batch}, seq_len "
+                               f"{seq_len}: {exc}", ExitCode.USAGE) from None
         click.echo(json.dumps(report.to_json(), indent=2) if as_json else str(report))
 
     @cli.command(context_settings=_HELP)
