@@ -587,3 +587,35 @@ def test_cell_constructor_that_exits_is_an_error_not_an_exit(fresh):
             lstmkit.Recurrent("exiting", 3, 4)
         with pytest.raises(ValueError, match="^bad option$"):  # ordinary errors pass through unchanged
             lstmkit.Recurrent("failing", 3, 4)
+
+
+
+HALF_BROKEN = """
+    import lstmkit
+    from lstmkit.cells import LSTMCellType
+    from lstmkit.specs import CellSpec, TaskSpec
+    from lstmkit.tasks.sine import SineTask
+
+    @lstmkit.hookimpl
+    def register_cells(register):
+        register(CellSpec("{cell}", type("C", (LSTMCellType,), {{"name": "{cell}"}})))
+
+    @lstmkit.hookimpl
+    def register_tasks(register):
+        register(TaskSpec("{task}", SineTask))
+"""
+
+
+@pytest.mark.parametrize("command", ["tasks", "cells"])
+def test_listings_never_show_what_a_failed_plugin_registered(installed, command):
+    # Each plugin has one hook that works and one that clashes with a built-in, so each is
+    # skipped: the listings must not offer what it registered before failing (a config naming
+    # it is refused as unknown), whichever kind was looked up first.
+    installed("lstmkit-half-cell", "1.0", "half_cell", HALF_BROKEN.format(cell="half_cell", task="sine"))
+    installed("lstmkit-half-task", "1.0", "half_task", HALF_BROKEN.format(cell="lstm", task="half_task"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reset_registry()  # nothing collected yet
+        rows = json.loads(cli(command, "--json").stdout)
+    assert not [row for row in rows if row["name"].startswith("half") or "half" in row["provider"]]
+    assert {get_registry().plugins[name].status for name in ("half_cell", "half_task")} == {"error"}

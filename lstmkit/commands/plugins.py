@@ -20,9 +20,13 @@ def _echo_json(data) -> None:
 
 
 def _registry():
+    """The registry with every kind collected: a plugin that fails in one hook is skipped in all, so a
+    listing must not show what it registered in another hook before that failure was known."""
     from ..registry import get_registry
 
-    return get_registry()
+    registry = get_registry()
+    registry.collect_all()
+    return registry
 
 
 def plugin_summary() -> list[str]:
