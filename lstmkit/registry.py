@@ -300,10 +300,14 @@ class Registry:
         for path in _commands(cli):
             if ("command", path) not in self.providers:
                 self.providers[("command", path)] = builtin
-        for name in [n for n in self._objects if n != BUILTIN]:
+        commanders = [n for n, info in self.plugins.items()
+                      if n in self._objects and n != BUILTIN and "register_commands" in info.hooks]
+        if commanders:  # a plugin that fails in another hook is skipped: know that before adding its commands
+            self.collect_all()
+        for name in commanders:
             info = self.plugins.get(name)
             hook = getattr(self._objects.get(name), "register_commands", None)
-            if info is None or info.status != "ok" or "register_commands" not in info.hooks:
+            if info is None or info.status != "ok":
                 continue
             saved = _snapshot(cli)
             before = _commands(cli)

@@ -619,3 +619,31 @@ def test_listings_never_show_what_a_failed_plugin_registered(installed, command)
         rows = json.loads(cli(command, "--json").stdout)
     assert not [row for row in rows if row["name"].startswith("half") or "half" in row["provider"]]
     assert {get_registry().plugins[name].status for name in ("half_cell", "half_task")} == {"error"}
+
+
+def test_a_plugin_skipped_for_a_clash_adds_no_command(installed):
+    # Its cell hook clashes with the built-in LSTM, so the plugin is skipped: its command must not
+    # run either, although no cell was looked up before the CLI was built.
+    installed("lstmkit-clashcmd", "1.0", "clashcmd", """
+        import click
+        import lstmkit
+        from lstmkit.cells import LSTMCellType
+        from lstmkit.specs import CellSpec
+
+        @lstmkit.hookimpl
+        def register_cells(register):
+            register(CellSpec("lstm", LSTMCellType))
+
+        @lstmkit.hookimpl
+        def register_commands(cli):
+            @cli.command()
+            def clashcmd_hello():
+                click.echo("hello from a skipped plugin")
+    """)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reset_registry()
+        result = CliRunner().invoke(make_cli(), ["clashcmd-hello"])
+        (row,) = json.loads(cli("plugins", "--json").stdout)
+    assert result.exit_code != 0 and "hello from a skipped plugin" not in result.output
+    assert row["status"] == "error" and row["provides"] == []
