@@ -169,9 +169,9 @@ def _lookup_unavailable(kind: str, name: str):
         raise UnavailableError(str(exc)) from None
 
 
-def _progress_bar(length: int, label: str):
-    """The trainer's per-epoch progress display on a terminal (the library itself never imports Click)."""
-    return click.progressbar(length=length, label=label, show_eta=True, show_percent=True)
+def _write_progress(text: str) -> None:
+    """The run's progress bar (run/progress.py) is drawn on stdout, through Click like every other line."""
+    click.echo(text, nl=False)
 
 
 def _add_run_commands(cli: click.Group) -> None:
@@ -191,12 +191,17 @@ def _add_run_commands(cli: click.Group) -> None:
                                                    "write nothing.")
     @click.option("--print-config", is_flag=True, help="Print the resolved config (defaults, overrides, "
                                                         "absolute paths, seed) and exit.")
-    @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal only).")
-    def run(config, overrides, seed, backend, output, overwrite, resume, dry_run, print_config, progress):
+    @click.option("--progress/--no-progress", default=None,
+                  help="Progress of the whole run (epochs, steps, ETA, steps/s, running loss): a bar on a "
+                       "terminal, a plain line every tenth of the run elsewhere (default: on).")
+    @click.option("--seeds", metavar="N,N,...", help="Run the config once per seed (e.g. 0,1,2), each in "
+                  "<output>/seed-N, and print the mean ± std of the results (also in <output>/seeds.json).")
+    def run(config, overrides, seed, backend, output, overwrite, resume, dry_run, print_config, progress, seeds):
         """Train and evaluate the model described by CONFIG (a YAML file).
 
         Writes a run folder with the resolved config.yaml, meta.json,
-        metrics.jsonl, results.json, checkpoints/{last,best}.npz and loss.png.
+        metrics.jsonl (and metrics.csv), results.json (with the task's naive
+        baseline), checkpoints/{last,best}.npz and loss.png.
         The config reference is docs/config.md; `lstmkit config init` writes a
         starter config.
 
@@ -211,12 +216,22 @@ def _add_run_commands(cli: click.Group) -> None:
             raise click.UsageError("give a CONFIG file (or --resume RUN_DIR to continue a run)")
         if resume is not None and (output is not None or overwrite):
             raise click.UsageError("--resume continues the run in RUN_DIR: it cannot be combined with -o/--overwrite")
-        if progress is None:
-            progress = sys.stdout.isatty()
-        progress = _progress_bar if progress else None
-        code = run_session(config, overrides, seed=seed, backend=backend, output=output, overwrite=overwrite,
-                           resume=resume, dry_run=dry_run, print_config=print_config, progress=progress,
-                           echo=click.echo, argv=["lstmkit"] + sys.argv[1:])
+        from .run.progress import RunProgress
+
+        bar = None if progress is False else RunProgress(_write_progress, sys.stdout.isatty(), echo=click.echo)
+        if seeds is not None:
+            if resume is not None or seed is not None or config is None:
+                raise click.UsageError("--seeds runs CONFIG once per seed: it cannot be combined with --seed or "
+                                       "--resume (resume one seed's run with --resume OUTPUT/seed-N)")
+            from .run.seeds import parse_seeds, run_seeds
+
+            code = run_seeds(config, parse_seeds(seeds), overrides, output=output, backend=backend,
+                             overwrite=overwrite, dry_run=dry_run, print_config=print_config, progress=bar,
+                             echo=bar.echo if bar else click.echo, argv=["lstmkit"] + sys.argv[1:])
+        else:
+            code = run_session(config, overrides, seed=seed, backend=backend, output=output, overwrite=overwrite,
+                               resume=resume, dry_run=dry_run, print_config=print_config, progress=bar,
+                               echo=bar.echo if bar else click.echo, argv=["lstmkit"] + sys.argv[1:])
         if code:
             sys.exit(int(code))
 
@@ -310,17 +325,20 @@ def _add_run_commands(cli: click.Group) -> None:
                   type=click.Choice(["auto", "best", "last"]),
                   help="Weights to use; auto: best.npz if there is one, else last.npz.")
     @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-    def evaluate(run_dir, split, checkpoint, as_json):
-        """Evaluate a trained run on one split of its task: loss and the task's metrics."""
+    @click.option("--save-predictions", metavar="FILE", type=click.Path(dir_okay=False, path_type=str),
+                  help="Write every prediction with its target to FILE (.csv, .jsonl or .json).")
+    def evaluate(run_dir, split, checkpoint, as_json, save_predictions):
+        """Evaluate a trained run on one split of its task: loss and the task's metrics beside the naive
+        baseline's; per-class metrics and a confusion matrix for classification, per-column metrics for csv."""
+        from .run.evaluate import format_evaluation
         from .run.session import evaluate_run
 
-        result = evaluate_run(run_dir, split, checkpoint)
+        result = evaluate_run(run_dir, split, checkpoint, save_predictions=save_predictions)
         if as_json:
             _echo_json(result)
             return
-        click.echo(f"{split} ({result['size']} sequences, {result['checkpoint']}):")
-        for key, value in result["metrics"].items():
-            click.echo(f"  {key:<20} {value:.6g}")
+        for line in format_evaluation(result):
+            click.echo(line)
 
     @cli.command(context_settings={"help_option_names": ["-h", "--help"]})
     @click.argument("run_dir", type=_RUN_DIR)

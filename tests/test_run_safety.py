@@ -38,7 +38,7 @@ task: {type: sine, options: {seq_len: 12, num_train: 40, num_valid: 16, num_test
 training: {epochs: 3, batch_size: 8, optimizer: {name: adam, lr: 1e-2}, tbptt: 5}
 outputs: {log_every: 2}
 """
-WRITES = 14  # os.replace calls of one TINY run, +1 for loss.png with matplotlib (see test_the_kill_points_...)
+WRITES = 18  # os.replace calls of one TINY run (metrics.csv follows each of the 4 metrics.jsonl writes), +1 for loss.png with matplotlib (see test_the_kill_points_...)
 
 KILLER = """\
 import atexit, os, signal, sys
@@ -331,7 +331,7 @@ def test_overwrite_keeps_a_users_files(cli, tiny, tmp_path):
     files = {p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file()} - {"loss.png"}
     assert files == {"checkpoints/epoch-0001.npz.bak", "checkpoints/mine.npz", "notes.txt",  # the user's
                      "checkpoints/last.npz", "checkpoints/best.npz", "config.yaml", "meta.json", "metrics.jsonl",
-                     "results.json"}  # the new run's; epoch-0002/0003.npz of the old one are gone
+                     "metrics.csv", "results.json"}  # the new run's; epoch-0002/0003.npz of the old one are gone
     assert load_checkpoint(run / "checkpoints/last.npz")["trainer"]["step"] == 2
 
 

@@ -11,7 +11,7 @@ from .checkpoint import compare_section, load_checkpoint
 from .folder import CONFIG, RunFolder
 from .resume import checkpoint_config_changes, read_weights, unreadable
 
-__all__ = ["open_run", "evaluate_run", "predict_run", "check_token_ids"]
+__all__ = ["open_run", "evaluate_run", "format_evaluation", "predict_run", "check_token_ids"]
 
 
 def open_run(run_dir: str | Path, checkpoint: str = "auto"):
@@ -47,16 +47,72 @@ def open_run(run_dir: str | Path, checkpoint: str = "auto"):
     return loaded, task, data, model, path
 
 
-def evaluate_run(run_dir, split: str = "test", checkpoint: str = "auto") -> dict:
-    """``lstmkit evaluate``: loss and metrics of a trained run on one split."""
-    from .trainer import evaluate_split
+def evaluate_run(run_dir, split: str = "test", checkpoint: str = "auto", save_predictions=None) -> dict:
+    """``lstmkit evaluate``: loss and metrics of a trained run on one split.
 
+    The result also holds ``baseline`` (the task's naive predictor on the split, see :mod:`.baseline`),
+    ``per_class`` and ``confusion`` (classification of whole sequences), ``per_column`` (``csv``), each
+    ``None`` where it does not apply.  ``save_predictions``: write every prediction with its target there
+    (``.csv``, ``.jsonl`` or ``.json``; see :func:`.outputs.prediction_rows`).
+    """
+    from .baseline import baseline_metrics
+    from .outputs import PREDICTION_FORMATS, column_metrics, confusion_report, prediction_rows, write_predictions
+    from .trainer import predict_split, score_outputs
+
+    if save_predictions is not None and Path(save_predictions).suffix.lower() not in PREDICTION_FORMATS:
+        raise LstmkitError(f"--save-predictions {save_predictions}: expected a file name ending in "
+                           f"{', '.join(PREDICTION_FORMATS)}", ExitCode.USAGE)
     loaded, task, data, model, path = open_run(run_dir, checkpoint)
     with thread_limit(loaded.config.runtime.threads):
         if len(data.get(split, ())) == 0:
             raise LstmkitError(f"the {split} split of this run's task is empty", ExitCode.RUN_FAILED)
-        metrics = evaluate_split(model, task, data[split], batch_size=max(loaded.config.training.batch_size, 256))
-    return {"split": split, "checkpoint": str(path), "size": len(data[split]), "metrics": metrics}
+        part = data[split]
+        outputs = predict_split(model, task, part, batch_size=max(loaded.config.training.batch_size, 256))
+        metrics = score_outputs(task, part, outputs)
+    report = confusion_report(task, outputs, part.targets) or {}
+    naive = baseline_metrics(task, {split: part}) if split != "train" else None
+    result = {"split": split, "checkpoint": str(path), "size": len(part), "metrics": metrics,
+              "baseline": None if not naive or split not in naive else {"method": naive["method"], **naive[split]},
+              "per_class": report.get("per_class"), "confusion": report.get("confusion"),
+              "labels": report.get("labels"), "per_column": column_metrics(task, outputs, part.targets),
+              "predictions": None}
+    if save_predictions is not None:
+        rows = prediction_rows(task, part, outputs)
+        write_predictions(save_predictions, rows)
+        result["predictions"] = {"file": str(save_predictions), "rows": len(rows)}
+    return result
+
+
+def format_evaluation(result: dict) -> list[str]:
+    """:func:`evaluate_run`'s result as the lines ``lstmkit evaluate`` prints."""
+    naive = result.get("baseline") or {}
+    lines = [f"{result['split']} ({result['size']} sequences, {result['checkpoint']}):"]
+    if naive:
+        lines[0] += f"  (baseline: {naive['method']})"
+    for key, value in result["metrics"].items():
+        base = naive.get(key)
+        lines.append(f"  {key:<20} {value:.6g}" + (f"   baseline {base:.6g}" if isinstance(base, float) else ""))
+    if result.get("per_class"):
+        lines.append("per class:")
+        lines.append(f"  {'class':<16} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}")
+        for label, m in result["per_class"].items():
+            cells = " ".join(f"{'-' if m[k] is None else format(m[k], '.4f'):>9}" for k in ("precision", "recall", "f1"))
+            lines.append(f"  {label[:16]:<16} {cells} {m['support']:>8}")
+    if result.get("confusion"):
+        labels = [label[:8] for label in result["labels"]]
+        width = max(8, *(len(str(v)) for row in result["confusion"] for v in row))
+        lines.append("confusion matrix (rows: target, columns: predicted):")
+        lines.append("  " + " " * 16 + " ".join(f"{label:>{width}}" for label in labels))
+        for label, row in zip(result["labels"], result["confusion"]):
+            lines.append(f"  {label[:16]:<16}" + " ".join(f"{v:>{width}}" for v in row))
+    if result.get("per_column"):
+        lines.append("per column:")
+        for column, m in result["per_column"].items():
+            lines.append(f"  {column[:20]:<20} " + "  ".join(f"{k} {v:.6g}" for k, v in m.items()))
+    if result.get("predictions"):
+        p = result["predictions"]
+        lines.append(f"predictions: {p['rows']} rows written to {p['file']}")
+    return lines
 
 
 def predict_run(run_dir, input_path, checkpoint: str = "auto"):

@@ -5,6 +5,7 @@
     config.yaml          the resolved config: actual seed, absolute paths
     meta.json            versions, platform, backend, threads, plugins, command lines, times, status
     metrics.jsonl        one JSON object per logged step and per evaluation
+    metrics.csv          the same records as a table (spreadsheets, pandas)
     results.json         final metrics and status
     loss.png             train/valid loss curves (needs matplotlib)
     checkpoints/         last.npz (resume from it), best.npz, epoch-NNNN.npz (keep_last)
@@ -31,8 +32,8 @@ __all__ = ["RunFolder", "WriteFailed", "writing", "default_run_dir", "is_run_fol
            "overwrite_refusal", "choose_run_dir", "make_dir"]
 
 CONFIG, META, METRICS, RESULTS, PLOT = "config.yaml", "meta.json", "metrics.jsonl", "results.json", "loss.png"
-CHECKPOINTS, LOCK = "checkpoints", ".lstmkit.lock"
-TOP_FILES = (CONFIG, META, METRICS, RESULTS, PLOT)
+METRICS_CSV, CHECKPOINTS, LOCK = "metrics.csv", "checkpoints", ".lstmkit.lock"
+TOP_FILES = (CONFIG, META, METRICS, METRICS_CSV, RESULTS, PLOT)
 _CHECKPOINT_NAME = re.compile(r"^(last|best|epoch-\d{4,})\.npz$")
 # atomic_open's temporary names: ".<target>.<random>.tmp"
 _TMP_NAME = re.compile(r"^\.(?P<target>.+)\.[A-Za-z0-9_]+\.tmp$")
@@ -88,6 +89,10 @@ class RunFolder:
     @property
     def metrics(self) -> Path:
         return self.path / METRICS
+
+    @property
+    def metrics_csv(self) -> Path:
+        return self.path / METRICS_CSV
 
     @property
     def results(self) -> Path:

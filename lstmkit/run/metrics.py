@@ -10,16 +10,23 @@ Record kinds (``"event"``): ``"train"`` (``step``, ``epoch``, ``loss`` = mean
 over the steps since the last one, ``lr``, ``grad_norm``), ``"eval"``
 (``split``, ``step``, ``epoch``, ``loss`` and the task's metrics),
 ``"test"`` (the final test-split evaluation).
+
+``metrics.csv`` beside it holds the same records as a table for spreadsheets and
+pandas: one row per record, one column per key (in order of first appearance),
+empty cells where a record has no such key.  It is written (atomically) right
+after ``metrics.jsonl``, from the same records, so it never says more than it.
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 from pathlib import Path
 
 from .._atomic import atomic_write_text
 
-__all__ = ["MetricsLog", "read_metrics"]
+__all__ = ["MetricsLog", "read_metrics", "csv_text"]
 
 
 def _clean(value):
@@ -54,7 +61,29 @@ class MetricsLog:
 
         with writing(self.path):  # a full disk: a message naming the file, the previous version kept
             atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
+        table = self.path.with_suffix(".csv")
+        with writing(table):
+            atomic_write_text(table, csv_text(self.records))
         self._written = len(self.records)
+
+
+def csv_text(records: list[dict]) -> str:
+    """``metrics.csv``: the records as one table (columns: every key, in order of first appearance)."""
+    columns: dict[str, None] = {}
+    for record in records:
+        columns.update(dict.fromkeys(record))
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    for record in records:
+        writer.writerow(["" if record.get(c) is None else _cell(record[c]) for c in columns])
+    return out.getvalue()
+
+
+def _cell(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value) if isinstance(value, float) else str(value)
 
 
 def _step(record: dict) -> float:

@@ -132,18 +132,23 @@ def print_plan(echo: Echo, loaded, task, data, model, trainer) -> None:
     echo(f"run folder: {where}")
 
 
-def plot_losses(records: list[dict], path: Path) -> str | None:
-    """Write ``loss.png`` (train and valid loss by step); returns a note if matplotlib is missing."""
+def plot_losses(records: list[dict], path: Path, *, title: str | None = None, monitor: str | None = None,
+                best: dict | None = None) -> str | None:
+    """Write ``loss.png``: train and valid loss by step, the monitored metric (on its own axis when it is not
+    a loss) and the best evaluation marked; returns a note if matplotlib is missing.
+
+    ``best``: ``results.json``'s ``best`` (``metric``, ``value``, ``step``, ``epoch``); ``None`` or a null
+    value: nothing is marked.
+    """
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
         return "loss.png not written: matplotlib is not installed (pip install matplotlib, or lstmkit[plot])"
+    evals = [r for r in records if r.get("event") == "eval"]
     train = [(r["step"], r["loss"]) for r in records if r.get("event") == "train" and _number(r.get("loss"))]
-    valid = [(r["step"], r["valid.loss"]) for r in records if r.get("event") == "eval"
-             and _number(r.get("valid.loss"))]
-    epoch_train = [(r["step"], r["train.loss"]) for r in records if r.get("event") == "eval"
-                   and _number(r.get("train.loss"))]
+    valid = [(r["step"], r["valid.loss"]) for r in evals if _number(r.get("valid.loss"))]
+    epoch_train = [(r["step"], r["train.loss"]) for r in evals if _number(r.get("train.loss"))]
     fig = Figure(figsize=(7, 4.2), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
@@ -156,7 +161,24 @@ def plot_losses(records: list[dict], path: Path) -> str | None:
     if all(v > 0 for _, v in train + valid + epoch_train) and (train or valid):
         ax.set_yscale("log")
     ax.grid(True, alpha=0.3)
-    ax.legend()
+    handles = []
+    if monitor and monitor not in ("valid.loss", "train.loss"):  # another scale: its own axis on the right
+        points = [(r["step"], r[monitor]) for r in evals if _number(r.get(monitor))]
+        if points:
+            right = ax.twinx()
+            handles += right.plot(*zip(*points), "d--", color="tab:red", label=f"{monitor} (monitored)",
+                                  markersize=3, linewidth=1)
+            right.set_ylabel(monitor)
+    if best and _number(best.get("value")) and best.get("step") is not None:
+        handles.append(ax.axvline(best["step"], color="tab:green", linestyle=":", linewidth=1.5,
+                                  label=f"best {best.get('metric')} {best['value']:.4g} (epoch {best.get('epoch')})"))
+    own, labels = ax.get_legend_handles_labels()
+    ax.legend(own + [h for h in handles if h not in own], labels + [h.get_label() for h in handles if h not in own],
+              fontsize=8)
+    heading = title or "loss"
+    if monitor:
+        heading += f" (monitor: {monitor})"
+    ax.set_title(heading)
     fig.tight_layout()
     with writing(path), atomic_open(path, "wb") as f:
         fig.savefig(f, format="png")

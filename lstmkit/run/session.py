@@ -25,6 +25,7 @@ from typing import Callable, ContextManager, Sequence
 from ..config.errors import ExitCode, LstmkitError, RunFailed, RunInterrupted
 from .._atomic import atomic_write_text
 from .build import build_model, build_task, seed_generators, thread_limit, warnings_to
+from .baseline import baseline_metrics, baseline_text
 from .checkpoint import Checkpointer
 from .evaluate import evaluate_run, open_run, predict_run
 from .folder import (RunFolder, WriteFailed, choose_run_dir, default_run_dir, is_run_folder, make_dir,
@@ -198,9 +199,13 @@ def _in_folder(loaded, folder: RunFolder, ckpt, task, data, model, shuffle, cls,
 
     for warning in run_warnings(loaded, task):  # results.json records them too (report.results)
         echo(f"warning: {warning}")
+    baseline = baseline_metrics(task, trainer.data)
+    line = baseline_text(baseline)
+    if line:
+        echo(line)
     if ckpt is not None:
         checkpointer.resumed(trainer)
-    return _train(trainer, folder, data, meta, checkpointer, started, echo)
+    return _train(trainer, folder, data, meta, checkpointer, started, echo, baseline)
 
 
 def _restore(trainer, ckpt, folder: RunFolder) -> None:
@@ -253,7 +258,8 @@ def _warn_refusal(echo: Echo, out, overwrite: bool) -> None:
         echo("warning: the real run will be refused: " + why.replace("\n", "\n  "))
 
 
-def _train(trainer, folder: RunFolder, data, meta: dict, checkpointer, started: float, echo: Echo) -> int:
+def _train(trainer, folder: RunFolder, data, meta: dict, checkpointer, started: float, echo: Echo,
+           baseline: dict | None = None) -> int:
     from .trainer import NonFiniteLoss, TrainingInterrupted
 
     cfg = trainer.config
@@ -289,13 +295,15 @@ def _train(trainer, folder: RunFolder, data, meta: dict, checkpointer, started: 
                 finish_meta(folder, meta, "failed", trainer.state.step)
         raise
     record = results(trainer, folder, status, message, started)
+    record["baseline"] = baseline  # the naive predictor's metrics on valid/test (see run/baseline.py)
     if failed_at is not None:
         record["failed_at"] = failed_at
     if status in _FINISHED:
         record["test"], record["test_checkpoint"] = run_test(trainer, folder, data, echo)
     trainer.metrics.flush()
     write_results(folder, record)
-    note = plot_losses(trainer.metrics.records, folder.plot)
+    note = plot_losses(trainer.metrics.records, folder.plot, title=f"{cfg.name}: {cfg.task.type}",
+                       monitor=trainer.monitor, best=record.get("best"))
     finish_meta(folder, meta, status, trainer.state.step)
     if note:
         echo(note)
@@ -308,7 +316,9 @@ def _train(trainer, folder: RunFolder, data, meta: dict, checkpointer, started: 
     if best.get("value") is not None:
         summary += f"; best {best['metric']} {best['value']:.6g} at epoch {best['epoch']}"
     if record.get("test"):
-        summary += "; test " + ", ".join(f"{k} {v:.5g}" for k, v in record["test"].items() if isinstance(v, float))
+        naive = (baseline or {}).get("test", {})
+        summary += "; test " + ", ".join(f"{k} {v:.5g}" + (f" (baseline {naive[k]:.5g})" if k in naive else "")
+                                         for k, v in record["test"].items() if isinstance(v, float))
     echo(summary)
     echo(f"results: {folder.results}")
     return ExitCode.OK

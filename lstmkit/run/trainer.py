@@ -92,7 +92,9 @@ class Trainer:
     ``checkpoint(kind, trainer)``: called with ``"last"``, ``"epoch"`` or
     ``"best"`` when one is due (``None``: no checkpoints); ``echo``: prints a
     log line; ``progress(length, label)``: a context manager giving an object
-    with ``update(n)``, entered once per epoch (``None``: no progress display).
+    with ``update(n)``, entered once per epoch (``None``: no progress display); if
+    ``progress`` also has ``begin(trainer)``/``end()`` they are called around
+    training (a display of the whole run: :class:`~lstmkit.run.progress.RunProgress`).
     """
 
     def __init__(self, model, task, data: dict, config, *, shuffle: np.random.Generator, metrics=None,
@@ -237,11 +239,18 @@ class Trainer:
 
         Raises :class:`TrainingInterrupted` on Ctrl-C and :class:`NonFiniteLoss`.
         """
-        with self._sigint_deferred():
-            try:
-                self._loop()
-            except (KeyboardInterrupt, TrainingInterrupted):
-                raise TrainingInterrupted(self._recover()) from None
+        begin, end = (getattr(self.progress, name, None) for name in ("begin", "end"))  # a whole-run display
+        if begin is not None:
+            begin(self)
+        try:
+            with self._sigint_deferred():
+                try:
+                    self._loop()
+                except (KeyboardInterrupt, TrainingInterrupted):
+                    raise TrainingInterrupted(self._recover()) from None
+        finally:
+            if end is not None:
+                end()
         return "stopped_early" if self.state.stopped_early else "completed"
 
     def _recover(self) -> bool:
@@ -458,6 +467,12 @@ def evaluate_split(model, task, split, batch_size: int = 256) -> dict[str, float
     """Loss and task metrics of ``model`` on one split (``{"loss": ..., "mae": ...}``)."""
     if len(split) == 0:
         return {}
+    return score_outputs(task, split, predict_split(model, task, split, batch_size))
+
+
+def predict_split(model, task, split, batch_size: int = 256) -> np.ndarray:
+    """``model``'s outputs for every example of ``split`` (eval mode; sequence outputs padded to the split's
+    ``T`` with zeros past each length): ``(B, T, out)`` for sequence targets, ``(B, out)`` for last-step ones."""
     was_training = model.training
     model.eval()
     outputs = []
@@ -477,7 +492,11 @@ def evaluate_split(model, task, split, batch_size: int = 256) -> dict[str, float
             outputs.append(out)
     finally:
         model.train(was_training)
-    outputs = np.concatenate(outputs)
+    return np.concatenate(outputs)
+
+
+def score_outputs(task, split, outputs) -> dict[str, float]:
+    """``{"loss": ..., <task metrics>}`` of ``outputs`` (as :func:`predict_split` gives them) on ``split``."""
     targets = split.targets
     if np.issubdtype(targets.dtype, np.floating):
         targets = targets.astype(outputs.dtype)

@@ -129,6 +129,30 @@ class Task:
         """The task's metrics (names as in ``TaskSpec.metrics``) of model ``outputs`` against a split's targets."""
         raise NotImplementedError
 
+    def baseline(self, split: str) -> tuple[str, np.ndarray] | None:
+        """``(name, outputs)``: what a naive predictor outputs on ``split`` (shaped like the model's outputs), so
+        its :meth:`metrics` give the number a trained model has to beat; ``None``: no baseline.
+
+        Default: cross-entropy tasks predict the training targets' class frequencies (``log p(class)`` as
+        logits: the majority class for accuracy); regression tasks predict the training targets' mean.
+        Forecasting tasks override it with repeat-last.
+        """
+        data = self.data()
+        train, target = data["train"], data[split]
+        if len(train) == 0 or len(target) == 0:
+            return None
+        mask = train.mask() if self.target == "sequence" else None
+        values = np.asarray(train.targets)
+        if mask is not None:
+            values = values[mask]
+        steps = target.targets.shape[:2] if self.target == "sequence" else target.targets.shape[:1]
+        if self.loss == "cross_entropy":
+            counts = np.bincount(values.reshape(-1).astype(np.int64), minlength=self.output_size) + 1e-12
+            logits = np.log(counts / counts.sum())
+            return "majority class", np.broadcast_to(logits, steps + logits.shape).copy()
+        mean = values.reshape(-1, values.shape[-1]).astype(np.float64).mean(axis=0)  # per output column
+        return "train mean", np.broadcast_to(mean, target.targets.shape).copy()
+
     def read_inputs(self, path) -> tuple[np.ndarray, np.ndarray | None]:
         """``(inputs, lengths | None)`` from a ``lstmkit predict`` input file, scaled like the training data."""
         raise NotImplementedError

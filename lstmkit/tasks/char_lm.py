@@ -108,6 +108,11 @@ class CharLMTask(Task):
         return {"perplexity": math.exp(min(mean, 700.0)), "bits_per_char": mean / math.log(2),
                 "accuracy": float(np.mean(hits))}
 
+    def baseline(self, split):
+        """Unigram: every next character predicted with its frequency in the training text."""
+        found = super().baseline(split)
+        return None if found is None else ("unigram", found[1])
+
     def read_inputs(self, path):
         """A text file; each non-empty line is one sequence (without its newline)."""
         path = Path(path)

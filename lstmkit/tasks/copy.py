@@ -71,6 +71,16 @@ class CopyTask(SyntheticTask):
         hits = np.argmax(np.asarray(outputs)[:, -S:], axis=-1) == np.asarray(targets)[:, -S:]
         return {"accuracy": float(hits.mean()), "sequence_accuracy": float(hits.all(axis=1).mean())}
 
+    def baseline(self, split):
+        """Majority class at each position (the training targets' frequencies per step: blank before the
+        recall, the most frequent symbol in it)."""
+        data, train = self.data()[split], self.data()["train"]
+        if not len(data) or not len(train):
+            return None
+        onehot = np.eye(self.output_size)[np.asarray(train.targets)]  # (B, T, K)
+        logits = np.log(onehot.mean(axis=0) + 1e-12)
+        return "majority class per position", np.broadcast_to(logits, (len(data),) + logits.shape).copy()
+
     def read_inputs(self, path):
         """A text file, one sequence per line: the ``copy_len`` symbols (1..K) to memorise, separated by spaces or commas."""
         path = Path(path)

@@ -219,6 +219,18 @@ class CSVTask(Task):
     def metrics(self, outputs, targets, lengths=None):
         return regression_metrics(self.denormalize(outputs), self.denormalize(targets), sequence=False)
 
+    def baseline(self, split):
+        """Repeat-last: the forecast of each target column is its value in the window's last row (with
+        ``difference``: a change of zero), on the model's (normalised) scale."""
+        o, table = self.options, self.tables[split]
+        n = len(self.data()[split])
+        if n == 0:
+            return None
+        if o.difference:
+            return "zero change", np.broadcast_to(-self.target_mean / self.target_std, (n, len(self._out))).copy()
+        last = np.arange(0, n * o.stride, o.stride) + o.window - 1  # as in _windows
+        return "repeat-last", (table[last][:, self._out] - self.target_mean) / self.target_std
+
     def read_inputs(self, path):
         """A CSV file with (at least) the input columns (with ``difference``: also the target columns) and
         ``window`` rows (``window + 1`` with ``difference``); the forecast reads its last rows."""

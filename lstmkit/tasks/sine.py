@@ -62,6 +62,11 @@ class SineTask(SyntheticTask):
     def metrics(self, outputs, targets, lengths=None):
         return regression_metrics(outputs, targets, lengths)
 
+    def baseline(self, split):
+        """Repeat-last: the forecast of ``s(t + horizon)`` is the value observed at step ``t``."""
+        data = self.data()[split]
+        return ("repeat-last", np.asarray(data.inputs, dtype=np.float64)) if len(data) else None
+
     def read_inputs(self, path):
         """Sequences of observed values (one per line in a text file, or .npy/.npz/.json)."""
         return read_feature_sequences(path, 1)
