@@ -172,3 +172,23 @@ def test_cli_errors(tmp_path):
     (tmp_path / "file").write_text("")
     result = invoke("trace", config, "-o", tmp_path / "file" / "x.png")  # a file where a folder should be
     assert result.exit_code == ExitCode.RUN_FAILED and "cannot write" in result.output, result.output
+
+
+def test_unit_axis_has_whole_units():
+    pytest.importorskip("matplotlib")
+    fig = viz.plot_trace(viz.trace(lstmkit.LSTM(3, 16, seed=0), np.zeros((9, 3))))
+    ticks = fig.axes[0].get_yticks()
+    assert len(ticks) and all(float(t).is_integer() for t in ticks), ticks  # no "unit 2.5"
+
+
+def test_cli_writes_the_format_its_extension_names(tmp_path):
+    pytest.importorskip("matplotlib")
+    config = tmp_path / "tiny.yaml"
+    config.write_text(CONFIG)
+    for name, magic in (("t.png", b"\x89PNG"), ("t.pdf", b"%PDF"), ("t.svg", b"<?xml")):
+        result = invoke("trace", config, "-o", tmp_path / name)
+        assert result.exit_code == 0, result.output
+        assert (tmp_path / name).read_bytes().startswith(magic), name  # not PNG bytes in a .pdf
+    result = invoke("trace", config, "-o", tmp_path / "t.docx")
+    assert result.exit_code == ExitCode.USAGE and "t.docx" in result.output and "png" in result.output
+    assert not (tmp_path / "t.docx").exists()

@@ -106,7 +106,8 @@ def add_commands(cli: click.Group) -> None:
                   help="Gradient norms of the task's loss on the sequence, or of the last step's output alone "
                        "(shows how far back it reaches: vanishing gradients).")
     @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=str), default="trace.png",
-                  show_default=True, metavar="FILE", help="Where to write the picture (PNG).")
+                  show_default=True, metavar="FILE", help="Where to write the picture: PNG, or PDF, SVG, ... "
+                                                               "as its extension says.")
     def trace(source, input_file, split, index, checkpoint, gradient_of, output):
         """Draw what the model does on one sequence: its gates, c and h at every time step (heatmaps), and
         the gradient norm of each layer over time for one training step.
@@ -124,6 +125,8 @@ def add_commands(cli: click.Group) -> None:
             raise UnavailableError(str(exc)) from None
         try:
             save_figure(figure, output)
+        except ValueError as exc:
+            raise LstmkitError(str(exc), ExitCode.USAGE) from None
         except OSError as exc:
             raise LstmkitError(f"cannot write {output}: {exc}", ExitCode.RUN_FAILED) from None
         click.echo(result.summary())

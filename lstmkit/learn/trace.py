@@ -286,6 +286,7 @@ def plot_trace(trace: Trace, max_units: int = 32):
             fig.colorbar(image, ax=ax, fraction=0.046, pad=0.02)
             ax.set_title(f"{_direction_name(trace, key)}: {name}" if col == 0 else name, fontsize=9)
             ax.set_xlabel("t", fontsize=8)
+            ax.yaxis.get_major_locator().set_params(integer=True)  # units are whole: no "unit 2.5"
             if col == 0:
                 units = (trace.gates[key][name] if kind == "gate" else trace.states[key][name]).shape[1]
                 ax.set_ylabel("unit" if units <= max_units else f"unit (first {max_units} of {units})", fontsize=8)
@@ -329,8 +330,17 @@ def plot_grad_norms(traces: dict):
 
 
 def save_figure(fig, path) -> None:
-    """Write ``fig`` as a PNG to ``path`` (a temporary file beside it, then renamed)."""
+    """Write ``fig`` to ``path`` in the format its extension names (``.png``, ``.pdf``, ``.svg``, ...; PNG
+    without one) through a temporary file beside it, then renamed.  An extension matplotlib cannot write
+    is a ``ValueError`` naming the ones it can."""
+    import os
+
     from .._atomic import atomic_open
 
+    suffix = os.path.splitext(os.fspath(path))[1].lower().lstrip(".")
+    supported = fig.canvas.get_supported_filetypes()
+    if suffix and suffix not in supported:
+        raise ValueError(f"cannot write {path}: expected a file name ending in one of "
+                         f"{', '.join('.' + k for k in sorted(supported))}, got '.{suffix}'")
     with atomic_open(path, "wb") as f:
-        fig.savefig(f, format="png")
+        fig.savefig(f, format=suffix or "png")
