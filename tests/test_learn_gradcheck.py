@@ -88,6 +88,14 @@ def test_a_wrong_gradient_is_caught_and_located():
     assert report["c_0"].where == "layer 0"
 
 
+def test_the_report_is_false_when_a_gradient_is_wrong():
+    # torch.autograd.gradcheck returns a bool: a learner writes `assert gradcheck(m)`, which must fail here.
+    with registered_plugin(Forgetful(), "forgetful"):
+        report = gradcheck(lstmkit.Recurrent("forgetful_lstm", 3, 4, backend="numpy", seed=0))
+    assert not bool(report)
+    assert bool(gradcheck(lstmkit.GRU(2, 3, seed=0)))
+
+
 def test_sequence_models():
     model = lstmkit.SequenceModel(vocab_size=5, hidden_size=3, num_layers=2, output_size=5, seed=0)
     before = model.state_dict()

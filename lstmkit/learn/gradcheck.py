@@ -60,6 +60,9 @@ class GradcheckReport:
     def ok(self) -> bool:
         return all(e.ok for e in self.entries)
 
+    def __bool__(self) -> bool:  # `assert gradcheck(m)` as with torch.autograd.gradcheck's bool
+        return self.ok
+
     @property
     def failures(self) -> list[GradEntry]:
         return [e for e in self.entries if not e.ok]
