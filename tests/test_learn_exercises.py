@@ -104,6 +104,12 @@ def test_lstm_step_slips(slip, expected):
     assert not result.ok and expected in str(result), str(result)
 
 
+def test_a_verdict_is_false_when_not_yet_correct():
+    # A learner's own test writes `assert check_lstm_step(my_step)`: it must fail on a wrong answer.
+    assert not bool(check_lstm_step(lambda *args: lstm_step(*args, order="ifog")))
+    assert bool(check_lstm_step(lstm_step))
+
+
 def test_lstm_step_missing_bias_transposed_weights_shapes_and_mutation():
     no_bias_hh = check_lstm_step(lambda x, h, c, W_ih, W_hh, b_ih, b_hh: lstm_step(x, h, c, W_ih, W_hh, b_ih, 0 * b_hh))
     assert "bias_hh is missing: PyTorch adds two bias vectors" in str(no_bias_hh)

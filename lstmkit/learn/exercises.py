@@ -53,6 +53,9 @@ class ExerciseResult:
     def ok(self) -> bool:
         return self.problem is None
 
+    def __bool__(self) -> bool:  # `assert check_lstm_step(my_step)` fails on a wrong answer
+        return self.ok
+
     def __str__(self) -> str:
         if self.ok:
             return f"{self.exercise}: correct - {self.cases} cases agree with {self.reference}."
