@@ -133,9 +133,9 @@ def usable_cpus() -> int:
 
 
 class _Load:
-    """CPUs other processes used lately: busy time in ``/proc/stat`` minus this process's CPU time,
-    over the last interval of at least ``_LOAD_INTERVAL`` s (sampled only for calls big enough to
-    thread; ``None`` until one interval has passed)."""
+    """CPUs' worth of other processes lately on this process's CPUs: their busy time in ``/proc/stat``
+    minus this process's CPU time, over the last interval of at least ``_LOAD_INTERVAL`` s (sampled only
+    for calls big enough to thread; ``None`` until one interval has passed)."""
 
     wall = cpu = own = None
     others = None
@@ -150,11 +150,17 @@ def _other_load() -> float | None:
     if _Load.wall is not None and now - _Load.wall < _LOAD_INTERVAL:
         return _Load.others
     try:
+        cpus = os.sched_getaffinity(0)
+        busy = 0
         with open("/proc/stat", "rb") as f:
-            fields = [int(v) for v in f.readline().split()[1:]]
-    except (OSError, ValueError):
+            for line in f:  # the CPUs this process may use, not the whole host
+                name, *fields = line.split()
+                if name[:3] == b"cpu" and name[3:].isdigit() and int(name[3:]) in cpus:
+                    fields = [int(v) for v in fields[:8]]
+                    busy += sum(fields) - fields[3] - fields[4]  # all but idle and iowait; steal counts
+        busy /= _TICK
+    except (AttributeError, OSError, ValueError):
         return None
-    busy = (sum(fields[:8]) - fields[3] - fields[4]) / _TICK  # all but idle and iowait; steal counts
     own = time.process_time()
     if _Load.wall is not None:
         span = now - _Load.wall
@@ -178,55 +184,49 @@ def decide(work: int, ceiling: int, others: float | None = 0.0) -> int:
     return max(1, min(ceiling, work // WORK_PER_THREAD, free))
 
 
-def _enter(work: int) -> None:
-    p = _POOLS or _pools()
-    if p.set is None:
-        return
-    c = _C
-    with _LOCK:
-        c.active += 1
-        if c.active == 1:
-            c.saved = c.now = p.get()
-            if work < 2 * WORK_PER_THREAD:
-                want = 1
-            else:
-                ceiling = c.explicit if c.explicit is not None else p.numpy_get()
-                want = decide(work, ceiling, _other_load())
-        else:
-            want = 1
-        if want != c.now:
-            p.set(want)
-            c.now = want
-
-
-def _leave() -> None:
-    p = _POOLS
-    if p is None or p.set is None:
-        return
-    c = _C
-    with _LOCK:
-        c.active -= 1
-        if c.active == 0 and c.now != c.saved:
-            p.set(c.saved)
-            c.now = c.saved
-
-
 class kernel:
     """``with kernel(work):`` around one call into the compiled core, ``work`` = rows x gate rows x
     hidden of its per-step product: the core's BLAS runs it on :func:`decide` threads (1 while another
-    Python thread is inside the core too) and is restored when the last caller leaves."""
+    Python thread is inside the core too) and is restored when the last caller leaves.  (Written flat:
+    it wraps every ``LSTMCell`` step, so each Python call here costs a measurable share of one.)"""
 
     __slots__ = ("work",)
 
     def __init__(self, work: int):
-        self.work = int(work)
+        self.work = work
 
     def __enter__(self):
-        _enter(self.work)
+        p = _POOLS or _pools()
+        if p.set is None:
+            return self
+        c = _C
+        with _LOCK:
+            c.active += 1
+            if c.active == 1:
+                c.saved = c.now = p.get()
+                if self.work < 2 * WORK_PER_THREAD:
+                    want = 1
+                else:
+                    ceiling = c.explicit if c.explicit is not None else (
+                        p.numpy_get() if p.numpy_get is not None else c.saved)
+                    want = decide(self.work, ceiling, _other_load())
+            else:
+                want = 1
+            if want != c.now:
+                p.set(want)
+                c.now = want
         return self
 
     def __exit__(self, *exc):
-        _leave()
+        p = _POOLS
+        if p is None or p.set is None:
+            return
+        c = _C
+        with _LOCK:
+            c.active -= 1
+            if c.active == 0 and c.now != c.saved:
+                p.set(c.saved)
+                c.now = c.saved
 
 
 def _positive(name: str, value):

@@ -103,15 +103,15 @@ class CythonBackend(Backend):
     # -- forward ----------------------------------------------------------------
     # The core's BLAS threads are sized per call by the per-step work (lstmkit/_threads.py).
     def layer_forward(self, cell, params, x, batch_sizes, reverse, state0, training):
-        with _sized(np.shape(state0[0])[0] * np.size(params["weight_hh"])):
+        with _sized(len(state0[0]) * params["weight_hh"].size):
             return self._layer_forward(cell, params, x, batch_sizes, reverse, state0, training)
 
     def layer_backward(self, cell, params, cache, d_y, d_state_n):
-        with _sized(np.shape(d_state_n[0])[0] * np.size(params["weight_hh"])):
+        with _sized(len(d_state_n[0]) * params["weight_hh"].size):
             return self._layer_backward(cell, params, cache, d_y, d_state_n)
 
     def cell_step(self, cell, params, x, state):
-        with _sized(np.shape(x)[0] * (np.size(params["weight_ih"]) + np.size(params["weight_hh"]))):
+        with _sized(len(x) * (params["weight_ih"].size + params["weight_hh"].size)):
             return self._cell_step(cell, params, x, state)
 
     def _layer_forward(self, cell, params, x, batch_sizes, reverse, state0, training):
