@@ -90,6 +90,21 @@ def test_in_place_parameter_change_before_backward_raises(backend, name):
         getattr(m, param)[0] -= 0.5
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sign_flips_before_backward_raise(backend, dtype):
+    # A float64's sign is bit 63 of its word: flipping an even number of signs added 2**63 an even
+    # number of times, which a wrapping sum of the words did not see (`w *= -1` went unnoticed).
+    m = lstmkit.LSTM(3, 4, dtype=dtype, backend=backend, seed=0)
+    x = input_for(m, np.random.default_rng(4)).astype(dtype)
+    for flip in (lambda w: w.__imul__(-1), lambda w: w[:2].__imul__(-1)):
+        backward = train_step(m, x)
+        flip(m.weight_hh_l0)
+        with pytest.raises(RuntimeError, match=re.escape(INPLACE) + ": weight_hh_l0"):
+            backward()
+    m.weight_hh_l0[0, 0] = np.nan  # a diverged model: unchanged NaNs are no change
+    train_step(m, x)()
+
+
 def test_load_state_dict_before_backward_raises(backend):
     m = MODULES["LSTM"](backend)
     backward = train_step(m, input_for(m, np.random.default_rng(3)))

@@ -43,17 +43,22 @@ def owned(xp, array, sources):
     return array
 
 
-def _checksum(array: np.ndarray) -> tuple[int, bytes]:
-    """The wrapping sum of the array's bytes as 8-byte words, and its trailing bytes.
+def _checksum(array: np.ndarray) -> tuple[int, bytes, bytes]:
+    """The wrapping sum of the array's bytes as 8-byte words, its trailing bytes, and the sum of its values
+    (as bytes, so that a NaN compares equal to itself).
 
-    One read of the array, no allocation: about 0.4x the time of a copy
-    (8 MB: 98 µs against 237 µs).  Any change to a single word changes it;
-    a change that only permutes words does not.
+    Two reads of the array, no allocation: about the time of a copy (8 MB
+    float32: 0.1 ms + 0.7 ms against 0.6 ms), without its memory.  Any change
+    to a single word changes the first; the second sees what wrapping hides:
+    a float64's sign is bit 63 of its word, so flipping an even number of
+    signs (``w *= -1``) leaves the word sum as it was.  A change that only
+    permutes words goes unseen.
     """
     raw = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
     whole = raw.size // 8 * 8
     total = int(raw[:whole].view(np.uint64).sum(dtype=np.uint64)) if whole else 0
-    return total, raw[whole:].tobytes()
+    values = array.sum() if array.dtype.kind == "f" else np.float64(0)
+    return total, raw[whole:].tobytes(), values.tobytes()
 
 
 class ParameterGuard:
