@@ -345,3 +345,66 @@ def test_seeds_usage_errors(cli, tmp_path, args, message):
     result = invoke(cli, "run", tmp_path / "tiny.yaml", *args, "-o", tmp_path / "out")
     assert result.exit_code == ExitCode.USAGE and message in result.output and "Traceback" not in result.output
     assert not (tmp_path / "out").exists()
+
+
+# -- TensorBoard --------------------------------------------------------------------------------
+def _events(folder: Path) -> list:
+    """Every event of the TFRecord files in ``folder`` (length, crc, payload, crc), oldest file first."""
+    import struct
+
+    event_pb2 = pytest.importorskip("tensorboardX.proto.event_pb2")
+    out = []
+    for path in sorted(folder.glob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime_ns):
+        data, i = path.read_bytes(), 0
+        while i < len(data):
+            (n,) = struct.unpack("<Q", data[i:i + 8])
+            event = event_pb2.Event()
+            event.ParseFromString(data[i + 12:i + 12 + n])
+            out.append(event)
+            i += 12 + n + 4
+    return out
+
+
+def test_tensorboard_event_files_hold_the_metrics(cli, tmp_path):
+    pytest.importorskip("tensorboardX")
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    run = tmp_path / "run"
+    result = invoke(cli, "run", tmp_path / "tiny.yaml", "-o", run, "--set", "outputs.tensorboard=true",
+                    "--no-progress")
+    assert result.exit_code == 0, result.output
+    scalars = {}
+    for event in _events(run / "tensorboard"):
+        for value in event.summary.value:
+            scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+    records = read_metrics(run / "metrics.jsonl")
+    evals = [r for r in records if r["event"] == "eval"]
+    assert [s for s, _ in scalars["valid/loss"]] == [r["step"] for r in evals]
+    assert [v for _, v in scalars["valid/mae"]] == pytest.approx([r["valid.mae"] for r in evals], rel=1e-6)
+    assert len(scalars["train/loss"]) == sum(r["event"] == "train" for r in records)
+    assert set(scalars) >= {"train/lr", "train/grad_norm", "train/epoch_loss", "test/mse"}
+    # --overwrite replaces the event files of the earlier run
+    again = invoke(cli, "run", tmp_path / "tiny.yaml", "-o", run, "--overwrite", "--no-progress")
+    assert again.exit_code == 0 and not (run / "tensorboard").exists()
+
+
+def test_a_resumed_run_purges_the_events_after_its_checkpoint(cli, tmp_path):
+    pytest.importorskip("tensorboardX")
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    run = tmp_path / "run"
+    first = invoke(cli, "run", tmp_path / "tiny.yaml", "-o", run, "--set", "outputs.tensorboard=true",
+                   "--set", "training.epochs=1", "--no-progress")
+    assert first.exit_code == 0, first.output
+    result = invoke(cli, "run", "--resume", run, "--set", "training.epochs=2", "--no-progress")
+    assert result.exit_code == 0, result.output
+    starts = [e.step for e in _events(run / "tensorboard") if e.session_log.status == 1]  # SessionLog.START
+    assert starts == [6]  # events after step 5 (the checkpoint) are dropped by TensorBoard
+
+
+def test_tensorboard_without_tensorboardx_names_the_extra(cli, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tensorboardX", None)  # import fails as if not installed
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    result = invoke(cli, "run", tmp_path / "tiny.yaml", "-o", tmp_path / "run", "--set", "outputs.tensorboard=true")
+    assert result.exit_code == ExitCode.UNAVAILABLE and 'pip install "lstmkit[tensorboard]"' in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "run").exists()

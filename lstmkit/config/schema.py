@@ -241,6 +241,9 @@ class OutputsConfig(Section):
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description="Checkpoint policy.")
     log_every: int = Field(50, ge=1, description="Write the mean training loss to metrics.jsonl every this "
                            "many steps.")
+    tensorboard: bool = Field(False, description="Also write TensorBoard event files (every metric of "
+                              "metrics.jsonl) to tensorboard/ in the run folder; needs the tensorboard extra: "
+                              "pip install \"lstmkit[tensorboard]\".")
 
 
 class PluginsConfig(Section):

@@ -9,6 +9,7 @@
     results.json         final metrics and status
     loss.png             train/valid loss curves (needs matplotlib)
     checkpoints/         last.npz (resume from it), best.npz, epoch-NNNN.npz (keep_last)
+    tensorboard/         events.out.tfevents.* (outputs.tensorboard: true; see :mod:`.tensorboard`)
     .lstmkit.lock        while a run writes here: its pid (removed when it ends; see :mod:`.lock`)
 
 lstmkit's files are exactly these names (and the ``.<name>.*.tmp`` files its
@@ -32,9 +33,10 @@ __all__ = ["RunFolder", "WriteFailed", "writing", "default_run_dir", "is_run_fol
            "overwrite_refusal", "choose_run_dir", "make_dir"]
 
 CONFIG, META, METRICS, RESULTS, PLOT = "config.yaml", "meta.json", "metrics.jsonl", "results.json", "loss.png"
-METRICS_CSV, CHECKPOINTS, LOCK = "metrics.csv", "checkpoints", ".lstmkit.lock"
+METRICS_CSV, CHECKPOINTS, LOCK, TENSORBOARD = "metrics.csv", "checkpoints", ".lstmkit.lock", "tensorboard"
 TOP_FILES = (CONFIG, META, METRICS, METRICS_CSV, RESULTS, PLOT)
 _CHECKPOINT_NAME = re.compile(r"^(last|best|epoch-\d{4,})\.npz$")
+_EVENTS_NAME = re.compile(r"^events\.out\.tfevents\.")  # TensorBoard's event files
 # atomic_open's temporary names: ".<target>.<random>.tmp"
 _TMP_NAME = re.compile(r"^\.(?P<target>.+)\.[A-Za-z0-9_]+\.tmp$")
 
@@ -141,6 +143,9 @@ class RunFolder:
         out = [self.path / n for n in TOP_FILES if _regular(self.path / n)]
         if self.checkpoints.is_dir() and not self.checkpoints.is_symlink():
             out += sorted(p for p in self.checkpoints.iterdir() if _CHECKPOINT_NAME.match(p.name) and _regular(p))
+        board = self.path / TENSORBOARD
+        if board.is_dir() and not board.is_symlink():
+            out += sorted(p for p in board.iterdir() if _EVENTS_NAME.match(p.name) and _regular(p))
         return out
 
     def orphans(self) -> list[Path]:
@@ -168,8 +173,9 @@ class RunFolder:
         for p in self.own_files() + self.orphans():
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
-        with contextlib.suppress(OSError):
-            self.checkpoints.rmdir()  # only if it is now empty
+        for folder in (self.checkpoints, self.path / TENSORBOARD):
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if it is now empty
 
 
 def _regular(path: Path) -> bool:
@@ -256,8 +262,7 @@ def overwrite_refusal(path: Path) -> str | None:
         return None
     # Not a run folder: a file there under one of lstmkit's names is the user's; replacing it would lose it.
     clash = [n for n in TOP_FILES if (path / n).exists() or (path / n).is_symlink()]
-    if folder.checkpoints.exists():
-        clash.append(CHECKPOINTS)
+    clash += [n for n in (CHECKPOINTS, TENSORBOARD) if (path / n).exists()]
     if clash:
         return (f"{path} is not a run folder and holds {', '.join(clash)}, which the run would replace; "
                 f"--overwrite only replaces files an earlier run wrote: move them or choose another folder")

@@ -42,6 +42,9 @@ class MetricsLog:
         self.path = path
         self.records: list[dict] = list(records or [])
         self._written = -1
+        # called with the records added since the last flush, after the files are written (TensorBoard)
+        self.listeners: list = []
+        self._notified = len(self.records)  # an earlier session's records were already passed on
 
     @classmethod
     def resume(cls, path: Path, step: int) -> "MetricsLog":
@@ -65,6 +68,9 @@ class MetricsLog:
         with writing(table):
             atomic_write_text(table, csv_text(self.records))
         self._written = len(self.records)
+        fresh, self._notified = self.records[self._notified:], len(self.records)
+        for listener in self.listeners:
+            listener(fresh)
 
 
 def csv_text(records: list[dict]) -> str:

@@ -35,6 +35,7 @@ from .meta import finish_meta, mark_killed, read_meta, start_meta, write_meta
 from .metrics import MetricsLog
 from .report import (config_text, plot_losses, position_text, print_plan, progress_text, results, run_test,
                      write_results)
+from .tensorboard import TensorBoardLog, require_tensorboard
 from .resume import checkpoint_config_changes, load_for_resume, read_checkpoint, read_weights
 
 __all__ = ["RunFolder", "build_task", "build_model", "seed_generators", "run", "evaluate_run", "predict_run",
@@ -149,6 +150,8 @@ def _session(loaded, open_folder: ContextManager[RunFolder], ckpt, started: floa
     from .trainer import Trainer
 
     cfg = loaded.config
+    if cfg.outputs.tensorboard:
+        require_tensorboard()  # before any data is read or folder made
     with thread_limit(cfg.runtime.threads), warnings_to(echo):
         task, data = build_task(loaded)
         model_rng, shuffle = seed_generators(cfg.seed)
@@ -205,7 +208,15 @@ def _in_folder(loaded, folder: RunFolder, ckpt, task, data, model, shuffle, cls,
         echo(line)
     if ckpt is not None:
         checkpointer.resumed(trainer)
-    return _train(trainer, folder, data, meta, checkpointer, started, echo, baseline)
+    board = TensorBoardLog(folder, trainer.state.step if ckpt is not None else None) if cfg.outputs.tensorboard \
+        else None
+    if board is not None:
+        trainer.metrics.listeners.append(board)
+    try:
+        return _train(trainer, folder, data, meta, checkpointer, started, echo, baseline)
+    finally:
+        if board is not None:
+            board.close()
 
 
 def _restore(trainer, ckpt, folder: RunFolder) -> None:
