@@ -467,8 +467,10 @@ class Registry:
         if spec.name in self._broken:
             raise LookupFailed(f"backend {spec.name!r} is unavailable: {self._broken[spec.name]}")
         backend, exc = call_plugin(spec.factory)
-        if exc is not None or backend is None:
-            why = f"its factory raised {describe(exc)}" if exc is not None else "its factory returned None"
+        lacks = [m for m in ("layer_forward", "layer_backward", "xp") if not hasattr(backend, m)]
+        if exc is not None or lacks:
+            why = (f"its factory raised {describe(exc)}" if exc is not None else
+                   f"its factory returned {backend!r}, not a backend (it lacks {', '.join(lacks)})")
             self._backend_failed(spec, why, exc, auto)
             raise LookupFailed(f"backend {spec.name!r} is unavailable: {self._broken[spec.name]}") from exc
         self._instances[spec.name] = backend

@@ -1,6 +1,8 @@
 """What plugins register: cell, backend and task specifications."""
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -52,6 +54,7 @@ class CellSpec:
     description: str = ""
 
     def __post_init__(self):
+        _check_name("CellSpec", self.name)
         if not (isinstance(self.cell_type, type) and issubclass(self.cell_type, CellType)):
             raise TypeError(f"CellSpec {self.name!r}: cell_type must be a CellType subclass, got {self.cell_type!r}")
         if self.cell_type.name != self.name:
@@ -85,6 +88,17 @@ def _always_available() -> tuple[bool, str]:
     return True, ""
 
 
+def _check_name(spec: str, name) -> None:
+    """A name users write in code, configs and on the command line."""
+    if not isinstance(name, str) or not name or any(c.isspace() for c in name):
+        raise ValueError(f"{spec}: name should be a non-empty string without spaces, got {name!r}")
+
+
+def _check_callable(spec: str, name: str, what: str, value) -> None:
+    if not callable(value):
+        raise TypeError(f"{spec} {name!r}: {what} should be callable, got {value!r}")
+
+
 @dataclass(frozen=True)
 class BackendSpec:
     """A compute backend.
@@ -106,6 +120,17 @@ class BackendSpec:
     priority: int = 0
     description: str = ""
 
+    def __post_init__(self):
+        _check_name("BackendSpec", self.name)
+        if self.name == "auto":
+            raise ValueError("BackendSpec: the name 'auto' is reserved (backend='auto' picks by priority)")
+        _check_callable("BackendSpec", self.name, "factory", self.factory)
+        _check_callable("BackendSpec", self.name, "is_available", self.is_available)
+        # Ranked with the others on every backend='auto' lookup: a string or NaN would break or scramble it.
+        if isinstance(self.priority, bool) or not isinstance(self.priority, numbers.Real) \
+                or not math.isfinite(self.priority):
+            raise TypeError(f"BackendSpec {self.name!r}: priority should be a finite number, got {self.priority!r}")
+
 
 @dataclass(frozen=True)
 class TaskSpec:
@@ -120,3 +145,7 @@ class TaskSpec:
     options_model: Any = None
     description: str = ""
     metrics: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self):
+        _check_name("TaskSpec", self.name)
+        _check_callable("TaskSpec", self.name, "factory", self.factory)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import sys
 import textwrap
 import types
@@ -667,3 +668,34 @@ def test_proj_size_message_for_a_plugin_cell(fresh):
     with registered_plugin(ToyPlugin(), "toy-plugin"):
         with pytest.raises(ValueError, match=r"^proj_size argument is not supported by the 'toy' cell$"):
             lstmkit.Recurrent("toy", 3, 4, proj_size=2)
+
+
+# -- specs refuse what the registry could not use (a plugin that passes one is skipped, not lstmkit broken) --
+class _Named(CellType):
+    name = ""
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: CellSpec("", _Named), "name should be a non-empty string without spaces, got ''"),
+    (lambda: CellSpec("my cell", type("C", (CellType,), {"name": "my cell"})), "got 'my cell'"),
+    (lambda: TaskSpec(7, object), "name should be a non-empty string without spaces, got 7"),
+    (lambda: BackendSpec("auto", ReferenceBackend), "'auto' is reserved"),
+    (lambda: BackendSpec("b", None), "factory should be callable, got None"),
+    (lambda: BackendSpec("b", ReferenceBackend, None), "is_available should be callable, got None"),
+    (lambda: BackendSpec("b", ReferenceBackend, priority="high"), "priority should be a finite number, got 'high'"),
+    (lambda: BackendSpec("b", ReferenceBackend, priority=float("nan")), "priority should be a finite number, got nan"),
+    (lambda: TaskSpec("t", None), "factory should be callable, got None"),
+])
+def test_specs_refuse_what_the_registry_cannot_use(make, message):
+    with pytest.raises((TypeError, ValueError), match=re.escape(message)):
+        make()
+
+
+def test_a_factory_that_returns_no_backend_is_unavailable_not_a_crash(fresh):
+    plugin = types.SimpleNamespace(register_backends=lstmkit.hookimpl(
+        lambda register: register(BackendSpec("notone", lambda: "a string", priority=-1))))
+    with registered_plugin(plugin, "notone"):
+        with pytest.raises(LookupFailed, match=r"backend 'notone' is unavailable: its factory returned 'a string', "
+                                               r"not a backend \(it lacks layer_forward, layer_backward, xp\)"):
+            lstmkit.LSTM(2, 3, backend="notone")
+        assert "notone" not in available_backends()
