@@ -247,6 +247,29 @@ def test_a_real_ctrl_c_while_a_plugin_imports_still_stops(installed):
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the watch is gone
 
 
+def test_a_real_sigterm_while_a_plugin_imports_still_stops(installed):
+    # `lstmkit run` turns SIGTERM into KeyboardInterrupt until training starts (a sweep stops its trials
+    # so): one arriving while a slow plugin imports must stop the run, not be blamed on the plugin.
+    if os.name != "posix":
+        pytest.skip("needs POSIX signals")
+    installed("lstmkit-slow", "0.1", "slow", """
+        import os, signal, time
+        os.kill(os.getpid(), signal.SIGTERM)  # a scheduler's timeout while this imports
+        time.sleep(5)
+    """)
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            reset_registry()
+        assert signal.getsignal(signal.SIGTERM) is handler  # the watch is gone
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def test_in_process_plugin_that_exits_raises_a_plugin_error(fresh):
     fresh()
 
