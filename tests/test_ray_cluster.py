@@ -167,6 +167,22 @@ def test_sweep_on_two_nodes_matches_the_embedded_pool(cluster, tmp_path):
            {k: (r["params"], r["value"]) for k, r in rows.items()}
 
 
+def test_storage_a_folder_every_node_writes(cluster, tmp_path):
+    address, _ = cluster
+    path = _sweep_file(tmp_path, 2)
+    shared = tmp_path / "shared"
+    result = _lstmkit("sweep", path, "--address", address, "-o", tmp_path / "sw", "--storage", shared, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = _rows(tmp_path / "sw")
+    assert len(rows) == 2
+    for r in rows.values():  # written there by the workers, not shipped back
+        assert Path(r["run_dir"]) == shared / "sw" / "trials" / r["trial"]
+        assert (Path(r["run_dir"]) / "results.json").is_file()
+    assert not (tmp_path / "sw" / "trials").exists()
+    compared = _lstmkit("compare", tmp_path / "sw", cwd=tmp_path)
+    assert compared.returncode == 0 and compared.stdout.count("trial-") == 2, compared.stdout + compared.stderr
+
+
 def test_a_node_killed_mid_sweep_loses_no_finished_trial(cluster, tmp_path):
     address, worker = cluster
     path = _sweep_file(tmp_path, 6)
