@@ -76,6 +76,7 @@ def test_sweep_file_errors_name_file_line_and_key(tmp_path):
     ("params: {model.hidden_size: [8]}\nmetric: valid.accuracy\n", "unknown metric 'valid.accuracy'"),
     ("params: {model.hidden_size: [8]}\npruner: sometimes\n", "median, hyperband, none"),
     ("params: {model.hidden_size: [8]}\nset: {training.epochs: -1}\n", "training.epochs"),
+    ("params: {model.hidden_size: [8]}\nmetric: valid.mae\n", "give mode: min or max for metric valid.mae"),
 ])
 def test_sweep_file_values_are_checked(tmp_path, body, words):
     with pytest.raises(ConfigError) as info:
@@ -174,11 +175,15 @@ def test_pruner_stops_a_trial_worse_than_the_finished_ones(tmp_path):
     assert result.exit_code == 0, result.output
     rows = {r["params"]["training.optimizer.lr"]: r for r in _rows(out)}
     slow, fast = rows[1e-6], rows[3e-2]
-    first = min(rows.values(), key=lambda r: r["point"])
-    assert first["status"] == "completed" and first["epochs"] == 4
-    if first is fast:  # the slow learner ran second, against the finished fast one: pruned at its first epoch
-        assert slow["status"] == "pruned" and slow["epochs"] < 4, slow
-        assert "pruned after epoch" in (out / "logs" / f"{slow['trial']}.log").read_text().replace("by the sweep ", "")
+    # sampler_seed 1 puts the fast learner first (Optuna's grid order); it completes all 4 epochs
+    assert (fast["point"], slow["point"]) == (0, 1)
+    assert fast["status"] == "completed" and fast["epochs"] == 4
+    # the slow one runs after it, one at a time: worse at its first evaluation, it is pruned
+    assert slow["status"] == "pruned" and slow["epochs"] < 4 and slow["reason"].startswith("pruned after epoch"), slow
+    assert "pruned by the sweep after epoch" in (out / "logs" / f"{slow['trial']}.log").read_text()
+    results = json.loads((Path(slow["run_dir"]) / "results.json").read_text())
+    assert results["status"] == "stopped_early"  # an ordinary, complete run folder
+    assert "| pruned |" in (out / "summary.md").read_text()
 
 
 def _start(args, cwd) -> subprocess.Popen:

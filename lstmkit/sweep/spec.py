@@ -247,8 +247,11 @@ def load_sweep(path: str | Path | None = None, *, text: str | None = None, sourc
     resolved = resolve(base, fixed)
     es = resolved["training"].get("early_stopping") or {}
     metric = raw.get("metric") or es.get("metric", "valid.loss")
-    mode = mode or (es.get("mode", "min") if metric == es.get("metric", "valid.loss") else
-                    ("max" if "accuracy" in metric else "min"))
+    if mode is None and metric != es.get("metric", "valid.loss") and not metric.endswith(".loss"):
+        raise ConfigError([ConfigIssue("mode", f"give mode: min or max for metric {metric} (the default is the "
+                                       f"base config's, which monitors {es.get('metric', 'valid.loss')})",
+                                       _where(positions, ("metric",)))], source)
+    mode = mode or (es.get("mode", "min") if metric == es.get("metric", "valid.loss") else "min")
     if trials is None:
         trials = math.prod(len(p.values) for p in params) if method == "grid" else 10
     if method == "grid":
