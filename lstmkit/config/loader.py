@@ -38,6 +38,7 @@ from pydantic import BaseModel, ValidationError
 
 from . import schema
 from .errors import ConfigError, ConfigIssue, UnavailableError
+from .compose import BASE_KEY, compose
 from ..registry import suggest
 from .yamlio import Position, YAMLError, dump_yaml, load_yaml_file, parse_value
 
@@ -376,6 +377,8 @@ def load_config(
             raise ConfigError([ConfigIssue("", exc.problem, str(Position(exc.source, exc.line, exc.column)))],
                               source) from None
         base_dir = file.resolve().parent
+        if isinstance(raw, dict) and BASE_KEY in raw:  # `base: other.yaml` (config/compose.py)
+            raw, positions = compose(file, raw, positions, source)
     else:
         raw, positions = (data if data is not None else {}), {}
         base_dir = Path.cwd()
