@@ -320,3 +320,15 @@ def test_resume_of_a_folder_that_is_not_a_sweep(tmp_path):
     path = _sweep(tmp_path, "params: {model.hidden_size: [2]}\n")
     both = _cli("sweep", path, "--resume", tmp_path)
     assert both.exit_code == 2 and "give no SWEEP_FILE" in both.output
+
+
+def test_a_combination_the_config_refuses_is_a_failed_trial(tmp_path):
+    # each value passes on its own (checked when the file is read); together proj_size >= hidden_size
+    path = _sweep(tmp_path, "params: {model.hidden_size: [4, 8], model.proj_size: [6]}\nmethod: grid\n")
+    out = tmp_path / "sw"
+    result = _cli("sweep", path, "-o", out)
+    assert result.exit_code == 0, result.output
+    rows = {r["params"]["model.hidden_size"]: r for r in _rows(out)}
+    assert rows[8]["status"] == "completed"
+    assert rows[4]["status"] == "failed" and "proj_size" in rows[4]["reason"], rows[4]
+    assert "proj_size" in (out / "summary.md").read_text()
