@@ -361,8 +361,8 @@ def test_config_schema_is_json_schema(cli):
     assert result.exit_code == 0
     schema = json.loads(result.output)
     assert schema["$schema"].endswith("2020-12/schema") and schema["additionalProperties"] is False
-    assert set(schema["properties"]) == {"version", "name", "seed", "model", "task", "training", "runtime",
-                                         "outputs", "plugins"}
+    assert set(schema["properties"]) == {"base", "version", "name", "seed", "model", "task", "training",
+                                         "runtime", "outputs", "plugins"}
     jsonschema = pytest.importorskip("jsonschema")
     jsonschema.Draft202012Validator.check_schema(schema)
     validator = jsonschema.Draft202012Validator(schema)
@@ -370,6 +370,8 @@ def test_config_schema_is_json_schema(cli):
     assert not list(validator.iter_errors(data))
     data["model"]["hiden_size"] = 3
     assert list(validator.iter_errors(data))
+    assert list(validator.iter_errors({"model": {"hidden_size": 4}}))  # task is required ...
+    assert not list(validator.iter_errors({"base": "other.yaml", "model": {"hidden_size": 4}}))  # ... but by a base
 
 
 # -- evaluate / predict ---------------------------------------------------------------------------

@@ -388,4 +388,13 @@ def _field_error(field: str, message: str) -> ValueError:
 def json_schema() -> dict:
     """The JSON Schema (draft 2020-12) of a config file, for editors (``lstmkit config schema``)."""
     schema = Config.model_json_schema()
+    # `base: other.yaml` (config/compose.py) is read before validation; a config with a base may leave out
+    # what the base gives, so the top-level required keys apply only to a config without one.
+    schema["properties"] = {"base": {"type": "string", "title": "Base", "description": "Another config file "
+                                     "(relative to this one) that this one starts from, merged key by key."},
+                            **schema["properties"]}
+    required = schema.pop("required", [])
+    if required:
+        schema["if"] = {"not": {"required": ["base"]}}
+        schema["then"] = {"required": required}
     return {"$schema": schema.pop("$schema"), **schema}
