@@ -332,3 +332,28 @@ def test_a_combination_the_config_refuses_is_a_failed_trial(tmp_path):
     assert rows[8]["status"] == "completed"
     assert rows[4]["status"] == "failed" and "proj_size" in rows[4]["reason"], rows[4]
     assert "proj_size" in (out / "summary.md").read_text()
+
+
+def test_a_trial_terminated_alone_is_interrupted_and_resume_continues_it(tmp_path):
+    path = _sweep(tmp_path, "params: {model.hidden_size: [2, 3]}\nmethod: grid\nparallel: 1\n"
+                            "set: {training.epochs: 40}\n")
+    out = tmp_path / "sw"
+    proc = _start(["sweep", path, "-o", out], tmp_path)
+    try:
+        first = out / "trials" / "trial-0000-seed-0"
+        assert _wait_for(lambda: (first / "checkpoints" / "last.npz").is_file() and (first / ".lstmkit.lock").is_file())
+        os.kill(json.loads((first / ".lstmkit.lock").read_text())["pid"], signal.SIGTERM)
+        output, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, output
+    rows = {r["trial"]: r for r in _rows(out)}
+    assert rows["trial-0000-seed-0"]["status"] == "interrupted" and rows["trial-0001-seed-0"]["status"] == "completed"
+    assert "--resume" in output
+    result = _cli("sweep", "--resume", out)
+    assert result.exit_code == 0, result.output
+    rows = {r["trial"]: r for r in _rows(out)}
+    assert rows["trial-0000-seed-0"]["status"] == "completed" and rows["trial-0000-seed-0"]["epochs"] == 40
+    assert "resuming" in (out / "logs" / "trial-0000-seed-0.log").read_text()  # from its last checkpoint

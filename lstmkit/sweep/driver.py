@@ -349,7 +349,7 @@ class _Loop:
         lost = [r for r in self.rows.values() if r["status"] not in FINAL]
         echo(f"{done} of {total} trial(s) finished; summary: {self.folder.summary_md}")
         if lost:
-            echo(f"{len(lost)} trial(s) did not finish (their worker was lost); run them with: "
+            echo(f"{len(lost)} trial(s) did not finish (interrupted, or their worker was lost); run them with: "
                  f"lstmkit sweep --resume {self.folder.path}")
             return ExitCode.RUN_FAILED
         return ExitCode.OK

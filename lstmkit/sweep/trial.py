@@ -46,7 +46,7 @@ def _pruning_trainer(metric: str, should_prune, flag: dict):
 
 def run_trial(job: dict) -> dict:
     """Run one (point, seed); never raises for a failure of the run (it is the outcome's ``reason``)."""
-    from ..config.errors import LstmkitError
+    from ..config.errors import LstmkitError, RunInterrupted
     from ..run import run
     from .search import should_prune_factory
 
@@ -76,12 +76,12 @@ def run_trial(job: dict) -> dict:
                 else:
                     run(str(base), job["overrides"], seed=job["seed"], output=str(trial_dir), overwrite=True,
                         echo=echo, trainer_class=cls, argv=["lstmkit", "sweep", f"(trial {job['name']})"])
+            except (KeyboardInterrupt, RunInterrupted) as exc:  # not final: --resume continues it
+                out["status"], out["reason"] = "interrupted", str(exc) or "interrupted"
+                echo(out["reason"])
             except LstmkitError as exc:
                 out["reason"] = str(exc)
                 echo(f"Error: {exc}")
-            except KeyboardInterrupt:
-                out["status"], out["reason"] = "interrupted", "interrupted (Ctrl-C)"
-                return _finish(out, trial_dir, job, flag, started, tmp)
             except Exception as exc:  # a crash of the run: recorded, the sweep goes on
                 out["reason"] = f"{type(exc).__name__}: {exc}"
                 echo(traceback.format_exc())
