@@ -227,3 +227,18 @@ def test_policy_is_json_and_names_the_core_pool():
     pol = _threads.policy()
     json.dumps(pol)
     assert any(pool["role"] in ("core", "core+numpy") for pool in pol["pools"])
+
+
+def test_without_the_compiled_core_the_policy_still_runs():
+    code = """
+import sys
+sys.modules["lstmkit._core"] = None  # importing it raises ImportError, as in an install without the build
+from lstmkit import _threads
+assert _threads.describe()
+p = _threads._pools()
+with _threads.threads(None, others=1):
+    assert p.numpy_get is None or p.numpy_get() == 1
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.split() == ["ok"], out.stderr
