@@ -242,3 +242,23 @@ print("ok")
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.split() == ["ok"], out.stderr
+
+
+def test_other_load_sees_a_spinning_process():
+    import time
+
+    if not __import__("os").path.exists("/proc/stat"):
+        pytest.skip("no /proc/stat")
+    spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        _threads._Load.wall = None
+        _threads._other_load()
+        time.sleep(0.5)  # this process sleeps: the busy time is the spinner's (and anyone else's)
+        others = _threads._other_load()
+    finally:
+        spin.kill()
+        spin.wait()
+    assert others is not None and others >= 0.5
+    if _threads.usable_cpus() <= 2:  # a 2-CPU machine with one CPU taken: no second BLAS thread
+        assert decide(100 * WORK_PER_THREAD, 2, others) == 1
