@@ -15,11 +15,14 @@ States are ``(num_layers * D, B, width)`` with index ``layer * D + direction``
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
-from typing import Any, Sequence
+from functools import partial
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from . import _threads
 from .backends import Backend
 from .cells import CellType
 from .utils.rnn import PackedSequence, check_packed_sequence
@@ -159,17 +162,14 @@ def stack_forward(
     layer_input = x
     for layer in range(num_layers):
         outputs, caches = [], []
-        for direction in range(num_dirs):
+        calls = [
+            partial(backend.layer_forward, cell, params[layer][d], layer_input, batch_sizes, d == 1,
+                    tuple(s[layer * num_dirs + d] for s in state0), keep_cache)
+            for d in range(num_dirs)
+        ]
+        together = concurrent_directions(cell, backend, params[layer], len(layer_input))
+        for direction, (y, final, cache) in enumerate(run_directions(calls, together)):
             index = layer * num_dirs + direction
-            y, final, cache = backend.layer_forward(
-                cell,
-                params[layer][direction],
-                layer_input,
-                batch_sizes,
-                direction == 1,
-                tuple(s[index] for s in state0),
-                keep_cache,
-            )
             for out, value in zip(state_n, final):
                 out[index] = value
             outputs.append(y)
@@ -208,16 +208,15 @@ def stack_backward(
     d_layer_out = d_y
     for layer in range(num_layers - 1, -1, -1):
         d_input = None
-        for direction in range(num_dirs):
+        calls = [
+            partial(backend.layer_backward, cell, params[layer][d], cache.layer_caches[layer][d],
+                    xp.ascontiguousarray(d_layer_out[:, d * cache.width:(d + 1) * cache.width]),
+                    tuple(g[layer * num_dirs + d] for g in d_state_n))
+            for d in range(num_dirs)
+        ]
+        together = concurrent_directions(cell, backend, params[layer], len(d_layer_out))
+        for direction, (d_x, d_s0, d_p) in enumerate(run_directions(calls, together)):
             index = layer * num_dirs + direction
-            cols = slice(direction * cache.width, (direction + 1) * cache.width)
-            d_x, d_s0, d_p = backend.layer_backward(
-                cell,
-                params[layer][direction],
-                cache.layer_caches[layer][direction],
-                xp.ascontiguousarray(d_layer_out[:, cols]),
-                tuple(d[index] for d in d_state_n),
-            )
             for out, value in zip(d_state0, d_s0):
                 out[index] = value
             d_params[layer][direction] = d_p
@@ -226,6 +225,60 @@ def stack_backward(
             d_input = d_input * cache.masks[layer - 1]
         d_layer_out = d_input
     return d_layer_out, tuple(d_state0), d_params
+
+
+#: Multiply-adds of one layer-direction (rows x gate rows x (input + hidden)) from which the two
+#: directions run in two Python threads: a thread hand-off costs ~0.1 ms, this much work ~1 ms
+#: on one core (docs/performance.md, "Cell steps from Python and concurrent directions").
+CONCURRENT_WORK = 1 << 23
+
+
+def concurrent_directions(cell: CellType, backend: Backend, layer_params: Sequence[dict], rows: int) -> bool:
+    """Run a bidirectional layer's two directions at once?  Only when the backend's kernel for
+    ``cell`` releases the GIL (the ``cython`` backend, a built-in cell), the thread ceiling
+    (:func:`lstmkit.threads`) and the CPUs allow two threads, and each direction has at least
+    :data:`CONCURRENT_WORK` multiply-adds.  Each direction's BLAS then runs on one thread
+    (the thread policy's rule for two Python threads in the core)."""
+    if len(layer_params) != 2 or backend.xp is not np:
+        return False
+    from .backends.base import FUSED_CELLS
+
+    if type(cell) not in FUSED_CELLS:
+        return False  # a plugin's cell runs in Python, holding the GIL
+    try:
+        from .backends.cython import CythonBackend
+    except ImportError:  # the compiled core is not built
+        return False
+    if type(backend) is not CythonBackend:
+        return False
+    weights = sum(v.size for k, v in layer_params[0].items() if k.startswith("weight"))
+    if rows * weights < CONCURRENT_WORK:
+        return False
+    return _threads.get_threads() >= 2 and _threads.usable_cpus() >= 2
+
+
+def run_directions(calls: Sequence[Callable[[], Any]], concurrent: bool) -> list:
+    """``[call() for call in calls]``; with ``concurrent``, the second in another Python thread
+    while the first runs in this one (an exception in either is raised here, the first's first)."""
+    if not concurrent or len(calls) != 2:
+        return [call() for call in calls]
+    box: list = [None, None]  # [result, exception] of the second
+
+    def second():
+        try:
+            box[0] = calls[1]()
+        except BaseException as exc:  # re-raised in the caller's thread
+            box[1] = exc
+
+    worker = threading.Thread(target=second, name="lstmkit-direction", daemon=True)
+    worker.start()
+    try:
+        first = calls[0]()
+    finally:
+        worker.join()
+    if box[1] is not None:
+        raise box[1]
+    return [first, box[0]]
 
 
 def dropout_mask(rng: np.random.Generator, shape, p: float, dtype) -> np.ndarray:

@@ -1,0 +1,108 @@
+"""The two directions of a bidirectional layer run in two Python threads (lstmkit/engine.py)
+when the thread ceiling allows two, the kernel releases the GIL and the work pays for the
+hand-off; results are those of the sequential run.  No timings here (docs/performance.md)."""
+import threading
+
+import numpy as np
+import pytest
+
+import lstmkit
+from lstmkit import _threads, engine
+from lstmkit.backends.cython import CythonBackend
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    """``(call, reverse, thread name)`` of each cython layer_forward/layer_backward."""
+    seen = []
+    forward, backward = CythonBackend.layer_forward, CythonBackend.layer_backward
+
+    def layer_forward(self, *args):
+        seen.append(("forward", args[4], threading.current_thread().name))
+        return forward(self, *args)
+
+    def layer_backward(self, *args):
+        seen.append(("backward", args[2].reverse, threading.current_thread().name))
+        return backward(self, *args)
+
+    monkeypatch.setattr(CythonBackend, "layer_forward", layer_forward)
+    monkeypatch.setattr(CythonBackend, "layer_backward", layer_backward)
+    monkeypatch.setattr(_threads, "usable_cpus", lambda: 4)  # whatever this machine has
+    return seen
+
+
+def _run(module, x, hx):
+    out, state, backward = module.forward_train(x, hx)
+    d_out = np.random.default_rng(1).standard_normal(out.shape).astype(out.dtype)
+    return (out, *state, *backward(d_out, None)[:2])
+
+
+def _flat(value):
+    """Every array in nested tuples/lists/dicts, in order."""
+    if isinstance(value, dict):
+        return [a for v in value.values() for a in _flat(v)]
+    if isinstance(value, (tuple, list)):
+        return [a for v in value for a in _flat(v)]
+    return [value]
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN"])
+def test_concurrent_equals_sequential(kind, spy, monkeypatch):
+    rng = np.random.default_rng(0)
+    m = getattr(lstmkit, kind)(6, 8, num_layers=2, bidirectional=True, seed=3)
+    x = rng.standard_normal((7, 3, 6)).astype(np.float32)
+    nstates = 2 if kind == "LSTM" else 1
+    hx = tuple(rng.standard_normal((4, 3, 8)).astype(np.float32) for _ in range(nstates))
+    hx = hx if kind == "LSTM" else hx[0]
+    with lstmkit.threads(2):
+        monkeypatch.setattr(engine, "CONCURRENT_WORK", 1 << 62)
+        sequential = (m(x, hx), _run(m, x, hx))
+        assert {name for *_, name in spy} == {threading.current_thread().name}
+        spy.clear()
+        monkeypatch.setattr(engine, "CONCURRENT_WORK", 1)
+        together = (m(x, hx), _run(m, x, hx))
+    # every layer's reverse direction ran in the helper thread, forward and backward
+    main = threading.current_thread().name
+    # 2 layers: inference and training forward 4 calls each, backward 4
+    expected = [("forward", False, main), ("forward", True, "lstmkit-direction")] * 4 \
+        + [("backward", False, main), ("backward", True, "lstmkit-direction")] * 2
+    assert sorted(spy) == sorted(expected)
+    sequential, together = _flat(sequential), _flat(together)
+    assert len(sequential) == len(together) > 8
+    for a, b in zip(sequential, together):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_sequential_at_one_thread_or_small_work(spy, monkeypatch):
+    m = lstmkit.LSTM(4, 5, bidirectional=True, seed=0)
+    x = np.ones((3, 2, 4), np.float32)
+    monkeypatch.setattr(engine, "CONCURRENT_WORK", 1)
+    with lstmkit.threads(1):
+        m(x)
+    monkeypatch.setattr(engine, "CONCURRENT_WORK", 1 << 62)
+    with lstmkit.threads(2):
+        m(x)
+    assert [name for *_, name in spy] == [threading.current_thread().name] * 4
+
+
+def test_not_for_other_backends_or_unidirectional(monkeypatch):
+    monkeypatch.setattr(_threads, "usable_cpus", lambda: 4)
+    monkeypatch.setattr(engine, "CONCURRENT_WORK", 1)
+    with lstmkit.threads(2):
+        bi = lstmkit.LSTM(4, 5, bidirectional=True)
+        numpy_bi = lstmkit.LSTM(4, 5, bidirectional=True, backend="numpy")
+        layer = [{"weight_ih": np.ones((20, 4)), "weight_hh": np.ones((20, 5))}] * 2
+        assert engine.concurrent_directions(bi.cell, bi.backend, layer, 10)
+        assert not engine.concurrent_directions(numpy_bi.cell, numpy_bi.backend, layer, 10)
+        assert not engine.concurrent_directions(bi.cell, bi.backend, layer[:1], 10)
+
+
+def test_run_directions_raises_either_error():
+    def boom():
+        raise ZeroDivisionError("second")
+
+    assert engine.run_directions([lambda: 1, lambda: 2], True) == [1, 2]
+    with pytest.raises(ZeroDivisionError, match="second"):
+        engine.run_directions([lambda: 1, boom], True)
+    with pytest.raises(KeyError):
+        engine.run_directions([lambda: {}[0], boom], True)  # the first's error wins
