@@ -696,6 +696,7 @@ def test_a_factory_that_returns_no_backend_is_unavailable_not_a_crash(fresh):
         lambda register: register(BackendSpec("notone", lambda: "a string", priority=-1))))
     with registered_plugin(plugin, "notone"):
         with pytest.raises(LookupFailed, match=r"backend 'notone' is unavailable: its factory returned 'a string', "
-                                               r"not a backend \(it lacks layer_forward, layer_backward, xp\)"):
+                                               r"not a backend \(it lacks layer_forward, layer_backward, xp\)"), \
+                pytest.warns(RuntimeWarning, match="plugin 'notone'.* not a backend"):
             lstmkit.LSTM(2, 3, backend="notone")
         assert "notone" not in available_backends()
