@@ -318,6 +318,19 @@ def get_threads() -> int:
     return max(1, p.numpy_get()) if p.numpy_get is not None else 1
 
 
+def free_threads() -> int:
+    """Python threads lstmkit may run in the core at once now (the two directions of a
+    bidirectional layer): the ceiling, at most the CPUs other processes leave free (1 while
+    that is not known; a thread waiting for a busy CPU stalls the other at the join)."""
+    ceiling = get_threads()
+    if ceiling <= 1:
+        return 1
+    others = _other_load()
+    if others is None:
+        return 1
+    return max(1, min(ceiling, int(usable_cpus() - others + 0.2)))
+
+
 def policy() -> dict:
     """The thread policy now: ceiling, its source, the rule, and every pool with its threads
     (what ``lstmkit info`` prints and a run's ``meta.json`` records)."""

@@ -236,7 +236,8 @@ CONCURRENT_WORK = 1 << 23
 def concurrent_directions(cell: CellType, backend: Backend, layer_params: Sequence[dict], rows: int) -> bool:
     """Run a bidirectional layer's two directions at once?  Only when the backend's kernel for
     ``cell`` releases the GIL (the ``cython`` backend, a built-in cell), the thread ceiling
-    (:func:`lstmkit.threads`) and the CPUs allow two threads, and each direction has at least
+    (:func:`lstmkit.threads`) and the CPUs other processes leave free allow two threads (on a
+    busy machine the second thread waits for a CPU and the pair is slower), and each direction has at least
     :data:`CONCURRENT_WORK` multiply-adds.  Each direction's BLAS then runs on one thread
     (the thread policy's rule for two Python threads in the core)."""
     if len(layer_params) != 2 or backend.xp is not np:
@@ -254,7 +255,7 @@ def concurrent_directions(cell: CellType, backend: Backend, layer_params: Sequen
     weights = sum(v.size for k, v in layer_params[0].items() if k.startswith("weight"))
     if rows * weights < CONCURRENT_WORK:
         return False
-    return _threads.get_threads() >= 2 and _threads.usable_cpus() >= 2
+    return _threads.free_threads() >= 2
 
 
 def run_directions(calls: Sequence[Callable[[], Any]], concurrent: bool) -> list:

@@ -27,8 +27,14 @@ def spy(monkeypatch):
 
     monkeypatch.setattr(CythonBackend, "layer_forward", layer_forward)
     monkeypatch.setattr(CythonBackend, "layer_backward", layer_backward)
-    monkeypatch.setattr(_threads, "usable_cpus", lambda: 4)  # whatever this machine has
+    _quiet(monkeypatch)
     return seen
+
+
+def _quiet(monkeypatch):
+    """4 CPUs and nothing else running, whatever this machine is."""
+    monkeypatch.setattr(_threads, "usable_cpus", lambda: 4)
+    monkeypatch.setattr(_threads, "_other_load", lambda: 0.0)
 
 
 def _run(module, x, hx):
@@ -86,7 +92,7 @@ def test_sequential_at_one_thread_or_small_work(spy, monkeypatch):
 
 
 def test_not_for_other_backends_or_unidirectional(monkeypatch):
-    monkeypatch.setattr(_threads, "usable_cpus", lambda: 4)
+    _quiet(monkeypatch)
     monkeypatch.setattr(engine, "CONCURRENT_WORK", 1)
     with lstmkit.threads(2):
         bi = lstmkit.LSTM(4, 5, bidirectional=True)
@@ -95,6 +101,10 @@ def test_not_for_other_backends_or_unidirectional(monkeypatch):
         assert engine.concurrent_directions(bi.cell, bi.backend, layer, 10)
         assert not engine.concurrent_directions(numpy_bi.cell, numpy_bi.backend, layer, 10)
         assert not engine.concurrent_directions(bi.cell, bi.backend, layer[:1], 10)
+        monkeypatch.setattr(_threads, "_other_load", lambda: 2.5)  # a busy machine: 1.5 CPUs free
+        assert not engine.concurrent_directions(bi.cell, bi.backend, layer, 10)
+        monkeypatch.setattr(_threads, "_other_load", lambda: None)  # not known yet
+        assert not engine.concurrent_directions(bi.cell, bi.backend, layer, 10)
 
 
 def test_run_directions_raises_either_error():
