@@ -211,3 +211,15 @@ def test_assignment_refuses_what_is_not_real_numbers():
     np.testing.assert_array_equal(m.bias_hh_l0, before)
     m.bias_hh_l0 = [1] * 9
     assert m.bias_hh_l0.dtype == np.float32 and np.all(m.bias_hh_l0 == 1)
+
+
+def test_load_state_dict_returns_the_incompatible_keys_like_torch():
+    # torch returns a named tuple: `missing, unexpected = m.load_state_dict(sd, strict=False)` is common.
+    m = lstmkit.LSTM(3, 4, seed=0)
+    sd = m.state_dict()
+    result = m.load_state_dict({"weight_ih_l0": sd["weight_ih_l0"], "extra": np.zeros(2)}, strict=False)
+    missing, unexpected = result
+    assert missing == ["weight_hh_l0", "bias_ih_l0", "bias_hh_l0"] and unexpected == ["extra"]
+    assert result.missing_keys == missing and result.unexpected_keys == unexpected
+    complete = m.load_state_dict(sd)
+    assert tuple(complete) == ([], []) and repr(complete) == "<All keys matched successfully>"

@@ -1,7 +1,7 @@
 """``Module``: named parameters, state dicts, train/eval — the ``torch.nn.Module`` parts lstmkit needs."""
 from __future__ import annotations
 
-from typing import Iterator, Mapping
+from typing import Iterator, Mapping, NamedTuple
 
 import numpy as np
 
@@ -101,6 +101,19 @@ def _as_real_array(value):
     return array
 
 
+class IncompatibleKeys(NamedTuple):
+    """What ``load_state_dict`` returns, as PyTorch's ``_IncompatibleKeys``: the keys the module has that the
+    state dict lacked, and the keys of the state dict the module does not have."""
+
+    missing_keys: list[str]
+    unexpected_keys: list[str]
+
+    def __repr__(self) -> str:
+        if not self.missing_keys and not self.unexpected_keys:
+            return "<All keys matched successfully>"
+        return f"IncompatibleKeys(missing_keys={self.missing_keys}, unexpected_keys={self.unexpected_keys})"
+
+
 class Module:
     """Base of lstmkit's modules: an ordered set of named NumPy parameters.
 
@@ -157,8 +170,9 @@ class Module:
         """A copy of every parameter, keyed as in PyTorch (``torch.tensor`` of each loads into torch)."""
         return {name: value.copy() for name, value in self.named_parameters()}
 
-    def load_state_dict(self, state_dict: Mapping[str, np.ndarray], strict: bool = True) -> None:
-        """Copy parameters in from ``state_dict`` (e.g. ``{k: v.numpy() for k, v in torch_sd.items()}``).
+    def load_state_dict(self, state_dict: Mapping[str, np.ndarray], strict: bool = True) -> IncompatibleKeys:
+        """Copy parameters in from ``state_dict`` (e.g. ``{k: v.numpy() for k, v in torch_sd.items()}``);
+        returns ``(missing_keys, unexpected_keys)`` as PyTorch does.
 
         With ``strict``, missing and unexpected keys are errors; a wrong shape,
         ``None``, an object, string or complex array (anything that is not
@@ -198,6 +212,7 @@ class Module:
             )
         for name, value in staged.items():
             np.copyto(own[name], value, casting="unsafe")
+        return IncompatibleKeys(missing, unexpected)
 
     # -- modes and dtype ------------------------------------------------------
     def train(self, mode: bool = True) -> "Module":
