@@ -192,3 +192,14 @@ def test_cli_writes_the_format_its_extension_names(tmp_path):
     result = invoke("trace", config, "-o", tmp_path / "t.docx")
     assert result.exit_code == ExitCode.USAGE and "t.docx" in result.output and "png" in result.output
     assert not (tmp_path / "t.docx").exists()
+
+
+def test_what_trace_cannot_take_is_named():
+    x = np.zeros((6, 3), np.float32)
+    with pytest.raises(TypeError, match="expected a Recurrent module .*got LSTMCell"):
+        viz.trace(lstmkit.LSTMCell(3, 4), x)  # was: "Expected input to be 1D or 2D, got 3D" about an internal array
+    packed = lstmkit.utils.rnn.pack_sequence([x, x[:3]])
+    with pytest.raises(ValueError, match=r"x should be one sequence \(seq_len, 3\), got a PackedSequence"):
+        viz.trace(lstmkit.LSTM(3, 4), packed)
+    with pytest.raises(ValueError, match=r"d_out should have out's shape \(6, 4\), got \(4, 6\)"):
+        viz.trace(lstmkit.LSTM(3, 4), x, d_out=np.ones((4, 6)))  # a transposed gradient was reshaped silently

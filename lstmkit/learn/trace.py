@@ -132,6 +132,15 @@ def trace_module(module, x, *, d_out: str | np.ndarray = "last", source: str = "
     far back the last output reaches), an array shaped like ``out`` ``(T,
     D*P)``, or ``None`` (no backward).
     """
+    from ..nn import Recurrent
+    from ..utils.rnn import PackedSequence
+
+    if not isinstance(module, Recurrent):
+        raise TypeError(f"trace_module: expected a Recurrent module (LSTM, GRU, RNN, a plugin cell's Recurrent), "
+                        f"got {type(module).__name__}")
+    if isinstance(x, PackedSequence):
+        raise ValueError(f"trace_module: x should be one sequence (seq_len, {module.input_size}), got a "
+                         f"PackedSequence (trace one of unpack_sequence(x))")
     x = np.asarray(x, dtype=module.dtype)
     if x.ndim != 2 or x.shape[1] != module.input_size:
         raise ValueError(f"trace_module: x should be one sequence (seq_len, {module.input_size}), got {x.shape}")
@@ -147,7 +156,11 @@ def trace_module(module, x, *, d_out: str | np.ndarray = "last", source: str = "
             grad[-1] = 1.0
             trace.loss_text = "L = sum of the last step's output"
         else:
-            grad = np.asarray(d_out, dtype=out.dtype).reshape(out.shape[0], 1, -1)
+            grad = np.asarray(d_out, dtype=out.dtype)
+            if grad.shape != (out.shape[0], out.shape[2]):
+                raise ValueError(f"trace_module: d_out should have out's shape {(out.shape[0], out.shape[2])}, "
+                                 f"got {grad.shape}")
+            grad = grad[:, None, :]
             trace.loss_text = "the given d_out"
         backward(grad)
     _collect(trace, module, recorder)
