@@ -172,11 +172,13 @@ def test_loss_png_has_the_title_the_monitored_metric_and_the_best_epoch(tmp_path
     records += [{"event": "eval", "step": 2, "epoch": 1, "valid.loss": 0.6, "valid.accuracy": 0.5},
                 {"event": "eval", "step": 4, "epoch": 2, "valid.loss": 0.7, "valid.accuracy": 0.75}]
     best = {"metric": "valid.accuracy", "mode": "max", "value": 0.75, "step": 4, "epoch": 2}
+    baseline = {"method": "majority class", "valid": {"loss": 1.1, "accuracy": 0.33}}
     assert plot_losses(records, tmp_path / "loss.png", title="waves: sequence_classification",
-                       monitor="valid.accuracy", best=best) is None
+                       monitor="valid.accuracy", best=best, baseline=baseline) is None
     assert (tmp_path / "loss.png").read_bytes()[:4] == b"\x89PNG"
     assert seen["title"] == "waves: sequence_classification (monitor: valid.accuracy)"
     assert "best valid.accuracy 0.75 (epoch 2)" in seen["labels"]
+    assert "baseline (majority class) valid loss 1.1" in seen["labels"]
     assert "valid.accuracy (monitored)" in seen["labels"] and seen["right"] == ["valid.accuracy"]
 
 
@@ -408,3 +410,18 @@ def test_tensorboard_without_tensorboardx_names_the_extra(cli, tmp_path, monkeyp
     result = invoke(cli, "run", tmp_path / "tiny.yaml", "-o", tmp_path / "run", "--set", "outputs.tensorboard=true")
     assert result.exit_code == ExitCode.UNAVAILABLE and 'pip install "lstmkit[tensorboard]"' in result.output
     assert "Traceback" not in result.output and not (tmp_path / "run").exists()
+
+
+def test_a_baseline_that_does_not_fit_never_fails_the_run(cli, tmp_path, monkeypatch):
+    from lstmkit.tasks.sine import SineTask
+
+    def broken(self, split):
+        raise ValueError("shapes a plugin's task did not expect")
+
+    monkeypatch.setattr(SineTask, "baseline", broken)
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    result = invoke(cli, "run", tmp_path / "tiny.yaml", "-o", tmp_path / "run", "--set", "training.epochs=1",
+                    "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert "baseline (" not in result.output
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["baseline"] is None

@@ -133,12 +133,13 @@ def print_plan(echo: Echo, loaded, task, data, model, trainer) -> None:
 
 
 def plot_losses(records: list[dict], path: Path, *, title: str | None = None, monitor: str | None = None,
-                best: dict | None = None) -> str | None:
+                best: dict | None = None, baseline: dict | None = None) -> str | None:
     """Write ``loss.png``: train and valid loss by step, the monitored metric (on its own axis when it is not
     a loss) and the best evaluation marked; returns a note if matplotlib is missing.
 
     ``best``: ``results.json``'s ``best`` (``metric``, ``value``, ``step``, ``epoch``); ``None`` or a null
-    value: nothing is marked.
+    value: nothing is marked.  ``baseline``: ``results.json``'s ``baseline``; its valid loss is drawn as a
+    horizontal line (the loss a naive predictor gets).
     """
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -156,6 +157,10 @@ def plot_losses(records: list[dict], path: Path, *, title: str | None = None, mo
                                  (valid, "valid", "s-")):
         if points:
             ax.plot(*zip(*points), style, label=label, markersize=3, linewidth=1)
+    naive = ((baseline or {}).get("valid") or {}).get("loss")
+    if _number(naive) and (train or valid):
+        ax.axhline(naive, color="gray", linestyle="--", linewidth=1,
+                   label=f"baseline ({baseline.get('method')}) valid loss {naive:.4g}")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     if all(v > 0 for _, v in train + valid + epoch_train) and (train or valid):

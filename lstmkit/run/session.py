@@ -64,7 +64,8 @@ def run(
 ) -> int:
     """``lstmkit run``; returns the exit code (errors raise :class:`LstmkitError` subclasses).
 
-    ``progress(length, label)``: a progress display for each epoch (see :class:`~lstmkit.run.trainer.Trainer`).
+    ``progress(length, label)``: a progress display for each epoch (see :class:`~lstmkit.run.trainer.Trainer`);
+    :class:`~lstmkit.run.progress.RunProgress` is one for the whole run (pass its ``echo`` too).
     """
     from ..config.loader import load_config
 
@@ -314,7 +315,7 @@ def _train(trainer, folder: RunFolder, data, meta: dict, checkpointer, started: 
     trainer.metrics.flush()
     write_results(folder, record)
     note = plot_losses(trainer.metrics.records, folder.plot, title=f"{cfg.name}: {cfg.task.type}",
-                       monitor=trainer.monitor, best=record.get("best"))
+                       monitor=trainer.monitor, best=record.get("best"), baseline=baseline)
     finish_meta(folder, meta, status, trainer.state.step)
     if note:
         echo(note)
