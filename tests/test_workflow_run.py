@@ -425,3 +425,21 @@ def test_a_baseline_that_does_not_fit_never_fails_the_run(cli, tmp_path, monkeyp
     assert result.exit_code == 0, result.output
     assert "baseline (" not in result.output
     assert json.loads((tmp_path / "run" / "results.json").read_text())["baseline"] is None
+
+
+@pytest.mark.parametrize("task", ["sine", "adding", "copy", "char_lm", "csv", "sequence_classification"])
+def test_the_workflow_on_every_builtin_task(cli, tmp_path, task):
+    """Each example config: a short run records its baseline, metrics.csv, and evaluate saves predictions."""
+    run = tmp_path / "run"
+    result = invoke(cli, "run", ROOT / "examples" / f"{task}.yaml", "-o", run, "--set", "training.max_steps=3",
+                    "--no-progress")
+    assert result.exit_code == 0, result.output
+    results = json.loads((run / "results.json").read_text())
+    assert results["baseline"]["method"] and set(results["baseline"]["test"]) == set(results["test"])
+    assert (run / "metrics.csv").read_text().startswith("event,step,")
+    report = json.loads(invoke(cli, "evaluate", run, "--json", "--save-predictions", tmp_path / "p.jsonl").output)
+    rows = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert rows and len(rows) == report["predictions"]["rows"] and "index" in rows[0]
+    assert any(k.startswith("prediction") for k in rows[0]) and any(k.startswith("target") for k in rows[0])
+    assert (report["confusion"] is not None) == (task == "sequence_classification")
+    assert (report["per_column"] is not None) == (task == "csv")
