@@ -443,3 +443,10 @@ def test_the_workflow_on_every_builtin_task(cli, tmp_path, task):
     assert any(k.startswith("prediction") for k in rows[0]) and any(k.startswith("target") for k in rows[0])
     assert (report["confusion"] is not None) == (task == "sequence_classification")
     assert (report["per_column"] is not None) == (task == "csv")
+
+
+def test_seeds_go_under_the_configs_outputs_dir(cli, tmp_path):
+    (tmp_path / "tiny.yaml").write_text(TINY.replace("outputs: {log_every: 2}", "outputs: {log_every: 2, dir: group}"))
+    result = invoke(cli, "run", tmp_path / "tiny.yaml", "--seeds", "4", "--set", "training.epochs=1", "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "group" / "seed-4" / "results.json").is_file() and (tmp_path / "group" / "seeds.json").is_file()

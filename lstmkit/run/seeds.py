@@ -1,7 +1,7 @@
 """``lstmkit run CONFIG --seeds 0,1,2``: one config trained once per seed, with a mean ± std summary.
 
 Each seed is an ordinary run (everything :func:`~lstmkit.run.session.run` writes) in its own folder
-``<group>/seed-<N>``; the group folder is ``-o DIR`` or ``runs/<name>/<timestamp>``.  Beside them,
+``<group>/seed-<N>``; the group folder is ``-o DIR``, else ``outputs.dir``, else ``runs/<name>/<timestamp>``.  Beside them,
 ``seeds.json`` records every seed's status, best monitored value and test metrics, and their mean and
 standard deviation (sample standard deviation, ``n - 1``, over the seeds that finished; 0 for one seed).
 A seed that fails (e.g. a non-finite loss) is recorded and the others still run; Ctrl-C stops them all.
@@ -52,6 +52,7 @@ def run_seeds(config_path: str, seeds: Sequence[int], overrides: Sequence[str] =
         if options.get("dry_run"):
             echo(f"seeds: {', '.join(map(str, seeds))}, each in {output or 'runs/<name>/<timestamp>'}/seed-<N>")
         return code
+    output = output or loaded.config.outputs.dir  # -o, else the file's outputs.dir (absolute by now)
     if output is None:
         group = default_run_dir(loaded.config.name, create=True)
     else:
