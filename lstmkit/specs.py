@@ -55,6 +55,7 @@ class CellSpec:
 
     def __post_init__(self):
         _check_name("CellSpec", self.name)
+        _check_options_model("CellSpec", self.name, self.options_model)
         if not (isinstance(self.cell_type, type) and issubclass(self.cell_type, CellType)):
             raise TypeError(f"CellSpec {self.name!r}: cell_type must be a CellType subclass, got {self.cell_type!r}")
         if self.cell_type.name != self.name:
@@ -92,6 +93,14 @@ def _check_name(spec: str, name) -> None:
     """A name users write in code, configs and on the command line."""
     if not isinstance(name, str) or not name or any(c.isspace() for c in name):
         raise ValueError(f"{spec}: name should be a non-empty string without spaces, got {name!r}")
+
+
+def _check_options_model(spec: str, name: str, model) -> None:
+    """``None`` or a pydantic (v2) model class: the listings read its fields, ``create`` validates with it."""
+    if model is not None and not (isinstance(model, type) and hasattr(model, "model_fields")
+                                  and hasattr(model, "model_validate")):
+        got = model.__name__ if isinstance(model, type) else repr(model)
+        raise TypeError(f"{spec} {name!r}: options_model should be a pydantic model class or None, got {got}")
 
 
 def _check_callable(spec: str, name: str, what: str, value) -> None:
@@ -149,3 +158,4 @@ class TaskSpec:
     def __post_init__(self):
         _check_name("TaskSpec", self.name)
         _check_callable("TaskSpec", self.name, "factory", self.factory)
+        _check_options_model("TaskSpec", self.name, self.options_model)

@@ -8,6 +8,7 @@ installed plugins (distribution name and version included).
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import re
@@ -675,6 +676,11 @@ class _Named(CellType):
     name = ""
 
 
+@dataclasses.dataclass
+class _DataclassOptions:
+    n: int = 3
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda: CellSpec("", _Named), "name should be a non-empty string without spaces, got ''"),
     (lambda: CellSpec("my cell", type("C", (CellType,), {"name": "my cell"})), "got 'my cell'"),
@@ -685,6 +691,11 @@ class _Named(CellType):
     (lambda: BackendSpec("b", ReferenceBackend, priority="high"), "priority should be a finite number, got 'high'"),
     (lambda: BackendSpec("b", ReferenceBackend, priority=float("nan")), "priority should be a finite number, got nan"),
     (lambda: TaskSpec("t", None), "factory should be callable, got None"),
+    # A dataclass broke `lstmkit tasks` (no model_fields) and every Recurrent of the cell (no model_dump).
+    (lambda: TaskSpec("t", object, options_model=_DataclassOptions),
+     "options_model should be a pydantic model class or None, got _DataclassOptions"),
+    (lambda: CellSpec("c", type("C", (CellType,), {"name": "c"}), options_model=dict),
+     "options_model should be a pydantic model class or None, got dict"),
 ])
 def test_specs_refuse_what_the_registry_cannot_use(make, message):
     with pytest.raises((TypeError, ValueError), match=re.escape(message)):
