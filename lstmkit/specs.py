@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 from ._contain import call_plugin, describe
 from .cells import CellType
+from .cells.base import declaration_problem
 
 
 def _validated_options(kind: str, name: str, options_model, options: dict | None) -> dict:
@@ -58,6 +59,9 @@ class CellSpec:
         _check_options_model("CellSpec", self.name, self.options_model)
         if not (isinstance(self.cell_type, type) and issubclass(self.cell_type, CellType)):
             raise TypeError(f"CellSpec {self.name!r}: cell_type must be a CellType subclass, got {self.cell_type!r}")
+        problem = declaration_problem(self.cell_type)
+        if problem:
+            raise TypeError(f"CellSpec {self.name!r}: {problem}")
         if self.cell_type.name != self.name:
             raise ValueError(
                 f"CellSpec name {self.name!r} differs from {self.cell_type.__name__}.name {self.cell_type.name!r}"

@@ -696,6 +696,15 @@ class _DataclassOptions:
      "options_model should be a pydantic model class or None, got _DataclassOptions"),
     (lambda: CellSpec("c", type("C", (CellType,), {"name": "c"}), options_model=dict),
      "options_model should be a pydantic model class or None, got dict"),
+    # Declarations that registered and then failed in every module with NumPy's broadcasting errors:
+    (lambda: CellSpec("c", type("C", (CellType,), {"name": "c", "num_gates": 0})),
+     "CellSpec 'c': num_gates must be a positive int, got 0"),
+    (lambda: CellSpec("c", type("C", (CellType,), {"name": "c", "num_gates": "4"})),
+     "num_gates must be a positive int, got '4'"),
+    (lambda: CellSpec("c", type("C", (CellType,), {"name": "c", "state_names": ()})),
+     "state_names must be a non-empty tuple of str, got ()"),
+    (lambda: CellSpec("c", type("C", (CellType,), {"name": "c", "state_names": ("c", "h")})),
+     "state_names must start with 'h' (the output) and be unique, got ('c', 'h')"),
 ])
 def test_specs_refuse_what_the_registry_cannot_use(make, message):
     with pytest.raises((TypeError, ValueError), match=re.escape(message)):

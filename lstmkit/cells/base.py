@@ -105,6 +105,19 @@ class CellType:
         return f"{type(self).__name__}()"
 
 
+def declaration_problem(cell_type: type[CellType]) -> str | None:
+    """What is wrong with a cell type's ``num_gates`` and ``state_names`` (the engine sizes every
+    parameter and state by them), or ``None``.  ``CellSpec`` refuses a cell type that has a problem."""
+    gates, names = cell_type.num_gates, cell_type.state_names
+    if not isinstance(gates, int) or isinstance(gates, bool) or gates < 1:
+        return f"num_gates must be a positive int, got {gates!r}"
+    if not isinstance(names, tuple) or not names or not all(isinstance(n, str) for n in names):
+        return f"state_names must be a non-empty tuple of str, got {names!r}"
+    if names[0] != "h" or len(set(names)) != len(names):
+        return f"state_names must start with 'h' (the output) and be unique, got {names!r}"
+    return None
+
+
 def sigmoid(xp, x):
     """Logistic sigmoid as ``tanh(x/2)/2 + 1/2``: never overflows (chainer's form)."""
     return xp.tanh(x * 0.5) * 0.5 + 0.5
