@@ -217,6 +217,9 @@ class Registry:
         if name in self.plugins:
             raise PluginError(f"a plugin named {name!r} is already registered")
         loaded_as = self.pm.get_name(plugin)
+        if loaded_as is not None and self.plugins[loaded_as].version == "local":
+            raise PluginError(f"this plugin object is already registered in-process as {loaded_as!r}; unregister "
+                              f"it first (leave its registered_plugin block)")
         if loaded_as is not None:
             raise PluginError(
                 f"this plugin object is already registered as {loaded_as!r} (an installed plugin is "

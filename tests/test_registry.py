@@ -633,12 +633,17 @@ def test_cli_commands_from_plugins(fresh):
         assert result.exit_code == 0 and "lstm" in result.output
 
 
-def test_registering_an_already_loaded_plugin_says_how(fresh):
-    fresh()
-    plugin = ToyPlugin()
-    with registered_plugin(plugin, "toy-plugin"):
-        with pytest.raises(PluginError, match=r"already registered as 'toy-plugin'.*LSTMKIT_DISABLE_PLUGINS=toy-plugin"):
-            get_registry().register(plugin, "another-name")
+def test_registering_an_already_loaded_plugin_says_how(installed):
+    module = installed("lstmkit-toy", "1.0", "toy", """
+        import lstmkit
+
+        @lstmkit.hookimpl
+        def register_cells(register):
+            pass
+    """)
+    reset_registry()  # loads the installed plugin through its entry point
+    with pytest.raises(PluginError, match=r"already registered as 'toy'.*LSTMKIT_DISABLE_PLUGINS=toy"):
+        get_registry().register(sys.modules[module], "another-name")
 
 
 def test_plugin_cell_options_errors_are_readable():
@@ -720,3 +725,11 @@ def test_a_factory_that_returns_no_backend_is_unavailable_not_a_crash(fresh):
                 pytest.warns(RuntimeWarning, match="plugin 'notone'.* not a backend"):
             lstmkit.LSTM(2, 3, backend="notone")
         assert "notone" not in available_backends()
+
+
+def test_registering_an_in_process_plugin_twice_gives_in_process_advice(fresh):
+    plugin = types.SimpleNamespace(register_cells=lstmkit.hookimpl(lambda register: None))
+    with registered_plugin(plugin, "first"):
+        with pytest.raises(PluginError, match="already registered in-process as 'first'") as info:
+            get_registry().register(plugin, "second")
+    assert "LSTMKIT_DISABLE_PLUGINS" not in str(info.value)  # that advice is for an installed plugin
