@@ -11,7 +11,8 @@ _LAZY = {
     "Trainer": "trainer", "TrainerState": "trainer", "NonFiniteLoss": "trainer", "TrainingInterrupted": "trainer",
     "evaluate_split": "trainer",
     "save_checkpoint": "checkpoint", "load_checkpoint": "checkpoint", "load_weights": "checkpoint",
-    "MetricsLog": "metrics", "read_metrics": "metrics",
+    "MetricsLog": "metrics", "read_metrics": "metrics", "predict_split": "trainer",
+    "run_seeds": "seeds", "RunProgress": "progress", "baseline_metrics": "baseline",
     "atomic_open": "._atomic", "atomic_write_text": "._atomic", "atomic_write_json": "._atomic",
 }
 
