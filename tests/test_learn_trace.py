@@ -103,6 +103,7 @@ def test_pictures():
     other = viz.trace(lstmkit.RNN(3, 4, seed=0), x)
     fig2 = viz.plot_grad_norms({"RNN": other, "LSTM": trace})
     assert [line.get_label() for line in fig2.axes[0].get_lines()] == ["RNN", "LSTM"]
+    _close(fig, wide, fig2)
 
 
 def test_pictures_join_pyplot_when_it_is_in_use():
@@ -178,7 +179,15 @@ def test_unit_axis_has_whole_units():
     pytest.importorskip("matplotlib")
     fig = viz.plot_trace(viz.trace(lstmkit.LSTM(3, 16, seed=0), np.zeros((9, 3))))
     ticks = fig.axes[0].get_yticks()
+    _close(fig)
     assert len(ticks) and all(float(t).is_integer() for t in ticks), ticks  # no "unit 2.5"
+
+
+def _close(*figures):
+    """Figures join pyplot when another test loaded it: close them, or pyplot warns about too many."""
+    if "matplotlib.pyplot" in sys.modules:
+        for fig in figures:
+            sys.modules["matplotlib.pyplot"].close(fig)
 
 
 def test_cli_writes_the_format_its_extension_names(tmp_path):
