@@ -212,3 +212,12 @@ def test_what_trace_cannot_take_is_named():
         viz.trace(lstmkit.LSTM(3, 4), packed)
     with pytest.raises(ValueError, match=r"d_out should have out's shape \(6, 4\), got \(4, 6\)"):
         viz.trace(lstmkit.LSTM(3, 4), x, d_out=np.ones((4, 6)))  # a transposed gradient was reshaped silently
+
+
+def test_cli_in_process_leaves_no_pyplot_figure(tmp_path):
+    plt = pytest.importorskip("matplotlib.pyplot")
+    config = tmp_path / "tiny.yaml"
+    config.write_text(CONFIG)
+    before = set(plt.get_fignums())
+    assert invoke("trace", config, "-o", tmp_path / "t.png").exit_code == 0
+    assert set(plt.get_fignums()) == before

@@ -8,6 +8,7 @@ done in :mod:`lstmkit.learn.shapes`, :mod:`~lstmkit.learn.trace` and
 from __future__ import annotations
 
 import json
+import sys
 
 import click
 
@@ -129,5 +130,8 @@ def add_commands(cli: click.Group) -> None:
             raise LstmkitError(str(exc), ExitCode.USAGE) from None
         except OSError as exc:
             raise LstmkitError(f"cannot write {output}: {exc}", ExitCode.RUN_FAILED) from None
+        finally:  # called in-process where pyplot is loaded, the figure joined pyplot: let it go
+            if "matplotlib.pyplot" in sys.modules:
+                sys.modules["matplotlib.pyplot"].close(figure)
         click.echo(result.summary())
         click.echo(f"wrote {output}")
