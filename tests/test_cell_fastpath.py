@@ -150,3 +150,14 @@ def test_float64_cell_uses_the_fast_path(checked):
     x = np.linspace(-1, 1, 10).reshape(2, 5)
     np.testing.assert_allclose(cell(x, np.ones((2, 7))), ref(x, np.ones((2, 7))), rtol=1e-12)
     assert cell not in checked
+
+
+def test_cell_pickled_before_the_fast_path_still_runs():
+    cell = _make("LSTMCell")
+    x = np.ones((2, 5), np.float32)
+    state = cell.__getstate__()
+    del state["_fast"], state["_row_work"]  # what an older lstmkit pickled
+    old = RecurrentCell.__new__(type(cell))
+    old.__setstate__(state)
+    for g, w in zip(old(x), cell(x)):
+        np.testing.assert_array_equal(g, w)

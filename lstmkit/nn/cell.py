@@ -176,6 +176,12 @@ class RecurrentCell(Module):
         state["_fast"] = (None, None, None)  # found again on first use (holds a function)
         return state
 
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if "_fast" not in self.__dict__:  # pickled before the fast path existed
+            self._fast = (None, None, None)
+            self._row_work = sum(p.size for n, p in self._parameters.items() if n.startswith("weight"))
+
     def _on_device(self, input, x, state):
         """For a device backend (``backend.xp`` is not NumPy, e.g. CuPy): the
         step's input, state and parameters as ``xp`` arrays (NumPy ones copied
