@@ -114,6 +114,13 @@ def table(results: dict, configs: list[Path], settings: dict, title: str) -> str
     return "\n".join(lines)
 
 
+def _is_sweep_spec(path: Path) -> bool:
+    import yaml
+
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return isinstance(data, dict) and "params" in data
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--configs", help="comma-separated names of examples/*.yaml (default: all)")
@@ -126,7 +133,8 @@ def main(argv=None) -> int:
     ap.add_argument("--baseline", type=Path, help="also time the default setting of the checkout in this folder")
     ap.add_argument("--json", help="write every sample here")
     args = ap.parse_args(argv)
-    configs = sorted((ROOT / "examples").glob("*.yaml"))
+    # Run configs only: a sweep spec (lstmkit sweep; it has "params") is not something `lstmkit run` takes.
+    configs = [c for c in sorted((ROOT / "examples").glob("*.yaml")) if not _is_sweep_spec(c)]
     if args.configs:
         wanted = args.configs.split(",")
         unknown = sorted(set(wanted) - {c.stem for c in configs})
