@@ -31,6 +31,7 @@ import pluggy
 
 from . import hookspecs
 from ._contain import call_plugin, describe
+from ._suggest import suggest  # noqa: F401  (re-exported: lstmkit.registry.suggest)
 from .specs import BackendSpec, CellSpec, TaskSpec
 
 ENTRY_POINT_GROUP = "lstmkit"
@@ -554,16 +555,6 @@ def _restore(saved) -> None:
     for group, commands in saved:
         group.commands.clear()
         group.commands.update(commands)
-
-
-def suggest(word, choices) -> str:
-    """``"; did you mean 'x'?"`` for a close match among ``choices``, else ``""``."""
-    import difflib
-
-    if not isinstance(word, str):
-        return ""
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 class _Tables(dict):

@@ -39,7 +39,7 @@ from pydantic import BaseModel, ValidationError
 from . import schema
 from .errors import ConfigError, ConfigIssue, UnavailableError
 from .compose import BASE_KEY, compose
-from ..registry import suggest
+from .._suggest import suggest
 from .yamlio import Position, YAMLError, dump_yaml, load_yaml_file, parse_value
 
 __all__ = ["LoadedConfig", "load_config", "load_config_data", "parse_override", "diff_configs",

@@ -185,7 +185,7 @@ def load_sweep(path: str | Path | None = None, *, text: str | None = None, sourc
     if not isinstance(raw, dict):
         raise ConfigError([ConfigIssue("", f"a sweep file is a mapping (base:, params:, method:, ...), got "
                                        f"{_type(raw)}", _where(positions, ()))], source)
-    from ..registry import suggest
+    from .._suggest import suggest
 
     for key in raw:
         if key not in _KEYS:

@@ -109,7 +109,7 @@ class CSVTask(Task):
 
     def _check_names(self, path, header: list[str]) -> None:
         """``task.options.columns``/``targets`` must name header columns (reported at that key, with a suggestion)."""
-        from ..registry import suggest
+        from .._suggest import suggest
 
         for key in ("columns", "targets"):
             for name in getattr(self.options, key) or ():
