@@ -85,9 +85,12 @@ def build_model(loaded, task, generator: np.random.Generator | None = None):
 def thread_limit(threads: int | None):
     """``runtime.threads`` inside the block: the ceiling of the core's BLAS threads (``None``: auto, the
     usable CPUs; each call still uses one for small work), and one thread for every other pool so that
-    the NumPy work around the core never spins against it (``lstmkit/_threads.py``)."""
+    the NumPy work around the core never spins against it (``lstmkit/_threads.py``).  The process also
+    keeps the memory each step frees for the next (``lstmkit/_malloc.py``)."""
+    from .._malloc import retain_freed_memory
     from .._threads import threads as _threads
 
+    retain_freed_memory()
     with _threads(threads, others=1):
         yield
 
