@@ -367,6 +367,255 @@ cdef extern from *:
 
     LK_DEFINE_PANEL(float, f)
     LK_DEFINE_PANEL(double, d)
+
+    /* Fused LSTM step: one product [x_t | h] @ [W_ih | W_hh]^T per step over
+       panels whose columns interleave the gates of LK_U hidden units
+       ([i_u.. | f_u.. | g_u.. | o_u..]), so the gate math runs in the epilogue
+       on the accumulators: no input projection pass, no gate buffer, no
+       second pass over the pre-activations (oneDNN fuses the same way).
+       Panel q holds units [q*U, q*U + U): (I + P) * NR values k-major (x's
+       weights, then h's), zero for units past H; its bias (b_ih + b_hh) is NR
+       values.  */
+    #define LK_U 8   /* units per panel: NR / 4 for both dtypes */
+    #define LK_DEFINE_FUSED(T, S)                                                    \
+    static void lk_pack_lstm_##S(Py_ssize_t I, Py_ssize_t P, Py_ssize_t H,           \
+                                 const T *LK_RESTRICT w_ih, const T *LK_RESTRICT w_hh,\
+                                 const T *b_ih, const T *b_hh, T *LK_RESTRICT packed,\
+                                 T *LK_RESTRICT bias) {                              \
+        enum { NR = LK_NR_##S, U = LK_U };                                           \
+        const Py_ssize_t K = I + P;                                                  \
+        for (Py_ssize_t q0 = 0, q = 0; q0 < H; q0 += U, q++) {                       \
+            T *dst = packed + q * K * NR, *bq = bias + q * NR;                       \
+            for (int gt = 0; gt < 4; gt++)                                           \
+                for (int u = 0; u < U; u++) {                                        \
+                    const int col = gt * U + u;                                      \
+                    if (q0 + u >= H) {                                               \
+                        for (Py_ssize_t kk = 0; kk < K; kk++) dst[kk * NR + col] = 0;\
+                        bq[col] = 0;                                                 \
+                        continue;                                                    \
+                    }                                                                \
+                    const Py_ssize_t row = gt * H + q0 + u;                          \
+                    const T *wi = w_ih + row * I, *wh = w_hh + row * P;              \
+                    for (Py_ssize_t kk = 0; kk < I; kk++) dst[kk * NR + col] = wi[kk];\
+                    for (Py_ssize_t kk = 0; kk < P; kk++) dst[(I + kk) * NR + col] = wh[kk];\
+                    bq[col] = (b_ih ? b_ih[row] : (T)0) + (b_hh ? b_hh[row] : (T)0);  \
+                }                                                                    \
+        }                                                                            \
+    }                                                                                \
+    /* m rows, panels [q_lo, q_hi): x (m, I), h (m, P) h_prev; c (m, H) c_prev in, \
+       c out; hout (m, H) h_cell (must not overlap h); training: act (m, 4H) the  \
+       activations i, f, g, o in the usual layout and tanhc (m, H), else both     \
+       NULL.  Only the panels' units of c, hout, act and tanhc are touched. */    \
+    LK_KERNEL void lk_lstm_fused_##S(Py_ssize_t m, Py_ssize_t H, Py_ssize_t I,      \
+                                     Py_ssize_t P, Py_ssize_t q_lo, Py_ssize_t q_hi, \
+                                     const T *LK_RESTRICT x,                         \
+                                     const T *LK_RESTRICT h,                         \
+                                     const T *LK_RESTRICT packed,                    \
+                                     const T *LK_RESTRICT bias, T *LK_RESTRICT c,    \
+                                     T *LK_RESTRICT hout, T *LK_RESTRICT act,        \
+                                     T *LK_RESTRICT tanhc) {                         \
+        enum { NR = LK_NR_##S, U = LK_U };                                           \
+        const Py_ssize_t K = I + P;                                                  \
+        for (Py_ssize_t q = q_lo, q0 = q_lo * U; q < q_hi; q0 += U, q++) {           \
+            const T *w = packed + q * K * NR, *bq = bias + q * NR;                   \
+            const Py_ssize_t nu = H - q0 < U ? H - q0 : U;                           \
+            for (Py_ssize_t r0 = 0; r0 < m; r0 += LK_MR) {                           \
+                const Py_ssize_t mr = m - r0 < LK_MR ? m - r0 : LK_MR;               \
+                const T *xr[LK_MR], *hr[LK_MR];                                      \
+                for (int r = 0; r < LK_MR; r++) {                                    \
+                    const Py_ssize_t row = r0 + (r < mr ? r : mr - 1);               \
+                    xr[r] = x + row * I; hr[r] = h + row * P;                        \
+                }                                                                    \
+                T acc[LK_MR][NR];                                                    \
+                for (int r = 0; r < LK_MR; r++)                                      \
+                    for (int j = 0; j < NR; j++) acc[r][j] = bq[j];                  \
+                for (Py_ssize_t kk = 0; kk < I; kk++) {                              \
+                    const T *wk = w + kk * NR;                                       \
+                    for (int r = 0; r < LK_MR; r++) {                                \
+                        const T av = xr[r][kk];                                      \
+                        for (int j = 0; j < NR; j++) acc[r][j] += av * wk[j];        \
+                    }                                                                \
+                }                                                                    \
+                const T *wh = w + I * NR;                                            \
+                for (Py_ssize_t kk = 0; kk < P; kk++) {                              \
+                    const T *wk = wh + kk * NR;                                      \
+                    for (int r = 0; r < LK_MR; r++) {                                \
+                        const T av = hr[r][kk];                                      \
+                        for (int j = 0; j < NR; j++) acc[r][j] += av * wk[j];        \
+                    }                                                                \
+                }                                                                    \
+                for (Py_ssize_t r = 0; r < mr; r++) {                                \
+                    const Py_ssize_t row = r0 + r;                                   \
+                    T *cr = c + row * H + q0, *hrw = hout + row * H + q0;            \
+                    T cp[U], ig[U], fg[U], gg[U], og[U], cn[U], tc[U];               \
+                    /* whole panels (nu == U) keep constant trip counts */           \
+                    if (nu == U) for (int u = 0; u < U; u++) cp[u] = cr[u];          \
+                    else for (int u = 0; u < U; u++) cp[u] = u < nu ? cr[u] : 0;     \
+                    for (int u = 0; u < U; u++) {                                    \
+                        ig[u] = lk_sigmoid_##S(acc[r][u]);                           \
+                        fg[u] = lk_sigmoid_##S(acc[r][U + u]);                       \
+                        gg[u] = lk_tanh_##S(acc[r][2 * U + u]);                      \
+                        og[u] = lk_sigmoid_##S(acc[r][3 * U + u]);                   \
+                        cn[u] = fg[u] * cp[u] + ig[u] * gg[u];                       \
+                        tc[u] = lk_tanh_##S(cn[u]);                                  \
+                    }                                                                \
+                    T *ar = act ? act + row * 4 * H + q0 : NULL;                     \
+                    T *tr = act ? tanhc + row * H + q0 : NULL;                       \
+                    if (nu == U) {                                                   \
+                        for (int u = 0; u < U; u++) {                                \
+                            cr[u] = cn[u]; hrw[u] = og[u] * tc[u];                   \
+                        }                                                            \
+                        if (act)                                                     \
+                            for (int u = 0; u < U; u++) {                            \
+                                ar[u] = ig[u]; ar[H + u] = fg[u];                    \
+                                ar[2 * H + u] = gg[u]; ar[3 * H + u] = og[u];        \
+                                tr[u] = tc[u];                                       \
+                            }                                                        \
+                    } else {                                                         \
+                        for (Py_ssize_t u = 0; u < nu; u++) {                        \
+                            cr[u] = cn[u]; hrw[u] = og[u] * tc[u];                   \
+                            if (act) {                                               \
+                                ar[u] = ig[u]; ar[H + u] = fg[u];                    \
+                                ar[2 * H + u] = gg[u]; ar[3 * H + u] = og[u];        \
+                                tr[u] = tc[u];                                       \
+                            }                                                        \
+                        }                                                            \
+                    }                                                                \
+                }                                                                    \
+            }                                                                        \
+        }                                                                            \
+    }
+
+    LK_DEFINE_FUSED(float, f)
+    LK_DEFINE_FUSED(double, d)
+    #if defined(__x86_64__) || defined(_M_X64)
+    #  include <immintrin.h>
+    #  define LK_PAUSE() _mm_pause()
+    #else
+    #  define LK_PAUSE() ((void)0)
+    #endif
+    #if defined(__unix__) || defined(__APPLE__)
+    #  include <pthread.h>
+    #  include <sched.h>
+    #  define LK_HAVE_PTHREAD 1
+    #else
+    #  define LK_HAVE_PTHREAD 0
+    #  define sched_yield() ((void)0)
+    #endif
+    /* The fused LSTM forward over a packed sequence (see _lstm_forward for the
+       arguments), without projection, on one or two threads: each thread owns
+       half of the panels (units) for the whole loop, so c, the gates and the
+       new h of a unit are written by one thread only.  h alternates between
+       h (B, H) and hs (B, H) scratch (step s reads one and writes the other),
+       so one barrier per step suffices: after it every unit of the new h is
+       there, and nobody reads the old one any more. */
+    typedef struct { int n, count, sense; } lk_barrier;
+    static void lk_barrier_wait(lk_barrier *b, int *sense) {
+        *sense = !*sense;
+        if (__atomic_add_fetch(&b->count, 1, __ATOMIC_ACQ_REL) == b->n) {
+            __atomic_store_n(&b->count, 0, __ATOMIC_RELAXED);
+            __atomic_store_n(&b->sense, *sense, __ATOMIC_RELEASE);
+        } else {
+            unsigned spins = 0;
+            while (__atomic_load_n(&b->sense, __ATOMIC_ACQUIRE) != *sense) {
+                if (++spins < 2048) { LK_PAUSE(); } else { sched_yield(); }
+            }
+        }
+    }
+    typedef struct {
+        Py_ssize_t steps, rows, isz, hsz, split, panels;  /* T, N, I, H */
+        const int64_t *bs; int reverse, nthreads;
+        const void *x, *packed, *bias;
+        void *h, *hs, *c, *y, *gates, *hprev, *cprev, *tanhc;
+        lk_barrier bar;
+    #if LK_HAVE_PTHREAD
+        pthread_t worker;   /* one per call: a few us against a two-thread call's ms */
+    #endif
+    } lk_fused_job;
+    static int lk_spawn(lk_fused_job *j, void *(*fn)(void *)) {
+    #if LK_HAVE_PTHREAD
+        return pthread_create(&j->worker, NULL, fn, j) == 0;
+    #else
+        (void)j; (void)fn; return 0;
+    #endif
+    }
+    static void lk_join(lk_fused_job *j) {
+    #if LK_HAVE_PTHREAD
+        pthread_join(j->worker, NULL);
+    #else
+        (void)j;
+    #endif
+    }
+    #define LK_DEFINE_FUSED_LOOP(T_, S)                                              \
+    static void lk_fused_run_##S(lk_fused_job *j, int tid) {                         \
+        const Py_ssize_t T = j->steps, I = j->isz, H = j->hsz, G = 4 * H;            \
+        const Py_ssize_t q_lo = tid ? j->split : 0;                                  \
+        const Py_ssize_t q_hi = tid || j->nthreads == 1 ? j->panels : j->split;      \
+        const Py_ssize_t u_lo = q_lo * LK_U;                                         \
+        const Py_ssize_t nu = (q_hi * LK_U < H ? q_hi * LK_U : H) - u_lo;            \
+        const T_ *x = (const T_ *)j->x;                                              \
+        T_ *c = (T_ *)j->c, *y = (T_ *)j->y, *gates = (T_ *)j->gates;                \
+        T_ *hprev = (T_ *)j->hprev, *cprev = (T_ *)j->cprev, *tanhc = (T_ *)j->tanhc;\
+        Py_ssize_t off = j->reverse ? j->rows : 0;                                   \
+        int sense = 0;                                                               \
+        for (Py_ssize_t s = 0; s < T; s++) {                                         \
+            const Py_ssize_t t = j->reverse ? T - 1 - s : s;                         \
+            const Py_ssize_t live = (Py_ssize_t)j->bs[t];                            \
+            T_ *hin = (T_ *)(s % 2 ? j->hs : j->h), *hout = (T_ *)(s % 2 ? j->h : j->hs);\
+            if (j->reverse) off -= live;                                             \
+            if (live > 0 && nu > 0) {                                                \
+                if (hprev) {                                                         \
+                    if (tid == 0)                                                    \
+                        memcpy(hprev + off * H, hin, (size_t)(live * H) * sizeof(T_));\
+                    for (Py_ssize_t r = 0; r < live; r++)                            \
+                        memcpy(cprev + (off + r) * H + u_lo, c + r * H + u_lo,       \
+                               (size_t)nu * sizeof(T_));                             \
+                }                                                                    \
+                lk_lstm_fused_##S(live, H, I, H, q_lo, q_hi, x + off * I, hin,       \
+                                  (const T_ *)j->packed, (const T_ *)j->bias, c, hout,\
+                                  hprev ? gates + off * G : NULL,                    \
+                                  hprev ? tanhc + off * H : NULL);                   \
+                if (y)                                                               \
+                    for (Py_ssize_t r = 0; r < live; r++)                            \
+                        memcpy(y + (off + r) * H + u_lo, hout + r * H + u_lo,        \
+                               (size_t)nu * sizeof(T_));                             \
+            }                                                                        \
+            if (!j->reverse) off += live;                                            \
+            if (j->nthreads > 1) lk_barrier_wait(&j->bar, &sense);                   \
+        }                                                                            \
+    }                                                                                \
+    static void *lk_fused_worker_##S(void *job) {                                    \
+        lk_fused_run_##S((lk_fused_job *)job, 1);                                    \
+        return NULL;                                                                 \
+    }                                                                                \
+    /* Runs the job; then h holds each row's last h (a row's last step may have    \
+       written it into hs).  Two threads only where pthreads exist and the job    \
+       has two panels; a failed pthread_create runs it on one. */                   \
+    static void lk_fused_forward_##S(lk_fused_job *j) {                              \
+        j->split = (j->panels + 1) / 2;                                              \
+        j->bar.n = 2; j->bar.count = 0; j->bar.sense = 0;                            \
+        int two = j->nthreads > 1 && j->panels > 1 && LK_HAVE_PTHREAD;               \
+        j->nthreads = 1;                                                             \
+        if (two) {                                                                   \
+            j->nthreads = 2;                                                         \
+            if (!lk_spawn(j, lk_fused_worker_##S)) j->nthreads = 1;                  \
+        }                                                                            \
+        lk_fused_run_##S(j, 0);                                                      \
+        if (j->nthreads > 1) lk_join(j);                                             \
+        const Py_ssize_t T = j->steps, H = j->hsz;                                   \
+        T_ *h = (T_ *)j->h, *hs = (T_ *)j->hs;                                       \
+        const Py_ssize_t B = T ? (Py_ssize_t)j->bs[0] : 0;  /* rows ever live */     \
+        for (Py_ssize_t r = 0; r < B; r++) {                                         \
+            Py_ssize_t steps = 0;   /* steps in which row r is live */               \
+            for (Py_ssize_t t = 0; t < T && j->bs[t] > r; t++) steps++;              \
+            const Py_ssize_t last = j->reverse ? T - 1 : steps - 1;                  \
+            if (steps > 0 && last % 2 == 0)  /* step `last` wrote hs */              \
+                memcpy(h + r * H, hs + r * H, (size_t)H * sizeof(T_));               \
+        }                                                                            \
+    }
+
+    LK_DEFINE_FUSED_LOOP(float, f)
+    LK_DEFINE_FUSED_LOOP(double, d)
     """
     void lk_tanh_arr_f(Py_ssize_t n, const float* x, float* out) noexcept nogil
     void lk_tanh_arr_d(Py_ssize_t n, const double* x, double* out) noexcept nogil
@@ -412,6 +661,30 @@ cdef extern from *:
     void lk_panel_gemm_d(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const double* a,
                          Py_ssize_t lda, const double* packed, int accumulate, double* out,
                          Py_ssize_t ldo) noexcept nogil
+    int LK_U
+    ctypedef struct lk_fused_job:
+        Py_ssize_t steps, rows, isz, hsz, panels
+        const int64_t* bs
+        int reverse, nthreads
+        const void* x
+        const void* packed
+        const void* bias
+        void* h
+        void* hs
+        void* c
+        void* y
+        void* gates
+        void* hprev
+        void* cprev
+        void* tanhc
+    void lk_fused_forward_f(lk_fused_job* j) noexcept nogil
+    void lk_fused_forward_d(lk_fused_job* j) noexcept nogil
+    void lk_pack_lstm_f(Py_ssize_t I, Py_ssize_t P, Py_ssize_t H, const float* w_ih,
+                        const float* w_hh, const float* b_ih, const float* b_hh,
+                        float* packed, float* bias) noexcept nogil
+    void lk_pack_lstm_d(Py_ssize_t I, Py_ssize_t P, Py_ssize_t H, const double* w_ih,
+                        const double* w_hh, const double* b_ih, const double* b_hh,
+                        double* packed, double* bias) noexcept nogil
 
 
 # ---------------------------------------------------------------------------
@@ -554,6 +827,16 @@ cdef inline void _pack(Py_ssize_t k, Py_ssize_t n, const floating* src, bint tra
         lk_pack_f(k, n, src, trans, packed)
     else:
         lk_pack_d(k, n, src, trans, packed)
+
+
+cdef inline void _pack_lstm(Py_ssize_t I, Py_ssize_t P, Py_ssize_t H, const floating* w_ih,
+                            const floating* w_hh, const floating* b_ih, const floating* b_hh,
+                            floating* packed, floating* bias) noexcept nogil:
+    """Panels and bias of the fused LSTM step (``lk_pack_lstm``)."""
+    if floating is float:
+        lk_pack_lstm_f(I, P, H, w_ih, w_hh, b_ih, b_hh, packed, bias)
+    else:
+        lk_pack_lstm_d(I, P, H, w_ih, w_hh, b_ih, b_hh, packed, bias)
 
 
 cdef inline void _panel_gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const floating* a,
@@ -1010,7 +1293,7 @@ def lstm_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
                  floating[:, ::1] gates, floating[:, ::1] hcell,
                  floating[:, ::1] hprev=None, floating[:, ::1] cprev=None,
                  floating[:, ::1] tanhc=None, bint panels=True,
-                 bint flush_denormals=False):
+                 bint flush_denormals=False, bint fuse=True, int threads=1):
     """LSTM layer-direction forward over a packed sequence (see the module docstring).
 
     ``x`` (N, I); ``w_ih`` (4H, I), ``w_hh`` (4H, P), ``b_ih``/``b_hh`` (4H) or
@@ -1021,7 +1304,10 @@ def lstm_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
     projected R rows at a time.  ``hcell``: None without projection, else
     (N, H) when training, (B, H) otherwise.  Training: pass ``hprev`` (N, P),
     ``cprev``/``tanhc`` (N, H).  ``panels``: allow the packed small-batch kernel
-    (else BLAS for every per-step product; a test switch).  ``flush_denormals``:
+    (else BLAS for every per-step product; a test switch); ``fuse``: allow the
+    fused step (``lk_fused_forward``: 2-64 rows, no projection; a test switch).
+    ``threads``: the fused step may split its units over this many threads
+    (at most 2; the caller's policy decides).  ``flush_denormals``:
     run with the calling thread's SSE flush-to-zero and denormals-are-zero
     flags set (restored on return; x86-64 only, elsewhere no effect; BLAS
     worker threads other than the caller keep their own setting).
@@ -1061,22 +1347,53 @@ def lstm_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
         _shape("tanhc", tanhc.shape[0], tanhc.shape[1], N, H)
     _check_batch_sizes(batch_sizes, B, N)
     cdef Py_ssize_t rows = batch_sizes[0] if N else 0
-    cdef _Panels pk = _panels_for(rows, P, G, sizeof(floating), panels)
+    # 2-64 rows, no projection, on a CPU where panels pay: the fused step; else
+    # the input projection, then panels or BLAS per step
+    cdef bint fused = (fuse and panels and w_hr is None and 1 < rows <= _PANEL_MAX_ROWS
+                       and lk_panels_pay(floating is double))
+    cdef Py_ssize_t npanels = (H + LK_U - 1) // LK_U
+    cdef Py_ssize_t wsize = npanels * LK_U * 4 * (I + H + 1)
+    cdef _Panels pk = _panels_for(0 if fused else rows, P, G, sizeof(floating), panels)
     cdef _Panels pk_hr = _panels_for(rows, H, P, sizeof(floating), panels and w_hr is not None)
+    cdef _Panels fz = _Panels()
+    cdef lk_fused_job job
+    if fused:
+        # packed [W_ih | W_hh] panels, their biases, then the second h buffer
+        fz.ptr = malloc((wsize + B * H) * sizeof(floating))
+        if fz.ptr == NULL:
+            raise MemoryError()
+        job.steps, job.rows, job.isz, job.hsz = batch_sizes.shape[0], N, I, H
+        job.panels = npanels
+        job.bs, job.reverse, job.nthreads = &batch_sizes[0], reverse, threads
+        job.x, job.packed = &x[0, 0], fz.ptr
+        job.bias = <floating*>fz.ptr + npanels * LK_U * 4 * (I + H)
+        job.h, job.hs, job.c = &h[0, 0], <floating*>fz.ptr + wsize, &c[0, 0]
+        job.y = _p2(y)
+        job.gates = &gates[0, 0] if train else NULL
+        job.hprev, job.cprev, job.tanhc = _p2(hprev), _p2(cprev), _p2(tanhc)
     cdef unsigned csr = lk_denormals_flush() if flush_denormals else 0
     try:
         with nogil:
             memmove(&h[0, 0], &h0[0, 0], B * P * sizeof(floating))
             memmove(&c[0, 0], &c0[0, 0], B * H * sizeof(floating))
-            if pk.ptr != NULL:
-                _pack(P, G, &w_hh[0, 0], True, <floating*>pk.ptr)
-            if pk_hr.ptr != NULL:
-                _pack(H, P, &w_hr[0, 0], True, <floating*>pk_hr.ptr)
-            _lstm_forward(batch_sizes.shape[0], &batch_sizes[0], reverse, N, I, H, P,
-                          &x[0, 0], &w_ih[0, 0], &w_hh[0, 0], <floating*>pk.ptr, _c1(b_ih),
-                          _c1(b_hh), _c2(w_hr), <floating*>pk_hr.ptr, &h[0, 0], &c[0, 0], _p2(y),
-                          &gates[0, 0], gates.shape[0], _p2(hcell), _p2(hprev), _p2(cprev),
-                          _p2(tanhc))
+            if fused:
+                memcpy(<floating*>job.hs, &h0[0, 0], B * H * sizeof(floating))
+                _pack_lstm(I, H, H, &w_ih[0, 0], &w_hh[0, 0], _c1(b_ih), _c1(b_hh),
+                           <floating*>job.packed, <floating*>job.bias)
+                if floating is float:
+                    lk_fused_forward_f(&job)
+                else:
+                    lk_fused_forward_d(&job)
+            else:
+                if pk.ptr != NULL:
+                    _pack(P, G, &w_hh[0, 0], True, <floating*>pk.ptr)
+                if pk_hr.ptr != NULL:
+                    _pack(H, P, &w_hr[0, 0], True, <floating*>pk_hr.ptr)
+                _lstm_forward(batch_sizes.shape[0], &batch_sizes[0], reverse, N, I, H, P,
+                              &x[0, 0], &w_ih[0, 0], &w_hh[0, 0], <floating*>pk.ptr,
+                              _c1(b_ih), _c1(b_hh), _c2(w_hr), <floating*>pk_hr.ptr, &h[0, 0],
+                              &c[0, 0], _p2(y), &gates[0, 0], gates.shape[0], _p2(hcell),
+                              _p2(hprev), _p2(cprev), _p2(tanhc))
     finally:
         if flush_denormals:
             lk_denormals_restore(csr)

@@ -12,6 +12,7 @@ import numpy as np
 
 from .. import _core
 from .._threads import kernel as _sized
+from .._threads import split_threads as _split_threads
 from ..cells import GRUCellType, LSTMCellType, RNNReluCellType
 from .base import FUSED_CELLS, Backend, float_dtype, keyed_grads
 from .reference import ReferenceBackend
@@ -103,8 +104,10 @@ class CythonBackend(Backend):
     # -- forward ----------------------------------------------------------------
     # The core's BLAS threads are sized per call by the per-step work (lstmkit/_threads.py).
     def layer_forward(self, cell, params, x, batch_sizes, reverse, state0, training):
-        with _sized(len(state0[0]) * params["weight_hh"].size):
-            return self._layer_forward(cell, params, x, batch_sizes, reverse, state0, training)
+        work = len(state0[0]) * params["weight_hh"].size
+        with _sized(work):
+            return self._layer_forward(cell, params, x, batch_sizes, reverse, state0, training,
+                                       _split_threads(work))
 
     def layer_backward(self, cell, params, cache, d_y, d_state_n):
         with _sized(len(d_state_n[0]) * params["weight_hh"].size):
@@ -114,7 +117,7 @@ class CythonBackend(Backend):
         with _sized(len(x) * (params["weight_ih"].size + params["weight_hh"].size)):
             return self._cell_step(cell, params, x, state)
 
-    def _layer_forward(self, cell, params, x, batch_sizes, reverse, state0, training):
+    def _layer_forward(self, cell, params, x, batch_sizes, reverse, state0, training, threads=1):
         kind = type(cell)
         if kind not in FUSED_CELLS:
             return _REFERENCE.layer_forward(
@@ -144,13 +147,13 @@ class CythonBackend(Backend):
                 hcell = None if w_hr is None else _empty((b, hid), dt)
                 k.lstm_forward(x, w_ih, w_hh, b_ih, b_hh, w_hr, bs, reverse, h0, c0,
                                h, c, y, gates, hcell,
-                               flush_denormals=FLUSH_DENORMALS)
+                               flush_denormals=FLUSH_DENORMALS, threads=threads)
                 return y, (h, c), None
             hcell = None if w_hr is None else _empty((n, hid), dt)
             hprev, cprev, tanhc = _empty((n, p), dt), _empty((n, hid), dt), _empty((n, hid), dt)
             k.lstm_forward(x, w_ih, w_hh, b_ih, b_hh, w_hr, bs, reverse, h0, c0,
                            h, c, y, gates, hcell, hprev, cprev, tanhc,
-                           flush_denormals=FLUSH_DENORMALS)
+                           flush_denormals=FLUSH_DENORMALS, threads=threads)
             cache = _Cache(dt, bs, reverse, x, (gates, hprev, cprev, tanhc, hcell))
             return y, (h, c), cache
 
