@@ -177,16 +177,18 @@ cdef extern from *:
     /* LSTM step backward: from the activations g, c_prev, tanh(c), dh (n, H)      \
        (total gradient of h_cell) and dc (n, H) (gradient of c from later steps),   \
        writes dg (n, 4H) (gates' pre-activation gradients) and dc <- dc_prev. */    \
-    LK_KERNEL void lk_lstm_bwd_##S(Py_ssize_t n, Py_ssize_t H, const T *LK_RESTRICT g,\
-                                   const T *LK_RESTRICT cprev,                       \
-                                   const T *LK_RESTRICT tanhc,                       \
-                                   const T *LK_RESTRICT dh, T *LK_RESTRICT dc,       \
-                                   T *LK_RESTRICT dg) {                              \
+    /* (units [j0, j1) of each row: a thread's share) */                           \
+    LK_KERNEL void lk_lstm_bwd_units_##S(Py_ssize_t n, Py_ssize_t H, Py_ssize_t j0,  \
+                                         Py_ssize_t j1, const T *LK_RESTRICT g,      \
+                                         const T *LK_RESTRICT cprev,                 \
+                                         const T *LK_RESTRICT tanhc,                 \
+                                         const T *LK_RESTRICT dh, T *LK_RESTRICT dc, \
+                                         T *LK_RESTRICT dg) {                        \
         for (Py_ssize_t b = 0; b < n; b++) {                                         \
             const T *gb = g + b * 4 * H, *cp = cprev + b * H, *tc = tanhc + b * H;   \
             const T *dhb = dh + b * H;                                               \
             T *dcb = dc + b * H, *dgb = dg + b * 4 * H;                              \
-            for (Py_ssize_t j = 0; j < H; j++) {                                     \
+            for (Py_ssize_t j = j0; j < j1; j++) {                                   \
                 const T i = gb[j], f = gb[H + j], gg = gb[2 * H + j], o = gb[3 * H + j];\
                 const T t = tc[j], d = dhb[j];                                       \
                 const T dcn = dcb[j] + d * o * (1 - t * t);                          \
@@ -197,6 +199,13 @@ cdef extern from *:
                 dcb[j] = dcn * f;                                                    \
             }                                                                        \
         }                                                                            \
+    }                                                                                \
+    LK_KERNEL void lk_lstm_bwd_##S(Py_ssize_t n, Py_ssize_t H, const T *LK_RESTRICT g,\
+                                   const T *LK_RESTRICT cprev,                       \
+                                   const T *LK_RESTRICT tanhc,                       \
+                                   const T *LK_RESTRICT dh, T *LK_RESTRICT dc,       \
+                                   T *LK_RESTRICT dg) {                              \
+        lk_lstm_bwd_units_##S(n, H, 0, H, g, cprev, tanhc, dh, dc, dg);              \
     }                                                                                \
     /* GRU step: gi (n, 3H) input part [r|z|n] (b_hr, b_hz already added);         \
        gh (n, 3H) = h_prev W_hh^T; bhn (H); h (n, H) h_prev in, h out.  With ghn   \
@@ -522,35 +531,49 @@ cdef extern from *:
             }
         }
     }
+    /* Two threads for one core call: the caller and one worker started per call
+       (a few us against the ms such a call takes). */
+    typedef struct {
+        lk_barrier bar;
+        int nthreads;
+    #if LK_HAVE_PTHREAD
+        pthread_t worker;
+    #endif
+    } lk_team;
+    static void lk_team_start(lk_team *t, int want, void *(*fn)(void *), void *arg) {
+        t->bar.n = 2; t->bar.count = 0; t->bar.sense = 0;
+        t->nthreads = 1;
+    #if LK_HAVE_PTHREAD
+        if (want > 1) {
+            t->nthreads = 2;  /* before the worker starts: it reads it */
+            if (pthread_create(&t->worker, NULL, fn, arg) != 0) t->nthreads = 1;
+        }
+    #else
+        (void)want; (void)fn; (void)arg;
+    #endif
+    }
+    static void lk_team_wait(lk_team *t, int *sense) {
+        if (t->nthreads > 1) lk_barrier_wait(&t->bar, sense);
+    }
+    static void lk_team_end(lk_team *t) {
+    #if LK_HAVE_PTHREAD
+        if (t->nthreads > 1) pthread_join(t->worker, NULL);
+    #else
+        (void)t;
+    #endif
+    }
     typedef struct {
         Py_ssize_t steps, rows, isz, hsz, split, panels;  /* T, N, I, H */
         const int64_t *bs; int reverse, nthreads;
         const void *x, *packed, *bias;
         void *h, *hs, *c, *y, *gates, *hprev, *cprev, *tanhc;
-        lk_barrier bar;
-    #if LK_HAVE_PTHREAD
-        pthread_t worker;   /* one per call: a few us against a two-thread call's ms */
-    #endif
+        lk_team team;
     } lk_fused_job;
-    static int lk_spawn(lk_fused_job *j, void *(*fn)(void *)) {
-    #if LK_HAVE_PTHREAD
-        return pthread_create(&j->worker, NULL, fn, j) == 0;
-    #else
-        (void)j; (void)fn; return 0;
-    #endif
-    }
-    static void lk_join(lk_fused_job *j) {
-    #if LK_HAVE_PTHREAD
-        pthread_join(j->worker, NULL);
-    #else
-        (void)j;
-    #endif
-    }
     #define LK_DEFINE_FUSED_LOOP(T_, S)                                              \
     static void lk_fused_run_##S(lk_fused_job *j, int tid) {                         \
         const Py_ssize_t T = j->steps, I = j->isz, H = j->hsz, G = 4 * H;            \
         const Py_ssize_t q_lo = tid ? j->split : 0;                                  \
-        const Py_ssize_t q_hi = tid || j->nthreads == 1 ? j->panels : j->split;      \
+        const Py_ssize_t q_hi = tid || j->team.nthreads == 1 ? j->panels : j->split; \
         const Py_ssize_t u_lo = q_lo * LK_U;                                         \
         const Py_ssize_t nu = (q_hi * LK_U < H ? q_hi * LK_U : H) - u_lo;            \
         const T_ *x = (const T_ *)j->x;                                              \
@@ -581,27 +604,20 @@ cdef extern from *:
                                (size_t)nu * sizeof(T_));                             \
             }                                                                        \
             if (!j->reverse) off += live;                                            \
-            if (j->nthreads > 1) lk_barrier_wait(&j->bar, &sense);                   \
+            lk_team_wait(&j->team, &sense);                                          \
         }                                                                            \
     }                                                                                \
     static void *lk_fused_worker_##S(void *job) {                                    \
         lk_fused_run_##S((lk_fused_job *)job, 1);                                    \
         return NULL;                                                                 \
     }                                                                                \
-    /* Runs the job; then h holds each row's last h (a row's last step may have    \
-       written it into hs).  Two threads only where pthreads exist and the job    \
-       has two panels; a failed pthread_create runs it on one. */                   \
+    /* Runs the job on up to j->nthreads (2) threads; then h holds each row's last \
+       h (a row's last step may have written it into hs). */                       \
     static void lk_fused_forward_##S(lk_fused_job *j) {                              \
         j->split = (j->panels + 1) / 2;                                              \
-        j->bar.n = 2; j->bar.count = 0; j->bar.sense = 0;                            \
-        int two = j->nthreads > 1 && j->panels > 1 && LK_HAVE_PTHREAD;               \
-        j->nthreads = 1;                                                             \
-        if (two) {                                                                   \
-            j->nthreads = 2;                                                         \
-            if (!lk_spawn(j, lk_fused_worker_##S)) j->nthreads = 1;                  \
-        }                                                                            \
+        lk_team_start(&j->team, j->panels > 1 ? j->nthreads : 1, lk_fused_worker_##S, j);\
         lk_fused_run_##S(j, 0);                                                      \
-        if (j->nthreads > 1) lk_join(j);                                             \
+        lk_team_end(&j->team);                                                       \
         const Py_ssize_t T = j->steps, H = j->hsz;                                   \
         T_ *h = (T_ *)j->h, *hs = (T_ *)j->hs;                                       \
         const Py_ssize_t B = T ? (Py_ssize_t)j->bs[0] : 0;  /* rows ever live */     \
@@ -616,6 +632,65 @@ cdef extern from *:
 
     LK_DEFINE_FUSED_LOOP(float, f)
     LK_DEFINE_FUSED_LOOP(double, d)
+
+    /* LSTM backward's time loop without projection on two threads (see
+       _lstm_backward): each thread owns the units [u_lo, u_hi) (whole panels of
+       W_hh's columns): per step it adds d_y, runs the gate-gradient loop on its
+       units, meets the other, then computes its columns of dh = dG @ W_hh (all
+       of dG: hence the barrier).  Its next step reads only its own dh and dc,
+       and writes the next step's dG rows, so one barrier per step suffices. */
+    typedef struct {
+        Py_ssize_t steps, rows, hsz, split;  /* T, N, H; thread 1's first unit */
+        const int64_t *bs; int reverse;
+        const void *gates, *cprev, *tanhc, *dy, *packed;
+        void *dh, *dc, *dgates;
+        lk_team team;
+    } lk_bwd_job;
+    #define LK_DEFINE_BWD_LOOP(T_, S)                                                \
+    static void lk_bwd_run_##S(lk_bwd_job *j, int tid) {                             \
+        const Py_ssize_t T = j->steps, H = j->hsz, G = 4 * H;                        \
+        const Py_ssize_t u_lo = tid ? j->split : 0;                                  \
+        const Py_ssize_t u_hi = tid || j->team.nthreads == 1 ? H : j->split;         \
+        const T_ *gates = (const T_ *)j->gates, *cprev = (const T_ *)j->cprev;       \
+        const T_ *tanhc = (const T_ *)j->tanhc, *dy = (const T_ *)j->dy;             \
+        T_ *dh = (T_ *)j->dh, *dc = (T_ *)j->dc, *dg = (T_ *)j->dgates;              \
+        Py_ssize_t off = j->reverse ? 0 : j->rows;                                   \
+        int sense = 0;                                                               \
+        for (Py_ssize_t s = 0; s < T; s++) {                                         \
+            const Py_ssize_t t = j->reverse ? s : T - 1 - s;                         \
+            const Py_ssize_t live = (Py_ssize_t)j->bs[t];                            \
+            if (!j->reverse) off -= live;                                            \
+            const int mine = live > 0 && u_hi > u_lo;                                \
+            if (mine) {                                                              \
+                for (Py_ssize_t r = 0; r < live; r++) {                              \
+                    T_ *d = dh + r * H; const T_ *e = dy + (off + r) * H;            \
+                    for (Py_ssize_t u = u_lo; u < u_hi; u++) d[u] += e[u];           \
+                }                                                                    \
+                lk_lstm_bwd_units_##S(live, H, u_lo, u_hi, gates + off * G,          \
+                                      cprev + off * H, tanhc + off * H, dh, dc,      \
+                                      dg + off * G);                                 \
+            }                                                                        \
+            lk_team_wait(&j->team, &sense);                                          \
+            if (mine)                                                                \
+                lk_panel_gemm_##S(live, u_hi - u_lo, G, dg + off * G, G,             \
+                                  (const T_ *)j->packed + u_lo * G, 0, dh + u_lo, H);\
+            if (j->reverse) off += live;                                             \
+        }                                                                            \
+    }                                                                                \
+    static void *lk_bwd_worker_##S(void *job) {                                      \
+        lk_bwd_run_##S((lk_bwd_job *)job, 1);                                        \
+        return NULL;                                                                 \
+    }                                                                                \
+    /* Runs the loop on `threads` (<= 2) threads; packed: W_hh (4H, H) in panels. */ \
+    static void lk_lstm_bwd_loop_##S(lk_bwd_job *j, int threads) {                   \
+        const Py_ssize_t panels = (j->hsz + LK_NR_##S - 1) / LK_NR_##S;              \
+        j->split = (panels + 1) / 2 * LK_NR_##S;                                     \
+        lk_team_start(&j->team, panels > 1 ? threads : 1, lk_bwd_worker_##S, j);     \
+        lk_bwd_run_##S(j, 0);                                                        \
+        lk_team_end(&j->team);                                                       \
+    }
+    LK_DEFINE_BWD_LOOP(float, f)
+    LK_DEFINE_BWD_LOOP(double, d)
     """
     void lk_tanh_arr_f(Py_ssize_t n, const float* x, float* out) noexcept nogil
     void lk_tanh_arr_d(Py_ssize_t n, const double* x, double* out) noexcept nogil
@@ -679,6 +754,20 @@ cdef extern from *:
         void* tanhc
     void lk_fused_forward_f(lk_fused_job* j) noexcept nogil
     void lk_fused_forward_d(lk_fused_job* j) noexcept nogil
+    ctypedef struct lk_bwd_job:
+        Py_ssize_t steps, rows, hsz
+        const int64_t* bs
+        int reverse
+        const void* gates
+        const void* cprev
+        const void* tanhc
+        const void* dy
+        const void* packed
+        void* dh
+        void* dc
+        void* dgates
+    void lk_lstm_bwd_loop_f(lk_bwd_job* j, int threads) noexcept nogil
+    void lk_lstm_bwd_loop_d(lk_bwd_job* j, int threads) noexcept nogil
     void lk_pack_lstm_f(Py_ssize_t I, Py_ssize_t P, Py_ssize_t H, const float* w_ih,
                         const float* w_hh, const float* b_ih, const float* b_hh,
                         float* packed, float* bias) noexcept nogil
@@ -1008,18 +1097,31 @@ cdef void _lstm_backward(Py_ssize_t T, const int64_t* bs, bint reverse, int N, i
                          floating* dc, floating* dgates, floating* dhtot,
                          floating* dhcell, floating* dx, floating* dw_ih,
                          floating* dw_hh, floating* db_ih, floating* db_hh,
-                         floating* dw_hr) noexcept nogil:
+                         floating* dw_hr, int threads) noexcept nogil:
     """LSTM layer-direction backward through time.
 
     ``dh`` (B, P), ``dc`` (B, H): d state_n in, d state0 out.  Workspaces
     ``dgates`` (N, 4H); projection only: ``dhtot`` (N, P), ``dhcell`` (B, H).
     Outputs ``dx`` (N, I), ``dw_ih`` (4H, I), ``dw_hh`` (4H, P), ``db_*`` (4H)
     or NULL, ``dw_hr`` (P, H) or NULL.  ``w_pk``: ``w_hh`` in panels, or NULL.
+    ``threads``: with panels and no projection, the time loop may split its
+    units over two threads.
     """
     cdef int G = 4 * H
     cdef Py_ssize_t s, t, off = 0 if reverse else N
     cdef int live
     cdef const floating* src
+    cdef lk_bwd_job job
+    if threads > 1 and w_hr == NULL and w_pk != NULL:
+        # the same loop with the units split over two threads (lk_lstm_bwd_loop)
+        job.steps, job.rows, job.hsz, job.bs, job.reverse = T, N, H, bs, reverse
+        job.gates, job.cprev, job.tanhc, job.dy, job.packed = gates, cprev, tanhc, dy, w_pk
+        job.dh, job.dc, job.dgates = dh, dc, dgates
+        if floating is float:
+            lk_lstm_bwd_loop_f(&job, threads)
+        else:
+            lk_lstm_bwd_loop_d(&job, threads)
+        T = 0
     for s in range(T):
         t = s if reverse else T - 1 - s
         live = <int>bs[t]
@@ -1410,7 +1512,7 @@ def lstm_backward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
                   floating[:, ::1] dhtot, floating[:, ::1] dhcell, floating[:, ::1] dx,
                   floating[:, ::1] dw_ih, floating[:, ::1] dw_hh, floating[::1] db_ih,
                   floating[::1] db_hh, floating[:, ::1] dw_hr, bint panels=True,
-                 bint flush_denormals=False):
+                  bint flush_denormals=False, int threads=1):
     """Backward of :func:`lstm_forward` (training mode) for the gradients ``dy`` (N, P),
     ``dhn`` (B, P), ``dcn`` (B, H).
 
@@ -1418,7 +1520,7 @@ def lstm_backward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
     (B, H), ``dx`` (N, I), ``dw_ih`` (4H, I), ``dw_hh`` (4H, P), ``db_ih``/``db_hh``
     (4H) or None, ``dw_hr`` (P, H) or None.  Workspaces: ``dgates`` (N, 4H);
     with projection ``dhtot`` (N, P) and ``dhcell`` (B, H), else None.
-    ``panels``: as in :func:`lstm_forward`.
+    ``panels``, ``threads``: as in :func:`lstm_forward`.
     """
     cdef Py_ssize_t N = x.shape[0], I = x.shape[1], G = w_ih.shape[0]
     cdef Py_ssize_t H = G // 4, P = w_hh.shape[1], B = dhn.shape[0]
@@ -1470,7 +1572,8 @@ def lstm_backward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
                            &dh0[0, 0], &dc0[0, 0], &dgates[0, 0], _p2(dhtot), _p2(dhcell),
                            &dx[0, 0], &dw_ih[0, 0], &dw_hh[0, 0],
                            NULL if db_ih is None else &db_ih[0],
-                           NULL if db_hh is None else &db_hh[0], _p2(dw_hr))
+                           NULL if db_hh is None else &db_hh[0], _p2(dw_hr),
+                           threads if batch_sizes[0] <= _PANEL_MAX_ROWS else 1)
     finally:
         if flush_denormals:
             lk_denormals_restore(csr)

@@ -110,8 +110,10 @@ class CythonBackend(Backend):
                                        _split_threads(work))
 
     def layer_backward(self, cell, params, cache, d_y, d_state_n):
-        with _sized(len(d_state_n[0]) * params["weight_hh"].size):
-            return self._layer_backward(cell, params, cache, d_y, d_state_n)
+        work = len(d_state_n[0]) * params["weight_hh"].size
+        with _sized(work):
+            return self._layer_backward(cell, params, cache, d_y, d_state_n,
+                                        _split_threads(work))
 
     def cell_step(self, cell, params, x, state):
         with _sized(len(x) * (params["weight_ih"].size + params["weight_hh"].size)):
@@ -182,7 +184,7 @@ class CythonBackend(Backend):
         return y, (h,), _Cache(dt, bs, reverse, x, (gates, hprev))
 
     # -- backward ---------------------------------------------------------------
-    def _layer_backward(self, cell, params, cache, d_y, d_state_n):
+    def _layer_backward(self, cell, params, cache, d_y, d_state_n, threads=1):
         kind = type(cell)
         if kind not in FUSED_CELLS:
             return _REFERENCE.layer_backward(cell, params, cache, d_y, d_state_n)
@@ -226,7 +228,7 @@ class CythonBackend(Backend):
                             hcell, d_y, dhn, dcn, dh0, dc0, _empty((n, g), dt), dhtot,
                             dhcell, dx, grads["weight_ih"], grads["weight_hh"], db_ih,
                             db_hh, dw_hr,
-                            flush_denormals=FLUSH_DENORMALS)
+                            flush_denormals=FLUSH_DENORMALS, threads=threads)
             return dx, (dh0, dc0), keyed_grads(params, grads)
 
         if kind is GRUCellType:
