@@ -503,13 +503,21 @@ cdef extern from *:
     #else
     #  define LK_PAUSE() ((void)0)
     #endif
-    #if defined(__unix__) || defined(__APPLE__)
+    /* A second thread needs pthreads and GCC/Clang atomics; elsewhere every
+       loop runs on the calling thread (the barrier is never entered). */
+    #if (defined(__unix__) || defined(__APPLE__)) && (defined(__GNUC__) || defined(__clang__))
     #  include <pthread.h>
     #  include <sched.h>
     #  define LK_HAVE_PTHREAD 1
+    #  define LK_ATOMIC_ADD(p, v) __atomic_add_fetch(p, v, __ATOMIC_ACQ_REL)
+    #  define LK_ATOMIC_STORE(p, v) __atomic_store_n(p, v, __ATOMIC_RELEASE)
+    #  define LK_ATOMIC_LOAD(p) __atomic_load_n(p, __ATOMIC_ACQUIRE)
     #else
     #  define LK_HAVE_PTHREAD 0
     #  define sched_yield() ((void)0)
+    #  define LK_ATOMIC_ADD(p, v) (*(p) += (v))
+    #  define LK_ATOMIC_STORE(p, v) (*(p) = (v))
+    #  define LK_ATOMIC_LOAD(p) (*(p))
     #endif
     /* The fused LSTM forward over a packed sequence (see _lstm_forward for the
        arguments), without projection, on one or two threads: each thread owns
@@ -521,12 +529,12 @@ cdef extern from *:
     typedef struct { int n, count, sense; } lk_barrier;
     static void lk_barrier_wait(lk_barrier *b, int *sense) {
         *sense = !*sense;
-        if (__atomic_add_fetch(&b->count, 1, __ATOMIC_ACQ_REL) == b->n) {
-            __atomic_store_n(&b->count, 0, __ATOMIC_RELAXED);
-            __atomic_store_n(&b->sense, *sense, __ATOMIC_RELEASE);
+        if (LK_ATOMIC_ADD(&b->count, 1) == b->n) {
+            LK_ATOMIC_STORE(&b->count, 0);
+            LK_ATOMIC_STORE(&b->sense, *sense);
         } else {
-            unsigned spins = 0;
-            while (__atomic_load_n(&b->sense, __ATOMIC_ACQUIRE) != *sense) {
+            unsigned spins = 0;  /* spin briefly, then give the CPU away */
+            while (LK_ATOMIC_LOAD(&b->sense) != *sense) {
                 if (++spins < 2048) { LK_PAUSE(); } else { sched_yield(); }
             }
         }
