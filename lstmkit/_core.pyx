@@ -508,6 +508,7 @@ cdef extern from *:
     #if (defined(__unix__) || defined(__APPLE__)) && (defined(__GNUC__) || defined(__clang__))
     #  include <pthread.h>
     #  include <sched.h>
+    #  include <time.h>
     #  define LK_HAVE_PTHREAD 1
     #  define LK_ATOMIC_ADD(p, v) __atomic_add_fetch(p, v, __ATOMIC_ACQ_REL)
     #  define LK_ATOMIC_STORE(p, v) __atomic_store_n(p, v, __ATOMIC_RELEASE)
@@ -526,18 +527,58 @@ cdef extern from *:
        h (B, H) and hs (B, H) scratch (step s reads one and writes the other),
        so one barrier per step suffices: after it every unit of the new h is
        there, and nobody reads the old one any more. */
-    typedef struct { int n, count, sense; } lk_barrier;
-    static void lk_barrier_wait(lk_barrier *b, int *sense) {
+    /* A sense-reversing barrier for two threads that gives up on a stalled
+       partner: a thread that has waited more than LK_STALL_S (the other was
+       descheduled: the machine got busy) marks a stall, and the last to arrive
+       turns it into `solo` before releasing, so both see the same decision.
+       lk_barrier_wait returns 0 from then on: the caller does all the work
+       alone and the worker returns. */
+    #define LK_STALL_S 1e-3
+    typedef struct { int n, count, sense, stall, solo; } lk_barrier;
+    static double lk_now(void) {
+    #if LK_HAVE_PTHREAD
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+    #else
+        return 0.0;
+    #endif
+    }
+    /* Test hooks: the worker sleeps 5 ms before each step from lk_stall_step on
+       (a thread descheduled on a busy machine); lk_solo_count counts fallbacks. */
+    static Py_ssize_t lk_stall_step = -1;
+    static int lk_solo_count = 0;
+    static void lk_maybe_stall(int tid, Py_ssize_t s) {
+    #if LK_HAVE_PTHREAD
+        if (tid == 1 && lk_stall_step >= 0 && s >= lk_stall_step) {
+            struct timespec ts = {0, 5000000};
+            nanosleep(&ts, NULL);
+        }
+    #else
+        (void)tid; (void)s;
+    #endif
+    }
+    static int lk_barrier_wait(lk_barrier *b, int *sense) {
         *sense = !*sense;
         if (LK_ATOMIC_ADD(&b->count, 1) == b->n) {
             LK_ATOMIC_STORE(&b->count, 0);
+            if (LK_ATOMIC_LOAD(&b->stall)) {
+                LK_ATOMIC_STORE(&b->solo, 1);
+                LK_ATOMIC_ADD(&lk_solo_count, 1);
+            }
             LK_ATOMIC_STORE(&b->sense, *sense);
         } else {
             unsigned spins = 0;  /* spin briefly, then give the CPU away */
+            double t0 = 0.0;
             while (LK_ATOMIC_LOAD(&b->sense) != *sense) {
-                if (++spins < 2048) { LK_PAUSE(); } else { sched_yield(); }
+                if (++spins < 2048) { LK_PAUSE(); continue; }
+                if (spins == 2048) t0 = lk_now();
+                else if (spins % 64 == 0 && lk_now() - t0 > LK_STALL_S)
+                    LK_ATOMIC_STORE(&b->stall, 1);
+                sched_yield();
             }
         }
+        return !LK_ATOMIC_LOAD(&b->solo);
     }
     /* Two threads for one core call: the caller and one worker started per call
        (a few us against the ms such a call takes). */
@@ -549,7 +590,7 @@ cdef extern from *:
     #endif
     } lk_team;
     static void lk_team_start(lk_team *t, int want, void *(*fn)(void *), void *arg) {
-        t->bar.n = 2; t->bar.count = 0; t->bar.sense = 0;
+        t->bar.n = 2; t->bar.count = 0; t->bar.sense = 0; t->bar.stall = 0; t->bar.solo = 0;
         t->nthreads = 1;
     #if LK_HAVE_PTHREAD
         if (want > 1) {
@@ -560,8 +601,10 @@ cdef extern from *:
         (void)want; (void)fn; (void)arg;
     #endif
     }
-    static void lk_team_wait(lk_team *t, int *sense) {
-        if (t->nthreads > 1) lk_barrier_wait(&t->bar, sense);
+    /* End of a step: 1 while the two threads go on sharing the work, 0 when the
+       calling thread works alone (one thread, or the team fell back). */
+    static int lk_team_wait(lk_team *t, int *sense) {
+        return t->nthreads > 1 && !LK_ATOMIC_LOAD(&t->bar.solo) && lk_barrier_wait(&t->bar, sense);
     }
     static void lk_team_end(lk_team *t) {
     #if LK_HAVE_PTHREAD
@@ -580,10 +623,10 @@ cdef extern from *:
     #define LK_DEFINE_FUSED_LOOP(T_, S)                                              \
     static void lk_fused_run_##S(lk_fused_job *j, int tid) {                         \
         const Py_ssize_t T = j->steps, I = j->isz, H = j->hsz, G = 4 * H;            \
-        const Py_ssize_t q_lo = tid ? j->split : 0;                                  \
-        const Py_ssize_t q_hi = tid || j->team.nthreads == 1 ? j->panels : j->split; \
-        const Py_ssize_t u_lo = q_lo * LK_U;                                         \
-        const Py_ssize_t nu = (q_hi * LK_U < H ? q_hi * LK_U : H) - u_lo;            \
+        Py_ssize_t q_lo = tid ? j->split : 0;                                        \
+        Py_ssize_t q_hi = tid || j->team.nthreads == 1 ? j->panels : j->split;       \
+        Py_ssize_t u_lo = q_lo * LK_U;                                               \
+        Py_ssize_t nu = (q_hi * LK_U < H ? q_hi * LK_U : H) - u_lo;                  \
         const T_ *x = (const T_ *)j->x;                                              \
         T_ *c = (T_ *)j->c, *y = (T_ *)j->y, *gates = (T_ *)j->gates;                \
         T_ *hprev = (T_ *)j->hprev, *cprev = (T_ *)j->cprev, *tanhc = (T_ *)j->tanhc;\
@@ -593,6 +636,7 @@ cdef extern from *:
             const Py_ssize_t t = j->reverse ? T - 1 - s : s;                         \
             const Py_ssize_t live = (Py_ssize_t)j->bs[t];                            \
             T_ *hin = (T_ *)(s % 2 ? j->hs : j->h), *hout = (T_ *)(s % 2 ? j->h : j->hs);\
+            lk_maybe_stall(tid, s);                                                  \
             if (j->reverse) off -= live;                                             \
             if (live > 0 && nu > 0) {                                                \
                 if (hprev) {                                                         \
@@ -612,7 +656,10 @@ cdef extern from *:
                                (size_t)nu * sizeof(T_));                             \
             }                                                                        \
             if (!j->reverse) off += live;                                            \
-            lk_team_wait(&j->team, &sense);                                          \
+            if (!lk_team_wait(&j->team, &sense)) {   /* alone from the next step */  \
+                if (tid) return;                                                     \
+                q_lo = 0; q_hi = j->panels; u_lo = 0; nu = H;                        \
+            }                                                                        \
         }                                                                            \
     }                                                                                \
     static void *lk_fused_worker_##S(void *job) {                                    \
@@ -657,8 +704,8 @@ cdef extern from *:
     #define LK_DEFINE_BWD_LOOP(T_, S)                                                \
     static void lk_bwd_run_##S(lk_bwd_job *j, int tid) {                             \
         const Py_ssize_t T = j->steps, H = j->hsz, G = 4 * H;                        \
-        const Py_ssize_t u_lo = tid ? j->split : 0;                                  \
-        const Py_ssize_t u_hi = tid || j->team.nthreads == 1 ? H : j->split;         \
+        Py_ssize_t u_lo = tid ? j->split : 0;                                        \
+        Py_ssize_t u_hi = tid || j->team.nthreads == 1 ? H : j->split;               \
         const T_ *gates = (const T_ *)j->gates, *cprev = (const T_ *)j->cprev;       \
         const T_ *tanhc = (const T_ *)j->tanhc, *dy = (const T_ *)j->dy;             \
         T_ *dh = (T_ *)j->dh, *dc = (T_ *)j->dc, *dg = (T_ *)j->dgates;              \
@@ -669,6 +716,7 @@ cdef extern from *:
             const Py_ssize_t live = (Py_ssize_t)j->bs[t];                            \
             if (!j->reverse) off -= live;                                            \
             const int mine = live > 0 && u_hi > u_lo;                                \
+            lk_maybe_stall(tid, s);                                                  \
             if (mine) {                                                              \
                 for (Py_ssize_t r = 0; r < live; r++) {                              \
                     T_ *d = dh + r * H; const T_ *e = dy + (off + r) * H;            \
@@ -678,8 +726,11 @@ cdef extern from *:
                                       cprev + off * H, tanhc + off * H, dh, dc,      \
                                       dg + off * G);                                 \
             }                                                                        \
-            lk_team_wait(&j->team, &sense);                                          \
-            if (mine)                                                                \
+            if (!lk_team_wait(&j->team, &sense)) {  /* alone from this product on */ \
+                if (tid) return;                                                     \
+                u_lo = 0; u_hi = H;                                                  \
+            }                                                                        \
+            if (live > 0 && u_hi > u_lo)                                             \
                 lk_panel_gemm_##S(live, u_hi - u_lo, G, dg + off * G, G,             \
                                   (const T_ *)j->packed + u_lo * G, 0, dh + u_lo, H);\
             if (j->reverse) off += live;                                             \
@@ -775,6 +826,8 @@ cdef extern from *:
         void* dc
         void* dgates
     void lk_lstm_bwd_loop_f(lk_bwd_job* j, int threads) noexcept nogil
+    Py_ssize_t lk_stall_step
+    int lk_solo_count
     void lk_lstm_bwd_loop_d(lk_bwd_job* j, int threads) noexcept nogil
     void lk_pack_lstm_f(Py_ssize_t I, Py_ssize_t P, Py_ssize_t H, const float* w_ih,
                         const float* w_hh, const float* b_ih, const float* b_hh,
@@ -2083,3 +2136,13 @@ def panel_gemm(const floating[:, ::1] a, const floating[:, ::1] b, bint trans_b,
                     _panel_gemm(m, n, k, &a[0, 0], k, packed, accumulate, &out[0, 0], n)
     finally:
         free(packed)
+
+
+def _stall_worker_at(Py_ssize_t step):
+    """Test hook: the second thread of a two-thread loop sleeps 5 ms before every
+    time step from ``step`` on (loop order; -1: never), as a thread descheduled
+    on a busy machine would.  Returns how many two-thread loops so far gave up
+    on their second thread."""
+    global lk_stall_step
+    lk_stall_step = step
+    return lk_solo_count

@@ -109,3 +109,32 @@ def test_split_threads_follows_the_policy(monkeypatch):
         monkeypatch.setattr(_threads._C, "active", 0)
     with _threads.threads(1):
         assert _threads.split_threads(big) == 1
+
+
+@pytest.mark.parametrize("step", [0, 2, 6])
+def test_a_stalled_second_thread_hands_the_work_to_the_caller(step, monkeypatch):
+    """The worker sleeps 5 ms before a step (descheduled on a busy machine): the caller
+    waits past the stall limit, both switch to one thread from then on, and the
+    forward and backward results are those of one thread."""
+    from lstmkit.backends import cython as cython_backend
+    rng = np.random.default_rng(step)
+    cell = get_cell("lstm")
+    params = {k: rng.standard_normal(s) * 0.3 for k, s in cell.parameter_shapes(5, 70, 0, True)}
+    bs = np.array(LAYOUTS["packed"], np.int64)
+    x = rng.standard_normal((int(bs.sum()), 5))
+    state0 = tuple(rng.standard_normal((int(bs[0]), 70)) for _ in range(2))
+    d_y = rng.standard_normal((int(bs.sum()), 70))
+    results = []
+    for threads in (1, 2):
+        monkeypatch.setattr(cython_backend, "_split_threads", lambda work: threads)
+        before = _core._stall_worker_at(step if threads == 2 else -1)
+        try:
+            y, s, cache = CythonBackend().layer_forward(cell, params, x, bs, False, state0, True)
+            d = CythonBackend().layer_backward(cell, params, cache, d_y, s)
+        finally:
+            after = _core._stall_worker_at(-1)
+        # each loop (forward, backward) gave up on its second thread once
+        assert after - before == (2 if threads == 2 else 0)
+        results.append([y, *s, d[0], *d[1], *(d[2][k] for k in sorted(d[2]))])
+    for i, (a, b) in enumerate(zip(*results)):
+        assert _rel(a, b) < 1e-13, (i, _rel(a, b))
