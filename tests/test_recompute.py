@@ -293,3 +293,19 @@ def test_trainer_plumbs_recompute_with_tbptt(tmp_path, monkeypatch):
         for name, array in params["false"].items():
             np.testing.assert_allclose(params[value][name], array, rtol=1e-10, atol=1e-12)
         assert memory[value] < memory["false"]
+
+
+def test_memory_refusal_suggests_recompute(tmp_path):
+    from lstmkit.config import ConfigError, check_memory, load_config
+    from lstmkit.run.build import build_task
+
+    path = tmp_path / "big.yaml"
+    for value, suggested in (("false", True), ("auto", False)):
+        path.write_text("version: 1\ntask: {type: sine, options: {seq_len: 200, num_train: 512}}\n"
+                        f"training: {{batch_size: 512, recompute: {value}}}\n")
+        loaded = load_config(path)
+        task, data = build_task(loaded)
+        with pytest.raises(ConfigError, match="the run needs") as info:
+            check_memory(loaded, task, data, available=1)
+        assert ("training.batch_size: the run needs" in str(info.value)) is suggested  # activations dominate
+        assert ("or set training.recompute: auto" in str(info.value)) is suggested

@@ -27,7 +27,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from .._recompute import segment_length
 from .errors import ConfigError, ConfigIssue
 
 __all__ = ["MemoryEstimate", "estimate", "available_memory", "check_memory", "format_bytes"]
@@ -105,6 +104,7 @@ def estimate(cfg, task, data=None) -> MemoryEstimate:
 
     ``data`` defaults to ``task.data()``: its training split gives the batch and the sequence length.
     """
+    from .._recompute import segment_length
     from ..registry import get_cell
 
     m, t = cfg.model, cfg.training
@@ -172,6 +172,8 @@ def available_memory() -> int | None:
 def check_memory(loaded, task, data=None, available: int | None = None) -> MemoryEstimate:
     """:func:`estimate`, refused with a :class:`ConfigError` (exit 3) when it exceeds the available memory
     (``available``, default :func:`available_memory`; unknown: never refused)."""
+    from .._recompute import segment_length
+
     cfg = loaded.config
     need = estimate(cfg, task, data)
     available = available_memory() if available is None else available
@@ -183,7 +185,8 @@ def check_memory(loaded, task, data=None, available: int | None = None) -> Memor
     key = ("model", size) if by_model else ("training", "batch_size")
     advice = ("lower model.hidden_size or model.num_layers" if key[0] == "model" else
               "lower training.batch_size" + (" or training.tbptt" if cfg.training.tbptt or need.steps > 1 else "")
-              + (", or set training.recompute: auto" if cfg.training.recompute is False and need.steps > 3 else ""))
+              + (", or set training.recompute: auto" if cfg.training.recompute is False
+                 and segment_length("auto", need.steps) is not None else ""))
     message = (f"the run needs {need.describe()}, but {format_bytes(available)} of memory is available here; "
                f"{advice}")
     raise ConfigError([ConfigIssue(".".join(key), message, loaded.where(key))],
