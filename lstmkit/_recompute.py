@@ -128,9 +128,11 @@ def segmented_backward(
     """:meth:`Backend.layer_backward` of :func:`segmented_forward`: reruns each segment's
     forward in training mode and backpropagates through it, last processed first.
 
-    Returns ``(d_x, d_state0, d_params)``.  ``d_x`` and ``d_state0`` are those of the
-    plain path; ``d_params`` is the sum of the segments' parameter gradients (the plain path
-    sums over all steps at once, so the last bits may differ).
+    Returns ``(d_x, d_state0, d_params)``, those of the plain path up to rounding:
+    ``d_params`` is the sum of the segments' parameter gradients where the plain path sums
+    over all steps at once, and a matrix product over a segment's rows may round a few
+    ulp differently from the same rows inside the whole sequence's (BLAS picks its kernel
+    by size), so results agree bit for bit only mostly.
     """
     xp = backend.xp
     s = segments
