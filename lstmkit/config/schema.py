@@ -198,7 +198,7 @@ class TrainingConfig(Section):
     tbptt: Optional[int] = Field(None, ge=1, description="Truncated BPTT: cut each batch into chunks of this "
                                  "many time steps, one optimizer update per chunk, the recurrent state "
                                  "carried across chunks (no gradient through it). null: full BPTT.")
-    recompute: Union[Literal[False, "auto"], int] = Field(
+    recompute: Union[Literal[False, "auto"], Annotated[int, Field(ge=1)]] = Field(
         False, description="Trade time for memory in backpropagation through time: keep the recurrent state "
         "every this many time steps (auto: the square root of the sequence or tbptt chunk length) and recompute "
         "the rest in the backward, about one more forward pass per step (see Recomputation in "
