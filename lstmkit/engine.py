@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from . import _threads
+from ._recompute import Segments, segment_length, segmented_backward, segmented_forward
 from .backends import Backend
 from .cells import CellType
 from .utils.rnn import PackedSequence, check_packed_sequence
@@ -128,9 +129,28 @@ class SequenceLayout:
 class StackCache:
     """What :func:`stack_backward` needs from a training forward."""
 
-    layer_caches: list  # [layer][direction] backend caches
-    masks: list  # dropout mask applied to each layer's output (None: no dropout)
+    layer_caches: list  # [layer][direction] backend caches (recompute: _recompute.Segments)
+    masks: list  # dropout mask applied to each layer's output (None: no dropout; recompute: a PackedMask)
     width: int  # P, one direction's output width
+
+
+@dataclass
+class PackedMask:
+    """A dropout mask of :func:`dropout_mask` kept as one bit per element (recompute keeps
+    memory low); :meth:`array` gives back the very same mask."""
+
+    bits: np.ndarray
+    shape: tuple
+    scale: float
+    dtype: Any
+
+    @classmethod
+    def of(cls, mask: np.ndarray, p: float) -> "PackedMask":
+        return cls(np.packbits(mask != 0, axis=None), mask.shape, _dropout_scale(p), mask.dtype)
+
+    def array(self, xp=np):
+        keep = np.unpackbits(self.bits, count=int(np.prod(self.shape))).reshape(self.shape).astype(bool)
+        return xp.asarray((keep * self.scale).astype(self.dtype))
 
 
 def stack_forward(
@@ -145,6 +165,7 @@ def stack_forward(
     training: bool = False,
     keep_cache: bool = False,
     rng: np.random.Generator | None = None,
+    recompute: int | None = None,
 ):
     """Run ``num_layers`` layers of ``D`` directions over packed rows ``x``.
 
@@ -154,8 +175,14 @@ def stack_forward(
     output except the last's, only when ``training``.  Returns ``(y, state_n,
     cache)``: ``y`` ``(N, D*P)``, ``state_n`` like ``state0``, ``cache`` a
     :class:`StackCache` when ``keep_cache`` else ``None``.
+
+    ``recompute`` (with ``keep_cache``): segments of this many time steps (see
+    :mod:`lstmkit._recompute`; :func:`lstmkit._recompute.segment_length` resolves the
+    caller's option): the cache keeps each layer's input, the states entering each
+    segment and the dropout masks as bits, and :func:`stack_backward` reruns each segment.
     """
     xp = backend.xp
+    segmented = keep_cache and recompute is not None
     num_layers, num_dirs = len(params), len(params[0])
     state_n = [xp.empty_like(s) for s in state0]
     layer_caches, masks = [], []
@@ -163,6 +190,8 @@ def stack_forward(
     for layer in range(num_layers):
         outputs, caches = [], []
         calls = [
+            partial(segmented_forward, cell, backend, params[layer][d], layer_input, batch_sizes, d == 1,
+                    tuple(s[layer * num_dirs + d] for s in state0), recompute) if segmented else
             partial(backend.layer_forward, cell, params[layer][d], layer_input, batch_sizes, d == 1,
                     tuple(s[layer * num_dirs + d] for s in state0), keep_cache)
             for d in range(num_dirs)
@@ -178,8 +207,11 @@ def stack_forward(
         mask = None
         if training and dropout > 0 and layer < num_layers - 1:
             # Drawn on the host from the module's generator: the same masks on every backend.
-            mask = xp.asarray(dropout_mask(rng, layer_output.shape, dropout, layer_output.dtype))
+            host_mask = dropout_mask(rng, layer_output.shape, dropout, layer_output.dtype)
+            mask = xp.asarray(host_mask)
             layer_output = layer_output * mask
+            if segmented:
+                mask = PackedMask.of(host_mask, dropout)
         layer_caches.append(caches)
         masks.append(mask)
         layer_input = layer_output
@@ -209,7 +241,7 @@ def stack_backward(
     for layer in range(num_layers - 1, -1, -1):
         d_input = None
         calls = [
-            partial(backend.layer_backward, cell, params[layer][d], cache.layer_caches[layer][d],
+            partial(_layer_backward, cell, backend, params[layer][d], cache.layer_caches[layer][d],
                     xp.ascontiguousarray(d_layer_out[:, d * cache.width:(d + 1) * cache.width]),
                     tuple(g[layer * num_dirs + d] for g in d_state_n))
             for d in range(num_dirs)
@@ -221,10 +253,18 @@ def stack_backward(
                 out[index] = value
             d_params[layer][direction] = d_p
             d_input = d_x if d_input is None else d_input + d_x
-        if layer > 0 and cache.masks[layer - 1] is not None:
-            d_input = d_input * cache.masks[layer - 1]
+        mask = cache.masks[layer - 1] if layer > 0 else None
+        if mask is not None:
+            d_input = d_input * (mask.array(xp) if isinstance(mask, PackedMask) else mask)
         d_layer_out = d_input
     return d_layer_out, tuple(d_state0), d_params
+
+
+def _layer_backward(cell: CellType, backend: Backend, params: dict, layer_cache, d_y, d_state_n):
+    """One layer-direction's backward: the backend's, or the segments' rerun (recompute)."""
+    if isinstance(layer_cache, Segments):
+        return segmented_backward(cell, backend, params, layer_cache, d_y, d_state_n)
+    return backend.layer_backward(cell, params, layer_cache, d_y, d_state_n)
 
 
 #: Multiply-adds of one layer-direction (rows x gate rows x (input + hidden)) from which the two
@@ -285,5 +325,8 @@ def run_directions(calls: Sequence[Callable[[], Any]], concurrent: bool) -> list
 def dropout_mask(rng: np.random.Generator, shape, p: float, dtype) -> np.ndarray:
     """Inverted-dropout mask: each element 0 with probability ``p``, else ``1/(1-p)``."""
     keep = rng.random(shape) >= p
-    scale = 0.0 if p >= 1 else 1.0 / (1.0 - p)
-    return (keep * scale).astype(dtype)
+    return (keep * _dropout_scale(p)).astype(dtype)
+
+
+def _dropout_scale(p: float) -> float:
+    return 0.0 if p >= 1 else 1.0 / (1.0 - p)

@@ -140,13 +140,15 @@ class SequenceModel(Module):
         outputs, state_n, _ = self._run(inputs, lengths, state, train=False)
         return (outputs, state_n) if return_state else outputs
 
-    def forward_train(self, inputs, lengths=None, state=None):
+    def forward_train(self, inputs, lengths=None, state=None, *, recompute=None):
         """``(outputs, state_n, backward)``; ``backward(d_outputs) -> d_params`` keyed like ``state_dict()``.
 
         No gradient flows into ``state`` (truncated BPTT: pass ``state_n`` as
-        the next chunk's ``state``).
+        the next chunk's ``state``).  ``recompute`` (``None``, ``"auto"`` or steps
+        per segment) trades time for memory in the recurrent stack, see
+        :meth:`lstmkit.Recurrent.forward_train`.
         """
-        return self._run(inputs, lengths, state, train=True)
+        return self._run(inputs, lengths, state, train=True, recompute=recompute)
 
     def _inputs(self, inputs) -> np.ndarray:
         if not isinstance(inputs, np.ndarray):
@@ -176,7 +178,7 @@ class SequenceModel(Module):
             raise ValueError(f"lengths should lie in 1..{steps} (the inputs' time steps), got {lengths.min()}..{lengths.max()}")
         return None if np.all(lengths == steps) else lengths.astype(np.int64)
 
-    def _run(self, inputs, lengths, state, train: bool):
+    def _run(self, inputs, lengths, state, train: bool, recompute=None):
         inputs = self._inputs(inputs)
         batch, steps = inputs.shape[:2]
         given = lengths
@@ -189,7 +191,7 @@ class SequenceModel(Module):
 
         rnn_in = x if lengths is None else pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
         if train:
-            out, state_n, rnn_backward = self.rnn.forward_train(rnn_in, state)
+            out, state_n, rnn_backward = self.rnn.forward_train(rnn_in, state, recompute=recompute)
         else:
             (out, state_n), rnn_backward = self.rnn(rnn_in, state), None
         packed_out = out if lengths is not None else None

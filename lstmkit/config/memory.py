@@ -12,6 +12,10 @@
   the gates (``G``), the states and their gradients (``3·S``) and the output
   (``P``), plus the embedding and head outputs; or, if larger, one
   evaluation batch (``max(batch_size, 256)`` sequences, forward only).
+  With ``training.recompute`` (segments of ``k`` steps) the per-step terms
+  are kept for one segment of the largest layer only; every step keeps each
+  layer's input and output (``width + P``) and one layer's gradients of them,
+  and every ``k``-th step the states (``S``).
 
 It is an estimate (NumPy's temporaries come and go), meant to refuse what
 cannot fit — ``hidden_size: 100000`` needs hundreds of GiB — with the
@@ -100,6 +104,7 @@ def estimate(cfg, task, data=None) -> MemoryEstimate:
 
     ``data`` defaults to ``task.data()``: its training split gives the batch and the sequence length.
     """
+    from .._recompute import segment_length
     from ..registry import get_cell
 
     m, t = cfg.model, cfg.training
@@ -116,8 +121,15 @@ def estimate(cfg, task, data=None) -> MemoryEstimate:
     head_in, out = layers[-1][3] * directions, int(task.output_size)
     count += head_in * out + out + (int(task.vocab_size or 0) * embed if tokens else 0)
     per_step = sum(n * directions * (width + 3 * gates + 3 * states + p) for width, gates, states, p, n in layers)
+    segment = segment_length(t.recompute, steps)
+    if segment is not None:  # see the module docstring
+        kept = sum(n * directions * (width + p) for width, _, _, p, n in layers)
+        one_layer = max(directions * (width + 3 * gates + 3 * states + p) for width, gates, states, p, _ in layers)
+        entries = -(-steps // segment) * sum(n * directions * states for _, _, states, _, n in layers)
+        per_step = kept + max(directions * (width + p) for width, _, _, p, _ in layers)
+        per_step += (segment * one_layer + entries) / steps
     head_steps = steps if task.target == "sequence" else 1
-    training = batch * (steps * (per_step + 2 * embed) + head_steps * 2 * out)
+    training = int(batch * (steps * (per_step + 2 * embed) + head_steps * 2 * out))
     eval_batch = max(t.batch_size, EVAL_BATCH)
     evaluation = eval_batch * (seq_len * sum(n * directions * (gates + 2 * p) for _, gates, _, p, n in layers)
                                + (seq_len if task.target == "sequence" else 1) * out)
@@ -160,6 +172,8 @@ def available_memory() -> int | None:
 def check_memory(loaded, task, data=None, available: int | None = None) -> MemoryEstimate:
     """:func:`estimate`, refused with a :class:`ConfigError` (exit 3) when it exceeds the available memory
     (``available``, default :func:`available_memory`; unknown: never refused)."""
+    from .._recompute import segment_length
+
     cfg = loaded.config
     need = estimate(cfg, task, data)
     available = available_memory() if available is None else available
@@ -170,7 +184,9 @@ def check_memory(loaded, task, data=None, available: int | None = None) -> Memor
     size = "num_layers" if cfg.model.num_layers > 16 else "hidden_size"  # an unusual depth is the likelier slip
     key = ("model", size) if by_model else ("training", "batch_size")
     advice = ("lower model.hidden_size or model.num_layers" if key[0] == "model" else
-              "lower training.batch_size" + (" or training.tbptt" if cfg.training.tbptt or need.steps > 1 else ""))
+              "lower training.batch_size" + (" or training.tbptt" if cfg.training.tbptt or need.steps > 1 else "")
+              + (", or set training.recompute: auto" if cfg.training.recompute is False
+                 and segment_length("auto", need.steps) is not None else ""))
     message = (f"the run needs {need.describe()}, but {format_bytes(available)} of memory is available here; "
                f"{advice}")
     raise ConfigError([ConfigIssue(".".join(key), message, loaded.where(key))],

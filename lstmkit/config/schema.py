@@ -12,10 +12,11 @@ options model (see :mod:`lstmkit.config.loader`).
 """
 from __future__ import annotations
 
+import json
 import math
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 SCHEMA_VERSION = 1
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
@@ -197,6 +198,11 @@ class TrainingConfig(Section):
     tbptt: Optional[int] = Field(None, ge=1, description="Truncated BPTT: cut each batch into chunks of this "
                                  "many time steps, one optimizer update per chunk, the recurrent state "
                                  "carried across chunks (no gradient through it). null: full BPTT.")
+    recompute: Union[Literal[False, "auto"], Annotated[int, Field(ge=1)]] = Field(
+        False, description="Trade time for memory in backpropagation through time: keep the recurrent state "
+        "every this many time steps (auto: the square root of the sequence or tbptt chunk length) and recompute "
+        "the rest in the backward, about one more forward pass per step (see Recomputation in "
+        "docs/training.md). false: keep every step's activations.")
     eval_every: int = Field(1, ge=1, description="Evaluate on the validation split every this many epochs "
                             "(and always after the last one).")
     early_stopping: Optional[EarlyStoppingConfig] = Field(default_factory=EarlyStoppingConfig,
@@ -206,6 +212,14 @@ class TrainingConfig(Section):
     @model_validator(mode="after")
     def _some_limit(self):
         return _check(self, "epochs", limit_problem(self.epochs, self.max_steps))
+
+    @field_validator("recompute", mode="before")
+    @classmethod
+    def _recompute_choice(cls, value):
+        problem = recompute_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
 
 # -- runtime, outputs, plugins ----------------------------------------------------
@@ -312,6 +326,13 @@ def tbptt_problem(tbptt, bidirectional: bool) -> str | None:
         return ("truncated BPTT carries the state forward in time, which a bidirectional model cannot use; "
                 "set tbptt: null or bidirectional: false")
     return None
+
+
+def recompute_problem(value) -> str | None:
+    if value is False or value == "auto" or (type(value) is int and value >= 1):
+        return None
+    shown = json.dumps(value, default=repr)  # as YAML writes it: true, null, "x"
+    return f"should be false, auto or a number of time steps >= 1, got {shown}"
 
 
 #: The other keys each rule reads: when one of them came from the command line, the report points at it.

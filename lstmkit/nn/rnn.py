@@ -153,7 +153,7 @@ class Recurrent(Module):
         output, state, _ = self._run(input, hx, keep_cache=False)
         return output, state
 
-    def forward_train(self, input, hx=None):
+    def forward_train(self, input, hx=None, *, recompute=None):
         """Forward that keeps what backward needs: ``output, state, backward``.
 
         ``backward(d_output=None, d_state=None)`` returns ``(d_input, d_hx,
@@ -164,9 +164,16 @@ class Recurrent(Module):
         forward: changing a parameter in place before ``backward`` (an
         optimizer step) makes ``backward`` raise torch's "modified by an
         inplace operation" error.
+
+        ``recompute`` trades time for memory on long sequences: ``None`` (default)
+        keeps every step's activations; an int ``k`` keeps only each layer's input and
+        the state every ``k`` time steps, and ``backward`` reruns the forward one
+        segment of ``k`` steps at a time (about one more forward pass); ``"auto"`` is
+        ``k = ceil(sqrt(T))``.  Results equal the plain path's up to rounding
+        (parameter gradients are summed per segment; float64: ~1e-15 relative).
         """
         guard = ParameterGuard(self._parameters)
-        output, state, saved = self._run(input, hx, keep_cache=True)
+        output, state, saved = self._run(input, hx, keep_cache=True, recompute=recompute)
         layout, cache, params, finish = saved
         xp = self.backend.xp
         width = self.num_directions * self.cell.state_sizes(self.hidden_size, self.proj_size)[0]
@@ -192,7 +199,7 @@ class Recurrent(Module):
 
         return output, state, backward
 
-    def _run(self, input, hx, keep_cache):
+    def _run(self, input, hx, keep_cache, recompute=None):
         # PyTorch's order: input rank, hx structure and rank, then dtype and sizes.
         layout = self._check_input(input)
         hx_parts = self._state_parts(layout, hx, "hx")
@@ -205,6 +212,7 @@ class Recurrent(Module):
         state0 = self._internal_state(layout, hx_parts, "hx")
         if layout.steps == 0:
             raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
+        segment = engine.segment_length(recompute, layout.steps)
         xp = self.backend.xp
         x, batch_sizes = layout.rows(input, self._dtype, xp)
         if keep_cache:
@@ -226,6 +234,7 @@ class Recurrent(Module):
             training=self.training,
             keep_cache=keep_cache,
             rng=self.generator,
+            recompute=segment,
         )
         output = layout.output(finish(y))
         return output, self._caller_state(layout, state_n, finish), (layout, cache, params, finish)

@@ -119,6 +119,9 @@ class Trainer:
         self.optimizer = make_optimizer(self.training.optimizer.name, dict(model.named_parameters()), **opt)
         self.scheduler = make_scheduler(self.training.scheduler.name, self.optimizer, **self._scheduler_options())
         self.state = TrainerState(epoch_rng=self.shuffle.bit_generator.state)
+        # Only when asked: a model "with SequenceModel's interface" need not take the keyword.
+        recompute = getattr(self.training, "recompute", False)
+        self._recompute = {} if recompute is False else {"recompute": recompute}
         self._phase = "idle"
         self._stop_requested = False
         self.started = time.monotonic()
@@ -357,7 +360,8 @@ class Trainer:
                 if not ends.any():  # nobody's last step is in this chunk: carry the state only
                     _, state = self.model.forward(np.ascontiguousarray(xc), lc, state, return_state=True)
                     continue
-            outputs, state_n, backward = self.model.forward_train(np.ascontiguousarray(xc), lc, state)
+            outputs, state_n, backward = self.model.forward_train(np.ascontiguousarray(xc), lc, state,
+                                                                  **self._recompute)
             loss, d_outputs = self.loss_fn(outputs, yc, mask)
             if not math.isfinite(loss):
                 raise NonFiniteLoss("loss", loss, s.step + 1, s.epoch + 1, s.batch + 1)
