@@ -387,6 +387,20 @@ cdef extern from *:
        values.  */
     #define LK_U 8   /* units per panel: NR / 4 for both dtypes */
     #define LK_DEFINE_FUSED(T, S)                                                    \
+    /* a0 += a[even k] * w[k], a1 += a[odd k] * w[k] over k rows of NR panel values */\
+    LK_INLINE void lk_dot2_##S(Py_ssize_t k, const T *LK_RESTRICT a,                 \
+                               const T *LK_RESTRICT w, T *LK_RESTRICT a0,            \
+                               T *LK_RESTRICT a1) {                                  \
+        enum { NR = LK_NR_##S };                                                     \
+        Py_ssize_t kk = 0;                                                           \
+        for (; kk + 1 < k; kk += 2) {                                                \
+            const T v0 = a[kk], v1 = a[kk + 1];                                      \
+            const T *w0 = w + kk * NR, *w1 = w0 + NR;                                \
+            for (int j = 0; j < NR; j++) { a0[j] += v0 * w0[j]; a1[j] += v1 * w1[j]; }\
+        }                                                                            \
+        if (kk < k)                                                                  \
+            for (int j = 0; j < NR; j++) a0[j] += a[kk] * w[kk * NR + j];            \
+    }                                                                                \
     static void lk_pack_lstm_##S(Py_ssize_t I, Py_ssize_t P, Py_ssize_t H,           \
                                  const T *LK_RESTRICT w_ih, const T *LK_RESTRICT w_hh,\
                                  const T *b_ih, const T *b_hh, T *LK_RESTRICT packed,\
@@ -436,21 +450,31 @@ cdef extern from *:
                     xr[r] = x + row * I; hr[r] = h + row * P;                        \
                 }                                                                    \
                 T acc[LK_MR][NR];                                                    \
-                for (int r = 0; r < LK_MR; r++)                                      \
-                    for (int j = 0; j < NR; j++) acc[r][j] = bq[j];                  \
-                for (Py_ssize_t kk = 0; kk < I; kk++) {                              \
-                    const T *wk = w + kk * NR;                                       \
-                    for (int r = 0; r < LK_MR; r++) {                                \
-                        const T av = xr[r][kk];                                      \
-                        for (int j = 0; j < NR; j++) acc[r][j] += av * wk[j];        \
+                if (m == 1) {                                                        \
+                    /* one row: two partial sums (even/odd k) so that FMAs do not  \
+                       wait on each other, instead of three copies of the row */    \
+                    T a1[NR];                                                        \
+                    for (int j = 0; j < NR; j++) { acc[0][j] = bq[j]; a1[j] = 0; }   \
+                    lk_dot2_##S(I, x, w, acc[0], a1);                                \
+                    lk_dot2_##S(P, h, w + I * NR, acc[0], a1);                       \
+                    for (int j = 0; j < NR; j++) acc[0][j] += a1[j];                 \
+                } else {                                                             \
+                    for (int r = 0; r < LK_MR; r++)                                  \
+                        for (int j = 0; j < NR; j++) acc[r][j] = bq[j];              \
+                    for (Py_ssize_t kk = 0; kk < I; kk++) {                          \
+                        const T *wk = w + kk * NR;                                   \
+                        for (int r = 0; r < LK_MR; r++) {                            \
+                            const T av = xr[r][kk];                                  \
+                            for (int j = 0; j < NR; j++) acc[r][j] += av * wk[j];    \
+                        }                                                            \
                     }                                                                \
-                }                                                                    \
-                const T *wh = w + I * NR;                                            \
-                for (Py_ssize_t kk = 0; kk < P; kk++) {                              \
-                    const T *wk = wh + kk * NR;                                      \
-                    for (int r = 0; r < LK_MR; r++) {                                \
-                        const T av = hr[r][kk];                                      \
-                        for (int j = 0; j < NR; j++) acc[r][j] += av * wk[j];        \
+                    const T *wh = w + I * NR;                                        \
+                    for (Py_ssize_t kk = 0; kk < P; kk++) {                          \
+                        const T *wk = wh + kk * NR;                                  \
+                        for (int r = 0; r < LK_MR; r++) {                            \
+                            const T av = hr[r][kk];                                  \
+                            for (int j = 0; j < NR; j++) acc[r][j] += av * wk[j];    \
+                        }                                                            \
                     }                                                                \
                 }                                                                    \
                 for (Py_ssize_t r = 0; r < mr; r++) {                                \
@@ -528,13 +552,13 @@ cdef extern from *:
        so one barrier per step suffices: after it every unit of the new h is
        there, and nobody reads the old one any more. */
     /* A sense-reversing barrier for two threads that gives up on a stalled
-       partner: a thread that has waited more than LK_STALL_S (the other was
-       descheduled: the machine got busy) marks a stall, and the last to arrive
-       turns it into `solo` before releasing, so both see the same decision.
-       lk_barrier_wait returns 0 from then on: the caller does all the work
-       alone and the worker returns. */
+       partner: the last to arrive compares its arrival with the first's; more
+       than LK_STALL_S and half a step apart means one of them was descheduled
+       (the machine got busy), and it sets `solo` before releasing, so both see
+       the same decision.  lk_barrier_wait returns 0 from then on: the caller does all
+       the work alone and the worker returns. */
     #define LK_STALL_S 1e-3
-    typedef struct { int n, count, sense, stall, solo; } lk_barrier;
+    typedef struct { int n, count, sense, solo; double arrived[2], released; } lk_barrier;
     static double lk_now(void) {
     #if LK_HAVE_PTHREAD
         struct timespec ts;
@@ -547,7 +571,7 @@ cdef extern from *:
     /* Test hooks: the worker sleeps 5 ms before each step from lk_stall_step on
        (a thread descheduled on a busy machine); lk_solo_count counts fallbacks. */
     static Py_ssize_t lk_stall_step = -1;
-    static int lk_solo_count = 0;
+    static int lk_solo_count = 0, lk_team_count = 0;
     static void lk_maybe_stall(int tid, Py_ssize_t s) {
     #if LK_HAVE_PTHREAD
         if (tid == 1 && lk_stall_step >= 0 && s >= lk_stall_step) {
@@ -558,24 +582,24 @@ cdef extern from *:
         (void)tid; (void)s;
     #endif
     }
-    static int lk_barrier_wait(lk_barrier *b, int *sense) {
+    static int lk_barrier_wait(lk_barrier *b, int *sense, int tid) {
         *sense = !*sense;
+        b->arrived[tid] = lk_now();  /* published to the other by the add */
         if (LK_ATOMIC_ADD(&b->count, 1) == b->n) {
             LK_ATOMIC_STORE(&b->count, 0);
-            if (LK_ATOMIC_LOAD(&b->stall)) {
+            const double a = b->arrived[0], c = b->arrived[1];
+            const double first = a < c ? a : c, last = a < c ? c : a;
+            /* late by more than 1 ms and by more than half the step's length */
+            if (last - first > LK_STALL_S && last - first > 0.5 * (first - b->released)) {
                 LK_ATOMIC_STORE(&b->solo, 1);
                 LK_ATOMIC_ADD(&lk_solo_count, 1);
             }
+            b->released = lk_now();
             LK_ATOMIC_STORE(&b->sense, *sense);
         } else {
             unsigned spins = 0;  /* spin briefly, then give the CPU away */
-            double t0 = 0.0;
             while (LK_ATOMIC_LOAD(&b->sense) != *sense) {
-                if (++spins < 2048) { LK_PAUSE(); continue; }
-                if (spins == 2048) t0 = lk_now();
-                else if (spins % 64 == 0 && lk_now() - t0 > LK_STALL_S)
-                    LK_ATOMIC_STORE(&b->stall, 1);
-                sched_yield();
+                if (++spins < 2048) { LK_PAUSE(); } else { sched_yield(); }
             }
         }
         return !LK_ATOMIC_LOAD(&b->solo);
@@ -590,12 +614,14 @@ cdef extern from *:
     #endif
     } lk_team;
     static void lk_team_start(lk_team *t, int want, void *(*fn)(void *), void *arg) {
-        t->bar.n = 2; t->bar.count = 0; t->bar.sense = 0; t->bar.stall = 0; t->bar.solo = 0;
+        t->bar.n = 2; t->bar.count = 0; t->bar.sense = 0; t->bar.solo = 0;
+        t->bar.released = lk_now();
         t->nthreads = 1;
     #if LK_HAVE_PTHREAD
         if (want > 1) {
             t->nthreads = 2;  /* before the worker starts: it reads it */
             if (pthread_create(&t->worker, NULL, fn, arg) != 0) t->nthreads = 1;
+            else LK_ATOMIC_ADD(&lk_team_count, 1);
         }
     #else
         (void)want; (void)fn; (void)arg;
@@ -603,8 +629,9 @@ cdef extern from *:
     }
     /* End of a step: 1 while the two threads go on sharing the work, 0 when the
        calling thread works alone (one thread, or the team fell back). */
-    static int lk_team_wait(lk_team *t, int *sense) {
-        return t->nthreads > 1 && !LK_ATOMIC_LOAD(&t->bar.solo) && lk_barrier_wait(&t->bar, sense);
+    static int lk_team_wait(lk_team *t, int *sense, int tid) {
+        return t->nthreads > 1 && !LK_ATOMIC_LOAD(&t->bar.solo)
+               && lk_barrier_wait(&t->bar, sense, tid);
     }
     static void lk_team_end(lk_team *t) {
     #if LK_HAVE_PTHREAD
@@ -656,7 +683,7 @@ cdef extern from *:
                                (size_t)nu * sizeof(T_));                             \
             }                                                                        \
             if (!j->reverse) off += live;                                            \
-            if (!lk_team_wait(&j->team, &sense)) {   /* alone from the next step */  \
+            if (!lk_team_wait(&j->team, &sense, tid)) {   /* alone from the next step */  \
                 if (tid) return;                                                     \
                 q_lo = 0; q_hi = j->panels; u_lo = 0; nu = H;                        \
             }                                                                        \
@@ -726,7 +753,7 @@ cdef extern from *:
                                       cprev + off * H, tanhc + off * H, dh, dc,      \
                                       dg + off * G);                                 \
             }                                                                        \
-            if (!lk_team_wait(&j->team, &sense)) {  /* alone from this product on */ \
+            if (!lk_team_wait(&j->team, &sense, tid)) {  /* alone from this product on */ \
                 if (tid) return;                                                     \
                 u_lo = 0; u_hi = H;                                                  \
             }                                                                        \
@@ -827,7 +854,7 @@ cdef extern from *:
         void* dgates
     void lk_lstm_bwd_loop_f(lk_bwd_job* j, int threads) noexcept nogil
     Py_ssize_t lk_stall_step
-    int lk_solo_count
+    int lk_solo_count, lk_team_count
     void lk_lstm_bwd_loop_d(lk_bwd_job* j, int threads) noexcept nogil
     void lk_pack_lstm_f(Py_ssize_t I, Py_ssize_t P, Py_ssize_t H, const float* w_ih,
                         const float* w_hh, const float* b_ih, const float* b_hh,
@@ -1456,7 +1483,7 @@ def lstm_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
                  floating[:, ::1] gates, floating[:, ::1] hcell,
                  floating[:, ::1] hprev=None, floating[:, ::1] cprev=None,
                  floating[:, ::1] tanhc=None, bint panels=True,
-                 bint flush_denormals=False, bint fuse=True, int threads=1):
+                 bint flush_denormals=False, int fuse=-1, int threads=1):
     """LSTM layer-direction forward over a packed sequence (see the module docstring).
 
     ``x`` (N, I); ``w_ih`` (4H, I), ``w_hh`` (4H, P), ``b_ih``/``b_hh`` (4H) or
@@ -1467,10 +1494,11 @@ def lstm_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
     projected R rows at a time.  ``hcell``: None without projection, else
     (N, H) when training, (B, H) otherwise.  Training: pass ``hprev`` (N, P),
     ``cprev``/``tanhc`` (N, H).  ``panels``: allow the packed small-batch kernel
-    (else BLAS for every per-step product; a test switch); ``fuse``: allow the
-    fused step (``lk_fused_forward``: 2-64 rows, no projection; a test switch).
-    ``threads``: the fused step may split its units over this many threads
-    (at most 2; the caller's policy decides).  ``flush_denormals``:
+    (else BLAS for every per-step product; a test switch).  ``threads``: at 2,
+    the fused step (``lk_fused_forward``: 2-64 rows, no projection) splits its
+    units over two threads (the caller's policy decides); ``fuse``: -1 that
+    rule, 1 always the fused step where it applies, 0 never (test switches).
+    ``flush_denormals``:
     run with the calling thread's SSE flush-to-zero and denormals-are-zero
     flags set (restored on return; x86-64 only, elsewhere no effect; BLAS
     worker threads other than the caller keep their own setting).
@@ -1510,10 +1538,12 @@ def lstm_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
         _shape("tanhc", tanhc.shape[0], tanhc.shape[1], N, H)
     _check_batch_sizes(batch_sizes, B, N)
     cdef Py_ssize_t rows = batch_sizes[0] if N else 0
-    # 2-64 rows, no projection, on a CPU where panels pay: the fused step; else
-    # the input projection, then panels or BLAS per step
-    cdef bint fused = (fuse and panels and w_hr is None and 1 < rows <= _PANEL_MAX_ROWS
-                       and lk_panels_pay(floating is double))
+    # Two threads, 2-64 rows, no projection, on a CPU where panels pay: the fused
+    # step, whose units split over the threads; else (and on one thread, where
+    # the hoisted input GEMM and the separate gate loop measured 5-25% faster:
+    # docs/performance.md) the input projection, then panels or BLAS per step
+    cdef bint fused = ((fuse > 0 or (fuse < 0 and threads > 1)) and panels and w_hr is None
+                       and 1 < rows <= _PANEL_MAX_ROWS and lk_panels_pay(floating is double))
     cdef Py_ssize_t npanels = (H + LK_U - 1) // LK_U
     cdef Py_ssize_t wsize = npanels * LK_U * 4 * (I + H + 1)
     cdef _Panels pk = _panels_for(0 if fused else rows, P, G, sizeof(floating), panels)
@@ -2141,8 +2171,8 @@ def panel_gemm(const floating[:, ::1] a, const floating[:, ::1] b, bint trans_b,
 def _stall_worker_at(Py_ssize_t step):
     """Test hook: the second thread of a two-thread loop sleeps 5 ms before every
     time step from ``step`` on (loop order; -1: never), as a thread descheduled
-    on a busy machine would.  Returns how many two-thread loops so far gave up
-    on their second thread."""
+    on a busy machine would.  Returns how many two-thread loops have started
+    so far and how many of them gave up on their second thread."""
     global lk_stall_step
     lk_stall_step = step
-    return lk_solo_count
+    return lk_team_count, lk_solo_count
