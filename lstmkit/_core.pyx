@@ -148,14 +148,16 @@ cdef extern from *:
     /* LSTM step: g (n, 4H) pre-activations [i|f|g|o]; c (n, H) c_prev in, c out;   \
        h (n, H) = o * tanh(c).  With tanhc (n, H) (training), g is overwritten     \
        with the activations and tanhc receives tanh(c). */                           \
-    LK_KERNEL void lk_lstm_fwd_##S(Py_ssize_t n, Py_ssize_t H, T *LK_RESTRICT g,     \
-                                   T *LK_RESTRICT c, T *LK_RESTRICT h,               \
-                                   T *LK_RESTRICT tanhc) {                           \
+    /* (units [j0, j1) of each row: a thread's share) */                           \
+    LK_KERNEL void lk_lstm_fwd_units_##S(Py_ssize_t n, Py_ssize_t H, Py_ssize_t j0,  \
+                                         Py_ssize_t j1, T *LK_RESTRICT g,            \
+                                         T *LK_RESTRICT c, T *LK_RESTRICT h,         \
+                                         T *LK_RESTRICT tanhc) {                     \
         for (Py_ssize_t b = 0; b < n; b++) {                                         \
             T *gb = g + b * 4 * H, *cb = c + b * H, *hb = h + b * H;                 \
             if (tanhc) {                                                             \
                 T *tb = tanhc + b * H;                                               \
-                for (Py_ssize_t j = 0; j < H; j++) {                                 \
+                for (Py_ssize_t j = j0; j < j1; j++) {                               \
                     const T i = lk_sigmoid_##S(gb[j]), f = lk_sigmoid_##S(gb[H + j]);\
                     const T gg = lk_tanh_##S(gb[2 * H + j]);                         \
                     const T o = lk_sigmoid_##S(gb[3 * H + j]);                       \
@@ -164,7 +166,7 @@ cdef extern from *:
                     cb[j] = cn; tb[j] = tc; hb[j] = o * tc;                          \
                 }                                                                    \
             } else {                                                                 \
-                for (Py_ssize_t j = 0; j < H; j++) {                                 \
+                for (Py_ssize_t j = j0; j < j1; j++) {                               \
                     const T i = lk_sigmoid_##S(gb[j]), f = lk_sigmoid_##S(gb[H + j]);\
                     const T gg = lk_tanh_##S(gb[2 * H + j]);                         \
                     const T o = lk_sigmoid_##S(gb[3 * H + j]);                       \
@@ -173,6 +175,11 @@ cdef extern from *:
                 }                                                                    \
             }                                                                        \
         }                                                                            \
+    }                                                                                \
+    LK_KERNEL void lk_lstm_fwd_##S(Py_ssize_t n, Py_ssize_t H, T *LK_RESTRICT g,     \
+                                   T *LK_RESTRICT c, T *LK_RESTRICT h,               \
+                                   T *LK_RESTRICT tanhc) {                           \
+        lk_lstm_fwd_units_##S(n, H, 0, H, g, c, h, tanhc);                           \
     }                                                                                \
     /* LSTM step backward: from the activations g, c_prev, tanh(c), dh (n, H)      \
        (total gradient of h_cell) and dc (n, H) (gradient of c from later steps),   \
@@ -377,150 +384,6 @@ cdef extern from *:
     LK_DEFINE_PANEL(float, f)
     LK_DEFINE_PANEL(double, d)
 
-    /* Fused LSTM step: one product [x_t | h] @ [W_ih | W_hh]^T per step over
-       panels whose columns interleave the gates of LK_U hidden units
-       ([i_u.. | f_u.. | g_u.. | o_u..]), so the gate math runs in the epilogue
-       on the accumulators: no input projection pass, no gate buffer, no
-       second pass over the pre-activations (oneDNN fuses the same way).
-       Panel q holds units [q*U, q*U + U): (I + P) * NR values k-major (x's
-       weights, then h's), zero for units past H; its bias (b_ih + b_hh) is NR
-       values.  */
-    #define LK_U 8   /* units per panel: NR / 4 for both dtypes */
-    #define LK_DEFINE_FUSED(T, S)                                                    \
-    /* a0 += a[even k] * w[k], a1 += a[odd k] * w[k] over k rows of NR panel values */\
-    LK_INLINE void lk_dot2_##S(Py_ssize_t k, const T *LK_RESTRICT a,                 \
-                               const T *LK_RESTRICT w, T *LK_RESTRICT a0,            \
-                               T *LK_RESTRICT a1) {                                  \
-        enum { NR = LK_NR_##S };                                                     \
-        Py_ssize_t kk = 0;                                                           \
-        for (; kk + 1 < k; kk += 2) {                                                \
-            const T v0 = a[kk], v1 = a[kk + 1];                                      \
-            const T *w0 = w + kk * NR, *w1 = w0 + NR;                                \
-            for (int j = 0; j < NR; j++) { a0[j] += v0 * w0[j]; a1[j] += v1 * w1[j]; }\
-        }                                                                            \
-        if (kk < k)                                                                  \
-            for (int j = 0; j < NR; j++) a0[j] += a[kk] * w[kk * NR + j];            \
-    }                                                                                \
-    static void lk_pack_lstm_##S(Py_ssize_t I, Py_ssize_t P, Py_ssize_t H,           \
-                                 const T *LK_RESTRICT w_ih, const T *LK_RESTRICT w_hh,\
-                                 const T *b_ih, const T *b_hh, T *LK_RESTRICT packed,\
-                                 T *LK_RESTRICT bias) {                              \
-        enum { NR = LK_NR_##S, U = LK_U };                                           \
-        const Py_ssize_t K = I + P;                                                  \
-        for (Py_ssize_t q0 = 0, q = 0; q0 < H; q0 += U, q++) {                       \
-            T *dst = packed + q * K * NR, *bq = bias + q * NR;                       \
-            for (int gt = 0; gt < 4; gt++)                                           \
-                for (int u = 0; u < U; u++) {                                        \
-                    const int col = gt * U + u;                                      \
-                    if (q0 + u >= H) {                                               \
-                        for (Py_ssize_t kk = 0; kk < K; kk++) dst[kk * NR + col] = 0;\
-                        bq[col] = 0;                                                 \
-                        continue;                                                    \
-                    }                                                                \
-                    const Py_ssize_t row = gt * H + q0 + u;                          \
-                    const T *wi = w_ih + row * I, *wh = w_hh + row * P;              \
-                    for (Py_ssize_t kk = 0; kk < I; kk++) dst[kk * NR + col] = wi[kk];\
-                    for (Py_ssize_t kk = 0; kk < P; kk++) dst[(I + kk) * NR + col] = wh[kk];\
-                    bq[col] = (b_ih ? b_ih[row] : (T)0) + (b_hh ? b_hh[row] : (T)0);  \
-                }                                                                    \
-        }                                                                            \
-    }                                                                                \
-    /* m rows, panels [q_lo, q_hi): x (m, I), h (m, P) h_prev; c (m, H) c_prev in, \
-       c out; hout (m, H) h_cell (must not overlap h); training: act (m, 4H) the  \
-       activations i, f, g, o in the usual layout and tanhc (m, H), else both     \
-       NULL.  Only the panels' units of c, hout, act and tanhc are touched. */    \
-    LK_KERNEL void lk_lstm_fused_##S(Py_ssize_t m, Py_ssize_t H, Py_ssize_t I,      \
-                                     Py_ssize_t P, Py_ssize_t q_lo, Py_ssize_t q_hi, \
-                                     const T *LK_RESTRICT x,                         \
-                                     const T *LK_RESTRICT h,                         \
-                                     const T *LK_RESTRICT packed,                    \
-                                     const T *LK_RESTRICT bias, T *LK_RESTRICT c,    \
-                                     T *LK_RESTRICT hout, T *LK_RESTRICT act,        \
-                                     T *LK_RESTRICT tanhc) {                         \
-        enum { NR = LK_NR_##S, U = LK_U };                                           \
-        const Py_ssize_t K = I + P;                                                  \
-        for (Py_ssize_t q = q_lo, q0 = q_lo * U; q < q_hi; q0 += U, q++) {           \
-            const T *w = packed + q * K * NR, *bq = bias + q * NR;                   \
-            const Py_ssize_t nu = H - q0 < U ? H - q0 : U;                           \
-            for (Py_ssize_t r0 = 0; r0 < m; r0 += LK_MR) {                           \
-                const Py_ssize_t mr = m - r0 < LK_MR ? m - r0 : LK_MR;               \
-                const T *xr[LK_MR], *hr[LK_MR];                                      \
-                for (int r = 0; r < LK_MR; r++) {                                    \
-                    const Py_ssize_t row = r0 + (r < mr ? r : mr - 1);               \
-                    xr[r] = x + row * I; hr[r] = h + row * P;                        \
-                }                                                                    \
-                T acc[LK_MR][NR];                                                    \
-                if (m == 1) {                                                        \
-                    /* one row: two partial sums (even/odd k) so that FMAs do not  \
-                       wait on each other, instead of three copies of the row */    \
-                    T a1[NR];                                                        \
-                    for (int j = 0; j < NR; j++) { acc[0][j] = bq[j]; a1[j] = 0; }   \
-                    lk_dot2_##S(I, x, w, acc[0], a1);                                \
-                    lk_dot2_##S(P, h, w + I * NR, acc[0], a1);                       \
-                    for (int j = 0; j < NR; j++) acc[0][j] += a1[j];                 \
-                } else {                                                             \
-                    for (int r = 0; r < LK_MR; r++)                                  \
-                        for (int j = 0; j < NR; j++) acc[r][j] = bq[j];              \
-                    for (Py_ssize_t kk = 0; kk < I; kk++) {                          \
-                        const T *wk = w + kk * NR;                                   \
-                        for (int r = 0; r < LK_MR; r++) {                            \
-                            const T av = xr[r][kk];                                  \
-                            for (int j = 0; j < NR; j++) acc[r][j] += av * wk[j];    \
-                        }                                                            \
-                    }                                                                \
-                    const T *wh = w + I * NR;                                        \
-                    for (Py_ssize_t kk = 0; kk < P; kk++) {                          \
-                        const T *wk = wh + kk * NR;                                  \
-                        for (int r = 0; r < LK_MR; r++) {                            \
-                            const T av = hr[r][kk];                                  \
-                            for (int j = 0; j < NR; j++) acc[r][j] += av * wk[j];    \
-                        }                                                            \
-                    }                                                                \
-                }                                                                    \
-                for (Py_ssize_t r = 0; r < mr; r++) {                                \
-                    const Py_ssize_t row = r0 + r;                                   \
-                    T *cr = c + row * H + q0, *hrw = hout + row * H + q0;            \
-                    T cp[U], ig[U], fg[U], gg[U], og[U], cn[U], tc[U];               \
-                    /* whole panels (nu == U) keep constant trip counts */           \
-                    if (nu == U) for (int u = 0; u < U; u++) cp[u] = cr[u];          \
-                    else for (int u = 0; u < U; u++) cp[u] = u < nu ? cr[u] : 0;     \
-                    for (int u = 0; u < U; u++) {                                    \
-                        ig[u] = lk_sigmoid_##S(acc[r][u]);                           \
-                        fg[u] = lk_sigmoid_##S(acc[r][U + u]);                       \
-                        gg[u] = lk_tanh_##S(acc[r][2 * U + u]);                      \
-                        og[u] = lk_sigmoid_##S(acc[r][3 * U + u]);                   \
-                        cn[u] = fg[u] * cp[u] + ig[u] * gg[u];                       \
-                        tc[u] = lk_tanh_##S(cn[u]);                                  \
-                    }                                                                \
-                    T *ar = act ? act + row * 4 * H + q0 : NULL;                     \
-                    T *tr = act ? tanhc + row * H + q0 : NULL;                       \
-                    if (nu == U) {                                                   \
-                        for (int u = 0; u < U; u++) {                                \
-                            cr[u] = cn[u]; hrw[u] = og[u] * tc[u];                   \
-                        }                                                            \
-                        if (act)                                                     \
-                            for (int u = 0; u < U; u++) {                            \
-                                ar[u] = ig[u]; ar[H + u] = fg[u];                    \
-                                ar[2 * H + u] = gg[u]; ar[3 * H + u] = og[u];        \
-                                tr[u] = tc[u];                                       \
-                            }                                                        \
-                    } else {                                                         \
-                        for (Py_ssize_t u = 0; u < nu; u++) {                        \
-                            cr[u] = cn[u]; hrw[u] = og[u] * tc[u];                   \
-                            if (act) {                                               \
-                                ar[u] = ig[u]; ar[H + u] = fg[u];                    \
-                                ar[2 * H + u] = gg[u]; ar[3 * H + u] = og[u];        \
-                                tr[u] = tc[u];                                       \
-                            }                                                        \
-                        }                                                            \
-                    }                                                                \
-                }                                                                    \
-            }                                                                        \
-        }                                                                            \
-    }
-
-    LK_DEFINE_FUSED(float, f)
-    LK_DEFINE_FUSED(double, d)
     #if defined(__x86_64__) || defined(_M_X64)
     #  include <immintrin.h>
     #  define LK_PAUSE() _mm_pause()
@@ -544,13 +407,6 @@ cdef extern from *:
     #  define LK_ATOMIC_STORE(p, v) (*(p) = (v))
     #  define LK_ATOMIC_LOAD(p) (*(p))
     #endif
-    /* The fused LSTM forward over a packed sequence (see _lstm_forward for the
-       arguments), without projection, on one or two threads: each thread owns
-       half of the panels (units) for the whole loop, so c, the gates and the
-       new h of a unit are written by one thread only.  h alternates between
-       h (B, H) and hs (B, H) scratch (step s reads one and writes the other),
-       so one barrier per step suffices: after it every unit of the new h is
-       there, and nobody reads the old one any more. */
     /* A sense-reversing barrier for two threads that gives up on a stalled
        partner: the last to arrive compares its arrival with the first's; more
        than LK_STALL_S and half a step apart means one of them was descheduled
@@ -640,143 +496,6 @@ cdef extern from *:
         (void)t;
     #endif
     }
-    typedef struct {
-        Py_ssize_t steps, rows, isz, hsz, split, panels;  /* T, N, I, H */
-        const int64_t *bs; int reverse, nthreads;
-        const void *x, *packed, *bias;
-        void *h, *hs, *c, *y, *gates, *hprev, *cprev, *tanhc;
-        lk_team team;
-    } lk_fused_job;
-    #define LK_DEFINE_FUSED_LOOP(T_, S)                                              \
-    static void lk_fused_run_##S(lk_fused_job *j, int tid) {                         \
-        const Py_ssize_t T = j->steps, I = j->isz, H = j->hsz, G = 4 * H;            \
-        Py_ssize_t q_lo = tid ? j->split : 0;                                        \
-        Py_ssize_t q_hi = tid || j->team.nthreads == 1 ? j->panels : j->split;       \
-        Py_ssize_t u_lo = q_lo * LK_U;                                               \
-        Py_ssize_t nu = (q_hi * LK_U < H ? q_hi * LK_U : H) - u_lo;                  \
-        const T_ *x = (const T_ *)j->x;                                              \
-        T_ *c = (T_ *)j->c, *y = (T_ *)j->y, *gates = (T_ *)j->gates;                \
-        T_ *hprev = (T_ *)j->hprev, *cprev = (T_ *)j->cprev, *tanhc = (T_ *)j->tanhc;\
-        Py_ssize_t off = j->reverse ? j->rows : 0;                                   \
-        int sense = 0;                                                               \
-        for (Py_ssize_t s = 0; s < T; s++) {                                         \
-            const Py_ssize_t t = j->reverse ? T - 1 - s : s;                         \
-            const Py_ssize_t live = (Py_ssize_t)j->bs[t];                            \
-            T_ *hin = (T_ *)(s % 2 ? j->hs : j->h), *hout = (T_ *)(s % 2 ? j->h : j->hs);\
-            lk_maybe_stall(tid, s);                                                  \
-            if (j->reverse) off -= live;                                             \
-            if (live > 0 && nu > 0) {                                                \
-                if (hprev) {                                                         \
-                    if (tid == 0)                                                    \
-                        memcpy(hprev + off * H, hin, (size_t)(live * H) * sizeof(T_));\
-                    for (Py_ssize_t r = 0; r < live; r++)                            \
-                        memcpy(cprev + (off + r) * H + u_lo, c + r * H + u_lo,       \
-                               (size_t)nu * sizeof(T_));                             \
-                }                                                                    \
-                lk_lstm_fused_##S(live, H, I, H, q_lo, q_hi, x + off * I, hin,       \
-                                  (const T_ *)j->packed, (const T_ *)j->bias, c, hout,\
-                                  hprev ? gates + off * G : NULL,                    \
-                                  hprev ? tanhc + off * H : NULL);                   \
-                if (y)                                                               \
-                    for (Py_ssize_t r = 0; r < live; r++)                            \
-                        memcpy(y + (off + r) * H + u_lo, hout + r * H + u_lo,        \
-                               (size_t)nu * sizeof(T_));                             \
-            }                                                                        \
-            if (!j->reverse) off += live;                                            \
-            if (!lk_team_wait(&j->team, &sense, tid)) {   /* alone from the next step */  \
-                if (tid) return;                                                     \
-                q_lo = 0; q_hi = j->panels; u_lo = 0; nu = H;                        \
-            }                                                                        \
-        }                                                                            \
-    }                                                                                \
-    static void *lk_fused_worker_##S(void *job) {                                    \
-        lk_fused_run_##S((lk_fused_job *)job, 1);                                    \
-        return NULL;                                                                 \
-    }                                                                                \
-    /* Runs the job on up to j->nthreads (2) threads; then h holds each row's last \
-       h (a row's last step may have written it into hs). */                       \
-    static void lk_fused_forward_##S(lk_fused_job *j) {                              \
-        j->split = (j->panels + 1) / 2;                                              \
-        lk_team_start(&j->team, j->panels > 1 ? j->nthreads : 1, lk_fused_worker_##S, j);\
-        lk_fused_run_##S(j, 0);                                                      \
-        lk_team_end(&j->team);                                                       \
-        const Py_ssize_t T = j->steps, H = j->hsz;                                   \
-        T_ *h = (T_ *)j->h, *hs = (T_ *)j->hs;                                       \
-        const Py_ssize_t B = T ? (Py_ssize_t)j->bs[0] : 0;  /* rows ever live */     \
-        for (Py_ssize_t r = 0; r < B; r++) {                                         \
-            Py_ssize_t steps = 0;   /* steps in which row r is live */               \
-            for (Py_ssize_t t = 0; t < T && j->bs[t] > r; t++) steps++;              \
-            const Py_ssize_t last = j->reverse ? T - 1 : steps - 1;                  \
-            if (steps > 0 && last % 2 == 0)  /* step `last` wrote hs */              \
-                memcpy(h + r * H, hs + r * H, (size_t)H * sizeof(T_));               \
-        }                                                                            \
-    }
-
-    LK_DEFINE_FUSED_LOOP(float, f)
-    LK_DEFINE_FUSED_LOOP(double, d)
-
-    /* LSTM backward's time loop without projection on two threads (see
-       _lstm_backward): each thread owns the units [u_lo, u_hi) (whole panels of
-       W_hh's columns): per step it adds d_y, runs the gate-gradient loop on its
-       units, meets the other, then computes its columns of dh = dG @ W_hh (all
-       of dG: hence the barrier).  Its next step reads only its own dh and dc,
-       and writes the next step's dG rows, so one barrier per step suffices. */
-    typedef struct {
-        Py_ssize_t steps, rows, hsz, split;  /* T, N, H; thread 1's first unit */
-        const int64_t *bs; int reverse;
-        const void *gates, *cprev, *tanhc, *dy, *packed;
-        void *dh, *dc, *dgates;
-        lk_team team;
-    } lk_bwd_job;
-    #define LK_DEFINE_BWD_LOOP(T_, S)                                                \
-    static void lk_bwd_run_##S(lk_bwd_job *j, int tid) {                             \
-        const Py_ssize_t T = j->steps, H = j->hsz, G = 4 * H;                        \
-        Py_ssize_t u_lo = tid ? j->split : 0;                                        \
-        Py_ssize_t u_hi = tid || j->team.nthreads == 1 ? H : j->split;               \
-        const T_ *gates = (const T_ *)j->gates, *cprev = (const T_ *)j->cprev;       \
-        const T_ *tanhc = (const T_ *)j->tanhc, *dy = (const T_ *)j->dy;             \
-        T_ *dh = (T_ *)j->dh, *dc = (T_ *)j->dc, *dg = (T_ *)j->dgates;              \
-        Py_ssize_t off = j->reverse ? 0 : j->rows;                                   \
-        int sense = 0;                                                               \
-        for (Py_ssize_t s = 0; s < T; s++) {                                         \
-            const Py_ssize_t t = j->reverse ? s : T - 1 - s;                         \
-            const Py_ssize_t live = (Py_ssize_t)j->bs[t];                            \
-            if (!j->reverse) off -= live;                                            \
-            const int mine = live > 0 && u_hi > u_lo;                                \
-            lk_maybe_stall(tid, s);                                                  \
-            if (mine) {                                                              \
-                for (Py_ssize_t r = 0; r < live; r++) {                              \
-                    T_ *d = dh + r * H; const T_ *e = dy + (off + r) * H;            \
-                    for (Py_ssize_t u = u_lo; u < u_hi; u++) d[u] += e[u];           \
-                }                                                                    \
-                lk_lstm_bwd_units_##S(live, H, u_lo, u_hi, gates + off * G,          \
-                                      cprev + off * H, tanhc + off * H, dh, dc,      \
-                                      dg + off * G);                                 \
-            }                                                                        \
-            if (!lk_team_wait(&j->team, &sense, tid)) {  /* alone from this product on */ \
-                if (tid) return;                                                     \
-                u_lo = 0; u_hi = H;                                                  \
-            }                                                                        \
-            if (live > 0 && u_hi > u_lo)                                             \
-                lk_panel_gemm_##S(live, u_hi - u_lo, G, dg + off * G, G,             \
-                                  (const T_ *)j->packed + u_lo * G, 0, dh + u_lo, H);\
-            if (j->reverse) off += live;                                             \
-        }                                                                            \
-    }                                                                                \
-    static void *lk_bwd_worker_##S(void *job) {                                      \
-        lk_bwd_run_##S((lk_bwd_job *)job, 1);                                        \
-        return NULL;                                                                 \
-    }                                                                                \
-    /* Runs the loop on `threads` (<= 2) threads; packed: W_hh (4H, H) in panels. */ \
-    static void lk_lstm_bwd_loop_##S(lk_bwd_job *j, int threads) {                   \
-        const Py_ssize_t panels = (j->hsz + LK_NR_##S - 1) / LK_NR_##S;              \
-        j->split = (panels + 1) / 2 * LK_NR_##S;                                     \
-        lk_team_start(&j->team, panels > 1 ? threads : 1, lk_bwd_worker_##S, j);     \
-        lk_bwd_run_##S(j, 0);                                                        \
-        lk_team_end(&j->team);                                                       \
-    }
-    LK_DEFINE_BWD_LOOP(float, f)
-    LK_DEFINE_BWD_LOOP(double, d)
     """
     void lk_tanh_arr_f(Py_ssize_t n, const float* x, float* out) noexcept nogil
     void lk_tanh_arr_d(Py_ssize_t n, const double* x, double* out) noexcept nogil
@@ -822,46 +541,25 @@ cdef extern from *:
     void lk_panel_gemm_d(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const double* a,
                          Py_ssize_t lda, const double* packed, int accumulate, double* out,
                          Py_ssize_t ldo) noexcept nogil
-    int LK_U
-    ctypedef struct lk_fused_job:
-        Py_ssize_t steps, rows, isz, hsz, panels
-        const int64_t* bs
-        int reverse, nthreads
-        const void* x
-        const void* packed
-        const void* bias
-        void* h
-        void* hs
-        void* c
-        void* y
-        void* gates
-        void* hprev
-        void* cprev
-        void* tanhc
-    void lk_fused_forward_f(lk_fused_job* j) noexcept nogil
-    void lk_fused_forward_d(lk_fused_job* j) noexcept nogil
-    ctypedef struct lk_bwd_job:
-        Py_ssize_t steps, rows, hsz
-        const int64_t* bs
-        int reverse
-        const void* gates
-        const void* cprev
-        const void* tanhc
-        const void* dy
-        const void* packed
-        void* dh
-        void* dc
-        void* dgates
-    void lk_lstm_bwd_loop_f(lk_bwd_job* j, int threads) noexcept nogil
+    ctypedef struct lk_team:
+        int nthreads
+    void lk_team_start(lk_team* t, int want, void* (*fn)(void*) noexcept nogil,
+                       void* arg) noexcept nogil
+    int lk_team_wait(lk_team* t, int* sense, int tid) noexcept nogil
+    void lk_team_end(lk_team* t) noexcept nogil
+    void lk_maybe_stall(int tid, Py_ssize_t s) noexcept nogil
     Py_ssize_t lk_stall_step
     int lk_solo_count, lk_team_count
-    void lk_lstm_bwd_loop_d(lk_bwd_job* j, int threads) noexcept nogil
-    void lk_pack_lstm_f(Py_ssize_t I, Py_ssize_t P, Py_ssize_t H, const float* w_ih,
-                        const float* w_hh, const float* b_ih, const float* b_hh,
-                        float* packed, float* bias) noexcept nogil
-    void lk_pack_lstm_d(Py_ssize_t I, Py_ssize_t P, Py_ssize_t H, const double* w_ih,
-                        const double* w_hh, const double* b_ih, const double* b_hh,
-                        double* packed, double* bias) noexcept nogil
+    void lk_lstm_fwd_units_f(Py_ssize_t n, Py_ssize_t H, Py_ssize_t j0, Py_ssize_t j1,
+                             float* g, float* c, float* h, float* tanhc) noexcept nogil
+    void lk_lstm_fwd_units_d(Py_ssize_t n, Py_ssize_t H, Py_ssize_t j0, Py_ssize_t j1,
+                             double* g, double* c, double* h, double* tanhc) noexcept nogil
+    void lk_lstm_bwd_units_f(Py_ssize_t n, Py_ssize_t H, Py_ssize_t j0, Py_ssize_t j1,
+                             const float* g, const float* cprev, const float* tanhc,
+                             const float* dh, float* dc, float* dg) noexcept nogil
+    void lk_lstm_bwd_units_d(Py_ssize_t n, Py_ssize_t H, Py_ssize_t j0, Py_ssize_t j1,
+                             const double* g, const double* cprev, const double* tanhc,
+                             const double* dh, double* dc, double* dg) noexcept nogil
 
 
 # ---------------------------------------------------------------------------
@@ -967,7 +665,8 @@ cdef floating* _gates_block(Py_ssize_t s, Py_ssize_t T, const int64_t* bs, bint 
                             Py_ssize_t off, Py_ssize_t live, Py_ssize_t R, Py_ssize_t* lo,
                             Py_ssize_t* hi, int G, int I, const floating* x,
                             const floating* w_ih, const floating* b1, int n1,
-                            const floating* b2, int n2, floating* gates) noexcept nogil:
+                            const floating* b2, int n2, floating* gates,
+                            bint project) noexcept nogil:
     """Gate rows of packed rows ``[off, off + live)`` (step ``s`` in loop order).
 
     ``gates`` holds ``R`` rows: the input projection of a block of consecutive
@@ -975,6 +674,7 @@ cdef floating* _gates_block(Py_ssize_t s, Py_ssize_t T, const int64_t* bs, bint 
     block (as many steps as fit in ``R`` rows, at least this one) is
     projected.  ``R >= N`` projects everything at once (training keeps it);
     inference passes a few MB so the whole-sequence buffer is never held.
+    ``project`` false: only move ``lo``/``hi`` (the thread that does not project).
     """
     cdef Py_ssize_t rows = live, k = s + 1, t
     if off < lo[0] or off + live > hi[0]:
@@ -986,7 +686,8 @@ cdef floating* _gates_block(Py_ssize_t s, Py_ssize_t T, const int64_t* bs, bint 
             k += 1
         lo[0] = off + live - rows if reverse else off
         hi[0] = lo[0] + rows
-        _input_projection(<int>rows, G, I, x + lo[0] * I, w_ih, b1, n1, b2, n2, gates)
+        if project:
+            _input_projection(<int>rows, G, I, x + lo[0] * I, w_ih, b1, n1, b2, n2, gates)
     return gates + (off - lo[0]) * G
 
 
@@ -1004,16 +705,6 @@ cdef inline void _pack(Py_ssize_t k, Py_ssize_t n, const floating* src, bint tra
         lk_pack_f(k, n, src, trans, packed)
     else:
         lk_pack_d(k, n, src, trans, packed)
-
-
-cdef inline void _pack_lstm(Py_ssize_t I, Py_ssize_t P, Py_ssize_t H, const floating* w_ih,
-                            const floating* w_hh, const floating* b_ih, const floating* b_hh,
-                            floating* packed, floating* bias) noexcept nogil:
-    """Panels and bias of the fused LSTM step (``lk_pack_lstm``)."""
-    if floating is float:
-        lk_pack_lstm_f(I, P, H, w_ih, w_hh, b_ih, b_hh, packed, bias)
-    else:
-        lk_pack_lstm_d(I, P, H, w_ih, w_hh, b_ih, b_hh, packed, bias)
 
 
 cdef inline void _panel_gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const floating* a,
@@ -1129,6 +820,200 @@ cdef inline void _rnn_rows_bwd(Py_ssize_t n, const floating* a, const floating* 
 # (reverse).  Training copies h_prev/c_prev of every row into row-aligned caches.
 # ---------------------------------------------------------------------------
 
+# ---------------------------------------------------------------------------
+# Two threads in one LSTM call (no projection, 2-64 rows, packed panels): the
+# caller and one worker (lk_team) split each step by whole 32-column panels of
+# the recurrent product and by units of the gate loops, and meet at barriers.
+# Every value is computed by the same code on the same operands as on one
+# thread, so results are the same bits at 1 and 2 threads; a step with one
+# row, and each block of the input projection, run on the caller alone.
+# ---------------------------------------------------------------------------
+
+ctypedef struct _LstmJob:
+    lk_team team
+    Py_ssize_t T, N, R, lo, hi
+    Py_ssize_t cols, units  # the worker's first product column / unit
+    int isz, H    # I, H
+    bint reverse
+    const int64_t* bs
+    const void* x
+    const void* w_ih
+    const void* w_hh
+    const void* w_pk
+    const void* b_ih
+    const void* b_hh
+    const void* dy
+    void* h       # backward: dh
+    void* c       # backward: dc
+    void* y
+    void* gates
+    void* hprev
+    void* cprev
+    void* tanhc
+    void* dgates
+
+
+cdef inline Py_ssize_t _split_at(Py_ssize_t n) noexcept nogil:
+    """Where the worker's share of ``n`` columns starts: half the 32-column panels."""
+    return min(n, (n + 63) // 64 * 32)
+
+
+cdef inline void _lstm_units(Py_ssize_t n, Py_ssize_t H, Py_ssize_t j0, Py_ssize_t j1,
+                             floating* g, floating* c, floating* h,
+                             floating* tanhc) noexcept nogil:
+    if floating is float:
+        lk_lstm_fwd_units_f(n, H, j0, j1, g, c, h, tanhc)
+    else:
+        lk_lstm_fwd_units_d(n, H, j0, j1, g, c, h, tanhc)
+
+
+cdef inline void _lstm_units_bwd(Py_ssize_t n, Py_ssize_t H, Py_ssize_t j0, Py_ssize_t j1,
+                                 const floating* g, const floating* cprev,
+                                 const floating* tanhc, const floating* dh, floating* dc,
+                                 floating* dg) noexcept nogil:
+    if floating is float:
+        lk_lstm_bwd_units_f(n, H, j0, j1, g, cprev, tanhc, dh, dc, dg)
+    else:
+        lk_lstm_bwd_units_d(n, H, j0, j1, g, cprev, tanhc, dh, dc, dg)
+
+
+cdef void _lstm_forward_2t(_LstmJob* j, int tid, floating* kind) noexcept nogil:
+    """Thread ``tid``'s part of :func:`_lstm_forward` (``kind`` picks the dtype)."""
+    cdef Py_ssize_t T = j.T, s, t, r, off = j.N if j.reverse else 0, lo = j.lo, hi = j.hi
+    cdef Py_ssize_t lo0, hi0, a_lo, a_hi, c_lo = 0, c_hi = 4 * j.H, u_lo = 0, u_hi = j.H
+    cdef int H = j.H, G = 4 * H, live, sense = 0
+    cdef const floating* w_pk = <const floating*>j.w_pk
+    cdef floating* h = <floating*>j.h
+    cdef floating* c = <floating*>j.c
+    cdef floating* y = <floating*>j.y
+    cdef floating* hprev = <floating*>j.hprev
+    cdef floating* cprev = <floating*>j.cprev
+    cdef floating* tanhc = <floating*>j.tanhc
+    cdef floating* gt
+    cdef bint train = hprev != NULL
+    if j.team.nthreads > 1:
+        if tid:
+            c_lo, u_lo = j.cols, j.units
+        else:
+            c_hi, u_hi = j.cols, j.units
+    for s in range(T):
+        t = T - 1 - s if j.reverse else s
+        live = <int>j.bs[t]
+        if j.reverse:
+            off -= live
+        if live > 0:
+            lk_maybe_stall(tid, s)
+            if train and tid == 0:
+                memcpy(hprev + off * H, h, <size_t>live * H * sizeof(floating))
+                memcpy(cprev + off * H, c, <size_t>live * H * sizeof(floating))
+            lo0, hi0 = lo, hi
+            gt = _gates_block(s, T, j.bs, j.reverse, off, live, j.R, &lo, &hi, G, j.isz,
+                              <const floating*>j.x, <const floating*>j.w_ih,
+                              <const floating*>j.b_ih, G, <const floating*>j.b_hh, G,
+                              <floating*>j.gates, tid == 0)
+            if (lo != lo0 or hi != hi0) and not lk_team_wait(&j.team, &sense, tid):
+                if tid:
+                    return
+                c_lo, c_hi, u_lo, u_hi = 0, G, 0, H  # alone from here on
+            if live > 1:
+                if c_hi > c_lo:
+                    _panel_gemm(live, c_hi - c_lo, H, h, H, w_pk + c_lo * H, True, gt + c_lo, G)
+            elif tid == 0:
+                _gemm(False, True, 1, G, H, 1, h, H, <const floating*>j.w_hh, H, 1, gt, G)
+            if not lk_team_wait(&j.team, &sense, tid):
+                if tid:
+                    return
+                c_lo, c_hi, u_lo, u_hi = 0, G, 0, H
+            if live > 1 or tid == 0:
+                a_lo = u_lo if live > 1 else 0
+                a_hi = u_hi if live > 1 else H
+                _lstm_units(live, H, a_lo, a_hi, gt, c, h, tanhc + off * H if train else NULL)
+                if y != NULL:
+                    for r in range(live):
+                        memcpy(y + (off + r) * H + a_lo, h + r * H + a_lo,
+                               <size_t>(a_hi - a_lo) * sizeof(floating))
+            if not lk_team_wait(&j.team, &sense, tid):
+                if tid:
+                    return
+                c_lo, c_hi, u_lo, u_hi = 0, G, 0, H
+        if not j.reverse:
+            off += live
+
+
+cdef void _lstm_backward_2t(_LstmJob* j, int tid, floating* kind) noexcept nogil:
+    """Thread ``tid``'s part of :func:`_lstm_backward`'s time loop."""
+    cdef Py_ssize_t T = j.T, s, t, r, off = 0 if j.reverse else j.N
+    cdef Py_ssize_t u_lo = 0, u_hi = j.H, a_lo, a_hi
+    cdef int H = j.H, G = 4 * H, live, sense = 0
+    cdef const floating* dy = <const floating*>j.dy
+    cdef const floating* w_pk = <const floating*>j.w_pk
+    cdef floating* dh = <floating*>j.h
+    cdef floating* dc = <floating*>j.c
+    cdef floating* dg = <floating*>j.dgates
+    if j.team.nthreads > 1:
+        if tid:
+            u_lo = j.units
+        else:
+            u_hi = j.units
+    for s in range(T):
+        t = s if j.reverse else T - 1 - s
+        live = <int>j.bs[t]
+        if not j.reverse:
+            off -= live
+        if live > 0:
+            lk_maybe_stall(tid, s)
+            # one row: the caller does the whole step, after the worker's last product
+            if live == 1 and not lk_team_wait(&j.team, &sense, tid):
+                if tid:
+                    return
+                u_lo, u_hi = 0, H
+            if live > 1 or tid == 0:
+                a_lo = u_lo if live > 1 else 0
+                a_hi = u_hi if live > 1 else H
+                for r in range(live):
+                    _add(a_hi - a_lo, dh + r * H + a_lo, dy + (off + r) * H + a_lo)
+                _lstm_units_bwd(live, H, a_lo, a_hi, <const floating*>j.gates + off * G,
+                                <const floating*>j.cprev + off * H,
+                                <const floating*>j.tanhc + off * H, dh, dc, dg + off * G)
+            if not lk_team_wait(&j.team, &sense, tid):
+                if tid:
+                    return
+                u_lo, u_hi = 0, H  # alone from this product on
+            if live > 1:
+                if u_hi > u_lo:
+                    _panel_gemm(live, u_hi - u_lo, G, dg + off * G, G, w_pk + u_lo * G, False,
+                                dh + u_lo, H)
+            elif tid == 0:
+                _gemm(False, False, 1, H, G, 1, dg + off * G, G, <const floating*>j.w_hh, H,
+                      0, dh, H)
+            if live == 1 and not lk_team_wait(&j.team, &sense, tid):
+                if tid:
+                    return
+                u_lo, u_hi = 0, H
+        if j.reverse:
+            off += live
+
+
+cdef void* _lstm_fwd_worker_f(void* job) noexcept nogil:
+    _lstm_forward_2t(<_LstmJob*>job, 1, <float*>NULL)
+    return NULL
+
+
+cdef void* _lstm_fwd_worker_d(void* job) noexcept nogil:
+    _lstm_forward_2t(<_LstmJob*>job, 1, <double*>NULL)
+    return NULL
+
+
+cdef void* _lstm_bwd_worker_f(void* job) noexcept nogil:
+    _lstm_backward_2t(<_LstmJob*>job, 1, <float*>NULL)
+    return NULL
+
+
+cdef void* _lstm_bwd_worker_d(void* job) noexcept nogil:
+    _lstm_backward_2t(<_LstmJob*>job, 1, <double*>NULL)
+    return NULL
+
+
 cdef void _lstm_forward(Py_ssize_t T, const int64_t* bs, bint reverse, int N, int I,
                         int H, int P, const floating* x, const floating* w_ih,
                         const floating* w_hh, const floating* w_pk, const floating* b_ih,
@@ -1161,7 +1046,7 @@ cdef void _lstm_forward(Py_ssize_t T, const int64_t* bs, bint reverse, int N, in
                 memcpy(hprev + off * P, h, <size_t>live * P * sizeof(floating))
                 memcpy(cprev + off * H, c, <size_t>live * H * sizeof(floating))
             gt = _gates_block(s, T, bs, reverse, off, live, R, &lo, &hi, G, I, x, w_ih,
-                              b_ih, G, b_hh, G, gates)
+                              b_ih, G, b_hh, G, gates, True)
             _recurrent_gemm(live, G, P, h, w_hh, w_pk, 1, gt)
             if w_hr == NULL:
                 hc = h
@@ -1199,16 +1084,19 @@ cdef void _lstm_backward(Py_ssize_t T, const int64_t* bs, bint reverse, int N, i
     cdef Py_ssize_t s, t, off = 0 if reverse else N
     cdef int live
     cdef const floating* src
-    cdef lk_bwd_job job
+    cdef _LstmJob job
     if threads > 1 and w_hr == NULL and w_pk != NULL:
-        # the same loop with the units split over two threads (lk_lstm_bwd_loop)
-        job.steps, job.rows, job.hsz, job.bs, job.reverse = T, N, H, bs, reverse
-        job.gates, job.cprev, job.tanhc, job.dy, job.packed = gates, cprev, tanhc, dy, w_pk
-        job.dh, job.dc, job.dgates = dh, dc, dgates
+        # the same loop on two threads (_lstm_backward_2t)
+        job.T, job.N, job.isz, job.H, job.reverse, job.bs = T, N, I, H, reverse, bs
+        job.units = _split_at(H)
+        job.w_hh, job.w_pk, job.gates, job.cprev, job.tanhc = w_hh, w_pk, gates, cprev, tanhc
+        job.dy, job.h, job.c, job.dgates = dy, dh, dc, dgates
         if floating is float:
-            lk_lstm_bwd_loop_f(&job, threads)
+            lk_team_start(&job.team, threads, _lstm_bwd_worker_f, &job)
         else:
-            lk_lstm_bwd_loop_d(&job, threads)
+            lk_team_start(&job.team, threads, _lstm_bwd_worker_d, &job)
+        _lstm_backward_2t(&job, 0, dh)
+        lk_team_end(&job.team)
         T = 0
     for s in range(T):
         t = s if reverse else T - 1 - s
@@ -1268,7 +1156,7 @@ cdef void _gru_forward(Py_ssize_t T, const int64_t* bs, bint reverse, int N, int
             if train:
                 memcpy(hprev + off * H, h, <size_t>live * H * sizeof(floating))
             gt = _gates_block(s, T, bs, reverse, off, live, R, &lo, &hi, G, I, x, w_ih,
-                              b_ih, G, b_hh, 2 * H, gates)
+                              b_ih, G, b_hh, 2 * H, gates, True)
             _recurrent_gemm(live, G, H, h, w_hh, w_pk, 0, gh)
             _gru_rows(live, H, gt, gh, b_hh + 2 * H, h, ghn + off * H if train else NULL)
             if y != NULL:
@@ -1335,7 +1223,7 @@ cdef void _rnn_forward(Py_ssize_t T, const int64_t* bs, bint reverse, bint relu,
             if train:
                 memcpy(hprev + off * H, h, <size_t>live * H * sizeof(floating))
             gt = _gates_block(s, T, bs, reverse, off, live, R, &lo, &hi, H, I, x, w_ih,
-                              b_ih, H, b_hh, H, gates)
+                              b_ih, H, b_hh, H, gates, True)
             _recurrent_gemm(live, H, H, h, w_hh, w_pk, 1, gt)
             _rnn_rows(<Py_ssize_t>live * H, gt, h, relu, train)
             if y != NULL:
@@ -1483,7 +1371,7 @@ def lstm_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
                  floating[:, ::1] gates, floating[:, ::1] hcell,
                  floating[:, ::1] hprev=None, floating[:, ::1] cprev=None,
                  floating[:, ::1] tanhc=None, bint panels=True,
-                 bint flush_denormals=False, int fuse=-1, int threads=1):
+                 bint flush_denormals=False, int threads=1):
     """LSTM layer-direction forward over a packed sequence (see the module docstring).
 
     ``x`` (N, I); ``w_ih`` (4H, I), ``w_hh`` (4H, P), ``b_ih``/``b_hh`` (4H) or
@@ -1494,11 +1382,10 @@ def lstm_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
     projected R rows at a time.  ``hcell``: None without projection, else
     (N, H) when training, (B, H) otherwise.  Training: pass ``hprev`` (N, P),
     ``cprev``/``tanhc`` (N, H).  ``panels``: allow the packed small-batch kernel
-    (else BLAS for every per-step product; a test switch).  ``threads``: at 2,
-    the fused step (``lk_fused_forward``: 2-64 rows, no projection) splits its
-    units over two threads (the caller's policy decides); ``fuse``: -1 that
-    rule, 1 always the fused step where it applies, 0 never (test switches).
-    ``flush_denormals``:
+    (else BLAS for every per-step product; a test switch).  ``threads``: 2 runs
+    the time loop on two threads where panels serve it (2-64 rows, no
+    projection; :func:`_lstm_forward_2t`), with the same results as on one
+    (the caller's policy decides).  ``flush_denormals``:
     run with the calling thread's SSE flush-to-zero and denormals-are-zero
     flags set (restored on return; x86-64 only, elsewhere no effect; BLAS
     worker threads other than the caller keep their own setting).
@@ -1538,50 +1425,35 @@ def lstm_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
         _shape("tanhc", tanhc.shape[0], tanhc.shape[1], N, H)
     _check_batch_sizes(batch_sizes, B, N)
     cdef Py_ssize_t rows = batch_sizes[0] if N else 0
-    # Two threads, 2-64 rows, no projection, on a CPU where panels pay: the fused
-    # step, whose units split over the threads; else (and on one thread, where
-    # the hoisted input GEMM and the separate gate loop measured 5-25% faster:
-    # docs/performance.md) the input projection, then panels or BLAS per step
-    cdef bint fused = ((fuse > 0 or (fuse < 0 and threads > 1)) and panels and w_hr is None
-                       and 1 < rows <= _PANEL_MAX_ROWS and lk_panels_pay(floating is double))
-    cdef Py_ssize_t npanels = (H + LK_U - 1) // LK_U
-    cdef Py_ssize_t wsize = npanels * LK_U * 4 * (I + H + 1)
-    cdef _Panels pk = _panels_for(0 if fused else rows, P, G, sizeof(floating), panels)
+    # two threads: 2-64 rows on the panel path, no projection (_lstm_forward_2t)
+    cdef bint team = (threads > 1 and w_hr is None and 1 < rows <= _PANEL_MAX_ROWS
+                      and panels and lk_panels_pay(floating is double))
+    cdef _Panels pk = _panels_for(rows, P, G, sizeof(floating), panels)
     cdef _Panels pk_hr = _panels_for(rows, H, P, sizeof(floating), panels and w_hr is not None)
-    cdef _Panels fz = _Panels()
-    cdef lk_fused_job job
-    if fused:
-        # packed [W_ih | W_hh] panels, their biases, then the second h buffer
-        fz.ptr = malloc((wsize + B * H) * sizeof(floating))
-        if fz.ptr == NULL:
-            raise MemoryError()
-        job.steps, job.rows, job.isz, job.hsz = batch_sizes.shape[0], N, I, H
-        job.panels = npanels
-        job.bs, job.reverse, job.nthreads = &batch_sizes[0], reverse, threads
-        job.x, job.packed = &x[0, 0], fz.ptr
-        job.bias = <floating*>fz.ptr + npanels * LK_U * 4 * (I + H)
-        job.h, job.hs, job.c = &h[0, 0], <floating*>fz.ptr + wsize, &c[0, 0]
-        job.y = _p2(y)
-        job.gates = &gates[0, 0] if train else NULL
-        job.hprev, job.cprev, job.tanhc = _p2(hprev), _p2(cprev), _p2(tanhc)
+    cdef _LstmJob job
     cdef unsigned csr = lk_denormals_flush() if flush_denormals else 0
     try:
         with nogil:
             memmove(&h[0, 0], &h0[0, 0], B * P * sizeof(floating))
             memmove(&c[0, 0], &c0[0, 0], B * H * sizeof(floating))
-            if fused:
-                memcpy(<floating*>job.hs, &h0[0, 0], B * H * sizeof(floating))
-                _pack_lstm(I, H, H, &w_ih[0, 0], &w_hh[0, 0], _c1(b_ih), _c1(b_hh),
-                           <floating*>job.packed, <floating*>job.bias)
+            if pk.ptr != NULL:
+                _pack(P, G, &w_hh[0, 0], True, <floating*>pk.ptr)
+            if pk_hr.ptr != NULL:
+                _pack(H, P, &w_hr[0, 0], True, <floating*>pk_hr.ptr)
+            if team and pk.ptr != NULL:
+                job.T, job.N, job.R, job.lo, job.hi = batch_sizes.shape[0], N, gates.shape[0], 0, 0
+                job.isz, job.H, job.reverse, job.bs = I, H, reverse, &batch_sizes[0]
+                job.cols, job.units = _split_at(G), _split_at(H)
+                job.x, job.w_ih, job.w_hh, job.w_pk = &x[0, 0], &w_ih[0, 0], &w_hh[0, 0], pk.ptr
+                job.b_ih, job.b_hh, job.h, job.c, job.y = _c1(b_ih), _c1(b_hh), &h[0, 0], &c[0, 0], _p2(y)
+                job.gates, job.hprev, job.cprev, job.tanhc = &gates[0, 0], _p2(hprev), _p2(cprev), _p2(tanhc)
                 if floating is float:
-                    lk_fused_forward_f(&job)
+                    lk_team_start(&job.team, threads, _lstm_fwd_worker_f, &job)
                 else:
-                    lk_fused_forward_d(&job)
+                    lk_team_start(&job.team, threads, _lstm_fwd_worker_d, &job)
+                _lstm_forward_2t(&job, 0, &h[0, 0])
+                lk_team_end(&job.team)
             else:
-                if pk.ptr != NULL:
-                    _pack(P, G, &w_hh[0, 0], True, <floating*>pk.ptr)
-                if pk_hr.ptr != NULL:
-                    _pack(H, P, &w_hr[0, 0], True, <floating*>pk_hr.ptr)
                 _lstm_forward(batch_sizes.shape[0], &batch_sizes[0], reverse, N, I, H, P,
                               &x[0, 0], &w_ih[0, 0], &w_hh[0, 0], <floating*>pk.ptr,
                               _c1(b_ih), _c1(b_hh), _c2(w_hr), <floating*>pk_hr.ptr, &h[0, 0],
@@ -2176,3 +2048,10 @@ def _stall_worker_at(Py_ssize_t step):
     global lk_stall_step
     lk_stall_step = step
     return lk_team_count, lk_solo_count
+
+
+def lk_panels_used(dtype):
+    """Whether this CPU and build take the packed-panel path (and so the two-thread
+    loops) for ``dtype`` (float32 or float64)."""
+    import numpy as _np
+    return bool(lk_panels_pay(_np.dtype(dtype) == _np.float64))

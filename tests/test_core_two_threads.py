@@ -1,0 +1,111 @@
+"""Two threads in one LSTM call (``_lstm_forward_2t``/``_lstm_backward_2t``): the caller and
+one worker split each step by whole panels of the recurrent product and by units of the gate
+loops.  Every value is computed as on one thread, so results must be the same bits at 1 and 2
+threads -- on tails (hidden sizes that are not a multiple of the 32-column panels, a single
+panel, packed batches that shrink to one row or grow in reverse, no bias) and when the worker
+stalls and the caller finishes alone."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+_core = pytest.importorskip("lstmkit._core", reason="the compiled core is not built")
+
+from lstmkit.backends import cython as cython_backend  # noqa: E402
+from lstmkit.backends.cython import CythonBackend  # noqa: E402
+from lstmkit.backends.reference import ReferenceBackend  # noqa: E402
+from lstmkit.registry import get_cell  # noqa: E402
+
+LAYOUTS = {
+    "packed": [40, 33, 9, 8, 5, 2, 1],
+    "dense": [6] * 7,
+    "two": [2] * 5,
+    "full": [64] * 3,
+}
+TOL = {np.float32: 2e-5, np.float64: 1e-12}
+
+
+def _rel(a, b):
+    return float(np.max(np.abs(a - b), initial=0) / max(1.0, float(np.max(np.abs(b), initial=0))))
+
+
+def _layer(threads, dtype, hidden, layout, reverse, bias=True, monkeypatch=None, stall=-1):
+    """Forward (inference and training) and backward of one layer-direction on the cython
+    backend with ``threads``; returns every output and how many teams started/fell back."""
+    monkeypatch.setattr(cython_backend, "_split_threads", lambda work: threads)
+    rng = np.random.default_rng(hidden * 7 + len(layout))
+    cell = get_cell("lstm")
+    params = {k: (rng.standard_normal(s) * 0.4).astype(dtype)
+              for k, s in cell.parameter_shapes(11, hidden, 0, bias)}
+    bs = np.asarray(layout, np.int64)
+    x = rng.standard_normal((int(bs.sum()), 11)).astype(dtype)
+    state0 = tuple((rng.standard_normal((int(bs[0]), hidden)) * 0.5).astype(dtype) for _ in "hc")
+    d_y = rng.standard_normal((int(bs.sum()), hidden)).astype(dtype)
+    be = CythonBackend()
+    before = _core._stall_worker_at(stall)
+    try:
+        yi, si, _ = be.layer_forward(cell, params, x, bs, reverse, state0, False)
+        y, s, cache = be.layer_forward(cell, params, x, bs, reverse, state0, True)
+        d = be.layer_backward(cell, params, cache, d_y, (s[0] * 0.5, s[1]))
+    finally:
+        after = _core._stall_worker_at(-1)
+    out = [yi, *si, y, *s, *cache.arrays[:4], d[0], *d[1], *(d[2][k] for k in sorted(d[2]))]
+    return out, (after[0] - before[0], after[1] - before[1]), (cell, params, x, bs, state0, d_y)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize("hidden", [1, 20, 37, 64, 100])
+def test_two_threads_give_the_bits_of_one(hidden, layout, reverse, dtype, monkeypatch):
+    one, teams1, _ = _layer(1, dtype, hidden, LAYOUTS[layout], reverse, hidden != 20, monkeypatch)
+    two, teams2, _ = _layer(2, dtype, hidden, LAYOUTS[layout], reverse, hidden != 20, monkeypatch)
+    assert teams1 == (0, 0)
+    if cython_backend._core.lk_panels_used(dtype):
+        assert teams2[0] == 3  # inference, training forward, backward each started a worker
+    for i, (a, b) in enumerate(zip(one, two)):
+        np.testing.assert_array_equal(a, b, err_msg=f"output {i}")
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_two_threads_match_the_reference(dtype, reverse, monkeypatch):
+    two, _, (cell, params, x, bs, state0, d_y) = _layer(2, dtype, 70, LAYOUTS["packed"], reverse,
+                                                         monkeypatch=monkeypatch)
+    ref = ReferenceBackend()
+    y, s, _ = ref.layer_forward(cell, params, x, bs, reverse, state0, True)
+    _, s, cache = ref.layer_forward(cell, params, x, bs, reverse, state0, True)
+    d = ref.layer_backward(cell, params, cache, d_y, (s[0] * 0.5, s[1]))
+    want = [y, *s, d[0], *d[1], *(d[2][k] for k in sorted(d[2]))]
+    got = two[:3] + two[-len(want) + 3:]
+    for i, (a, b) in enumerate(zip(got, want)):
+        assert _rel(a, b) < TOL[dtype] * 5, (i, _rel(a, b))
+
+
+@pytest.mark.parametrize("step", [0, 2, 6])
+def test_a_stalled_worker_hands_the_work_to_the_caller(step, monkeypatch):
+    """The worker sleeps 5 ms before every step from ``step`` on (descheduled on a busy
+    machine): the barrier sees it arrive late, both switch to the caller alone, and every
+    result is still the bits of one thread."""
+    one, _, _ = _layer(1, np.float64, 70, LAYOUTS["packed"], False, monkeypatch=monkeypatch)
+    two, (teams, solos), _ = _layer(2, np.float64, 70, LAYOUTS["packed"], False,
+                                    monkeypatch=monkeypatch, stall=step)
+    if cython_backend._core.lk_panels_used(np.float64):
+        assert (teams, solos) == (3, 3)
+    for i, (a, b) in enumerate(zip(one, two)):
+        np.testing.assert_array_equal(a, b, err_msg=f"output {i}")
+
+
+def test_split_threads_follows_the_policy(monkeypatch):
+    from lstmkit import _threads
+
+    monkeypatch.setattr(_threads, "free_threads", lambda: 2)
+    big = _threads.SPLIT_MIN_WORK
+    with _threads.threads(2):
+        assert _threads.split_threads(big) == 2
+        assert _threads.split_threads(big - 1) == 1  # too little work per step to meet
+        monkeypatch.setattr(_threads._C, "active", 2)  # another Python thread in the core
+        assert _threads.split_threads(big) == 1
+        monkeypatch.setattr(_threads._C, "active", 0)
+    with _threads.threads(1):
+        assert _threads.split_threads(big) == 1
