@@ -99,30 +99,42 @@ def test_errors_are_unchanged(name, n):
 
 def test_thread_wrapper_skipped_only_when_it_changes_nothing(monkeypatch):
     calls = []
-    step = CythonBackend.cell_step
+    step = CythonBackend.cell_step  # the policy-wrapped step: taken when the wrapper is needed
 
-    def counting(self, *args):
-        calls.append(1)
-        return step(self, *args)
+    def counting(self, cell, params, x, state):
+        calls.append(len(x))
+        return step(self, cell, params, x, state)
 
     monkeypatch.setattr(CythonBackend, "cell_step", counting)
     cell = _make("LSTMCell")
     x = np.ones((2, 5), np.float32)
-    cell(x)  # the pools exist after the first core call
+    want = cell(x)  # the pools exist after the first core call
     p = _threads._pools()
     if p.set is None:
         pytest.skip("the core's BLAS exposes no thread control here")
     with lstmkit.threads(1):
         calls.clear()
-        cell(x)
+        got = cell(x)
         assert calls == [] and _threads.kernel_unneeded(10)
     with lstmkit.threads(2, others=2):  # the core pool at 2 between calls: the wrapper sets 1
         calls.clear()
-        cell(x)
-        assert calls == [1] and not _threads.kernel_unneeded(10)
+        got2 = cell(x)
+        assert calls == [2] and not _threads.kernel_unneeded(10)
+        assert p.get() == 2  # restored after the step
     with lstmkit.threads(2, others=1):  # lstmkit run: small work skips, big work is sized
         assert _threads.kernel_unneeded(10)
         assert not _threads.kernel_unneeded(4 * _threads.WORK_PER_THREAD)
+        calls.clear()
+        cell(x)
+        assert calls == []
+        big = np.ones((4 * _threads.WORK_PER_THREAD // cell._row_work + 1, 5), np.float32)
+        ref = _make("LSTMCell", backend="numpy")
+        for g, w in zip(cell(big), ref(big)):
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+        assert calls == [len(big)]
+    for a, b, c in zip(want, got, got2):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
 
 
 def test_backend_change_pickle_and_new_parameters():
@@ -156,7 +168,7 @@ def test_cell_pickled_before_the_fast_path_still_runs():
     cell = _make("LSTMCell")
     x = np.ones((2, 5), np.float32)
     state = cell.__getstate__()
-    del state["_fast"], state["_row_work"]  # what an older lstmkit pickled
+    del state["_step"], state["_step_for"], state["_row_work"]  # what an older lstmkit pickled
     old = RecurrentCell.__new__(type(cell))
     old.__setstate__(state)
     for g, w in zip(old(x), cell(x)):
