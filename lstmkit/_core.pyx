@@ -1455,23 +1455,27 @@ cdef int _take_common(_Buffers* bufs, x, w_ih, w_hh, b_ih, b_hh, int gates,
 
 cdef int _run_step(_Buffers* bufs, int kind, Py_ssize_t* dims, void** d, void* h0,
                    void* c0, void* h, void* c, bint poison, bint blas) except -1:
-    """The entry points' common tail: one step through :func:`_cell_compute` (the same
-    arithmetic as :class:`CellStep`; ``blas``: BLAS products, e.g. threaded) with a
-    malloc'd workspace."""
-    cdef Py_ssize_t B = dims[0], H = dims[2]
+    """The entry points' common tail: one step through :func:`_cell_compute` with a
+    malloc'd workspace: the arithmetic of :class:`CellStep` up to ``_PANELS_MIN_ROWS``
+    rows; more rows read the weights in place (packing them per call costs more than
+    the panels save; CellStep keeps them packed).  ``blas``: BLAS products (threaded)."""
+    cdef Py_ssize_t B = dims[0], I = dims[1], H = dims[2]
     cdef bint dbl = bufs.kind == b'd'
     cdef int via = _VIA_BLAS if blas else _step_via(dbl, B)
-    cdef void* ws = _workspace(bufs.kind, _cell_workspace(kind, via, B, dims[1], H), poison)
+    cdef void* ws
+    if via == _VIA_PANELS:
+        via = _VIA_NT if lk_nt_pays(dbl, B) else _VIA_BLAS
+    ws = _workspace(bufs.kind, _cell_workspace(kind, via, B, I, H), poison)
     try:
         with nogil:
             if dbl:
-                _cell_compute(kind, via, B, dims[1], H, <double*>d[0], <double*>d[1],
+                _cell_compute(kind, via, B, I, H, <double*>d[0], <double*>d[1],
                               <double*>d[2], <double*>d[3], <double*>d[4], <double*>h0,
-                              <double*>c0, <double*>h, <double*>c, <double*>ws)
+                              <double*>c0, <double*>h, <double*>c, <double*>ws, NULL, NULL)
             else:
-                _cell_compute(kind, via, B, dims[1], H, <float*>d[0], <float*>d[1],
+                _cell_compute(kind, via, B, I, H, <float*>d[0], <float*>d[1],
                               <float*>d[2], <float*>d[3], <float*>d[4], <float*>h0,
-                              <float*>c0, <float*>h, <float*>c, <float*>ws)
+                              <float*>c0, <float*>h, <float*>c, <float*>ws, NULL, NULL)
     finally:
         free(ws)
     return 0
@@ -1549,7 +1553,7 @@ def rnn_step(x, w_ih, w_hh, b_ih, b_hh, bint relu, h0, h, bint poison=False,
 
 from cpython.object cimport PyObject
 from cpython.dict cimport PyDict_GetItem
-from libc.string cimport memset
+from libc.string cimport memcmp, memset
 
 import numpy as _np_module
 cdef object np_ndarray = _np_module.ndarray
@@ -1790,14 +1794,16 @@ cdef enum:
 cdef enum:
     _VIA_BLAS = 0    # BLAS gemm (threaded when the policy gave threads)
     _VIA_NT = 1      # lk_nt_gemm: the weights read in place
+    _VIA_PANELS = 2  # the panel kernel over the weights packed once (CellStep's cache)
 
 
 cdef void _products(int via, Py_ssize_t m, Py_ssize_t n, const floating* a1, Py_ssize_t k1,
                     const floating* w1, const floating* a2, Py_ssize_t k2,
                     const floating* w2, const floating* bias, floating* out,
-                    Py_ssize_t ldo) noexcept nogil:
+                    Py_ssize_t ldo, const floating* pk1, const floating* pk2) noexcept nogil:
     """``out[m, n] = bias + a1 @ w1^T + a2 @ w2^T`` (``a2`` NULL: no second pair; ``bias``
-    NULL: 0), rows ``ldo`` apart, through ``via``."""
+    NULL: 0), rows ``ldo`` apart, through ``via``; ``pk1``/``pk2``: ``w1^T``/``w2^T`` in
+    panels (``_VIA_PANELS``; all ``n`` columns of ``w``, ``n`` the whole row)."""
     cdef Py_ssize_t r, j
     if via == _VIA_NT:
         if floating is float:
@@ -1808,6 +1814,11 @@ cdef void _products(int via, Py_ssize_t m, Py_ssize_t n, const floating* a1, Py_
     for r in range(m):
         for j in range(n):
             out[r * ldo + j] = 0 if bias == NULL else bias[j]
+    if via == _VIA_PANELS:
+        _panel_gemm(m, n, k1, a1, k1, pk1, True, out, ldo)
+        if a2 != NULL:
+            _panel_gemm(m, n, k2, a2, k2, pk2, True, out, ldo)
+        return
     _gemm(False, True, <int>m, <int>n, <int>k1, 1, a1, <int>k1, w1, <int>k1, 1, out, <int>ldo)
     if a2 != NULL:
         _gemm(False, True, <int>m, <int>n, <int>k2, 1, a2, <int>k2, w2, <int>k2, 1, out,
@@ -1828,29 +1839,44 @@ cdef inline const floating* _bias_sum(Py_ssize_t n, const floating* b1, const fl
 cdef void _cell_compute(int kind, int via, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
                         const floating* x, const floating* w_ih, const floating* w_hh,
                         const floating* b_ih, const floating* b_hh, const floating* h0,
-                        const floating* c0, floating* h, floating* c,
-                        floating* ws) noexcept nogil:
+                        const floating* c0, floating* h, floating* c, floating* ws,
+                        const floating* pk_ih, const floating* pk_hh) noexcept nogil:
     """One step of a built-in cell into ``h`` (and ``c``).  ``h0``/``c0`` NULL: zero state
     (the recurrent product is skipped).  ``ws``: :func:`_cell_workspace` values; ``via``:
-    how the products run (see :func:`_products`)."""
+    how the products run (see :func:`_products`; ``pk_ih``/``pk_hh``: the weights in
+    panels for ``_VIA_PANELS``)."""
     cdef Py_ssize_t G = (4 if kind == _K_LSTM else 3 if kind == _K_GRU else 1) * H, j
     cdef floating* gates = ws + 4 * H
     cdef floating* gh
     cdef const floating* bias
-    if kind == _K_GRU:
+    if kind == _K_GRU and via == _VIA_PANELS:  # panels span all 3H columns: as the layer
+        gh = gates + B * G
+        for j in range(G):
+            ws[j] = (0 if b_ih == NULL else b_ih[j]) + (0 if b_hh == NULL or j >= 2 * H
+                                                       else b_hh[j])
+        _products(via, B, G, x, I, w_ih, NULL, 0, NULL, ws, gates, G, pk_ih, NULL)
+        if h0 != NULL:
+            _products(via, B, G, h0, H, w_hh, NULL, 0, NULL, NULL, gh, G, pk_hh, NULL)
+            memcpy(h, h0, B * H * sizeof(floating))
+        else:
+            memset(gh, 0, B * G * sizeof(floating))
+            memset(h, 0, B * H * sizeof(floating))
+    elif kind == _K_GRU:
         gh = gates + B * G
         # r, z: x W_ih^T + h W_hh^T + b_i + b_h in one pass; n: x W_in^T + b_in and
         # h W_hn^T apart (r multiplies the latter plus b_hn)
         bias = _bias_sum(2 * H, b_ih, b_hh, ws)
-        _products(via, B, 2 * H, x, I, w_ih, h0, H, w_hh, bias, gates, G)
+        _products(via, B, 2 * H, x, I, w_ih, h0, H, w_hh, bias, gates, G, NULL, NULL)
         _products(via, B, H, x, I, w_ih + 2 * H * I, NULL, 0, NULL,
-                  b_ih + 2 * H if b_ih != NULL else NULL, gates + 2 * H, G)
+                  b_ih + 2 * H if b_ih != NULL else NULL, gates + 2 * H, G, NULL, NULL)
         memset(gh, 0, B * G * sizeof(floating))
         if h0 != NULL:
-            _products(via, B, H, h0, H, w_hh + 2 * H * H, NULL, 0, NULL, NULL, gh + 2 * H, G)
+            _products(via, B, H, h0, H, w_hh + 2 * H * H, NULL, 0, NULL, NULL, gh + 2 * H, G,
+                      NULL, NULL)
             memcpy(h, h0, B * H * sizeof(floating))
         else:
             memset(h, 0, B * H * sizeof(floating))
+    if kind == _K_GRU:
         if b_hh != NULL:
             bias = b_hh + 2 * H
         else:
@@ -1859,7 +1885,8 @@ cdef void _cell_compute(int kind, int via, Py_ssize_t B, Py_ssize_t I, Py_ssize_
             bias = ws + 2 * H
         _gru_rows(B, H, gates, gh, bias, h, NULL)
         return
-    _products(via, B, G, x, I, w_ih, h0, H, w_hh, _bias_sum(G, b_ih, b_hh, ws), gates, G)
+    _products(via, B, G, x, I, w_ih, h0, H, w_hh, _bias_sum(G, b_ih, b_hh, ws), gates, G,
+              pk_ih, pk_hh)
     if kind == _K_LSTM:
         if c0 != NULL:
             memcpy(c, c0, B * H * sizeof(floating))
@@ -1878,11 +1905,19 @@ cdef inline Py_ssize_t _cell_workspace(int kind, int via, Py_ssize_t B, Py_ssize
 
 
 cdef inline int _step_via(bint dbl, Py_ssize_t B) noexcept nogil:
-    """How a step of ``B`` rows runs its products: ``lk_nt_gemm`` where it beats BLAS.
-    (The panel kernel over packed weights or packed activations lost: packing per step
-    cost more than it saved, and weights cannot be cached: optimizers update them in
-    place.)"""
+    """How a step of ``B`` rows runs its products: ``lk_nt_gemm`` where it beats BLAS;
+    from ``_PANELS_MIN_ROWS`` rows the panel kernel over packed weights (where panels
+    pay), which CellStep keeps packed between steps (checked against a copy at every
+    step) and the entry points pack per call."""
+    if _PANELS_MIN_ROWS <= B <= _PANEL_MAX_ROWS and lk_panels_pay(dbl):
+        return _VIA_PANELS
     return _VIA_NT if lk_nt_pays(dbl, B) else _VIA_BLAS
+
+
+#: Rows from which a step's products run over packed weights: comparing the weights with
+#: the copy they were packed from (~10 us for 384 KB) then costs less than the panel
+#: kernel saves over lk_nt_gemm (docs/performance.md, "Cell steps from Python").
+cdef Py_ssize_t _PANELS_MIN_ROWS = 32
 
 
 cdef inline bint _plain(PyObject* a, PyObject* descr, Py_ssize_t d0, Py_ssize_t d1) noexcept:
@@ -1940,15 +1975,22 @@ cdef class CellStep:
     cdef object unneeded, empty, full, shape
     cdef PyObject* descr
     cdef _get_threads_t blas_get
+    cdef _get_threads_t numpy_get
     cdef bint no_pool, dbl
     cdef char* ws
     cdef size_t ws_bytes
     cdef bint busy
+    # _VIA_PANELS: the weights as last packed (copy) and packed, valid while equal
+    cdef char* wcopy
+    cdef char* wpack
+    cdef bint wvalid
 
     def __cinit__(self):
         self.ws = NULL
         self.ws_bytes = 0
         self.busy = False
+        self.wcopy = self.wpack = NULL
+        self.wvalid = False
 
     def __init__(self, int kind, Py_ssize_t input_size, Py_ssize_t hidden_size, dtype,
                  dict params, dict owner, backend, dict config, threads_module):
@@ -1983,6 +2025,44 @@ cdef class CellStep:
 
     def __dealloc__(self):
         free(self.ws)
+        free(self.wcopy)
+        free(self.wpack)
+
+    cdef int _packed_weights(self, size_t item) except -1:
+        """Room for the weights' copy and panels (allocated on the first ``_VIA_PANELS`` step)."""
+        cdef Py_ssize_t G = self.n_gate
+        if self.wcopy == NULL:
+            self.wcopy = <char*>malloc(G * (self.n_in + self.n_hid) * item)
+            self.wpack = <char*>malloc((_packed_size(self.n_in, G, <float*>NULL)
+                                        + _packed_size(self.n_hid, G, <float*>NULL)) * item)
+            self.wvalid = False
+            if self.wcopy == NULL or self.wpack == NULL:
+                free(self.wcopy)
+                free(self.wpack)
+                self.wcopy = self.wpack = NULL
+                raise MemoryError()
+        return 0
+
+    cdef void _refresh_panels(self, const char* w_ih, const char* w_hh,
+                              size_t item) noexcept nogil:
+        """Repack whichever weight differs (bitwise) from the copy it was packed from: an
+        optimizer's in-place update or a new array is seen by this step."""
+        cdef Py_ssize_t G = self.n_gate, I = self.n_in, H = self.n_hid
+        cdef Py_ssize_t n1 = _packed_size(I, G, <float*>NULL)
+        cdef size_t b1 = G * I * item, b2 = G * H * item
+        if not self.wvalid or memcmp(w_ih, self.wcopy, b1) != 0:
+            memcpy(self.wcopy, w_ih, b1)
+            if item == sizeof(double):
+                _pack(I, G, <const double*>w_ih, True, <double*>self.wpack)
+            else:
+                _pack(I, G, <const float*>w_ih, True, <float*>self.wpack)
+        if not self.wvalid or memcmp(w_hh, self.wcopy + b1, b2) != 0:
+            memcpy(self.wcopy + b1, w_hh, b2)
+            if item == sizeof(double):
+                _pack(H, G, <const double*>w_hh, True, <double*>self.wpack + n1)
+            else:
+                _pack(H, G, <const float*>w_hh, True, <float*>self.wpack + n1)
+        self.wvalid = True
 
     cdef int _gate(self, Py_ssize_t work) except -1:
         """1 when ``_threads.kernel(work)`` would change nothing (see its ``kernel_unneeded``),
@@ -1995,8 +2075,17 @@ cdef class CellStep:
         if self.no_pool:
             return 1
         calls = self.calls
-        if calls.active != 0 or not (work < self.wpt2 or calls.explicit == 1):
+        if calls.active != 0:
             return 0
+        if work >= self.wpt2:  # kernel() would ask decide(): 1 thread only under a ceiling of 1
+            explicit = calls.explicit
+            if explicit is None:
+                if self.numpy_get == NULL:
+                    return 1 if self.unneeded(work) else 0
+                if self.numpy_get() > 1:
+                    return 0
+            elif explicit != 1:
+                return 0
         if self.blas_get != NULL:
             return self.blas_get() == 1
         return 1 if self.unneeded(work) else 0
@@ -2005,9 +2094,12 @@ cdef class CellStep:
         import ctypes
         self.pools = pools
         self.no_pool = pools.set is None
-        self.blas_get = NULL
+        self.blas_get = self.numpy_get = NULL
         if not self.no_pool and isinstance(pools.get, ctypes._CFuncPtr):
             self.blas_get = <_get_threads_t><size_t>ctypes.cast(pools.get, ctypes.c_void_p).value
+        if isinstance(pools.numpy_get, ctypes._CFuncPtr):
+            self.numpy_get = <_get_threads_t><size_t>ctypes.cast(pools.numpy_get,
+                                                                 ctypes.c_void_p).value
         return 0
 
     cdef char* _workspace(self, size_t nbytes, bint* own) except NULL:
@@ -2040,6 +2132,8 @@ cdef class CellStep:
         cdef PyObject* b_hh
         cdef PyObject* found
         cdef Py_ssize_t B, H = self.n_hid, G = self.n_gate, nvals, k
+        cdef Py_ssize_t n1 = _packed_size(self.n_in, self.n_gate, <float*>NULL)
+        cdef size_t item
         cdef char* ws
         cdef bint own = False, poison
         cdef int via
@@ -2098,9 +2192,15 @@ cdef class CellStep:
         hd = lk_nd_data(<PyObject*>h)
         if c is not None:
             cd = lk_nd_data(<PyObject*>c)
+        item = sizeof(double) if self.dbl else sizeof(float)
         nvals = _cell_workspace(kind, via, B, self.n_in, H)
-        ws = self._workspace(nvals * (sizeof(double) if self.dbl else sizeof(float)), &own)
+        ws = self._workspace(nvals * item, &own)
         try:
+            if via == _VIA_PANELS:
+                if own:  # another Python thread holds this step's workspace and panels
+                    via = _VIA_NT if lk_nt_pays(self.dbl, B) else _VIA_BLAS
+                else:
+                    self._packed_weights(item)
             if poison:
                 for k in range(nvals):
                     if self.dbl:
@@ -2108,6 +2208,8 @@ cdef class CellStep:
                     else:
                         (<float*>ws)[k] = NAN
             with nogil:
+                if via == _VIA_PANELS:
+                    self._refresh_panels(lk_nd_data(w_ih), lk_nd_data(w_hh), item)
                 if self.dbl:
                     _cell_compute(kind, via, B, self.n_in, H, <double*>lk_nd_data(x),
                                   <double*>lk_nd_data(w_ih), <double*>lk_nd_data(w_hh),
@@ -2115,7 +2217,8 @@ cdef class CellStep:
                                   <double*>(lk_nd_data(b_hh) if b_hh != NULL else NULL),
                                   <double*>(lk_nd_data(h0) if h0 != NULL else NULL),
                                   <double*>(lk_nd_data(c0) if c0 != NULL else NULL),
-                                  <double*>hd, <double*>cd, <double*>ws)
+                                  <double*>hd, <double*>cd, <double*>ws,
+                                  <double*>self.wpack, <double*>self.wpack + n1)
                 else:
                     _cell_compute(kind, via, B, self.n_in, H, <float*>lk_nd_data(x),
                                   <float*>lk_nd_data(w_ih), <float*>lk_nd_data(w_hh),
@@ -2123,7 +2226,8 @@ cdef class CellStep:
                                   <float*>(lk_nd_data(b_hh) if b_hh != NULL else NULL),
                                   <float*>(lk_nd_data(h0) if h0 != NULL else NULL),
                                   <float*>(lk_nd_data(c0) if c0 != NULL else NULL),
-                                  <float*>hd, <float*>cd, <float*>ws)
+                                  <float*>hd, <float*>cd, <float*>ws,
+                                  <float*>self.wpack, <float*>self.wpack + n1)
         finally:
             if own:
                 free(ws)

@@ -52,10 +52,22 @@ def checked(monkeypatch):
     return calls
 
 
+@pytest.fixture(params=["threads(1)", "default"])
+def policy(request):
+    """``threads(1)``: the compiled step runs alone; default (the core's BLAS at the CPU
+    count between calls): the thread policy runs around every step (the backend's
+    ``cell_step``)."""
+    if request.param == "default":
+        yield False
+    else:
+        with lstmkit.threads(1):
+            yield True
+
+
 @pytest.mark.parametrize("name,kw", CELLS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("bias", [True, False])
-def test_every_batch_matches_the_reference_and_the_checked_path(name, kw, dtype, bias, checked):
+def test_every_batch_matches_the_reference_and_the_checked_path(name, kw, dtype, bias, checked, policy):
     rng = np.random.default_rng(7)
     cell, ref = _make(name, kw, dtype, bias), _make(name, kw, dtype, bias, backend="numpy")
     for batch in BATCHES:
@@ -64,6 +76,11 @@ def test_every_batch_matches_the_reference_and_the_checked_path(name, kw, dtype,
         before = [a.copy() for a in (x, *_flat(hx))]
         for state in (hx, None):
             got = cell(x, state)
+            if policy:  # the compiled step itself answered
+                alone = cell._step(x, state)
+                assert alone is not None and alone is not False
+                for g, a in zip(_flat(got), _flat(alone)):
+                    np.testing.assert_array_equal(g, a)
             want = ref(x, state)
             assert type(got) is type(want)
             for g, w in zip(_flat(got), _flat(want)):
@@ -72,10 +89,14 @@ def test_every_batch_matches_the_reference_and_the_checked_path(name, kw, dtype,
                 np.testing.assert_allclose(g, w, **TOL[dtype])
             assert cell not in checked
             # a strided input takes the checked path: the same arithmetic, the same bits
+            # (up to 31 rows; from 32 the compiled step keeps the weights packed)
             slow = cell(_strided(x), state)
             assert checked.pop() is cell
             for g, s in zip(_flat(got), _flat(slow)):
-                np.testing.assert_array_equal(g, s)
+                if batch < 32:
+                    np.testing.assert_array_equal(g, s)
+                else:
+                    np.testing.assert_allclose(g, s, **TOL[dtype])
         for a, b in zip(before, (x, *_flat(hx))):
             np.testing.assert_array_equal(a, b)  # the caller's arrays are untouched
 
@@ -106,12 +127,13 @@ def test_steps_match_torch(name, kw, dtype):
             np.testing.assert_allclose(c, tc.numpy(), **TOL[dtype])
 
 
-def test_in_place_weight_updates_and_assignments_are_seen_by_the_next_step(checked):
+@pytest.mark.parametrize("batch", [3, 64])  # weights read in place / kept packed
+def test_in_place_weight_updates_and_assignments_are_seen_by_the_next_step(checked, policy, batch):
     rng = np.random.default_rng(1)
     cell = _make("LSTMCell", {}, np.float32)
     ref = _make("LSTMCell", {}, np.float32, backend="numpy")
-    x = rng.standard_normal((3, 13)).astype(np.float32)
-    hx = _state("LSTMCell", 3, 21, np.float32, rng)
+    x = rng.standard_normal((batch, 13)).astype(np.float32)
+    hx = _state("LSTMCell", batch, 21, np.float32, rng)
     cell(x, hx)
     cell.weight_hh -= 0.25  # what an optimizer step does: in place
     cell.bias_ih[5] = 3.0
@@ -120,6 +142,10 @@ def test_in_place_weight_updates_and_assignments_are_seen_by_the_next_step(check
     for g, w in zip(cell(x, hx), ref(x, hx)):
         np.testing.assert_allclose(g, w, rtol=2e-5, atol=2e-6)
     cell.load_state_dict({k: v * 0.5 for k, v in cell.state_dict().items()})
+    ref.load_state_dict(cell.state_dict())
+    for g, w in zip(cell(x, hx), ref(x, hx)):
+        np.testing.assert_allclose(g, w, rtol=2e-5, atol=2e-6)
+    cell.weight_hh[-1, -1] += 1.0  # one value of one weight, in place
     ref.load_state_dict(cell.state_dict())
     for g, w in zip(cell(x, hx), ref(x, hx)):
         np.testing.assert_allclose(g, w, rtol=2e-5, atol=2e-6)
@@ -177,12 +203,12 @@ def test_a_changed_backend_is_noticed():
     np.testing.assert_array_equal(cell(x), want)
 
 
-def test_poisoned_workspace_and_outputs_change_nothing(monkeypatch):
+def test_poisoned_workspace_and_outputs_change_nothing(monkeypatch, policy):
     rng = np.random.default_rng(9)
     for name, kw in CELLS:
         for bias in (True, False):
             cell = _make(name, kw, np.float32, bias)
-            for batch in (1, 4, 16):
+            for batch in (1, 4, 16, 40):
                 x = rng.standard_normal((batch, 13)).astype(np.float32)
                 hx = _state(name, batch, 21, np.float32, rng)
                 clean = [cell(x, hx), cell(x)]
@@ -194,13 +220,14 @@ def test_poisoned_workspace_and_outputs_change_nothing(monkeypatch):
                         np.testing.assert_array_equal(g, w)
 
 
-def test_two_python_threads_on_one_cell():
+@pytest.mark.parametrize("batch", [4, 40])
+def test_two_python_threads_on_one_cell(policy, batch):
     rng = np.random.default_rng(4)
     cell = _make("LSTMCell", {}, np.float32, sizes=(64, 128))
-    xs = [rng.standard_normal((5, 4, 64)).astype(np.float32) for _ in range(2)]
+    xs = [rng.standard_normal((5, batch, 64)).astype(np.float32) for _ in range(2)]
 
     def run(x):
-        h = c = np.zeros((4, 128), np.float32)
+        h = c = np.zeros((batch, 128), np.float32)
         for x_t in x:
             h, c = cell(x_t, (h, c))
         return h, c
@@ -217,9 +244,9 @@ def test_two_python_threads_on_one_cell():
         t.start()
     for t in threads:
         t.join()
-    for g, w in zip(got, want):
+    for g, w in zip(got, want):  # a thread finding the workspace busy reads the weights in place
         for a, b in zip(g, w):
-            np.testing.assert_array_equal(a, b)
+            np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -243,3 +270,18 @@ def test_the_step_checks_the_ndarray_layout_it_reads():
     for a in (np.ones((3, 4), np.float32), np.ones((4, 3))[:, ::2], np.asfortranarray(np.ones((2, 5))),
               np.ones(7, np.float32), np.frombuffer(b"\0" * 16, np.float32).reshape(2, 2)):
         assert _core.cellstep_layout_ok(a)
+
+
+def test_entry_points_through_blas_match():
+    """``blas=True`` (what the thread policy asks for when it gives a step threads)."""
+    rng = np.random.default_rng(8)
+    cell, ref = _make("LSTMCell", {}, np.float32), _make("LSTMCell", {}, np.float32, backend="numpy")
+    p = cell._parameters
+    for batch in (1, 5, 40):
+        x = rng.standard_normal((batch, 13)).astype(np.float32)
+        h0, c0 = _state("LSTMCell", batch, 21, np.float32, rng)
+        h, c = np.empty_like(h0), np.empty_like(c0)
+        _core.lstm_step(x, p["weight_ih"], p["weight_hh"], p["bias_ih"], p["bias_hh"], h0, c0, h, c,
+                        blas=True)
+        for g, w in zip((h, c), ref(x, (h0, c0))):
+            np.testing.assert_allclose(g, w, rtol=2e-5, atol=2e-6)
