@@ -1553,6 +1553,7 @@ def rnn_step(x, w_ih, w_hh, b_ih, b_hh, bint relu, h0, h, bint poison=False,
 
 from cpython.object cimport PyObject
 from cpython.dict cimport PyDict_GetItem
+from cpython.weakref cimport PyWeakref_GetObject
 from libc.string cimport memcmp, memset
 
 import numpy as _np_module
@@ -1993,9 +1994,9 @@ cdef class CellStep:
         self.wvalid = False
 
     def __init__(self, int kind, Py_ssize_t input_size, Py_ssize_t hidden_size, dtype,
-                 dict params, dict owner, backend, dict config, threads_module):
+                 dict params, owner, backend, dict config, threads_module):
         """``kind``: 0 LSTM, 1 GRU, 2 RNN tanh, 3 RNN ReLU; ``params``: the cell's live
-        parameter dict; ``owner``: the cell's ``__dict__`` (its ``backend`` entry must stay
+        parameter dict; ``owner``: the module (held weakly; its ``backend`` attribute must stay
         ``backend``); ``config``: a dict whose ``POISON_WORKSPACES`` entry poisons the
         outputs and workspace with NaN (a test hook); ``threads_module``: lstmkit._threads."""
         import numpy as np
@@ -2011,7 +2012,10 @@ cdef class CellStep:
             raise ValueError(f"dtype: expected float32 or float64, got {self.dtype}")
         self.dbl = self.dtype == np.float64
         self.descr = <PyObject*>self.dtype
-        self.params, self.owner, self.backend, self.config = params, owner, backend, config
+        import weakref
+        # weakly: the module holds this step, which must not keep it (and its panels) alive
+        self.owner = weakref.ref(owner)
+        self.params, self.backend, self.config = params, backend, config
         self.empty, self.full = np.empty, np.full
         self.shape = None
         self.threads_globals = vars(threads_module)
@@ -2159,8 +2163,8 @@ cdef class CellStep:
                 if type(hx) is not ndarray or not _plain(<PyObject*>hx, descr, B, H):
                     return None
                 h0 = <PyObject*>hx
-        found = PyDict_GetItem(self.owner, "backend")
-        if found == NULL or <object>found is not self.backend:
+        found = PyWeakref_GetObject(self.owner)
+        if <object>found is None or getattr(<object>found, "backend", None) is not self.backend:
             return None
         params = self.params
         w_ih = PyDict_GetItem(params, "weight_ih")

@@ -285,3 +285,22 @@ def test_entry_points_through_blas_match():
                         blas=True)
         for g, w in zip((h, c), ref(x, (h0, c0))):
             np.testing.assert_allclose(g, w, rtol=2e-5, atol=2e-6)
+
+
+def test_a_cell_is_freed_without_the_cycle_collector(policy):
+    """The compiled step holds its cell weakly (it may hold megabytes of packed weights)."""
+    import gc
+    import weakref
+
+    cell = _make("LSTMCell", {}, np.float32)
+    cell(np.ones((40, 13), np.float32))
+    assert isinstance(cell._step, _core.CellStep)
+    ref = weakref.ref(cell)
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        del cell
+        assert ref() is None
+    finally:
+        if was:
+            gc.enable()

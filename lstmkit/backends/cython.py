@@ -284,18 +284,18 @@ def _step(kind, args, state, dt):
 _STEP_KINDS = {LSTMCellType: 0, GRUCellType: 1, RNNTanhCellType: 2, RNNReluCellType: 3}
 
 
-def cell_stepper(cell, input_size, hidden_size, dtype, params, owner, backend):
+def cell_stepper(module, cell, input_size, hidden_size, dtype, params, backend):
     """The compiled step of a ``LSTMCell``/``GRUCell``/``RNNCell`` Python loop
     (``_core.CellStep``): ``step(input, hx)`` -> the new state, ``None`` when the
     arguments are not the plain case, ``False`` when the thread policy must run
-    around it.  ``params``/``owner``: the cell's live parameter dict and
-    ``__dict__`` (read at every step).  ``None`` for other cells, or where the
-    step cannot read this NumPy's arrays directly."""
+    around it.  ``params``: the module's live parameter dict (read at every step);
+    the step stays valid while ``module.backend`` is ``backend``.  ``None`` for
+    other cells, or where the step cannot read this NumPy's arrays directly."""
     kind = _STEP_KINDS.get(type(cell))
     if kind is None or np.dtype(dtype) not in _KERNELS:
         return None
     try:
-        return _core.CellStep(kind, input_size, hidden_size, dtype, params, owner, backend,
+        return _core.CellStep(kind, input_size, hidden_size, dtype, params, module, backend,
                               globals(), _threads)
     except RuntimeError:  # an ndarray layout the step does not know
         return None

@@ -150,8 +150,8 @@ class RecurrentCell(Module):
             return None
         if type(backend) is not CythonBackend:
             return None
-        return cell_stepper(self.cell, self.input_size, self.hidden_size, self._dtype, self._parameters,
-                            self.__dict__, backend)
+        return cell_stepper(self, self.cell, self.input_size, self.hidden_size, self._dtype, self._parameters,
+                            backend)
 
     def __getstate__(self):
         state = super().__getstate__()
