@@ -1965,7 +1965,8 @@ cdef class CellStep:
     The plain case: ``input`` an ndarray ``(B, input_size)``, ``B >= 1``, ``hx``
     ``None`` or the state arrays ``(B, hidden_size)`` (an ndarray for GRU/RNN, a
     tuple of two for LSTM), every array and parameter aligned, C-contiguous and of
-    the cell's dtype, the cell still on the backend this step was made for.  Returns
+    the cell's dtype, the cell still on the backend this step was made for and that
+    backend's ``cell_step`` not replaced (the step stands in for it).  Returns
     ``(h_1, c_1)`` for LSTM, else ``h_1``: new arrays.  Parameters are looked up in
     the cell's parameter dict at every step (assignments and in-place updates are
     seen); nothing the caller passes is written.
@@ -1973,7 +1974,7 @@ cdef class CellStep:
     cdef int kind
     cdef Py_ssize_t n_in, n_hid, n_gate, row_work, wpt2
     cdef object params, owner, backend, dtype, config, calls, threads_globals, pools
-    cdef object unneeded, empty, full, shape
+    cdef object unneeded, empty, full, shape, backend_dict, cell_step
     cdef PyObject* descr
     cdef _get_threads_t blas_get
     cdef _get_threads_t numpy_get
@@ -2016,6 +2017,8 @@ cdef class CellStep:
         # weakly: the module holds this step, which must not keep it (and its panels) alive
         self.owner = weakref.ref(owner)
         self.params, self.backend, self.config = params, backend, config
+        self.backend_dict = vars(backend)
+        self.cell_step = getattr(type(backend), "cell_step")
         self.empty, self.full = np.empty, np.full
         self.shape = None
         self.threads_globals = vars(threads_module)
@@ -2179,8 +2182,13 @@ cdef class CellStep:
             return None
         if b_hh != NULL and (type(<object>b_hh) is not ndarray or not _plain(b_hh, descr, G, -1)):
             return None
+        if PyDict_GetItem(self.backend_dict, "cell_step") != NULL \
+                or getattr(type(self.backend), "cell_step") is not self.cell_step:
+            return None  # the backend's cell_step was replaced (a wrapper, a spy): it runs
         via = _step_via(self.dbl, B)
-        if not self._gate(B * self.row_work):
+        # The thread policy sizes the core's BLAS: a step that calls no BLAS needs it only
+        # when the policy might give it threads (then BLAS is what uses them).
+        if (via == _VIA_BLAS or B * self.row_work >= self.wpt2) and not self._gate(B * self.row_work):
             return NEEDS_POLICY
         found = PyDict_GetItem(self.config, "POISON_WORKSPACES")
         poison = found != NULL and bool(<object>found)

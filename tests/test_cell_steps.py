@@ -54,9 +54,8 @@ def checked(monkeypatch):
 
 @pytest.fixture(params=["threads(1)", "default"])
 def policy(request):
-    """``threads(1)``: the compiled step runs alone; default (the core's BLAS at the CPU
-    count between calls): the thread policy runs around every step (the backend's
-    ``cell_step``)."""
+    """``threads(1)``: the core's BLAS at 1 thread; default: at the CPU count between calls
+    (a step that calls BLAS then runs inside the thread policy, the backend's ``cell_step``)."""
     if request.param == "default":
         yield False
     else:
