@@ -1909,8 +1909,11 @@ cdef inline int _step_via(bint dbl, Py_ssize_t B) noexcept nogil:
     """How a step of ``B`` rows runs its products: ``lk_nt_gemm`` where it beats BLAS;
     from ``_PANELS_MIN_ROWS`` rows the panel kernel over packed weights (where panels
     pay), which CellStep keeps packed between steps (checked against a copy at every
-    step) and the entry points pack per call."""
-    if _PANELS_MIN_ROWS <= B <= _PANEL_MAX_ROWS and lk_panels_pay(dbl):
+    step); past ``_PANEL_MAX_ROWS`` rows BLAS, which the thread policy may give threads
+    (up to 64 rows one thread of these kernels beat two of BLAS: docs/performance.md)."""
+    if B > _PANEL_MAX_ROWS:
+        return _VIA_BLAS
+    if B >= _PANELS_MIN_ROWS and lk_panels_pay(dbl):
         return _VIA_PANELS
     return _VIA_NT if lk_nt_pays(dbl, B) else _VIA_BLAS
 
@@ -2186,9 +2189,8 @@ cdef class CellStep:
                 or getattr(type(self.backend), "cell_step") is not self.cell_step:
             return None  # the backend's cell_step was replaced (a wrapper, a spy): it runs
         via = _step_via(self.dbl, B)
-        # The thread policy sizes the core's BLAS: a step that calls no BLAS needs it only
-        # when the policy might give it threads (then BLAS is what uses them).
-        if (via == _VIA_BLAS or B * self.row_work >= self.wpt2) and not self._gate(B * self.row_work):
+        # The thread policy sizes the core's BLAS: a step that calls no BLAS needs none
+        if via == _VIA_BLAS and not self._gate(B * self.row_work):
             return NEEDS_POLICY
         found = PyDict_GetItem(self.config, "POISON_WORKSPACES")
         poison = found != NULL and bool(<object>found)

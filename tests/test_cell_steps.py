@@ -14,7 +14,7 @@ from lstmkit.backends import cython as cython_backend
 from lstmkit.nn.cell import RecurrentCell
 
 CELLS = [("LSTMCell", {}), ("GRUCell", {}), ("RNNCell", {}), ("RNNCell", {"nonlinearity": "relu"})]
-BATCHES = [1, 2, 3, 4, 5, 16, 64]
+BATCHES = [1, 2, 3, 4, 5, 16, 64, 100]  # few-row kernel, packed weights (32-64), BLAS
 TOL = {np.float32: dict(rtol=2e-5, atol=2e-6), np.float64: dict(rtol=1e-12, atol=1e-13)}
 
 
