@@ -1836,132 +1836,802 @@ cdef int _take_common(_Buffers* bufs, x, w_ih, w_hh, b_ih, b_hh, int gates,
     return 0
 
 
-def lstm_step(x, w_ih, w_hh, b_ih, b_hh, h0, c0, h, c, bint poison=False):
+cdef int _run_step(_Buffers* bufs, int kind, Py_ssize_t* dims, void** d, void* h0,
+                   void* c0, void* h, void* c, bint poison, bint blas) except -1:
+    """The entry points' common tail: one step through :func:`_cell_compute` with a
+    malloc'd workspace: the arithmetic of :class:`CellStep` up to ``_PANELS_MIN_ROWS``
+    rows; more rows read the weights in place (packing them per call costs more than
+    the panels save; CellStep keeps them packed).  ``blas``: BLAS products (threaded)."""
+    cdef Py_ssize_t B = dims[0], I = dims[1], H = dims[2]
+    cdef bint dbl = bufs.kind == b'd'
+    cdef int via = _VIA_BLAS if blas else _step_via(dbl, B)
+    cdef void* ws
+    if via == _VIA_PANELS:
+        via = _VIA_NT if lk_nt_pays(dbl, B) else _VIA_BLAS
+    ws = _workspace(bufs.kind, _cell_workspace(kind, via, B, I, H), poison)
+    try:
+        with nogil:
+            if dbl:
+                _cell_compute(kind, via, B, I, H, <double*>d[0], <double*>d[1],
+                              <double*>d[2], <double*>d[3], <double*>d[4], <double*>h0,
+                              <double*>c0, <double*>h, <double*>c, <double*>ws, NULL, NULL)
+            else:
+                _cell_compute(kind, via, B, I, H, <float*>d[0], <float*>d[1],
+                              <float*>d[2], <float*>d[3], <float*>d[4], <float*>h0,
+                              <float*>c0, <float*>h, <float*>c, <float*>ws, NULL, NULL)
+    finally:
+        free(ws)
+    return 0
+
+
+def lstm_step(x, w_ih, w_hh, b_ih, b_hh, h0, c0, h, c, bint poison=False, bint blas=False):
     """One LSTM step without projection (``LSTMCell``), inference.
 
     ``x`` (B, I), ``w_ih`` (4H, I), ``w_hh`` (4H, H), ``b_ih``/``b_hh`` (4H) or
     None, ``h0``/``c0`` (B, H) -> written into ``h``/``c`` (B, H).  float32 or
     float64, one dtype, C-contiguous (else ValueError).  ``poison``: fill the
-    internal workspace with NaN first (a test hook).
+    internal workspace with NaN first (a test hook).  ``blas``: the products through
+    BLAS (which may be threaded) rather than the few-row kernel.
     """
     cdef _Buffers bufs
     cdef Py_ssize_t dims[3]
     cdef void* d[9]
-    cdef void* ws = NULL
-    cdef int64_t bs
-    cdef Py_ssize_t B, H
     bufs.n = 0
     bufs.kind = 0
     try:
         _take_common(&bufs, x, w_ih, w_hh, b_ih, b_hh, 4, dims, d)
-        B, H = dims[0], dims[2]
-        _take(&bufs, h0, "h0", 2, B, H, False, &d[5])
-        _take(&bufs, c0, "c0", 2, B, H, False, &d[6])
-        _take(&bufs, h, "h", 2, B, H, True, &d[7])
-        _take(&bufs, c, "c", 2, B, H, True, &d[8])
-        ws = _workspace(bufs.kind, B * 4 * H, poison)
-        bs = B
-        with nogil:
-            if bufs.kind == b'f':
-                memmove(d[7], d[5], B * H * sizeof(float))
-                memmove(d[8], d[6], B * H * sizeof(float))
-                _lstm_forward(1, &bs, False, B, dims[1], H, H, <float*>d[0], <float*>d[1],
-                              <float*>d[2], <float*>NULL, <float*>d[3], <float*>d[4],
-                              <float*>NULL, <float*>NULL, <float*>d[7], <float*>d[8],
-                              <float*>NULL, <float*>ws, B, <float*>NULL, <float*>NULL,
-                              <float*>NULL, <float*>NULL)
-            else:
-                memmove(d[7], d[5], B * H * sizeof(double))
-                memmove(d[8], d[6], B * H * sizeof(double))
-                _lstm_forward(1, &bs, False, B, dims[1], H, H, <double*>d[0], <double*>d[1],
-                              <double*>d[2], <double*>NULL, <double*>d[3], <double*>d[4],
-                              <double*>NULL, <double*>NULL, <double*>d[7], <double*>d[8],
-                              <double*>NULL, <double*>ws, B, <double*>NULL, <double*>NULL,
-                              <double*>NULL, <double*>NULL)
+        _take(&bufs, h0, "h0", 2, dims[0], dims[2], False, &d[5])
+        _take(&bufs, c0, "c0", 2, dims[0], dims[2], False, &d[6])
+        _take(&bufs, h, "h", 2, dims[0], dims[2], True, &d[7])
+        _take(&bufs, c, "c", 2, dims[0], dims[2], True, &d[8])
+        _run_step(&bufs, _K_LSTM, dims, d, d[5], d[6], d[7], d[8], poison, blas)
     finally:
-        free(ws)
         _release(&bufs)
 
 
-def gru_step(x, w_ih, w_hh, b_ih, b_hh, h0, h, bint poison=False):
+def gru_step(x, w_ih, w_hh, b_ih, b_hh, h0, h, bint poison=False, bint blas=False):
     """One GRU step (``GRUCell``), inference: ``x`` (B, I), ``w_ih`` (3H, I),
     ``w_hh`` (3H, H), biases (3H) or None, ``h0`` (B, H) -> written into ``h``."""
     cdef _Buffers bufs
     cdef Py_ssize_t dims[3]
     cdef void* d[7]
-    cdef void* ws = NULL
-    cdef int64_t bs
-    cdef Py_ssize_t B, H, k
     bufs.n = 0
     bufs.kind = 0
     try:
         _take_common(&bufs, x, w_ih, w_hh, b_ih, b_hh, 3, dims, d)
-        B, H = dims[0], dims[2]
-        _take(&bufs, h0, "h0", 2, B, H, False, &d[5])
-        _take(&bufs, h, "h", 2, B, H, True, &d[6])
-        # gates (B, 3H), gh (B, 3H), then zeros standing in for a missing b_hh
-        ws = _workspace(bufs.kind, 6 * B * H + 3 * H, poison)
-        bs = B
-        with nogil:
-            if bufs.kind == b'f':
-                if d[4] == NULL:
-                    d[4] = <float*>ws + 6 * B * H
-                    for k in range(3 * H):
-                        (<float*>d[4])[k] = 0
-                memmove(d[6], d[5], B * H * sizeof(float))
-                _gru_forward(1, &bs, False, B, dims[1], H, <float*>d[0], <float*>d[1],
-                             <float*>d[2], <float*>NULL, <float*>d[3], <float*>d[4], <float*>d[6],
-                             <float*>NULL, <float*>ws, B, <float*>ws + 3 * B * H,
-                             <float*>NULL, <float*>NULL)
-            else:
-                if d[4] == NULL:
-                    d[4] = <double*>ws + 6 * B * H
-                    for k in range(3 * H):
-                        (<double*>d[4])[k] = 0
-                memmove(d[6], d[5], B * H * sizeof(double))
-                _gru_forward(1, &bs, False, B, dims[1], H, <double*>d[0], <double*>d[1],
-                             <double*>d[2], <double*>NULL, <double*>d[3], <double*>d[4],
-                             <double*>d[6],
-                             <double*>NULL, <double*>ws, B, <double*>ws + 3 * B * H,
-                             <double*>NULL, <double*>NULL)
+        _take(&bufs, h0, "h0", 2, dims[0], dims[2], False, &d[5])
+        _take(&bufs, h, "h", 2, dims[0], dims[2], True, &d[6])
+        _run_step(&bufs, _K_GRU, dims, d, d[5], NULL, d[6], NULL, poison, blas)
     finally:
-        free(ws)
         _release(&bufs)
 
 
-def rnn_step(x, w_ih, w_hh, b_ih, b_hh, bint relu, h0, h, bint poison=False):
+def rnn_step(x, w_ih, w_hh, b_ih, b_hh, bint relu, h0, h, bint poison=False,
+             bint blas=False):
     """One Elman step (``RNNCell``), inference: ``x`` (B, I), ``w_ih`` (H, I),
     ``w_hh`` (H, H), biases (H) or None, ``h0`` (B, H) -> written into ``h``."""
     cdef _Buffers bufs
     cdef Py_ssize_t dims[3]
     cdef void* d[7]
-    cdef void* ws = NULL
-    cdef int64_t bs
-    cdef Py_ssize_t B, H
     bufs.n = 0
     bufs.kind = 0
     try:
         _take_common(&bufs, x, w_ih, w_hh, b_ih, b_hh, 1, dims, d)
-        B, H = dims[0], dims[2]
-        _take(&bufs, h0, "h0", 2, B, H, False, &d[5])
-        _take(&bufs, h, "h", 2, B, H, True, &d[6])
-        ws = _workspace(bufs.kind, B * H, poison)
-        bs = B
-        with nogil:
-            if bufs.kind == b'f':
-                memmove(d[6], d[5], B * H * sizeof(float))
-                _rnn_forward(1, &bs, False, relu, B, dims[1], H, <float*>d[0], <float*>d[1],
-                             <float*>d[2], <float*>NULL, <float*>d[3], <float*>d[4],
-                             <float*>d[6], <float*>NULL, <float*>ws, B, <float*>NULL)
-            else:
-                memmove(d[6], d[5], B * H * sizeof(double))
-                _rnn_forward(1, &bs, False, relu, B, dims[1], H, <double*>d[0],
-                             <double*>d[1], <double*>d[2], <double*>NULL, <double*>d[3],
-                             <double*>d[4], <double*>d[6], <double*>NULL, <double*>ws, B,
-                             <double*>NULL)
+        _take(&bufs, h0, "h0", 2, dims[0], dims[2], False, &d[5])
+        _take(&bufs, h, "h", 2, dims[0], dims[2], True, &d[6])
+        _run_step(&bufs, _K_RNN_RELU if relu else _K_RNN_TANH, dims, d, d[5], NULL, d[6],
+                  NULL, poison, blas)
     finally:
-        free(ws)
         _release(&bufs)
+
+
+# ---------------------------------------------------------------------------
+# CellStep: the Python loop's step (LSTMCell/GRUCell/RNNCell.__call__).  One
+# object per cell holds what does not change between steps (dtype, sizes, the
+# cell's live parameter dict, a workspace), checks the arrays by reading the
+# ndarray fields directly and allocates the outputs itself, so a step costs
+# little more than its products.  Weights are read as they are at every step
+# (never cached): an optimizer's in-place update is seen by the next step.
+# ---------------------------------------------------------------------------
+
+from cpython.object cimport PyObject
+from cpython.dict cimport PyDict_GetItem
+from cpython.weakref cimport PyWeakref_GetObject
+from libc.string cimport memcmp, memset
+
+import numpy as _np_module
+cdef object np_ndarray = _np_module.ndarray
+
+cdef extern from *:
+    r"""
+    /* ndarray's leading fields (PyArrayObject_fields in numpy/ndarraytypes.h, the
+       same in NumPy 1.7+ and 2.x); CellStep checks them against a real array
+       once (cellstep_layout_ok) before trusting them. */
+    typedef struct {
+        PyObject_HEAD
+        char *data;
+        int nd;
+        Py_ssize_t *dimensions;
+        Py_ssize_t *strides;
+        PyObject *base;
+        PyObject *descr;
+        int flags;
+    } lk_ndarray_fields;
+    #define LK_NPY_C_CONTIGUOUS 0x0001
+    #define LK_NPY_ALIGNED 0x0100
+    #define LK_NPY_WRITEABLE 0x0400
+    static inline char *lk_nd_data(PyObject *o) { return ((lk_ndarray_fields *)o)->data; }
+    static inline int lk_nd_ndim(PyObject *o) { return ((lk_ndarray_fields *)o)->nd; }
+    static inline Py_ssize_t lk_nd_dim(PyObject *o, int i) { return ((lk_ndarray_fields *)o)->dimensions[i]; }
+    static inline Py_ssize_t lk_nd_stride(PyObject *o, int i) { return ((lk_ndarray_fields *)o)->strides[i]; }
+    static inline PyObject *lk_nd_descr(PyObject *o) { return ((lk_ndarray_fields *)o)->descr; }
+    static inline int lk_nd_flags(PyObject *o) { return ((lk_ndarray_fields *)o)->flags; }
+
+    /* Few-row GEMM straight from the weights, two operand pairs at once:
+       out[m, n] = (out | bias | 0) + a1[m, k1] @ w1[n, k1]^T + a2[m, k2] @ w2[n, k2]^T.
+       A step's products are bound by reading the weights (batch <= 4) or by FMAs
+       (more rows); BLAS re-packs the weights on every call and its per-row gemv
+       reads them once per row, while packing them here for the panel kernel costs
+       more than the product.  So each weight row is read in place (dot products
+       along k in 32-byte vectors, MR batch rows x NB weight rows of accumulators,
+       lanes summed once at the end), in blocks of LK_NT_JB weight rows kept in L1
+       while every batch row passes.  No weight is cached between steps. */
+    #if (defined(__GNUC__) || defined(__clang__)) && !defined(LK_NT_SCALAR)
+    typedef float lk_vf __attribute__((vector_size(32)));
+    typedef double lk_vd __attribute__((vector_size(32)));
+    typedef int lk_vi8 __attribute__((vector_size(32)));
+    #  if defined(__clang__)
+    #    define LK_SHUF8(a, b, i0, i1, i2, i3, i4, i5, i6, i7) \
+             __builtin_shufflevector(a, b, i0, i1, i2, i3, i4, i5, i6, i7)
+    #    define LK_UNROLL _Pragma("unroll")
+    #  else
+    #    define LK_SHUF8(a, b, i0, i1, i2, i3, i4, i5, i6, i7) \
+             __builtin_shuffle(a, b, (lk_vi8){i0, i1, i2, i3, i4, i5, i6, i7})
+    #    define LK_UNROLL _Pragma("GCC unroll 8")
+    #  endif
+    /* s[c] = the sum of v[c]'s lanes, c < NB: pairs of vectors are interleaved and
+       added (a transpose that adds), so NB sums cost ~NB shuffles, not NB*7 adds. */
+    LK_INLINE void lk_hsum_f2(const lk_vf *v, float *s) {
+        const lk_vf p = LK_SHUF8(v[0], v[1], 0, 8, 1, 9, 4, 12, 5, 13)
+                      + LK_SHUF8(v[0], v[1], 2, 10, 3, 11, 6, 14, 7, 15);
+        s[0] = (p[0] + p[4]) + (p[2] + p[6]);
+        s[1] = (p[1] + p[5]) + (p[3] + p[7]);
+    }
+    LK_INLINE void lk_hsum_f4(const lk_vf *v, float *s) {
+        const lk_vf p = LK_SHUF8(v[0], v[1], 0, 8, 1, 9, 4, 12, 5, 13)
+                      + LK_SHUF8(v[0], v[1], 2, 10, 3, 11, 6, 14, 7, 15);
+        const lk_vf q = LK_SHUF8(v[2], v[3], 0, 8, 1, 9, 4, 12, 5, 13)
+                      + LK_SHUF8(v[2], v[3], 2, 10, 3, 11, 6, 14, 7, 15);
+        /* p = [v0 v1 v0 v1 | v0 v1 v0 v1] partial sums, q the same for v2 v3 */
+        const lk_vf r = LK_SHUF8(p, q, 0, 1, 8, 9, 4, 5, 12, 13)
+                      + LK_SHUF8(p, q, 2, 3, 10, 11, 6, 7, 14, 15);
+        s[0] = r[0] + r[4]; s[1] = r[1] + r[5]; s[2] = r[2] + r[6]; s[3] = r[3] + r[7];
+    }
+    LK_INLINE void lk_hsum_d2(const lk_vd *v, double *s) {
+        s[0] = (v[0][0] + v[0][2]) + (v[0][1] + v[0][3]);
+        s[1] = (v[1][0] + v[1][2]) + (v[1][1] + v[1][3]);
+    }
+    LK_INLINE void lk_hsum_d4(const lk_vd *v, double *s) { lk_hsum_d2(v, s); lk_hsum_d2(v + 2, s + 2); }
+    LK_INLINE void lk_hsum_f8(const lk_vf *v, float *s) { lk_hsum_f4(v, s); lk_hsum_f4(v + 4, s + 4); }
+    LK_INLINE void lk_hsum_d8(const lk_vd *v, double *s) { lk_hsum_d4(v, s); lk_hsum_d4(v + 4, s + 4); }
+
+    /* MR rows of out[., j0:j0+NB] for all j0: dot products of a's rows with w's rows,
+       over (a1, w1, k1) then (a2, w2, k2), started from bias (or out, or 0). */
+    #define LK_NT_BLOCK(T, S, V, L, MR, NB)                                              \
+    LK_INLINE void lk_nt_##S##MR##x##NB(int mr, Py_ssize_t n, const T *LK_RESTRICT a1, Py_ssize_t k1,\
+            const T *LK_RESTRICT w1, const T *LK_RESTRICT a2, Py_ssize_t k2,              \
+            const T *LK_RESTRICT w2, const T *LK_RESTRICT bias, int accumulate,           \
+            T *LK_RESTRICT out, Py_ssize_t ldo) {                                         \
+        for (Py_ssize_t j0 = 0; j0 < n; j0 += NB) {                                       \
+            const Py_ssize_t nb = n - j0 < NB ? n - j0 : NB;                              \
+            V acc[MR][NB];                                                                \
+            T sums[NB];                                                                   \
+            LK_UNROLL for (int r = 0; r < MR; r++)                                        \
+                LK_UNROLL for (int c = 0; c < NB; c++) acc[r][c] = (V){0};                \
+            for (int pair = 0; pair < 2; pair++) {                                        \
+                const T *a = pair ? a2 : a1, *w = pair ? w2 : w1;                         \
+                const Py_ssize_t k = pair ? k2 : k1, kv = k - k % L;                      \
+                const T *wr[NB];                                                          \
+                if (k == 0) continue;                                                     \
+                LK_UNROLL for (int c = 0; c < NB; c++) wr[c] = w + (j0 + (c < nb ? c : nb - 1)) * k;\
+                for (Py_ssize_t kk = 0; kk < kv; kk += L) {                               \
+                    V av[MR], wv[NB];                                                     \
+                    LK_UNROLL for (int r = 0; r < MR; r++) memcpy(&av[r], a + (r < mr ? r : mr - 1) * k + kk, sizeof(V));\
+                    LK_UNROLL for (int c = 0; c < NB; c++) memcpy(&wv[c], wr[c] + kk, sizeof(V));\
+                    LK_UNROLL for (int r = 0; r < MR; r++)                                \
+                        LK_UNROLL for (int c = 0; c < NB; c++) acc[r][c] += av[r] * wv[c];\
+                }                                                                         \
+                if (kv < k) {  /* the tail of k goes into lane 0 */                       \
+                    LK_UNROLL for (int r = 0; r < MR; r++)                                \
+                        LK_UNROLL for (int c = 0; c < NB; c++) {                          \
+                            T t = 0;                                                      \
+                            for (Py_ssize_t kk = kv; kk < k; kk++) t += a[(r < mr ? r : mr - 1) * k + kk] * wr[c][kk];\
+                            acc[r][c][0] += t;                                            \
+                        }                                                                 \
+                }                                                                         \
+            }                                                                             \
+            LK_UNROLL for (int r = 0; r < MR; r++) {                                      \
+                T *o = out + r * ldo + j0;                                                \
+                if (r >= mr) break;  /* a repeated row: computed, never stored */         \
+                lk_hsum_##S##NB(acc[r], sums);                                            \
+                LK_UNROLL for (int c = 0; c < NB; c++)                                    \
+                    if (c < nb)                                                           \
+                        o[c] = sums[c] + (accumulate ? o[c] : bias ? bias[j0 + c] : (T)0);\
+            }                                                                             \
+        }                                                                                 \
+    }
+    #else
+    #define LK_NT_BLOCK(T, S, V, L, MR, NB)                                              \
+    LK_INLINE void lk_nt_##S##MR##x##NB(int mr, Py_ssize_t n, const T *LK_RESTRICT a1, Py_ssize_t k1,\
+            const T *LK_RESTRICT w1, const T *LK_RESTRICT a2, Py_ssize_t k2,              \
+            const T *LK_RESTRICT w2, const T *LK_RESTRICT bias, int accumulate,           \
+            T *LK_RESTRICT out, Py_ssize_t ldo) {                                         \
+        for (Py_ssize_t j = 0; j < n; j++)                                                \
+            for (int r = 0; r < mr; r++) {                                                \
+                T s = accumulate ? out[r * ldo + j] : bias ? bias[j] : (T)0;              \
+                for (Py_ssize_t kk = 0; kk < k1; kk++) s += a1[r * k1 + kk] * w1[j * k1 + kk];\
+                for (Py_ssize_t kk = 0; kk < k2; kk++) s += a2[r * k2 + kk] * w2[j * k2 + kk];\
+                out[r * ldo + j] = s;                                                     \
+            }                                                                             \
+    }
+    #endif
+    /* out[m, n] = (out if accumulate, else bias or 0) + a1[m, k1] @ w1[n, k1]^T
+       + a2[m, k2] @ w2[n, k2]^T (k2 = 0: no second pair).  Four rows at a time;
+       4 weight rows per block where AVX-512 gives 32 vector registers, else 2. */
+    #define LK_DEFINE_NT(T, S, V, L)                                                      \
+    LK_NT_BLOCK(T, S, V, L, 1, 4)                                                         \
+    LK_NT_BLOCK(T, S, V, L, 1, 8)                                                         \
+    LK_NT_BLOCK(T, S, V, L, 2, 8)                                                         \
+    LK_NT_BLOCK(T, S, V, L, 2, 4)                                                         \
+    LK_NT_BLOCK(T, S, V, L, 3, 2)                                                         \
+    LK_NT_BLOCK(T, S, V, L, 3, 4)                                                         \
+    LK_NT_BLOCK(T, S, V, L, 4, 2)                                                         \
+    LK_NT_BLOCK(T, S, V, L, 4, 4)                                                         \
+    LK_KERNEL void lk_nt_gemm_##S(Py_ssize_t m, Py_ssize_t n, const T *a1, Py_ssize_t k1,  \
+            const T *w1, const T *a2, Py_ssize_t k2, const T *w2, const T *bias,          \
+            int accumulate, T *out, Py_ssize_t ldo) {                                     \
+        const int wide = lk_nt_wide();                                                    \
+        /* weight rows in blocks of LK_NT_JB (kept in L1) outside, batch rows inside */   \
+        for (Py_ssize_t j0 = 0; j0 < n; j0 += LK_NT_JB) {                                  \
+            const Py_ssize_t nn = n - j0 < LK_NT_JB ? n - j0 : LK_NT_JB;                    \
+            const T *v1 = w1 + j0 * k1, *v2 = w2 ? w2 + j0 * k2 : w2;                      \
+            const T *bj = bias ? bias + j0 : bias;                                         \
+            for (Py_ssize_t r0 = 0; r0 < m; r0 += 4) {                                     \
+                const T *b1 = a1 + r0 * k1, *b2 = a2 ? a2 + r0 * k2 : a2;                  \
+                T *o = out + r0 * ldo + j0;                                                \
+                switch (m - r0 < 4 ? m - r0 : 4) {                                         \
+                case 4:                                                                    \
+                    if (wide) lk_nt_##S##4x4(4, nn, b1, k1, v1, b2, k2, v2, bj, accumulate, o, ldo);\
+                    else lk_nt_##S##4x2(4, nn, b1, k1, v1, b2, k2, v2, bj, accumulate, o, ldo);\
+                    break;                                                                 \
+                case 3:                                                                    \
+                    if (wide) lk_nt_##S##3x4(3, nn, b1, k1, v1, b2, k2, v2, bj, accumulate, o, ldo);\
+                    else lk_nt_##S##3x2(3, nn, b1, k1, v1, b2, k2, v2, bj, accumulate, o, ldo);\
+                    break;                                                                 \
+                case 2:                                                                    \
+                    if (wide) lk_nt_##S##2x8(2, nn, b1, k1, v1, b2, k2, v2, bj, accumulate, o, ldo);\
+                    else lk_nt_##S##2x4(2, nn, b1, k1, v1, b2, k2, v2, bj, accumulate, o, ldo);\
+                    break;                                                                 \
+                default:                                                                   \
+                    if (wide) lk_nt_##S##1x8(1, nn, b1, k1, v1, b2, k2, v2, bj, accumulate, o, ldo);\
+                    else lk_nt_##S##1x4(1, nn, b1, k1, v1, b2, k2, v2, bj, accumulate, o, ldo);\
+                    break;                                                                 \
+                }                                                                          \
+            }                                                                              \
+        }                                                                                  \
+    }
+    #ifndef LK_NT_JB
+    #define LK_NT_JB 32
+    #endif
+    static int lk_nt_wide(void) {
+    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+        return __builtin_cpu_supports("avx512f");
+    #else
+        return 0;
+    #endif
+    }
+    LK_DEFINE_NT(float, f, lk_vf, 8)
+    LK_DEFINE_NT(double, d, lk_vd, 4)
+
+    /* Does lk_nt_gemm beat BLAS for a step of `rows` rows?  Measured on Zen 4
+       (docs/performance.md, "Cell steps from Python"): with AVX-512 (32 vector
+       registers: 4 weight rows per block) at batch 1-64 in float and double; with
+       AVX2 only, in float up to 4 rows; elsewhere (no target clones, other
+       compilers and CPUs) not measured: BLAS. */
+    static int lk_nt_pays(int dbl, Py_ssize_t rows) {
+    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) \
+        && defined(__GLIBC__) && !defined(LK_NO_CLONES)
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("avx512f")) return 1;
+        return !dbl && rows <= 4 && __builtin_cpu_supports("avx2");
+    #else
+        (void)dbl; (void)rows;
+        return 0;
+    #endif
+    }
+    """
+    char* lk_nd_data(PyObject* o) noexcept nogil
+    int lk_nd_ndim(PyObject* o) noexcept nogil
+    Py_ssize_t lk_nd_dim(PyObject* o, int i) noexcept nogil
+    Py_ssize_t lk_nd_stride(PyObject* o, int i) noexcept nogil
+    PyObject* lk_nd_descr(PyObject* o) noexcept nogil
+    int lk_nd_flags(PyObject* o) noexcept nogil
+    int LK_NPY_C_CONTIGUOUS, LK_NPY_ALIGNED, LK_NPY_WRITEABLE
+    void lk_nt_gemm_f(Py_ssize_t m, Py_ssize_t n, const float* a1, Py_ssize_t k1,
+                      const float* w1, const float* a2, Py_ssize_t k2, const float* w2,
+                      const float* bias, int accumulate, float* out,
+                      Py_ssize_t ldo) noexcept nogil
+    void lk_nt_gemm_d(Py_ssize_t m, Py_ssize_t n, const double* a1, Py_ssize_t k1,
+                      const double* w1, const double* a2, Py_ssize_t k2, const double* w2,
+                      const double* bias, int accumulate, double* out,
+                      Py_ssize_t ldo) noexcept nogil
+    int lk_nt_pays(int dbl, Py_ssize_t rows) noexcept nogil
+
+
+cdef enum:
+    _K_LSTM = 0
+    _K_GRU = 1
+    _K_RNN_TANH = 2
+    _K_RNN_RELU = 3
+
+
+cdef enum:
+    _VIA_BLAS = 0    # BLAS gemm (threaded when the policy gave threads)
+    _VIA_NT = 1      # lk_nt_gemm: the weights read in place
+    _VIA_PANELS = 2  # the panel kernel over the weights packed once (CellStep's cache)
+
+
+cdef void _products(int via, Py_ssize_t m, Py_ssize_t n, const floating* a1, Py_ssize_t k1,
+                    const floating* w1, const floating* a2, Py_ssize_t k2,
+                    const floating* w2, const floating* bias, floating* out,
+                    Py_ssize_t ldo, const floating* pk1, const floating* pk2) noexcept nogil:
+    """``out[m, n] = bias + a1 @ w1^T + a2 @ w2^T`` (``a2`` NULL: no second pair; ``bias``
+    NULL: 0), rows ``ldo`` apart, through ``via``; ``pk1``/``pk2``: ``w1^T``/``w2^T`` in
+    panels (``_VIA_PANELS``; all ``n`` columns of ``w``, ``n`` the whole row)."""
+    cdef Py_ssize_t r, j
+    if via == _VIA_NT:
+        if floating is float:
+            lk_nt_gemm_f(m, n, a1, k1, w1, a2, k2 if a2 != NULL else 0, w2, bias, 0, out, ldo)
+        else:
+            lk_nt_gemm_d(m, n, a1, k1, w1, a2, k2 if a2 != NULL else 0, w2, bias, 0, out, ldo)
+        return
+    for r in range(m):
+        for j in range(n):
+            out[r * ldo + j] = 0 if bias == NULL else bias[j]
+    if via == _VIA_PANELS:
+        _panel_gemm(m, n, k1, a1, k1, pk1, True, out, ldo)
+        if a2 != NULL:
+            _panel_gemm(m, n, k2, a2, k2, pk2, True, out, ldo)
+        return
+    _gemm(False, True, <int>m, <int>n, <int>k1, 1, a1, <int>k1, w1, <int>k1, 1, out, <int>ldo)
+    if a2 != NULL:
+        _gemm(False, True, <int>m, <int>n, <int>k2, 1, a2, <int>k2, w2, <int>k2, 1, out,
+              <int>ldo)
+
+
+cdef inline const floating* _bias_sum(Py_ssize_t n, const floating* b1, const floating* b2,
+                                      floating* room) noexcept nogil:
+    """``b1 + b2`` over ``n`` values (either NULL: the other; both: NULL)."""
+    cdef Py_ssize_t j
+    if b1 == NULL or b2 == NULL:
+        return b2 if b1 == NULL else b1
+    for j in range(n):
+        room[j] = b1[j] + b2[j]
+    return room
+
+
+cdef void _cell_compute(int kind, int via, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
+                        const floating* x, const floating* w_ih, const floating* w_hh,
+                        const floating* b_ih, const floating* b_hh, const floating* h0,
+                        const floating* c0, floating* h, floating* c, floating* ws,
+                        const floating* pk_ih, const floating* pk_hh) noexcept nogil:
+    """One step of a built-in cell into ``h`` (and ``c``).  ``h0``/``c0`` NULL: zero state
+    (the recurrent product is skipped).  ``ws``: :func:`_cell_workspace` values; ``via``:
+    how the products run (see :func:`_products`; ``pk_ih``/``pk_hh``: the weights in
+    panels for ``_VIA_PANELS``)."""
+    cdef Py_ssize_t G = (4 if kind == _K_LSTM else 3 if kind == _K_GRU else 1) * H, j
+    cdef floating* gates = ws + 4 * H
+    cdef floating* gh
+    cdef const floating* bias
+    if kind == _K_GRU and via == _VIA_PANELS:  # panels span all 3H columns: as the layer
+        gh = gates + B * G
+        for j in range(G):
+            ws[j] = (0 if b_ih == NULL else b_ih[j]) + (0 if b_hh == NULL or j >= 2 * H
+                                                       else b_hh[j])
+        _products(via, B, G, x, I, w_ih, NULL, 0, NULL, ws, gates, G, pk_ih, NULL)
+        if h0 != NULL:
+            _products(via, B, G, h0, H, w_hh, NULL, 0, NULL, NULL, gh, G, pk_hh, NULL)
+            memcpy(h, h0, B * H * sizeof(floating))
+        else:
+            memset(gh, 0, B * G * sizeof(floating))
+            memset(h, 0, B * H * sizeof(floating))
+    elif kind == _K_GRU:
+        gh = gates + B * G
+        # r, z: x W_ih^T + h W_hh^T + b_i + b_h in one pass; n: x W_in^T + b_in and
+        # h W_hn^T apart (r multiplies the latter plus b_hn)
+        bias = _bias_sum(2 * H, b_ih, b_hh, ws)
+        _products(via, B, 2 * H, x, I, w_ih, h0, H, w_hh, bias, gates, G, NULL, NULL)
+        _products(via, B, H, x, I, w_ih + 2 * H * I, NULL, 0, NULL,
+                  b_ih + 2 * H if b_ih != NULL else NULL, gates + 2 * H, G, NULL, NULL)
+        memset(gh, 0, B * G * sizeof(floating))
+        if h0 != NULL:
+            _products(via, B, H, h0, H, w_hh + 2 * H * H, NULL, 0, NULL, NULL, gh + 2 * H, G,
+                      NULL, NULL)
+            memcpy(h, h0, B * H * sizeof(floating))
+        else:
+            memset(h, 0, B * H * sizeof(floating))
+    if kind == _K_GRU:
+        if b_hh != NULL:
+            bias = b_hh + 2 * H
+        else:
+            for j in range(H):
+                ws[2 * H + j] = 0
+            bias = ws + 2 * H
+        _gru_rows(B, H, gates, gh, bias, h, NULL)
+        return
+    _products(via, B, G, x, I, w_ih, h0, H, w_hh, _bias_sum(G, b_ih, b_hh, ws), gates, G,
+              pk_ih, pk_hh)
+    if kind == _K_LSTM:
+        if c0 != NULL:
+            memcpy(c, c0, B * H * sizeof(floating))
+        else:
+            memset(c, 0, B * H * sizeof(floating))
+        _lstm_rows(B, H, gates, c, h, NULL)
+    else:
+        _rnn_rows(B * H, gates, h, kind == _K_RNN_RELU, False)
+
+
+cdef inline Py_ssize_t _cell_workspace(int kind, int via, Py_ssize_t B, Py_ssize_t I,
+                                       Py_ssize_t H) noexcept nogil:
+    """Values :func:`_cell_compute` needs: biases (4H), gates (B*G), GRU's h products (B*G)."""
+    cdef Py_ssize_t G = (4 if kind == _K_LSTM else 3 if kind == _K_GRU else 1) * H
+    return 4 * H + (2 if kind == _K_GRU else 1) * B * G
+
+
+cdef inline int _step_via(bint dbl, Py_ssize_t B) noexcept nogil:
+    """How a step of ``B`` rows runs its products: ``lk_nt_gemm`` where it beats BLAS;
+    from ``_PANELS_MIN_ROWS`` rows the panel kernel over packed weights (where panels
+    pay), which CellStep keeps packed between steps (checked against a copy at every
+    step); past ``_PANEL_MAX_ROWS`` rows BLAS, which the thread policy may give threads
+    (up to 64 rows one thread of these kernels beat two of BLAS: docs/performance.md)."""
+    if B > _PANEL_MAX_ROWS:
+        return _VIA_BLAS
+    if B >= _PANELS_MIN_ROWS and lk_panels_pay(dbl):
+        return _VIA_PANELS
+    return _VIA_NT if lk_nt_pays(dbl, B) else _VIA_BLAS
+
+
+#: Rows from which a step's products run over packed weights: comparing the weights with
+#: the copy they were packed from (~10 us for 384 KB) then costs less than the panel
+#: kernel saves over lk_nt_gemm (docs/performance.md, "Cell steps from Python").
+cdef Py_ssize_t _PANELS_MIN_ROWS = 32
+
+
+cdef inline bint _plain(PyObject* a, PyObject* descr, Py_ssize_t d0, Py_ssize_t d1) noexcept:
+    """Is ``a`` an aligned C-contiguous ndarray of ``descr`` and shape ``(d0, d1)``
+    (``d1 < 0``: 1-D ``(d0,)``; ``d0 < 0``: any rows)?"""
+    if lk_nd_descr(a) != descr or (lk_nd_flags(a) & (LK_NPY_C_CONTIGUOUS | LK_NPY_ALIGNED)) \
+            != (LK_NPY_C_CONTIGUOUS | LK_NPY_ALIGNED):
+        return False
+    if d1 < 0:
+        return lk_nd_ndim(a) == 1 and lk_nd_dim(a, 0) == d0
+    return lk_nd_ndim(a) == 2 and (d0 < 0 or lk_nd_dim(a, 0) == d0) and lk_nd_dim(a, 1) == d1
+
+
+def cellstep_layout_ok(a):
+    """Do the ndarray fields CellStep reads agree with ``a`` (an ndarray)?  (Checked once.)"""
+    cdef PyObject* p = <PyObject*>a
+    if lk_nd_ndim(p) != a.ndim or <size_t>lk_nd_data(p) != a.__array_interface__["data"][0]:
+        return False
+    if lk_nd_descr(p) != <PyObject*>a.dtype:
+        return False
+    for i in range(a.ndim):
+        if lk_nd_dim(p, i) != a.shape[i] or lk_nd_stride(p, i) != a.strides[i]:
+            return False
+    c = bool(lk_nd_flags(p) & LK_NPY_C_CONTIGUOUS)
+    al = bool(lk_nd_flags(p) & LK_NPY_ALIGNED)
+    w = bool(lk_nd_flags(p) & LK_NPY_WRITEABLE)
+    return (c, al, w) == (a.flags.c_contiguous, a.flags.aligned, a.flags.writeable)
+
+
+ctypedef int (*_get_threads_t)() noexcept nogil
+
+#: What CellStep.__call__ returns when the arguments are the plain case but the thread
+#: policy must size the core's BLAS around the step (``_threads.kernel``: the backend's
+#: ``cell_step`` does, with the same arithmetic).
+NEEDS_POLICY = False
+
+
+cdef class CellStep:
+    """``step(input, hx)``: one inference step of a built-in cell, or ``None`` when the
+    arguments are not the plain case (the caller's checked path then handles them,
+    errors included), or :data:`NEEDS_POLICY` when ``_threads.kernel`` would change the
+    core's BLAS threads for this step (the caller runs it inside the policy instead).
+
+    The plain case: ``input`` an ndarray ``(B, input_size)``, ``B >= 1``, ``hx``
+    ``None`` or the state arrays ``(B, hidden_size)`` (an ndarray for GRU/RNN, a
+    tuple of two for LSTM), every array and parameter aligned, C-contiguous and of
+    the cell's dtype, the cell still on the backend this step was made for and that
+    backend's ``cell_step`` not replaced (the step stands in for it).  Returns
+    ``(h_1, c_1)`` for LSTM, else ``h_1``: new arrays.  Parameters are looked up in
+    the cell's parameter dict at every step (assignments and in-place updates are
+    seen); nothing the caller passes is written.
+    """
+    cdef int kind
+    cdef Py_ssize_t n_in, n_hid, n_gate, row_work, wpt2
+    cdef object params, owner, backend, dtype, config, calls, threads_globals, pools
+    cdef object unneeded, empty, full, shape, backend_dict, cell_step
+    cdef PyObject* descr
+    cdef _get_threads_t blas_get
+    cdef _get_threads_t numpy_get
+    cdef bint no_pool, dbl
+    cdef char* ws
+    cdef size_t ws_bytes
+    cdef bint busy
+    # _VIA_PANELS: the weights as last packed (copy) and packed, valid while equal
+    cdef char* wcopy
+    cdef char* wpack
+    cdef bint wvalid
+
+    def __cinit__(self):
+        self.ws = NULL
+        self.ws_bytes = 0
+        self.busy = False
+        self.wcopy = self.wpack = NULL
+        self.wvalid = False
+
+    def __init__(self, int kind, Py_ssize_t input_size, Py_ssize_t hidden_size, dtype,
+                 dict params, owner, backend, dict config, threads_module):
+        """``kind``: 0 LSTM, 1 GRU, 2 RNN tanh, 3 RNN ReLU; ``params``: the cell's live
+        parameter dict; ``owner``: the module (held weakly; its ``backend`` attribute must stay
+        ``backend``); ``config``: a dict whose ``POISON_WORKSPACES`` entry poisons the
+        outputs and workspace with NaN (a test hook); ``threads_module``: lstmkit._threads."""
+        import numpy as np
+        if kind < 0 or kind > 3:
+            raise ValueError(f"kind: expected 0-3, got {kind}")
+        _check_dims(1, input_size, 4 * hidden_size, hidden_size)
+        self.kind = kind
+        self.n_in, self.n_hid = input_size, hidden_size
+        self.n_gate = (4 if kind == _K_LSTM else 3 if kind == _K_GRU else 1) * hidden_size
+        self.row_work = self.n_gate * (input_size + hidden_size)
+        self.dtype = np.dtype(dtype)
+        if self.dtype != np.float32 and self.dtype != np.float64:
+            raise ValueError(f"dtype: expected float32 or float64, got {self.dtype}")
+        self.dbl = self.dtype == np.float64
+        self.descr = <PyObject*>self.dtype
+        import weakref
+        # weakly: the module holds this step, which must not keep it (and its panels) alive
+        self.owner = weakref.ref(owner)
+        self.params, self.backend, self.config = params, backend, config
+        self.backend_dict = vars(backend)
+        self.cell_step = getattr(type(backend), "cell_step")
+        self.empty, self.full = np.empty, np.full
+        self.shape = None
+        self.threads_globals = vars(threads_module)
+        self.calls = threads_module._C
+        self.unneeded = threads_module.kernel_unneeded
+        self.wpt2 = 2 * threads_module.WORK_PER_THREAD
+        self.pools = None
+        probe = np.empty((2, 3), self.dtype)[:, :2]
+        if not cellstep_layout_ok(probe) or not cellstep_layout_ok(np.empty((3, 2), self.dtype)):
+            raise RuntimeError("this NumPy's ndarray layout is not the one CellStep reads")
+
+    def __dealloc__(self):
+        free(self.ws)
+        free(self.wcopy)
+        free(self.wpack)
+
+    cdef int _packed_weights(self, size_t item) except -1:
+        """Room for the weights' copy and panels (allocated on the first ``_VIA_PANELS`` step)."""
+        cdef Py_ssize_t G = self.n_gate
+        if self.wcopy == NULL:
+            self.wcopy = <char*>malloc(G * (self.n_in + self.n_hid) * item)
+            self.wpack = <char*>malloc((_packed_size(self.n_in, G, <float*>NULL)
+                                        + _packed_size(self.n_hid, G, <float*>NULL)) * item)
+            self.wvalid = False
+            if self.wcopy == NULL or self.wpack == NULL:
+                free(self.wcopy)
+                free(self.wpack)
+                self.wcopy = self.wpack = NULL
+                raise MemoryError()
+        return 0
+
+    cdef void _refresh_panels(self, const char* w_ih, const char* w_hh,
+                              size_t item) noexcept nogil:
+        """Repack whichever weight differs (bitwise) from the copy it was packed from: an
+        optimizer's in-place update or a new array is seen by this step."""
+        cdef Py_ssize_t G = self.n_gate, I = self.n_in, H = self.n_hid
+        cdef Py_ssize_t n1 = _packed_size(I, G, <float*>NULL)
+        cdef size_t b1 = G * I * item, b2 = G * H * item
+        if not self.wvalid or memcmp(w_ih, self.wcopy, b1) != 0:
+            memcpy(self.wcopy, w_ih, b1)
+            if item == sizeof(double):
+                _pack(I, G, <const double*>w_ih, True, <double*>self.wpack)
+            else:
+                _pack(I, G, <const float*>w_ih, True, <float*>self.wpack)
+        if not self.wvalid or memcmp(w_hh, self.wcopy + b1, b2) != 0:
+            memcpy(self.wcopy + b1, w_hh, b2)
+            if item == sizeof(double):
+                _pack(H, G, <const double*>w_hh, True, <double*>self.wpack + n1)
+            else:
+                _pack(H, G, <const float*>w_hh, True, <float*>self.wpack + n1)
+        self.wvalid = True
+
+    cdef int _gate(self, Py_ssize_t work) except -1:
+        """1 when ``_threads.kernel(work)`` would change nothing (see its ``kernel_unneeded``),
+        read without calling Python: the core pool's raw getter and ``_threads._C``."""
+        cdef PyObject* pools = PyDict_GetItem(self.threads_globals, "_POOLS")
+        if pools == NULL or <object>pools is None:
+            return 0
+        if <object>pools is not self.pools:
+            self._refresh(<object>pools)
+        if self.no_pool:
+            return 1
+        calls = self.calls
+        if calls.active != 0:
+            return 0
+        if work >= self.wpt2:  # kernel() would ask decide(): 1 thread only under a ceiling of 1
+            explicit = calls.explicit
+            if explicit is None:
+                if self.numpy_get == NULL:
+                    return 1 if self.unneeded(work) else 0
+                if self.numpy_get() > 1:
+                    return 0
+            elif explicit != 1:
+                return 0
+        if self.blas_get != NULL:
+            return self.blas_get() == 1
+        return 1 if self.unneeded(work) else 0
+
+    cdef int _refresh(self, pools) except -1:
+        import ctypes
+        self.pools = pools
+        self.no_pool = pools.set is None
+        self.blas_get = self.numpy_get = NULL
+        if not self.no_pool and isinstance(pools.get, ctypes._CFuncPtr):
+            self.blas_get = <_get_threads_t><size_t>ctypes.cast(pools.get, ctypes.c_void_p).value
+        if isinstance(pools.numpy_get, ctypes._CFuncPtr):
+            self.numpy_get = <_get_threads_t><size_t>ctypes.cast(pools.numpy_get,
+                                                                 ctypes.c_void_p).value
+        return 0
+
+    cdef char* _workspace(self, size_t nbytes, bint* own) except NULL:
+        """This step's workspace (grown as needed), or a fresh one (``own``: free it) when
+        another Python thread is using it."""
+        cdef char* ws
+        own[0] = self.busy
+        if self.busy:
+            ws = <char*>malloc(nbytes if nbytes else 1)
+        else:
+            if nbytes > self.ws_bytes:
+                ws = <char*>malloc(nbytes)
+                if ws != NULL:
+                    free(self.ws)
+                    self.ws, self.ws_bytes = ws, nbytes
+            ws = self.ws
+            self.busy = True
+        if ws == NULL:
+            raise MemoryError()
+        return ws
+
+    def __call__(self, input, hx=None):
+        cdef PyObject* descr = self.descr
+        cdef PyObject* x = <PyObject*>input
+        cdef PyObject* h0 = NULL
+        cdef PyObject* c0 = NULL
+        cdef PyObject* w_ih
+        cdef PyObject* w_hh
+        cdef PyObject* b_ih
+        cdef PyObject* b_hh
+        cdef PyObject* found
+        cdef Py_ssize_t B, H = self.n_hid, G = self.n_gate, nvals, k
+        cdef Py_ssize_t n1 = _packed_size(self.n_in, self.n_gate, <float*>NULL)
+        cdef size_t item
+        cdef char* ws
+        cdef bint own = False, poison
+        cdef int via
+        cdef int kind = self.kind
+        cdef void* hd
+        cdef void* cd = NULL
+        ndarray = np_ndarray
+        if type(input) is not ndarray or not _plain(x, descr, -1, self.n_in):
+            return None
+        B = lk_nd_dim(x, 0)
+        if B < 1:
+            return None
+        if hx is not None:
+            if kind == _K_LSTM:
+                if type(hx) is not tuple or len(<tuple>hx) != 2:
+                    return None
+                h0 = <PyObject*>(<tuple>hx)[0]
+                c0 = <PyObject*>(<tuple>hx)[1]
+                if type(<object>h0) is not ndarray or type(<object>c0) is not ndarray \
+                        or not _plain(h0, descr, B, H) or not _plain(c0, descr, B, H):
+                    return None
+            else:
+                if type(hx) is not ndarray or not _plain(<PyObject*>hx, descr, B, H):
+                    return None
+                h0 = <PyObject*>hx
+        found = PyWeakref_GetObject(self.owner)
+        if <object>found is None or getattr(<object>found, "backend", None) is not self.backend:
+            return None
+        params = self.params
+        w_ih = PyDict_GetItem(params, "weight_ih")
+        w_hh = PyDict_GetItem(params, "weight_hh")
+        b_ih = PyDict_GetItem(params, "bias_ih")
+        b_hh = PyDict_GetItem(params, "bias_hh")
+        if w_ih == NULL or w_hh == NULL or type(<object>w_ih) is not ndarray \
+                or type(<object>w_hh) is not ndarray or not _plain(w_ih, descr, G, self.n_in) \
+                or not _plain(w_hh, descr, G, H):
+            return None
+        if b_ih != NULL and (type(<object>b_ih) is not ndarray or not _plain(b_ih, descr, G, -1)):
+            return None
+        if b_hh != NULL and (type(<object>b_hh) is not ndarray or not _plain(b_hh, descr, G, -1)):
+            return None
+        if PyDict_GetItem(self.backend_dict, "cell_step") != NULL \
+                or getattr(type(self.backend), "cell_step") is not self.cell_step:
+            return None  # the backend's cell_step was replaced (a wrapper, a spy): it runs
+        via = _step_via(self.dbl, B)
+        # The thread policy sizes the core's BLAS: a step that calls no BLAS needs none
+        if via == _VIA_BLAS and not self._gate(B * self.row_work):
+            return NEEDS_POLICY
+        found = PyDict_GetItem(self.config, "POISON_WORKSPACES")
+        poison = found != NULL and bool(<object>found)
+        shape = self.shape
+        if shape is None or (<tuple>shape)[0] != B:
+            shape = self.shape = (B, H)
+        if poison:
+            h = self.full(shape, NAN, self.dtype)
+            c = self.full(shape, NAN, self.dtype) if kind == _K_LSTM else None
+        else:
+            h = self.empty(shape, self.dtype)
+            c = self.empty(shape, self.dtype) if kind == _K_LSTM else None
+        hd = lk_nd_data(<PyObject*>h)
+        if c is not None:
+            cd = lk_nd_data(<PyObject*>c)
+        item = sizeof(double) if self.dbl else sizeof(float)
+        nvals = _cell_workspace(kind, via, B, self.n_in, H)
+        ws = self._workspace(nvals * item, &own)
+        try:
+            if via == _VIA_PANELS:
+                if own:  # another Python thread holds this step's workspace and panels
+                    via = _VIA_NT if lk_nt_pays(self.dbl, B) else _VIA_BLAS
+                else:
+                    self._packed_weights(item)
+            if poison:
+                for k in range(nvals):
+                    if self.dbl:
+                        (<double*>ws)[k] = NAN
+                    else:
+                        (<float*>ws)[k] = NAN
+            with nogil:
+                if via == _VIA_PANELS:
+                    self._refresh_panels(lk_nd_data(w_ih), lk_nd_data(w_hh), item)
+                if self.dbl:
+                    _cell_compute(kind, via, B, self.n_in, H, <double*>lk_nd_data(x),
+                                  <double*>lk_nd_data(w_ih), <double*>lk_nd_data(w_hh),
+                                  <double*>(lk_nd_data(b_ih) if b_ih != NULL else NULL),
+                                  <double*>(lk_nd_data(b_hh) if b_hh != NULL else NULL),
+                                  <double*>(lk_nd_data(h0) if h0 != NULL else NULL),
+                                  <double*>(lk_nd_data(c0) if c0 != NULL else NULL),
+                                  <double*>hd, <double*>cd, <double*>ws,
+                                  <double*>self.wpack, <double*>self.wpack + n1)
+                else:
+                    _cell_compute(kind, via, B, self.n_in, H, <float*>lk_nd_data(x),
+                                  <float*>lk_nd_data(w_ih), <float*>lk_nd_data(w_hh),
+                                  <float*>(lk_nd_data(b_ih) if b_ih != NULL else NULL),
+                                  <float*>(lk_nd_data(b_hh) if b_hh != NULL else NULL),
+                                  <float*>(lk_nd_data(h0) if h0 != NULL else NULL),
+                                  <float*>(lk_nd_data(c0) if c0 != NULL else NULL),
+                                  <float*>hd, <float*>cd, <float*>ws,
+                                  <float*>self.wpack, <float*>self.wpack + n1)
+        finally:
+            if own:
+                free(ws)
+            else:
+                self.busy = False
+        return (h, c) if kind == _K_LSTM else h
+
 
 
 # ---------------------------------------------------------------------------
@@ -2038,6 +2708,28 @@ def panel_gemm(const floating[:, ::1] a, const floating[:, ::1] b, bint trans_b,
                     _panel_gemm(m, n, k, &a[0, 0], k, packed, accumulate, &out[0, 0], n)
     finally:
         free(packed)
+
+
+def nt_gemm(const floating[:, ::1] a, const floating[:, ::1] w, floating[:, ::1] out,
+            bint accumulate=False, int repeat=1):
+    """``out (+)= a @ w.T`` through the cell steps' few-row kernel (test twin): ``a``
+    (m, k), ``w`` (n, k).  ``repeat``: run it that many times (for timing it alone)."""
+    cdef Py_ssize_t m = a.shape[0], k = a.shape[1], n = w.shape[0], rep
+    if w.shape[1] != k:
+        raise ValueError(f"inner dimensions differ: {k} and {w.shape[1]}")
+    _shape("out", out.shape[0], out.shape[1], m, n)
+    if m == 0 or n == 0 or k == 0:
+        if not accumulate:
+            out[:, :] = 0
+        return
+    with nogil:
+        for rep in range(max(1, repeat)):
+            if floating is float:
+                lk_nt_gemm_f(m, n, &a[0, 0], k, &w[0, 0], NULL, 0, NULL, NULL, accumulate,
+                             &out[0, 0], n)
+            else:
+                lk_nt_gemm_d(m, n, &a[0, 0], k, &w[0, 0], NULL, 0, NULL, NULL, accumulate,
+                             &out[0, 0], n)
 
 
 def _stall_worker_at(Py_ssize_t step):

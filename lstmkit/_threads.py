@@ -234,14 +234,22 @@ class kernel:
 
 def kernel_unneeded(work: int) -> bool:
     """May a core call of ``work`` skip :class:`kernel`?  Yes when kernel would change nothing:
-    no other Python thread is in the core, the call would get 1 thread and the core's BLAS is
-    already at 1 (``lstmkit run``, ``threads(1)``).  Saves ~2 µs of a ~5 µs ``LSTMCell`` step."""
+    no other Python thread is in the core, the call would get 1 thread (small work, or a
+    ceiling of 1) and the core's BLAS is already at 1 (``lstmkit run``, ``threads(1)``).
+    ``_core.CellStep`` decides the same way without calling Python (keep the two in step)."""
     p = _POOLS
     if p is None:
         return False
     c = _C
-    return p.set is None or (c.active == 0 and (work < 2 * WORK_PER_THREAD or c.explicit == 1)
-                             and p.get() == 1)
+    if p.set is None:
+        return True
+    if c.active:
+        return False
+    if work >= 2 * WORK_PER_THREAD:
+        ceiling = c.explicit if c.explicit is not None else (p.numpy_get() if p.numpy_get is not None else 2)
+        if ceiling > 1:
+            return False
+    return p.get() == 1
 
 
 def _positive(name: str, value):

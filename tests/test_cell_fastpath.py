@@ -99,30 +99,66 @@ def test_errors_are_unchanged(name, n):
 
 def test_thread_wrapper_skipped_only_when_it_changes_nothing(monkeypatch):
     calls = []
-    step = CythonBackend.cell_step
+    step = CythonBackend._cell_step  # under the policy wrapper (cell_step): counted
 
-    def counting(self, *args):
-        calls.append(1)
-        return step(self, *args)
+    def counting(self, cell, params, x, state):
+        calls.append(len(x))
+        return step(self, cell, params, x, state)
 
-    monkeypatch.setattr(CythonBackend, "cell_step", counting)
+    monkeypatch.setattr(CythonBackend, "_cell_step", counting)
     cell = _make("LSTMCell")
     x = np.ones((2, 5), np.float32)
-    cell(x)  # the pools exist after the first core call
+    want = cell(x)  # the pools exist after the first core call
     p = _threads._pools()
     if p.set is None:
         pytest.skip("the core's BLAS exposes no thread control here")
+    big = np.ones((4 * _threads.WORK_PER_THREAD // cell._row_work + 1, 5), np.float32)
+    ref = _make("LSTMCell", backend="numpy")
     with lstmkit.threads(1):
         calls.clear()
-        cell(x)
+        got = cell(x)
+        cell(big)  # a ceiling of 1: big work gets 1 thread too
         assert calls == [] and _threads.kernel_unneeded(10)
-    with lstmkit.threads(2, others=2):  # the core pool at 2 between calls: the wrapper sets 1
+    with lstmkit.threads(2, others=2):  # the core pool at 2 between calls
         calls.clear()
-        cell(x)
-        assert calls == [1] and not _threads.kernel_unneeded(10)
+        got2 = cell(x)  # a small step that calls no BLAS needs no wrapper
+        assert not _threads.kernel_unneeded(10)
+        assert calls == [] if cell._step(x) is not False else calls == [2]
+        assert p.get() == 2
     with lstmkit.threads(2, others=1):  # lstmkit run: small work skips, big work is sized
         assert _threads.kernel_unneeded(10)
         assert not _threads.kernel_unneeded(4 * _threads.WORK_PER_THREAD)
+        calls.clear()
+        cell(x)
+        assert calls == []
+        for g, w in zip(cell(big), ref(big)):
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+        assert calls == [len(big)]
+    for a, b, c in zip(want, got, got2):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+
+
+def test_a_replaced_backend_cell_step_is_honoured(monkeypatch):
+    """The compiled step stands in for the backend's ``cell_step``: a replacement (a wrapper,
+    a spy) runs instead."""
+    cell = _make("GRUCell")
+    x = np.ones((2, 5), np.float32)
+    want = cell(x)
+    seen = []
+    original = cell.backend.cell_step
+
+    def spy(*args):
+        seen.append(args[2])
+        return original(*args)
+
+    monkeypatch.setattr(cell.backend, "cell_step", spy)
+    np.testing.assert_array_equal(cell(x), want)
+    assert len(seen) == 1 and seen[0] is x
+    monkeypatch.undo()
+    monkeypatch.setattr(CythonBackend, "cell_step", lambda self, *args: spy(*args))
+    np.testing.assert_array_equal(cell(x), want)
+    assert len(seen) == 2
 
 
 def test_backend_change_pickle_and_new_parameters():
@@ -156,7 +192,7 @@ def test_cell_pickled_before_the_fast_path_still_runs():
     cell = _make("LSTMCell")
     x = np.ones((2, 5), np.float32)
     state = cell.__getstate__()
-    del state["_fast"], state["_row_work"]  # what an older lstmkit pickled
+    del state["_step"], state["_step_for"], state["_row_work"]  # what an older lstmkit pickled
     old = RecurrentCell.__new__(type(cell))
     old.__setstate__(state)
     for g, w in zip(old(x), cell(x)):

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _core
+from .. import _core, _threads
 from .._threads import kernel as _sized
 from .._threads import split_threads as _split_threads
-from ..cells import GRUCellType, LSTMCellType, RNNReluCellType
+from ..cells import GRUCellType, LSTMCellType, RNNReluCellType, RNNTanhCellType
 from .base import FUSED_CELLS, Backend, float_dtype, keyed_grads
 from .reference import ReferenceBackend
 
@@ -268,16 +268,39 @@ class CythonBackend(Backend):
 
 
 def _step(kind, args, state, dt):
-    """Run one step of a built-in cell: new state arrays."""
+    """Run one step of a built-in cell: new state arrays.  Inside ``_sized`` (the thread
+    policy): when it gave the core's BLAS threads, the products use them."""
     shape = (args[0].shape[0], state[0].shape[1])
     poison = POISON_WORKSPACES
+    pools = _threads._POOLS
+    blas = pools is not None and pools.get is not None and shape[0] > 4 and pools.get() > 1
     h = np.full(shape, np.nan, dt) if poison else np.empty(shape, dt)
     if kind is LSTMCellType:
         c = np.full(shape, np.nan, dt) if poison else np.empty(shape, dt)
-        _core.lstm_step(*args, state[0], state[1], h, c, poison)
+        _core.lstm_step(*args, state[0], state[1], h, c, poison, blas)
         return h, c
     if kind is GRUCellType:
-        _core.gru_step(*args, state[0], h, poison)
+        _core.gru_step(*args, state[0], h, poison, blas)
     else:
-        _core.rnn_step(*args, kind is RNNReluCellType, state[0], h, poison)
+        _core.rnn_step(*args, kind is RNNReluCellType, state[0], h, poison, blas)
     return (h,)
+
+
+_STEP_KINDS = {LSTMCellType: 0, GRUCellType: 1, RNNTanhCellType: 2, RNNReluCellType: 3}
+
+
+def cell_stepper(module, cell, input_size, hidden_size, dtype, params, backend):
+    """The compiled step of a ``LSTMCell``/``GRUCell``/``RNNCell`` Python loop
+    (``_core.CellStep``): ``step(input, hx)`` -> the new state, ``None`` when the
+    arguments are not the plain case, ``False`` when the thread policy must run
+    around it.  ``params``: the module's live parameter dict (read at every step);
+    the step stays valid while ``module.backend`` is ``backend``.  ``None`` for
+    other cells, or where the step cannot read this NumPy's arrays directly."""
+    kind = _STEP_KINDS.get(type(cell))
+    if kind is None or np.dtype(dtype) not in _KERNELS:
+        return None
+    try:
+        return _core.CellStep(kind, input_size, hidden_size, dtype, params, module, backend,
+                              globals(), _threads)
+    except RuntimeError:  # an ndarray layout the step does not know
+        return None

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._threads import kernel_unneeded
 from ..registry import get_backend, get_cell
 from . import _checks as checks
 from .module import Module, ParameterGuard, as_float_dtype, as_generator, owned
@@ -50,7 +49,8 @@ class RecurrentCell(Module):
         self._widths = self.cell.state_sizes(self.hidden_size)
         # multiply-adds per batch row of one step, for the thread policy
         self._row_work = sum(p.size for n, p in self._parameters.items() if n.startswith("weight"))
-        self._fast = (None, None, None)  # (backend, cell kind, step) of the fast path: _fast_path()
+        self._step = None      # the compiled step of the fast path (_make_step), or None
+        self._step_for = None  # (backend, dtype) _step was made for (None: not looked for yet)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -64,32 +64,28 @@ class RecurrentCell(Module):
     # -- forward --------------------------------------------------------------
     def forward(self, input, hx=None):
         """One step: ``(h_1, c_1)`` for LSTM, ``h_1`` otherwise."""
-        backend = self.backend
-        fast = self._fast
-        if fast[0] is not backend:
-            fast = self._fast = self._fast_path(backend)
-        kind = fast[1]
-        # Fast path (a Python loop's usual step): a batched C-contiguous input and
-        # state of the module's dtype and shapes go straight to the fused kernel.
-        # Anything else (including every error) takes the checked path below.
-        if kind is not None and type(input) is np.ndarray:
-            shape = input.shape
-            dtype = self._dtype
-            if len(shape) == 2 and shape[1] == self.input_size and input.dtype is dtype:
-                batch = shape[0]
-                state = self._fast_state(hx, batch, dtype)
-                if state is not None:
-                    params = self._parameters
-                    if kernel_unneeded(batch * self._row_work):
-                        try:
-                            new = fast[2](kind, (input, params["weight_ih"], params["weight_hh"],
-                                                 params.get("bias_ih"), params.get("bias_hh")), state, dtype)
-                        except ValueError:  # not C-contiguous: the checked path converts
-                            new = None
-                    else:
-                        new = backend.cell_step(self.cell, params, input, state)
-                    if new is not None:
-                        return new[0] if self._num_states == 1 else new
+        # Fast path (a Python loop's usual step): the compiled step takes a batched
+        # C-contiguous input and state of the module's dtype and shapes, checks and
+        # allocates in C and runs the fused step; it answers None for anything else
+        # (including every error), which takes the checked path below.
+        step = self._step
+        if step is not None:
+            new = step(input, hx)
+            if new is not None:
+                if new is not False:
+                    return new
+                # False: the plain case, but the thread policy must size the core's BLAS
+                # around this step: the backend's cell_step does (same arithmetic)
+                if hx is None:
+                    hx = tuple(np.zeros((input.shape[0], w), self._dtype) for w in self._widths)
+                new = self.backend.cell_step(self.cell, self._parameters, input,
+                                             hx if type(hx) is tuple else (hx,))
+                return new if self._num_states > 1 else new[0]
+        if self._step_for != (self.backend, self._dtype):  # first call, or backend/dtype changed
+            self._step_for = (self.backend, self._dtype)
+            self._step = self._make_step()
+            if self._step is not None:
+                return self.forward(input, hx)
         x, state, unbatched = self._prepare(input, hx)
         backend = self.backend
         if backend.xp is np:
@@ -140,46 +136,34 @@ class RecurrentCell(Module):
 
         return self._result(finish(new_state), unbatched), backward
 
-    def _fast_path(self, backend):
-        """``(backend, cell kind, step)`` when ``backend`` runs this cell's step in a fused
-        kernel (the ``cython`` backend, a built-in cell), else ``(backend, None, None)``."""
+    def _make_step(self):
+        """The compiled step of the fast path (``_core.CellStep``) when the backend is
+        ``cython`` and the cell a built-in one, else ``None``."""
         from ..backends.base import FUSED_CELLS
 
-        kind = type(self.cell)
-        if backend.xp is np and kind in FUSED_CELLS:
-            try:
-                from ..backends.cython import CythonBackend, _step
-            except ImportError:  # the compiled core is not built
-                return backend, None, None
-            if type(backend) is CythonBackend:
-                return backend, kind, _step
-        return backend, None, None
-
-    def _fast_state(self, hx, batch, dtype):
-        """``hx`` as the state tuple when it is exactly what the fast path takes, else ``None``."""
-        widths = self._widths
-        if hx is None:
-            return tuple(np.zeros((batch, w), dtype) for w in widths)
-        if type(hx) is np.ndarray:
-            if len(widths) == 1 and hx.dtype is dtype and hx.shape == (batch, widths[0]):
-                return (hx,)
+        backend = self.backend
+        if backend.xp is not np or type(self.cell) not in FUSED_CELLS or "weight_hr" in self._parameters:
             return None
-        if type(hx) is tuple and len(hx) == len(widths) == 2:
-            h, c = hx
-            if type(h) is np.ndarray and type(c) is np.ndarray and h.dtype is dtype and c.dtype is dtype \
-                    and h.shape == (batch, widths[0]) and c.shape == (batch, widths[1]):
-                return hx
-        return None
+        try:
+            from ..backends.cython import CythonBackend, cell_stepper
+        except ImportError:  # the compiled core is not built
+            return None
+        if type(backend) is not CythonBackend:
+            return None
+        return cell_stepper(self, self.cell, self.input_size, self.hidden_size, self._dtype, self._parameters,
+                            backend)
 
     def __getstate__(self):
         state = super().__getstate__()
-        state["_fast"] = (None, None, None)  # found again on first use (holds a function)
+        state["_step"] = state["_step_for"] = None  # made again on first use (compiled, holds this cell)
         return state
 
     def __setstate__(self, state):
+        state = dict(state)
+        state.pop("_fast", None)  # pickled by lstmkit 0.x before CellStep
         super().__setstate__(state)
-        if "_fast" not in self.__dict__:  # pickled before the fast path existed
-            self._fast = (None, None, None)
+        self._step = self._step_for = None
+        if "_row_work" not in self.__dict__:  # pickled before the fast path existed
             self._row_work = sum(p.size for n, p in self._parameters.items() if n.startswith("weight"))
 
     def _on_device(self, input, x, state):
