@@ -438,7 +438,7 @@ cdef extern from *:
         (void)tid; (void)s;
     #endif
     }
-    static int lk_barrier_wait(lk_barrier *b, int *sense, int tid) {
+    static int lk_barrier_wait(lk_barrier *b, int *sense, int tid, int judge) {
         *sense = !*sense;
         b->arrived[tid] = lk_now();  /* published to the other by the add */
         if (LK_ATOMIC_ADD(&b->count, 1) == b->n) {
@@ -446,7 +446,8 @@ cdef extern from *:
             const double a = b->arrived[0], c = b->arrived[1];
             const double first = a < c ? a : c, last = a < c ? c : a;
             /* late by more than 1 ms and by more than half the step's length */
-            if (last - first > LK_STALL_S && last - first > 0.5 * (first - b->released)) {
+            if (judge && last - first > LK_STALL_S
+                    && last - first > 0.5 * (first - b->released)) {
                 LK_ATOMIC_STORE(&b->solo, 1);
                 LK_ATOMIC_ADD(&lk_solo_count, 1);
             }
@@ -483,11 +484,13 @@ cdef extern from *:
         (void)want; (void)fn; (void)arg;
     #endif
     }
-    /* End of a step: 1 while the two threads go on sharing the work, 0 when the
-       calling thread works alone (one thread, or the team fell back). */
-    static int lk_team_wait(lk_team *t, int *sense, int tid) {
+    /* End of a phase: 1 while the two threads go on sharing the work, 0 when the
+       calling thread works alone (one thread, or the team fell back).  `judge`:
+       the two had equal shares since the last barrier, so a late one stalled
+       (not after work only the caller does, like the input projection). */
+    static int lk_team_wait(lk_team *t, int *sense, int tid, int judge) {
         return t->nthreads > 1 && !LK_ATOMIC_LOAD(&t->bar.solo)
-               && lk_barrier_wait(&t->bar, sense, tid);
+               && lk_barrier_wait(&t->bar, sense, tid, judge);
     }
     static void lk_team_end(lk_team *t) {
     #if LK_HAVE_PTHREAD
@@ -545,7 +548,7 @@ cdef extern from *:
         int nthreads
     void lk_team_start(lk_team* t, int want, void* (*fn)(void*) noexcept nogil,
                        void* arg) noexcept nogil
-    int lk_team_wait(lk_team* t, int* sense, int tid) noexcept nogil
+    int lk_team_wait(lk_team* t, int* sense, int tid, bint judge) noexcept nogil
     void lk_team_end(lk_team* t) noexcept nogil
     void lk_maybe_stall(int tid, Py_ssize_t s) noexcept nogil
     Py_ssize_t lk_stall_step
@@ -744,6 +747,27 @@ cdef void _input_projection(int n, int g, int i, const floating* x, const floati
     _gemm(False, True, n, g, i, 1, x, i, w_ih, i, beta, out, g)
 
 
+cdef void _input_projection_cols(int n, int g, int i, const floating* x,
+                                 const floating* w_ih, const floating* b1, const floating* b2,
+                                 floating* out, Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
+    """Columns ``[c0, c1)`` of :func:`_input_projection` with both biases over all ``g``
+    columns (the LSTM's): the same values, one share of a two-thread call."""
+    cdef Py_ssize_t r, j
+    cdef floating beta = 0
+    if n <= 0 or c1 <= c0:
+        return
+    if b1 != NULL or b2 != NULL:
+        for r in range(n):
+            for j in range(c0, c1):
+                out[r * g + j] = 0
+                if b1 != NULL:
+                    out[r * g + j] += b1[j]
+                if b2 != NULL:
+                    out[r * g + j] += b2[j]
+        beta = 1
+    _gemm(False, True, n, <int>(c1 - c0), i, 1, x, i, w_ih + c0 * i, i, beta, out + c0, g)
+
+
 cdef inline void _add(Py_ssize_t n, floating* dst, const floating* src) noexcept nogil:
     """``dst += src`` over ``n`` contiguous values."""
     cdef Py_ssize_t k
@@ -843,6 +867,11 @@ ctypedef struct _LstmJob:
     const void* b_ih
     const void* b_hh
     const void* dy
+    void* dx      # backward's whole-sequence products (the tail)
+    void* dw_ih
+    void* dw_hh
+    void* db_ih
+    void* db_hh
     void* h       # backward: dh
     void* c       # backward: dc
     void* y
@@ -910,17 +939,28 @@ cdef void _lstm_forward_2t(_LstmJob* j, int tid, floating* kind) noexcept nogil:
             gt = _gates_block(s, T, j.bs, j.reverse, off, live, j.R, &lo, &hi, G, j.isz,
                               <const floating*>j.x, <const floating*>j.w_ih,
                               <const floating*>j.b_ih, G, <const floating*>j.b_hh, G,
-                              <floating*>j.gates, tid == 0)
-            if (lo != lo0 or hi != hi0) and not lk_team_wait(&j.team, &sense, tid):
-                if tid:
-                    return
-                c_lo, c_hi, u_lo, u_hi = 0, G, 0, H  # alone from here on
+                              <floating*>j.gates, False)
+            if lo != lo0 or hi != hi0:
+                # a new block of the input projection, by columns (a few rows: the
+                # caller alone, as BLAS's path for them depends on the width)
+                if hi - lo > 4:
+                    _input_projection_cols(<int>(hi - lo), G, j.isz, <const floating*>j.x + lo * j.isz,
+                                           <const floating*>j.w_ih, <const floating*>j.b_ih,
+                                           <const floating*>j.b_hh, <floating*>j.gates, c_lo, c_hi)
+                elif tid == 0:
+                    _input_projection_cols(<int>(hi - lo), G, j.isz, <const floating*>j.x + lo * j.isz,
+                                           <const floating*>j.w_ih, <const floating*>j.b_ih,
+                                           <const floating*>j.b_hh, <floating*>j.gates, 0, G)
+                if not lk_team_wait(&j.team, &sense, tid, False):
+                    if tid:
+                        return
+                    c_lo, c_hi, u_lo, u_hi = 0, G, 0, H  # alone from here on
             if live > 1:
                 if c_hi > c_lo:
                     _panel_gemm(live, c_hi - c_lo, H, h, H, w_pk + c_lo * H, True, gt + c_lo, G)
             elif tid == 0:
                 _gemm(False, True, 1, G, H, 1, h, H, <const floating*>j.w_hh, H, 1, gt, G)
-            if not lk_team_wait(&j.team, &sense, tid):
+            if not lk_team_wait(&j.team, &sense, tid, live > 1):
                 if tid:
                     return
                 c_lo, c_hi, u_lo, u_hi = 0, G, 0, H
@@ -932,7 +972,7 @@ cdef void _lstm_forward_2t(_LstmJob* j, int tid, floating* kind) noexcept nogil:
                     for r in range(live):
                         memcpy(y + (off + r) * H + a_lo, h + r * H + a_lo,
                                <size_t>(a_hi - a_lo) * sizeof(floating))
-            if not lk_team_wait(&j.team, &sense, tid):
+            if not lk_team_wait(&j.team, &sense, tid, live > 1):
                 if tid:
                     return
                 c_lo, c_hi, u_lo, u_hi = 0, G, 0, H
@@ -950,7 +990,9 @@ cdef void _lstm_backward_2t(_LstmJob* j, int tid, floating* kind) noexcept nogil
     cdef floating* dh = <floating*>j.h
     cdef floating* dc = <floating*>j.c
     cdef floating* dg = <floating*>j.dgates
-    if j.team.nthreads > 1:
+    cdef bint alone = j.team.nthreads < 2
+    cdef Py_ssize_t N = j.N, I = j.isz
+    if not alone:
         if tid:
             u_lo = j.units
         else:
@@ -963,10 +1005,10 @@ cdef void _lstm_backward_2t(_LstmJob* j, int tid, floating* kind) noexcept nogil
         if live > 0:
             lk_maybe_stall(tid, s)
             # one row: the caller does the whole step, after the worker's last product
-            if live == 1 and not lk_team_wait(&j.team, &sense, tid):
+            if live == 1 and not lk_team_wait(&j.team, &sense, tid, False):
                 if tid:
                     return
-                u_lo, u_hi = 0, H
+                u_lo, u_hi, alone = 0, H, True
             if live > 1 or tid == 0:
                 a_lo = u_lo if live > 1 else 0
                 a_hi = u_hi if live > 1 else H
@@ -975,10 +1017,10 @@ cdef void _lstm_backward_2t(_LstmJob* j, int tid, floating* kind) noexcept nogil
                 _lstm_units_bwd(live, H, a_lo, a_hi, <const floating*>j.gates + off * G,
                                 <const floating*>j.cprev + off * H,
                                 <const floating*>j.tanhc + off * H, dh, dc, dg + off * G)
-            if not lk_team_wait(&j.team, &sense, tid):
+            if not lk_team_wait(&j.team, &sense, tid, live > 1):
                 if tid:
                     return
-                u_lo, u_hi = 0, H  # alone from this product on
+                u_lo, u_hi, alone = 0, H, True  # alone from this product on
             if live > 1:
                 if u_hi > u_lo:
                     _panel_gemm(live, u_hi - u_lo, G, dg + off * G, G, w_pk + u_lo * G, False,
@@ -986,12 +1028,29 @@ cdef void _lstm_backward_2t(_LstmJob* j, int tid, floating* kind) noexcept nogil
             elif tid == 0:
                 _gemm(False, False, 1, H, G, 1, dg + off * G, G, <const floating*>j.w_hh, H,
                       0, dh, H)
-            if live == 1 and not lk_team_wait(&j.team, &sense, tid):
+            if live == 1 and not lk_team_wait(&j.team, &sense, tid, live > 1):
                 if tid:
                     return
-                u_lo, u_hi = 0, H
+                u_lo, u_hi, alone = 0, H, True
         if j.reverse:
             off += live
+    # the whole-sequence products, each whole on one thread (BLAS rounds a share of
+    # one differently): the worker takes dW_hh, the caller dX and the bias sums,
+    # dW_ih goes to whichever has less
+    cdef bint ih_to_worker = not alone and 2 * I > H
+    if tid == 0 or alone:
+        _gemm(False, False, <int>N, <int>I, G, 1, dg, G, <const floating*>j.w_ih, <int>I, 0,
+              <floating*>j.dx, <int>I)
+        if j.db_ih != NULL:
+            _colsum(N, G, dg, G, <floating*>j.db_ih)
+        if j.db_hh != NULL:
+            _colsum(N, G, dg, G, <floating*>j.db_hh)
+    if (tid == 1) == ih_to_worker or alone:
+        _gemm(True, False, G, <int>I, <int>N, 1, dg, G, <const floating*>j.x, <int>I, 0,
+              <floating*>j.dw_ih, <int>I)
+    if tid == 1 or alone:
+        _gemm(True, False, G, H, <int>N, 1, dg, G, <const floating*>j.hprev, H, 0,
+              <floating*>j.dw_hh, H)
 
 
 cdef void* _lstm_fwd_worker_f(void* job) noexcept nogil:
@@ -1091,13 +1150,15 @@ cdef void _lstm_backward(Py_ssize_t T, const int64_t* bs, bint reverse, int N, i
         job.units = _split_at(H)
         job.w_hh, job.w_pk, job.gates, job.cprev, job.tanhc = w_hh, w_pk, gates, cprev, tanhc
         job.dy, job.h, job.c, job.dgates = dy, dh, dc, dgates
+        job.x, job.hprev, job.w_ih, job.dx, job.dw_ih, job.dw_hh = x, hprev, w_ih, dx, dw_ih, dw_hh
+        job.db_ih, job.db_hh = db_ih, db_hh
         if floating is float:
             lk_team_start(&job.team, threads, _lstm_bwd_worker_f, &job)
         else:
             lk_team_start(&job.team, threads, _lstm_bwd_worker_d, &job)
         _lstm_backward_2t(&job, 0, dh)
         lk_team_end(&job.team)
-        T = 0
+        return
     for s in range(T):
         t = s if reverse else T - 1 - s
         live = <int>bs[t]

@@ -374,13 +374,14 @@ def describe() -> list[str]:
 #: Multiply-adds per time step from which the core's own two-thread loop (the
 #: fused LSTM step splits its hidden units) pays: its threads meet once per
 #: step (~1 us), not once per BLAS call.  docs/performance.md, "Two threads".
-SPLIT_MIN_WORK = 1 << 18
+SPLIT_MIN_WORK = 1 << 19
 
 
 def split_threads(work: int) -> int:
-    """Threads a core call with its own parallel loop may use (call it inside :class:`kernel`):
-    :func:`free_threads` for ``work`` >= :data:`SPLIT_MIN_WORK` multiply-adds per step, else 1;
-    1 while another Python thread is in the core (the two directions of a layer, a user's threads)."""
-    if work < SPLIT_MIN_WORK or _C.active > 1 or get_threads() <= 1:
+    """Threads a core call with its own parallel loop may use (call it just before entering
+    :class:`kernel`): :func:`free_threads` for ``work`` >= :data:`SPLIT_MIN_WORK` multiply-adds per
+    step, else 1; 1 while another Python thread is in the core (the two directions of a layer, a
+    user's threads)."""
+    if work < SPLIT_MIN_WORK or _C.active > 0 or get_threads() <= 1:
         return 1
     return free_threads()

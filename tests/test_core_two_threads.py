@@ -82,11 +82,11 @@ def test_two_threads_match_the_reference(dtype, reverse, monkeypatch):
         assert _rel(a, b) < TOL[dtype] * 5, (i, _rel(a, b))
 
 
-@pytest.mark.parametrize("step", [0, 2, 6])
+@pytest.mark.parametrize("step", [0, 2, 4])
 def test_a_stalled_worker_hands_the_work_to_the_caller(step, monkeypatch):
     """The worker sleeps 5 ms before every step from ``step`` on (descheduled on a busy
-    machine): the barrier sees it arrive late, both switch to the caller alone, and every
-    result is still the bits of one thread."""
+    machine): a barrier after equal shares (a step with several rows) sees it arrive late,
+    both switch to the caller alone, and every result is still the bits of one thread."""
     one, _, _ = _layer(1, np.float64, 70, LAYOUTS["packed"], False, monkeypatch=monkeypatch)
     two, (teams, solos), _ = _layer(2, np.float64, 70, LAYOUTS["packed"], False,
                                     monkeypatch=monkeypatch, stall=step)
@@ -104,7 +104,7 @@ def test_split_threads_follows_the_policy(monkeypatch):
     with _threads.threads(2):
         assert _threads.split_threads(big) == 2
         assert _threads.split_threads(big - 1) == 1  # too little work per step to meet
-        monkeypatch.setattr(_threads._C, "active", 2)  # another Python thread in the core
+        monkeypatch.setattr(_threads._C, "active", 1)  # another Python thread in the core
         assert _threads.split_threads(big) == 1
         monkeypatch.setattr(_threads._C, "active", 0)
     with _threads.threads(1):

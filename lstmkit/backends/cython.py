@@ -103,17 +103,20 @@ class CythonBackend(Backend):
 
     # -- forward ----------------------------------------------------------------
     # The core's BLAS threads are sized per call by the per-step work (lstmkit/_threads.py).
+    # A call that runs its time loop on two threads of its own keeps BLAS at one: an
+    # OpenBLAS worker spins for a while after each call and would take the second CPU.
     def layer_forward(self, cell, params, x, batch_sizes, reverse, state0, training):
         work = len(state0[0]) * params["weight_hh"].size
-        with _sized(work):
+        split = _split_threads(work)
+        with _sized(0 if split > 1 else work):
             return self._layer_forward(cell, params, x, batch_sizes, reverse, state0, training,
-                                       _split_threads(work))
+                                       split)
 
     def layer_backward(self, cell, params, cache, d_y, d_state_n):
         work = len(d_state_n[0]) * params["weight_hh"].size
-        with _sized(work):
-            return self._layer_backward(cell, params, cache, d_y, d_state_n,
-                                        _split_threads(work))
+        split = _split_threads(work)
+        with _sized(0 if split > 1 else work):
+            return self._layer_backward(cell, params, cache, d_y, d_state_n, split)
 
     def cell_step(self, cell, params, x, state):
         with _sized(len(x) * (params["weight_ih"].size + params["weight_hh"].size)):
