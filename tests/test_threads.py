@@ -125,8 +125,9 @@ def test_outside_threads_the_ceiling_follows_threadpool_limits(pools, quiet):
 
 
 # -- a model really runs under the policy ---------------------------------------------------------
-def _probe(monkeypatch, seen, barrier=None):
-    """Record the core pool's threads while each layer kernel runs."""
+def _probe(monkeypatch, seen, barrier=None, split=None):
+    """Record the core pool's threads while each layer kernel runs (and in ``split`` the
+    threads of the core's own two-thread loop)."""
     from lstmkit.backends.cython import CythonBackend
 
     inner = CythonBackend._layer_forward
@@ -136,21 +137,31 @@ def _probe(monkeypatch, seen, barrier=None):
         if barrier is not None:
             barrier.wait(timeout=30)
         seen.append(p.get())
+        if split is not None:
+            split.append(args[-1])
         return inner(self, *args)
 
     monkeypatch.setattr(CythonBackend, "_layer_forward", probe)
 
 
 def test_a_model_call_uses_one_thread_for_small_work_and_more_for_large(pools, quiet, monkeypatch):
-    seen = []
-    _probe(monkeypatch, seen)
+    from lstmkit import _core
+
+    seen, split = [], []
+    _probe(monkeypatch, seen, split=split)
+    monkeypatch.setattr(_threads, "free_threads", lambda: 2)
     small = lstmkit.LSTM(8, 16, seed=0)
     with lstmkit.threads(2):
         small(np.zeros((3, 2, 8), np.float32))
-        assert seen == [1]
-        big = lstmkit.LSTM(8, 512, seed=0)  # per-step 64 x 2048 x 512 = 64 Mi multiply-adds
+        assert (seen, split) == ([1], [1])
+        # per-step 64 x 2048 x 512 = 64 Mi multiply-adds: the LSTM runs its own two threads
+        # (BLAS stays at one), a GRU of that size and 65 rows (past the panel path) use BLAS's
+        big = lstmkit.LSTM(8, 512, seed=0)
         big(np.zeros((1, 64, 8), np.float32))
-        assert seen == [1, 2]
+        lstmkit.GRU(8, 512, seed=0)(np.zeros((1, 64, 8), np.float32))
+        big(np.zeros((1, 65, 8), np.float32))
+        two = 2 if _core.lk_panels_used(np.float32) else 1
+        assert (seen, split) == ([1, 3 - two, 2, 2], [1, two, 1, 1])
 
 
 def test_two_python_threads_in_the_core_each_get_one_thread(pools, quiet, monkeypatch):

@@ -96,6 +96,15 @@ def _opt(a, dtype):
     return None if a is None else np.ascontiguousarray(a, dtype=dtype)
 
 
+def _team_threads(cell, params, rows, work):
+    """Threads the core's own two-thread LSTM loop gets for this call (1: none)."""
+    w = params["weight_hh"]
+    if (type(cell) is not LSTMCellType or "weight_hr" in params or not 1 < rows <= 64
+            or not _core.lk_panels_used(w.dtype)):
+        return 1
+    return _split_threads(work)
+
+
 class CythonBackend(Backend):
     """Compiled BLAS + SIMD kernels (``lstmkit._core``); the default backend."""
 
@@ -103,18 +112,19 @@ class CythonBackend(Backend):
 
     # -- forward ----------------------------------------------------------------
     # The core's BLAS threads are sized per call by the per-step work (lstmkit/_threads.py).
-    # A call that runs its time loop on two threads of its own keeps BLAS at one: an
-    # OpenBLAS worker spins for a while after each call and would take the second CPU.
+    # An LSTM call the core can run on two threads of its own (no projection, 2-64
+    # rows, the panel path) keeps BLAS at one thread: an OpenBLAS worker spins for a
+    # while after each call and would take the second CPU.  Other calls size BLAS.
     def layer_forward(self, cell, params, x, batch_sizes, reverse, state0, training):
         work = len(state0[0]) * params["weight_hh"].size
-        split = _split_threads(work)
+        split = _team_threads(cell, params, len(state0[0]), work)
         with _sized(0 if split > 1 else work):
             return self._layer_forward(cell, params, x, batch_sizes, reverse, state0, training,
                                        split)
 
     def layer_backward(self, cell, params, cache, d_y, d_state_n):
         work = len(d_state_n[0]) * params["weight_hh"].size
-        split = _split_threads(work)
+        split = _team_threads(cell, params, len(d_state_n[0]), work)
         with _sized(0 if split > 1 else work):
             return self._layer_backward(cell, params, cache, d_y, d_state_n, split)
 
