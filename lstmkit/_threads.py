@@ -20,6 +20,9 @@ microseconds (``docs/performance.md``).  The rules:
   other processes left free (a worker sharing a CPU with another process
   stalls every step).  The setter is a cached ``openblas_set_num_threads``
   (well under a microsecond); nothing is enumerated per call.
+- **An LSTM layer's own two threads**: a call the core can run on two threads of
+  its own (:func:`split_threads`, from :data:`SPLIT_MIN_WORK` multiply-adds per
+  step) keeps its BLAS at one; the results are the same bits as on one thread.
 - **Between calls** the core's pool is back at what it was (``others`` inside
   :func:`threads`), so SciPy's own functions are unaffected.
 - **Two Python threads** inside the core at once each run single-threaded
@@ -36,7 +39,8 @@ import sys
 import threading
 import time
 
-__all__ = ["threads", "set_threads", "get_threads", "decide", "policy", "describe", "kernel", "WORK_PER_THREAD"]
+__all__ = ["threads", "set_threads", "get_threads", "decide", "policy", "describe", "kernel", "split_threads",
+           "WORK_PER_THREAD", "SPLIT_MIN_WORK"]
 
 #: Multiply-adds per time step (rows x gate rows x hidden of the recurrent
 #: product) that one more BLAS thread needs before it pays; a call with less
@@ -352,9 +356,12 @@ def policy() -> dict:
                       "num_threads": lc.get_num_threads(), "filepath": lc.filepath})
     return {"ceiling": get_threads(), "source": "threads()" if _C.explicit is not None else "NumPy's BLAS limit",
             "between_calls": _C.rest, "usable_cpus": usable_cpus(), "work_per_thread": WORK_PER_THREAD,
-            "rule": f"a core call runs on 1 BLAS thread unless its per-step product has >= {2 * WORK_PER_THREAD} "
-                    f"multiply-adds; then 1 per {WORK_PER_THREAD}, up to the ceiling and the CPUs "
-                    "other processes leave free", "pools": pools}
+            "split_min_work": SPLIT_MIN_WORK,
+            "rule": f"an LSTM layer (no projection, 2-64 rows) runs its own 2 threads from {SPLIT_MIN_WORK} "
+                    "multiply-adds per step (BLAS at 1); other core calls run on 1 BLAS thread unless "
+                    f"their per-step product has >= {2 * WORK_PER_THREAD} multiply-adds, then 1 per "
+                    f"{WORK_PER_THREAD}; always up to the ceiling and the CPUs other processes leave free",
+            "pools": pools}
 
 
 def describe() -> list[str]:

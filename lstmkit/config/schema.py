@@ -230,10 +230,12 @@ class RuntimeConfig(Section):
                          "numpy, or a plugin's (`lstmkit backends` lists them).")
     dtype: Literal["float32", "float64"] = Field("float32", description="Floating-point type of parameters "
                                                   "and activations.")
-    threads: Optional[int] = Field(None, ge=1, description="The most BLAS threads one call into the compiled "
-                                   "core may use; it uses one for small work and never more than the CPUs other "
-                                   "processes leave free. NumPy's BLAS and OpenMP run on one thread meanwhile. "
-                                   "null: auto, the CPUs this process may use (see Threads in docs/config.md).")
+    threads: Optional[int] = Field(None, ge=1, description="The most threads one call into the compiled core "
+                                   "may use (its BLAS, or an LSTM layer's own two-thread loop); it uses one for "
+                                   "small work and never more than the CPUs other processes leave free; results "
+                                   "are the same at any setting. NumPy's BLAS and OpenMP run on one thread "
+                                   "meanwhile. null: auto, the CPUs this process may use (see Threads in "
+                                   "docs/config.md).")
 
 
 class CheckpointConfig(Section):
