@@ -96,13 +96,17 @@ def _opt(a, dtype):
     return None if a is None else np.ascontiguousarray(a, dtype=dtype)
 
 
+_PANELS_USED = {}
+
+
 def _team_threads(cell, params, rows, work):
     """Threads the core's own two-thread LSTM loop gets for this call (1: none)."""
-    w = params["weight_hh"]
-    if (type(cell) is not LSTMCellType or "weight_hr" in params or not 1 < rows <= 64
-            or not _core.lk_panels_used(w.dtype)):
+    if type(cell) is not LSTMCellType or "weight_hr" in params or not 1 < rows <= 64:
         return 1
-    return _split_threads(work)
+    dtype = params["weight_hh"].dtype
+    if dtype not in _PANELS_USED:
+        _PANELS_USED[dtype] = _core.lk_panels_used(dtype)
+    return _split_threads(work) if _PANELS_USED[dtype] else 1
 
 
 class CythonBackend(Backend):
