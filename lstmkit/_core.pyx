@@ -652,6 +652,7 @@ cdef void _gemm(bint ta, bint tb, int m, int n, int k, floating alpha,
 #: rows at hidden 128-512; one row stays on gemv, more rows go to BLAS (which
 #: can also use more threads).
 cdef Py_ssize_t _PANEL_MAX_ROWS = 64
+PANEL_MAX_ROWS = _PANEL_MAX_ROWS
 
 
 cdef inline void _recurrent_gemm(int rows, int g, int p, const floating* h,
@@ -707,7 +708,7 @@ cdef floating* _gates_block(Py_ssize_t s, Py_ssize_t T, const int64_t* bs, bint 
         lo[0] = off + live - rows if reverse else off
         hi[0] = lo[0] + rows
         if project:
-            _input_projection(<int>rows, G, I, x + lo[0] * I, w_ih, b1, n1, b2, n2, gates)
+            _input_projection(<int>rows, G, I, x + lo[0] * I, w_ih, b1, n1, b2, n2, gates, 0, G)
     return gates + (off - lo[0]) * G
 
 
@@ -739,48 +740,26 @@ cdef inline void _panel_gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const flo
 
 cdef void _input_projection(int n, int g, int i, const floating* x, const floating* w_ih,
                             const floating* b1, int n1, const floating* b2, int n2,
-                            floating* out) noexcept nogil:
-    """``out[n, g] = x[n, i] @ w_ih[g, i]^T + b1 + b2``: one GEMM for all rows.
+                            floating* out, Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
+    """Columns ``[c0, c1)`` of ``out[n, g] = x[n, i] @ w_ih[g, i]^T + b1 + b2``: one
+    GEMM for all rows (all columns, or one thread's share of a two-thread call).
 
     The biases (either may be NULL) cover the first ``n1``/``n2`` columns; each
     row is pre-filled with their sum and the GEMM accumulates with beta = 1.
     """
     cdef Py_ssize_t r, j
     cdef floating beta = 0
-    if n <= 0:
-        return
-    if b1 != NULL or b2 != NULL:
-        for j in range(g):
-            out[j] = 0
-        if b1 != NULL:
-            for j in range(n1):
-                out[j] += b1[j]
-        if b2 != NULL:
-            for j in range(n2):
-                out[j] += b2[j]
-        for r in range(1, n):
-            memcpy(out + r * g, out, g * sizeof(floating))
-        beta = 1
-    _gemm(False, True, n, g, i, 1, x, i, w_ih, i, beta, out, g)
-
-
-cdef void _input_projection_cols(int n, int g, int i, const floating* x,
-                                 const floating* w_ih, const floating* b1, const floating* b2,
-                                 floating* out, Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
-    """Columns ``[c0, c1)`` of :func:`_input_projection` with both biases over all ``g``
-    columns (the LSTM's): the same values, one share of a two-thread call."""
-    cdef Py_ssize_t r, j
-    cdef floating beta = 0
     if n <= 0 or c1 <= c0:
         return
     if b1 != NULL or b2 != NULL:
-        for r in range(n):
-            for j in range(c0, c1):
-                out[r * g + j] = 0
-                if b1 != NULL:
-                    out[r * g + j] += b1[j]
-                if b2 != NULL:
-                    out[r * g + j] += b2[j]
+        for j in range(c0, c1):
+            out[j] = 0
+            if b1 != NULL and j < n1:
+                out[j] += b1[j]
+            if b2 != NULL and j < n2:
+                out[j] += b2[j]
+        for r in range(1, n):
+            memcpy(out + r * g + c0, out + c0, (c1 - c0) * sizeof(floating))
         beta = 1
     _gemm(False, True, n, <int>(c1 - c0), i, 1, x, i, w_ih + c0 * i, i, beta, out + c0, g)
 
@@ -872,7 +851,7 @@ cdef inline void _rnn_rows_bwd(Py_ssize_t n, const floating* a, const floating* 
 
 ctypedef struct _LstmJob:
     lk_team team
-    Py_ssize_t T, N, R, lo, hi
+    Py_ssize_t T, N, R
     Py_ssize_t cols, units  # the worker's first product column / unit
     int isz, H    # I, H
     bint reverse
@@ -925,7 +904,7 @@ cdef inline void _lstm_units_bwd(Py_ssize_t n, Py_ssize_t H, Py_ssize_t j0, Py_s
 
 cdef void _lstm_forward_2t(_LstmJob* j, int tid, floating* kind) noexcept nogil:
     """Thread ``tid``'s part of :func:`_lstm_forward` (``kind`` picks the dtype)."""
-    cdef Py_ssize_t T = j.T, s, t, r, off = j.N if j.reverse else 0, lo = j.lo, hi = j.hi
+    cdef Py_ssize_t T = j.T, s, t, r, off = j.N if j.reverse else 0, lo = 0, hi = 0
     cdef Py_ssize_t lo0, hi0, a_lo, a_hi, c_lo = 0, c_hi = 4 * j.H, u_lo = 0, u_hi = j.H
     cdef int H = j.H, G = 4 * H, live, sense = 0
     cdef const floating* w_pk = <const floating*>j.w_pk
@@ -961,13 +940,13 @@ cdef void _lstm_forward_2t(_LstmJob* j, int tid, floating* kind) noexcept nogil:
                 # a new block of the input projection, by columns (a few rows: the
                 # caller alone, as BLAS's path for them depends on the width)
                 if hi - lo > 4:
-                    _input_projection_cols(<int>(hi - lo), G, j.isz, <const floating*>j.x + lo * j.isz,
-                                           <const floating*>j.w_ih, <const floating*>j.b_ih,
-                                           <const floating*>j.b_hh, <floating*>j.gates, c_lo, c_hi)
+                    _input_projection(<int>(hi - lo), G, j.isz, <const floating*>j.x + lo * j.isz,
+                                      <const floating*>j.w_ih, <const floating*>j.b_ih, G,
+                                      <const floating*>j.b_hh, G, <floating*>j.gates, c_lo, c_hi)
                 elif tid == 0:
-                    _input_projection_cols(<int>(hi - lo), G, j.isz, <const floating*>j.x + lo * j.isz,
-                                           <const floating*>j.w_ih, <const floating*>j.b_ih,
-                                           <const floating*>j.b_hh, <floating*>j.gates, 0, G)
+                    _input_projection(<int>(hi - lo), G, j.isz, <const floating*>j.x + lo * j.isz,
+                                      <const floating*>j.w_ih, <const floating*>j.b_ih, G,
+                                      <const floating*>j.b_hh, G, <floating*>j.gates, 0, G)
                 if not lk_team_wait(&j.team, &sense, tid, False):
                     if tid:
                         return
@@ -1519,7 +1498,7 @@ def lstm_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
             if pk_hr.ptr != NULL:
                 _pack(H, P, &w_hr[0, 0], True, <floating*>pk_hr.ptr)
             if team and pk.ptr != NULL:
-                job.T, job.N, job.R, job.lo, job.hi = batch_sizes.shape[0], N, gates.shape[0], 0, 0
+                job.T, job.N, job.R = batch_sizes.shape[0], N, gates.shape[0]
                 job.isz, job.H, job.reverse, job.bs = I, H, reverse, &batch_sizes[0]
                 job.cols, job.units = _split_at(G), _split_at(H)
                 job.x, job.w_ih, job.w_hh, job.w_pk = &x[0, 0], &w_ih[0, 0], &w_hh[0, 0], pk.ptr

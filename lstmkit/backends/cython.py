@@ -101,7 +101,7 @@ _PANELS_USED = {}
 
 def _team_threads(cell, params, rows, work):
     """Threads the core's own two-thread LSTM loop gets for this call (1: none)."""
-    if type(cell) is not LSTMCellType or "weight_hr" in params or not 1 < rows <= 64:
+    if type(cell) is not LSTMCellType or "weight_hr" in params or not 1 < rows <= _core.PANEL_MAX_ROWS:
         return 1
     dtype = params["weight_hh"].dtype
     if dtype not in _PANELS_USED:
