@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -18,6 +19,9 @@ from click.testing import CliRunner  # noqa: E402
 
 from lstmkit.cli import make_cli  # noqa: E402
 from lstmkit.config.errors import ConfigError  # noqa: E402
+from lstmkit.run.folder import RunFolder  # noqa: E402
+from lstmkit.run.lock import RunLock  # noqa: E402
+from lstmkit.sweep import trial as trial_module  # noqa: E402
 from lstmkit.sweep.spec import load_sweep  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -191,6 +195,14 @@ def _start(args, cwd) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, text=True)
 
 
+def _holder_pid(lock: Path):
+    """The pid in a run folder's lock file, or None (absent, or its holder is still writing it)."""
+    try:
+        return json.loads(lock.read_text())["pid"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def _wait_for(predicate, timeout=120.0):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -207,17 +219,18 @@ def test_kill_9_loses_no_finished_trial_and_resume_runs_the_rest(tmp_path):
     try:
         assert _wait_for(lambda: (out / "trials.jsonl").is_file() and len(_rows(out)) >= 2)
         # kill a running trial's worker: recorded as lost, the sweep goes on
-        lock = None
+        lock = pid = None
 
         def running():
-            nonlocal lock
+            nonlocal lock, pid
             locks = list((out / "trials").glob("*/.lstmkit.lock"))
             lock = locks[0] if locks else None
-            return lock is not None and lock.parent.name not in {r["trial"] for r in _rows(out)}
+            pid = _holder_pid(lock) if lock is not None else None  # written just after the file is created
+            return pid is not None and lock.parent.name not in {r["trial"] for r in _rows(out)}
 
         assert _wait_for(running)
         victim = lock.parent.name
-        os.kill(json.loads(lock.read_text())["pid"], signal.SIGKILL)
+        os.kill(pid, signal.SIGKILL)
         assert _wait_for(lambda: victim in {r["trial"] for r in _rows(out)})
         before = {r["trial"]: r for r in _rows(out)}
         assert before[victim]["status"] == "lost" and "signal 9" in before[victim]["reason"]
@@ -233,7 +246,9 @@ def test_kill_9_loses_no_finished_trial_and_resume_runs_the_rest(tmp_path):
     result = _cli("sweep", "--resume", out)
     assert result.exit_code == 0, result.output
     after = {r["trial"]: r for r in _rows(out)}
-    assert len(after) == 6 and all(r["status"] == "completed" for r in after.values())
+    assert len(after) == 6, after
+    assert all(r["status"] == "completed" for r in after.values()), {k: (r["status"], r["reason"])
+                                                                     for k, r in after.items()}
     for name, row in finished.items():  # not run again
         assert after[name] == row
     assert f"{len(finished)} trial(s) finished" in result.output
@@ -341,8 +356,9 @@ def test_a_trial_terminated_alone_is_interrupted_and_resume_continues_it(tmp_pat
     proc = _start(["sweep", path, "-o", out], tmp_path)
     try:
         first = out / "trials" / "trial-0000-seed-0"
-        assert _wait_for(lambda: (first / "checkpoints" / "last.npz").is_file() and (first / ".lstmkit.lock").is_file())
-        os.kill(json.loads((first / ".lstmkit.lock").read_text())["pid"], signal.SIGTERM)
+        assert _wait_for(lambda: (first / "checkpoints" / "last.npz").is_file()
+                         and _holder_pid(first / ".lstmkit.lock") is not None)
+        os.kill(_holder_pid(first / ".lstmkit.lock"), signal.SIGTERM)
         output, _ = proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
@@ -357,3 +373,45 @@ def test_a_trial_terminated_alone_is_interrupted_and_resume_continues_it(tmp_pat
     rows = {r["trial"]: r for r in _rows(out)}
     assert rows["trial-0000-seed-0"]["status"] == "completed" and rows["trial-0000-seed-0"]["epochs"] == 40
     assert "resuming" in (out / "logs" / "trial-0000-seed-0.log").read_text()  # from its last checkpoint
+
+
+def _kill_between_trials(out: Path) -> str:
+    """Leave a finished two-trial sweep folder as a kill -9 of the sweep during its second trial does: no row
+    for that trial yet.  Returns the trial's name."""
+    rows = sorted(_rows(out), key=lambda r: r["trial"])
+    (out / "trials.jsonl").write_text(json.dumps(rows[0]) + "\n")
+    return rows[1]["trial"]
+
+
+def test_resume_waits_for_a_killed_sweeps_worker_to_let_go_of_its_trial(tmp_path):
+    # Killed with the sweep, a trial's worker is told to stop (SIGTERM) and saves its checkpoint, which takes a
+    # moment: a --resume started at once met the folder locked and recorded the trial as failed (found in CI).
+    path = _sweep(tmp_path, "params: {model.hidden_size: [4, 8]}\nmethod: grid\nparallel: 1\n")
+    out = tmp_path / "sw"
+    assert _cli("sweep", path, "-o", out).exit_code == 0
+    victim = _kill_between_trials(out)
+    worker = RunLock(RunFolder(out / "trials" / victim), ["the killed sweep's worker"]).acquire()
+    threading.Timer(1.5, worker.release).start()
+    result = _cli("sweep", "--resume", out)
+    assert result.exit_code == 0, result.output
+    rows = {r["trial"]: r for r in _rows(out)}
+    assert len(rows) == 2 and rows[victim]["status"] == "completed", rows[victim]
+    assert f"waiting up to 120 s for process {os.getpid()}" in (out / "logs" / f"{victim}.log").read_text()
+
+
+def test_a_trial_whose_folder_stays_busy_is_not_final(tmp_path, monkeypatch):
+    # if the earlier worker never lets go, the trial is "interrupted" (run again by --resume), never "failed"
+    path = _sweep(tmp_path, "params: {model.hidden_size: [4, 8]}\nmethod: grid\nparallel: 1\n")
+    out = tmp_path / "sw"
+    assert _cli("sweep", path, "-o", out).exit_code == 0
+    victim = _kill_between_trials(out)
+    trial_dir = out / "trials" / victim
+    monkeypatch.setattr(trial_module, "_BUSY_WAIT_S", 0.3)
+    job = {"name": victim, "point": 1, "seed": 0, "params": {"model.hidden_size": 8},
+           "overrides": ["model.hidden_size=8"], "base_path": str(out / "base.yaml"), "trial_dir": str(trial_dir),
+           "log_path": str(tmp_path / "trial.log"), "metric": "valid.loss", "mode": "min", "pruner": {"name": "none"},
+           "epochs": 3, "history": [], "resume": True}
+    with RunLock(RunFolder(trial_dir), ["a worker that never ends"]):
+        outcome = trial_module.run_trial(job)
+    assert outcome["status"] == "interrupted", outcome
+    assert "is in use by another lstmkit run" in outcome["reason"] and "--resume runs it again" in outcome["reason"]

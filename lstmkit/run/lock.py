@@ -6,12 +6,13 @@ import datetime as _dt
 import errno
 import json
 import os
+import time
 from pathlib import Path
 
 from ..config.errors import ExitCode, LstmkitError
 from .folder import RunFolder
 
-__all__ = ["RunLock", "FolderBusy"]
+__all__ = ["RunLock", "FolderBusy", "wait_until_free"]
 
 
 class FolderBusy(LstmkitError):
@@ -40,6 +41,45 @@ def _read_holder(path: Path) -> dict:
         return data if isinstance(data, dict) else {}
     except (OSError, ValueError):
         return {}
+
+
+def _held(path: Path) -> dict | None:
+    """The holder of the lock file at ``path`` while a live process holds it, else ``None``."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: the pid in the file decides
+        holder = _read_holder(path)
+        pid = holder.get("pid")
+        return holder if isinstance(pid, int) and pid != os.getpid() and _pid_alive(pid) else None
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # taken (and dropped at close) only if nobody holds it
+    except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            return _read_holder(path) or {"pid": "?"}
+        raise
+    finally:
+        os.close(fd)
+    return None
+
+
+def wait_until_free(folder: RunFolder, timeout: float, echo=None) -> dict | None:
+    """Wait up to ``timeout`` seconds while another live process holds ``folder``'s lock.
+
+    For a worker of a killed sweep: told to stop, it saves its checkpoint and lets go, and
+    the resumed trial then continues from it.  Returns the holder still there at the end, or ``None``.
+    """
+    end = time.monotonic() + timeout
+    holder = _held(folder.lock)
+    if holder is not None and echo is not None:
+        echo(f"waiting up to {max(timeout, 0):.0f} s for process {holder.get('pid', '?')} to let go of {folder.path}")
+    while holder is not None and time.monotonic() < end:
+        time.sleep(0.1)
+        holder = _held(folder.lock)
+    return holder
 
 
 class RunLock:

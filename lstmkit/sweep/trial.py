@@ -20,6 +20,7 @@ from pathlib import Path
 __all__ = ["run_trial", "outcome_from_folder", "pack_folder"]
 
 _RUN_FILES_MAX = 256 * 2**20  # a shipped run folder larger than this is refused (Ray's object store)
+_BUSY_WAIT_S = 120.0  # how long a trial waits for an earlier worker (of a killed sweep) to let go of its folder
 
 
 def _pruning_trainer(metric: str, should_prune, flag: dict):
@@ -47,7 +48,8 @@ def _pruning_trainer(metric: str, should_prune, flag: dict):
 def run_trial(job: dict) -> dict:
     """Run one (point, seed); never raises for a failure of the run (it is the outcome's ``reason``)."""
     from ..config.errors import LstmkitError, RunInterrupted
-    from ..run import run
+    from ..run.folder import RunFolder
+    from ..run.lock import FolderBusy, wait_until_free
     from .search import should_prune_factory
 
     started = time.time()
@@ -70,14 +72,21 @@ def run_trial(job: dict) -> dict:
             try:
                 should_prune = should_prune_factory(job["pruner"], job["mode"], job.get("epochs"), job["history"])
                 cls = _pruning_trainer(job["metric"], should_prune, flag) if should_prune else None
-                if job.get("resume") and (trial_dir / "checkpoints" / "last.npz").is_file():
-                    echo(f"resuming {trial_dir}")
-                    run(None, resume=str(trial_dir), echo=echo, trainer_class=cls)
-                else:
-                    run(str(base), job["overrides"], seed=job["seed"], output=str(trial_dir), overwrite=True,
-                        echo=echo, trainer_class=cls, argv=["lstmkit", "sweep", f"(trial {job['name']})"])
+                deadline = time.monotonic() + _BUSY_WAIT_S
+                while True:
+                    try:
+                        _run_in(trial_dir, base, job, echo, cls)
+                        break
+                    except FolderBusy:  # a worker of a killed sweep, told to stop, still saving there
+                        left = deadline - time.monotonic()
+                        if left <= 0 or wait_until_free(RunFolder(trial_dir), left, echo) is not None:
+                            raise
             except (KeyboardInterrupt, RunInterrupted) as exc:  # not final: --resume continues it
                 out["status"], out["reason"] = "interrupted", str(exc) or "interrupted"
+                echo(out["reason"])
+            except FolderBusy as exc:  # not the trial's failure: --resume runs it again
+                out["status"], out["reason"] = "interrupted", f"{exc}; --resume runs it again"
+                flag["busy"] = True  # the folder is another process's: its state says nothing of this trial
                 echo(out["reason"])
             except LstmkitError as exc:
                 out["reason"] = str(exc)
@@ -91,8 +100,20 @@ def run_trial(job: dict) -> dict:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _run_in(trial_dir: Path, base: Path, job: dict, echo, trainer_class) -> None:
+    """The trial's run: continued from its checkpoint if an earlier session left one, else from the start."""
+    from ..run import run
+
+    if job.get("resume") and (trial_dir / "checkpoints" / "last.npz").is_file():
+        echo(f"resuming {trial_dir}")
+        run(None, resume=str(trial_dir), echo=echo, trainer_class=trainer_class)
+    else:
+        run(str(base), job["overrides"], seed=job["seed"], output=str(trial_dir), overwrite=True, echo=echo,
+            trainer_class=trainer_class, argv=["lstmkit", "sweep", f"(trial {job['name']})"])
+
+
 def _finish(out: dict, trial_dir: Path, job: dict, flag: dict, started: float, tmp: Path | None) -> dict:
-    if out["reason"] is None or out["status"] == "interrupted":
+    if not flag.get("busy") and (out["reason"] is None or out["status"] == "interrupted"):
         out.update(outcome_from_folder(trial_dir, job["metric"], job["mode"], out["status"] == "interrupted"))
     if flag.get("epoch") is not None and out["status"] == "completed":
         out["status"], out["reason"] = "pruned", f"pruned after epoch {flag['epoch']}"
