@@ -409,12 +409,14 @@ cdef extern from *:
     #endif
     /* A sense-reversing barrier for two threads that gives up on a stalled
        partner: the last to arrive compares its arrival with the first's; more
-       than LK_STALL_S and half a step apart means one of them was descheduled
-       (the machine got busy), and it sets `solo` before releasing, so both see
-       the same decision.  lk_barrier_wait returns 0 from then on: the caller does all
-       the work alone and the worker returns. */
+       than LK_STALL_S and half a step apart means one of them was descheduled.
+       Once is a hiccup (a daemon woke, a page fault storm); the LK_STALL_STRIKES-th
+       time in a call the machine is busy, and the last to arrive sets `solo`
+       before releasing, so both see the same decision.  lk_barrier_wait returns 0
+       from then on: the caller does all the work alone and the worker returns. */
     #define LK_STALL_S 1e-3
-    typedef struct { int n, count, sense, solo; double arrived[2], released; } lk_barrier;
+    #define LK_STALL_STRIKES 3
+    typedef struct { int n, count, sense, solo, strikes; double arrived[2], released; } lk_barrier;
     static double lk_now(void) {
     #if LK_HAVE_PTHREAD
         struct timespec ts;
@@ -424,13 +426,15 @@ cdef extern from *:
         return 0.0;
     #endif
     }
-    /* Test hooks: the worker sleeps 5 ms before each step from lk_stall_step on
-       (a thread descheduled on a busy machine); lk_solo_count counts fallbacks. */
-    static Py_ssize_t lk_stall_step = -1;
+    /* Test hooks: the worker sleeps 5 ms before each of lk_stall_steps steps
+       (-1: all) from lk_stall_step on (a thread descheduled on a busy machine);
+       lk_solo_count counts fallbacks. */
+    static Py_ssize_t lk_stall_step = -1, lk_stall_steps = -1;
     static int lk_solo_count = 0, lk_team_count = 0;
     static void lk_maybe_stall(int tid, Py_ssize_t s) {
     #if LK_HAVE_PTHREAD
-        if (tid == 1 && lk_stall_step >= 0 && s >= lk_stall_step) {
+        if (tid == 1 && lk_stall_step >= 0 && s >= lk_stall_step
+                && (lk_stall_steps < 0 || s < lk_stall_step + lk_stall_steps)) {
             struct timespec ts = {0, 5000000};
             nanosleep(&ts, NULL);
         }
@@ -447,7 +451,8 @@ cdef extern from *:
             const double first = a < c ? a : c, last = a < c ? c : a;
             /* late by more than 1 ms and by more than half the step's length */
             if (judge && last - first > LK_STALL_S
-                    && last - first > 0.5 * (first - b->released)) {
+                    && last - first > 0.5 * (first - b->released)
+                    && ++b->strikes >= LK_STALL_STRIKES) {
                 LK_ATOMIC_STORE(&b->solo, 1);
                 LK_ATOMIC_ADD(&lk_solo_count, 1);
             }
@@ -471,7 +476,7 @@ cdef extern from *:
     #endif
     } lk_team;
     static void lk_team_start(lk_team *t, int want, void *(*fn)(void *), void *arg) {
-        t->bar.n = 2; t->bar.count = 0; t->bar.sense = 0; t->bar.solo = 0;
+        t->bar.n = 2; t->bar.count = 0; t->bar.sense = 0; t->bar.solo = 0; t->bar.strikes = 0;
         t->bar.released = lk_now();
         t->nthreads = 1;
     #if LK_HAVE_PTHREAD
@@ -568,7 +573,7 @@ cdef extern from *:
     int lk_team_wait(lk_team* t, int* sense, int tid, bint judge) noexcept nogil
     void lk_team_end(lk_team* t) noexcept nogil
     void lk_maybe_stall(int tid, Py_ssize_t s) noexcept nogil
-    Py_ssize_t lk_stall_step
+    Py_ssize_t lk_stall_step, lk_stall_steps
     int lk_solo_count, lk_team_count
     void lk_lstm_fwd_units_f(Py_ssize_t n, Py_ssize_t H, Py_ssize_t j0, Py_ssize_t j1,
                              float* g, float* c, float* h, float* tanhc) noexcept nogil
@@ -976,6 +981,48 @@ cdef void _lstm_forward_2t(_LstmJob* j, int tid, floating* kind) noexcept nogil:
             off += live
 
 
+cdef inline Py_ssize_t _half_at(Py_ssize_t n) noexcept nogil:
+    """Where :func:`_lstm_weight_grads` splits ``n`` rows: a multiple of 16, at most n/2."""
+    return (n // 32) * 16
+
+
+cdef void _lstm_weight_grads(int part, Py_ssize_t N, int G, int I, int P, const floating* dg,
+                             const floating* x, const floating* hprev, const floating* w_ih,
+                             floating* dx, floating* dw_ih, floating* dw_hh, floating* db_ih,
+                             floating* db_hh) noexcept nogil:
+    """The LSTM backward's whole-sequence products from ``dg`` (N, G): ``dx = dg w_ih``,
+    ``dw_ih = dg^T x``, ``dw_hh = dg^T hprev`` and the bias sums, in two halves (``dx``
+    by rows, the rest by gate rows); ``part`` 0 or 1 does one half (a thread's share),
+    2 both.  Every path makes these same calls, so one and two threads give the same
+    bits: BLAS may round a whole product and its halves differently at small shapes."""
+    cdef Py_ssize_t nh = _half_at(N), gh = _half_at(G)
+    if part != 1:
+        _lstm_weight_grads_rows(0, nh, 0, gh, N, G, I, P, dg, x, hprev, w_ih, dx, dw_ih, dw_hh,
+                                db_ih, db_hh)
+    if part != 0:
+        _lstm_weight_grads_rows(nh, N, gh, G, N, G, I, P, dg, x, hprev, w_ih, dx, dw_ih, dw_hh,
+                                db_ih, db_hh)
+
+
+cdef void _lstm_weight_grads_rows(Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t g0, Py_ssize_t g1,
+                                  Py_ssize_t N, int G, int I, int P, const floating* dg,
+                                  const floating* x, const floating* hprev,
+                                  const floating* w_ih, floating* dx, floating* dw_ih,
+                                  floating* dw_hh, floating* db_ih,
+                                  floating* db_hh) noexcept nogil:
+    """One half of :func:`_lstm_weight_grads`: ``dx`` rows [n0, n1), gate rows [g0, g1)."""
+    if n1 > n0:
+        _gemm(False, False, <int>(n1 - n0), I, G, 1, dg + n0 * G, G, w_ih, I, 0, dx + n0 * I, I)
+    if g1 > g0:
+        _gemm(True, False, <int>(g1 - g0), I, <int>N, 1, dg + g0, G, x, I, 0, dw_ih + g0 * I, I)
+        _gemm(True, False, <int>(g1 - g0), P, <int>N, 1, dg + g0, G, hprev, P, 0,
+              dw_hh + g0 * P, P)
+        if db_ih != NULL:
+            _colsum(N, g1 - g0, dg + g0, G, db_ih + g0)
+        if db_hh != NULL:
+            _colsum(N, g1 - g0, dg + g0, G, db_hh + g0)
+
+
 cdef void _lstm_backward_2t(_LstmJob* j, int tid, floating* kind) noexcept nogil:
     """Thread ``tid``'s part of :func:`_lstm_backward`'s time loop."""
     cdef Py_ssize_t T = j.T, s, t, r, off = 0 if j.reverse else j.N
@@ -1030,23 +1077,11 @@ cdef void _lstm_backward_2t(_LstmJob* j, int tid, floating* kind) noexcept nogil
                 u_lo, u_hi, alone = 0, H, True
         if j.reverse:
             off += live
-    # the whole-sequence products, each whole on one thread (BLAS rounds a share of
-    # one differently): the worker takes dW_hh, the caller dX and the bias sums,
-    # dW_ih goes to whichever has less
-    cdef bint ih_to_worker = not alone and 2 * I > H
-    if tid == 0 or alone:
-        _gemm(False, False, <int>N, <int>I, G, 1, dg, G, <const floating*>j.w_ih, <int>I, 0,
-              <floating*>j.dx, <int>I)
-        if j.db_ih != NULL:
-            _colsum(N, G, dg, G, <floating*>j.db_ih)
-        if j.db_hh != NULL:
-            _colsum(N, G, dg, G, <floating*>j.db_hh)
-    if (tid == 1) == ih_to_worker or alone:
-        _gemm(True, False, G, <int>I, <int>N, 1, dg, G, <const floating*>j.x, <int>I, 0,
-              <floating*>j.dw_ih, <int>I)
-    if tid == 1 or alone:
-        _gemm(True, False, G, H, <int>N, 1, dg, G, <const floating*>j.hprev, H, 0,
-              <floating*>j.dw_hh, H)
+    # the whole-sequence products: each thread its half of each
+    _lstm_weight_grads(2 if alone else tid, N, G, <int>I, H, dg, <const floating*>j.x,
+                       <const floating*>j.hprev, <const floating*>j.w_ih, <floating*>j.dx,
+                       <floating*>j.dw_ih, <floating*>j.dw_hh, <floating*>j.db_ih,
+                       <floating*>j.db_hh)
 
 
 cdef void* _lstm_fwd_worker_f(void* job) noexcept nogil:
@@ -1175,13 +1210,7 @@ cdef void _lstm_backward(Py_ssize_t T, const int64_t* bs, bint reverse, int N, i
             _recurrent_gemm_bwd(live, G, P, dgates + off * G, w_hh, w_pk, 0, dh)
         if reverse:
             off += live
-    _gemm(True, False, G, I, N, 1, dgates, G, x, I, 0, dw_ih, I)
-    _gemm(True, False, G, P, N, 1, dgates, G, hprev, P, 0, dw_hh, P)
-    _gemm(False, False, N, I, G, 1, dgates, G, w_ih, I, 0, dx, I)
-    if db_ih != NULL:
-        _colsum(N, G, dgates, G, db_ih)
-    if db_hh != NULL:
-        _colsum(N, G, dgates, G, db_hh)
+    _lstm_weight_grads(2, N, G, I, P, dgates, x, hprev, w_ih, dx, dw_ih, dw_hh, db_ih, db_hh)
     if w_hr != NULL:
         _gemm(True, False, P, H, N, 1, dhtot, P, hcell, H, 0, dw_hr, H)
 
@@ -2789,13 +2818,13 @@ def nt_gemm(const floating[:, ::1] a, const floating[:, ::1] w, floating[:, ::1]
                              &out[0, 0], n)
 
 
-def _stall_worker_at(Py_ssize_t step):
-    """Test hook: the second thread of a two-thread loop sleeps 5 ms before every
-    time step from ``step`` on (loop order; -1: never), as a thread descheduled
-    on a busy machine would.  Returns how many two-thread loops have started
-    so far and how many of them gave up on their second thread."""
-    global lk_stall_step
-    lk_stall_step = step
+def _stall_worker_at(Py_ssize_t step, Py_ssize_t steps=-1):
+    """Test hook: the second thread of a two-thread loop sleeps 5 ms before each of
+    ``steps`` time steps (-1: all) from ``step`` on (loop order; step -1: never), as
+    a thread descheduled on a busy machine would.  Returns how many two-thread loops
+    have started so far and how many of them gave up on their second thread."""
+    global lk_stall_step, lk_stall_steps
+    lk_stall_step, lk_stall_steps = step, steps
     return lk_team_count, lk_solo_count
 
 
