@@ -312,11 +312,14 @@ def run_directions(calls: Sequence[Callable[[], Any]], concurrent: bool) -> list
             box[1] = exc
 
     worker = threading.Thread(target=second, name="lstmkit-direction", daemon=True)
-    worker.start()
-    try:
-        first = calls[0]()
-    finally:
-        worker.join()
+    # counted as in the core before either starts: whichever enters first would otherwise take
+    # the second CPU for its own two-thread loop or BLAS, and three threads would share two CPUs
+    with _threads.kernel(0):
+        worker.start()
+        try:
+            first = calls[0]()
+        finally:
+            worker.join()
     if box[1] is not None:
         raise box[1]
     return [first, box[0]]

@@ -116,3 +116,36 @@ def test_run_directions_raises_either_error():
         engine.run_directions([lambda: 1, boom], True)
     with pytest.raises(KeyError):
         engine.run_directions([lambda: {}[0], boom], True)  # the first's error wins
+
+
+def test_concurrent_directions_use_one_thread_each(monkeypatch):
+    """Whichever direction entered the core first used to take the second CPU for its own
+    two-thread loop (work per step >= SPLIT_MIN_WORK), so three threads shared two CPUs
+    (T200 B8 H128 bidirectional at 2 threads: 23 ms, against 17 with one thread each)."""
+    _quiet(monkeypatch)
+    from lstmkit import _core
+    from lstmkit.backends import cython as cython_backend
+
+    if not _core.lk_panels_used(np.float32):
+        pytest.skip("no two-thread loops on this CPU/build")
+    monkeypatch.setattr(engine, "CONCURRENT_WORK", 1)
+    monkeypatch.setattr(_threads, "SPLIT_MIN_WORK", 1)
+    granted = []
+    split = cython_backend._split_threads
+
+    def spy_split(work):
+        granted.append(split(work))
+        return granted[-1]
+
+    monkeypatch.setattr(cython_backend, "_split_threads", spy_split)
+    m = lstmkit.LSTM(8, 40, bidirectional=True, seed=0)
+    x = np.random.default_rng(0).standard_normal((6, 16, 8)).astype(np.float32)
+    with lstmkit.threads(2):
+        before = _core._stall_worker_at(-1)[0]
+        _run(m, x, None)
+        teams = _core._stall_worker_at(-1)[0] - before
+        assert granted and set(granted) == {1} and teams == 0
+        one = lstmkit.LSTM(8, 40, seed=0)  # one direction alone still gets its two threads
+        granted.clear()
+        _run(one, x, None)
+        assert set(granted) == {2} and _core._stall_worker_at(-1)[0] - before == 2
