@@ -217,15 +217,18 @@ cdef extern from *:
     /* GRU step: gi (n, 3H) input part [r|z|n] (b_hr, b_hz already added);         \
        gh (n, 3H) = h_prev W_hh^T; bhn (H); h (n, H) h_prev in, h out.  With ghn   \
        (n, H) (training), gi is overwritten with r, z, n and ghn gets gh_n + b_hn.*/\
-    LK_KERNEL void lk_gru_fwd_##S(Py_ssize_t n, Py_ssize_t H, T *LK_RESTRICT gi,     \
-                                  const T *LK_RESTRICT gh, const T *LK_RESTRICT bhn, \
-                                  T *LK_RESTRICT h, T *LK_RESTRICT ghn) {            \
+    /* (units [j0, j1) of each row: a thread's share) */                           \
+    LK_KERNEL void lk_gru_fwd_units_##S(Py_ssize_t n, Py_ssize_t H, Py_ssize_t j0,   \
+                                        Py_ssize_t j1, T *LK_RESTRICT gi,            \
+                                        const T *LK_RESTRICT gh,                     \
+                                        const T *LK_RESTRICT bhn, T *LK_RESTRICT h,  \
+                                        T *LK_RESTRICT ghn) {                        \
         for (Py_ssize_t b = 0; b < n; b++) {                                         \
             T *gb = gi + b * 3 * H, *hb = h + b * H;                                 \
             const T *hh = gh + b * 3 * H;                                            \
             if (ghn) {                                                               \
                 T *nb = ghn + b * H;                                                 \
-                for (Py_ssize_t j = 0; j < H; j++) {                                 \
+                for (Py_ssize_t j = j0; j < j1; j++) {                               \
                     const T r = lk_sigmoid_##S(gb[j] + hh[j]);                       \
                     const T z = lk_sigmoid_##S(gb[H + j] + hh[H + j]);               \
                     const T a = hh[2 * H + j] + bhn[j];                              \
@@ -234,7 +237,7 @@ cdef extern from *:
                     hb[j] = nn + z * (hb[j] - nn);                                   \
                 }                                                                    \
             } else {                                                                 \
-                for (Py_ssize_t j = 0; j < H; j++) {                                 \
+                for (Py_ssize_t j = j0; j < j1; j++) {                               \
                     const T r = lk_sigmoid_##S(gb[j] + hh[j]);                       \
                     const T z = lk_sigmoid_##S(gb[H + j] + hh[H + j]);               \
                     const T nn = lk_tanh_##S(gb[2 * H + j] + r * (hh[2 * H + j] + bhn[j]));\
@@ -243,17 +246,25 @@ cdef extern from *:
             }                                                                        \
         }                                                                            \
     }                                                                                \
+    LK_KERNEL void lk_gru_fwd_##S(Py_ssize_t n, Py_ssize_t H, T *LK_RESTRICT gi,     \
+                                  const T *LK_RESTRICT gh, const T *LK_RESTRICT bhn, \
+                                  T *LK_RESTRICT h, T *LK_RESTRICT ghn) {            \
+        lk_gru_fwd_units_##S(n, H, 0, H, gi, gh, bhn, h, ghn);                       \
+    }                                                                                \
     /* GRU step backward: g (n, 3H) r, z, n; ghn (n, H); hprev (n, H); dh (n, H)   \
        total gradient of h in, dh * z out; dgh (n, 3H) = [dr, dz, dn * r] (the     \
        recurrent product's gradient), dgin (n, H) = dn (the input part's). */      \
-    LK_KERNEL void lk_gru_bwd_##S(Py_ssize_t n, Py_ssize_t H, const T *LK_RESTRICT g,\
-                                  const T *LK_RESTRICT ghn,                          \
-                                  const T *LK_RESTRICT hprev, T *LK_RESTRICT dh,     \
-                                  T *LK_RESTRICT dgh, T *LK_RESTRICT dgin) {         \
+    /* (units [j0, j1) of each row: a thread's share) */                           \
+    LK_KERNEL void lk_gru_bwd_units_##S(Py_ssize_t n, Py_ssize_t H, Py_ssize_t j0,   \
+                                        Py_ssize_t j1, const T *LK_RESTRICT g,       \
+                                        const T *LK_RESTRICT ghn,                    \
+                                        const T *LK_RESTRICT hprev,                  \
+                                        T *LK_RESTRICT dh, T *LK_RESTRICT dgh,       \
+                                        T *LK_RESTRICT dgin) {                       \
         for (Py_ssize_t b = 0; b < n; b++) {                                         \
             const T *gb = g + b * 3 * H, *ab = ghn + b * H, *hp = hprev + b * H;     \
             T *dhb = dh + b * H, *dgb = dgh + b * 3 * H, *dnb = dgin + b * H;        \
-            for (Py_ssize_t j = 0; j < H; j++) {                                     \
+            for (Py_ssize_t j = j0; j < j1; j++) {                                   \
                 const T r = gb[j], z = gb[H + j], nn = gb[2 * H + j], d = dhb[j];    \
                 const T dn = d * (1 - z) * (1 - nn * nn);                            \
                 dgb[j] = dn * ab[j] * r * (1 - r);                                   \
@@ -263,6 +274,12 @@ cdef extern from *:
                 dhb[j] = d * z;                                                      \
             }                                                                        \
         }                                                                            \
+    }                                                                                \
+    LK_KERNEL void lk_gru_bwd_##S(Py_ssize_t n, Py_ssize_t H, const T *LK_RESTRICT g,\
+                                  const T *LK_RESTRICT ghn,                          \
+                                  const T *LK_RESTRICT hprev, T *LK_RESTRICT dh,     \
+                                  T *LK_RESTRICT dgh, T *LK_RESTRICT dgin) {         \
+        lk_gru_bwd_units_##S(n, H, 0, H, g, ghn, hprev, dh, dgh, dgin);              \
     }                                                                                \
     /* Elman step on n = rows * H contiguous values: h = act(g); with store,       \
        g = act(g) too (kept for backward). */                                        \
@@ -585,6 +602,18 @@ cdef extern from *:
     void lk_lstm_bwd_units_d(Py_ssize_t n, Py_ssize_t H, Py_ssize_t j0, Py_ssize_t j1,
                              const double* g, const double* cprev, const double* tanhc,
                              const double* dh, double* dc, double* dg) noexcept nogil
+    void lk_gru_fwd_units_f(Py_ssize_t n, Py_ssize_t H, Py_ssize_t j0, Py_ssize_t j1,
+                            float* gi, const float* gh, const float* bhn, float* h,
+                            float* ghn) noexcept nogil
+    void lk_gru_fwd_units_d(Py_ssize_t n, Py_ssize_t H, Py_ssize_t j0, Py_ssize_t j1,
+                            double* gi, const double* gh, const double* bhn, double* h,
+                            double* ghn) noexcept nogil
+    void lk_gru_bwd_units_f(Py_ssize_t n, Py_ssize_t H, Py_ssize_t j0, Py_ssize_t j1,
+                            const float* g, const float* ghn, const float* hprev, float* dh,
+                            float* dgh, float* dgin) noexcept nogil
+    void lk_gru_bwd_units_d(Py_ssize_t n, Py_ssize_t H, Py_ssize_t j0, Py_ssize_t j1,
+                            const double* g, const double* ghn, const double* hprev, double* dh,
+                            double* dgh, double* dgin) noexcept nogil
 
 
 # ---------------------------------------------------------------------------
@@ -743,15 +772,35 @@ cdef inline void _panel_gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const flo
         lk_panel_gemm_d(m, n, k, a, lda, packed, accumulate, out, ldo)
 
 
+cdef inline Py_ssize_t _split_at(Py_ssize_t n) noexcept nogil:
+    """Where the worker's share of ``n`` columns starts: half the 32-column panels."""
+    return min(n, (n + 63) // 64 * 32)
+
+
 cdef void _input_projection(int n, int g, int i, const floating* x, const floating* w_ih,
                             const floating* b1, int n1, const floating* b2, int n2,
                             floating* out, Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
-    """Columns ``[c0, c1)`` of ``out[n, g] = x[n, i] @ w_ih[g, i]^T + b1 + b2``: one
-    GEMM for all rows (all columns, or one thread's share of a two-thread call).
+    """Columns ``[c0, c1)`` of ``out[n, g] = x[n, i] @ w_ih[g, i]^T + b1 + b2`` (all
+    columns, or one thread's share of a two-thread call).  Always one GEMM per side of
+    :func:`_split_at` (``g``), where a two-thread call splits the columns, so that one and
+    two threads make the same calls: BLAS may round a share of the columns differently
+    from the whole (its small-matrix path blocks by the width).
 
     The biases (either may be NULL) cover the first ``n1``/``n2`` columns; each
     row is pre-filled with their sum and the GEMM accumulates with beta = 1.
     """
+    cdef Py_ssize_t mid = _split_at(g)
+    if c0 < mid < c1:
+        _projection_cols(n, g, i, x, w_ih, b1, n1, b2, n2, out, c0, mid)
+        _projection_cols(n, g, i, x, w_ih, b1, n1, b2, n2, out, mid, c1)
+    else:
+        _projection_cols(n, g, i, x, w_ih, b1, n1, b2, n2, out, c0, c1)
+
+
+cdef void _projection_cols(int n, int g, int i, const floating* x, const floating* w_ih,
+                           const floating* b1, int n1, const floating* b2, int n2,
+                           floating* out, Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
+    """Columns ``[c0, c1)`` of :func:`_input_projection` in one GEMM."""
     cdef Py_ssize_t r, j
     cdef floating beta = 0
     if n <= 0 or c1 <= c0:
@@ -854,7 +903,7 @@ cdef inline void _rnn_rows_bwd(Py_ssize_t n, const floating* a, const floating* 
 # row, and each block of the input projection, run on the caller alone.
 # ---------------------------------------------------------------------------
 
-ctypedef struct _LstmJob:
+ctypedef struct _TeamJob:
     lk_team team
     Py_ssize_t T, N, R
     Py_ssize_t cols, units  # the worker's first product column / unit
@@ -881,11 +930,9 @@ ctypedef struct _LstmJob:
     void* cprev
     void* tanhc
     void* dgates
-
-
-cdef inline Py_ssize_t _split_at(Py_ssize_t n) noexcept nogil:
-    """Where the worker's share of ``n`` columns starts: half the 32-column panels."""
-    return min(n, (n + 63) // 64 * 32)
+    void* gh      # GRU: the step's recurrent product (B, 3H)
+    void* ghn     # GRU training: gh_n + b_hn (N, H)
+    void* dgin    # GRU backward: the input part's n-block gradient (N, H)
 
 
 cdef inline void _lstm_units(Py_ssize_t n, Py_ssize_t H, Py_ssize_t j0, Py_ssize_t j1,
@@ -907,7 +954,99 @@ cdef inline void _lstm_units_bwd(Py_ssize_t n, Py_ssize_t H, Py_ssize_t j0, Py_s
         lk_lstm_bwd_units_d(n, H, j0, j1, g, cprev, tanhc, dh, dc, dg)
 
 
-cdef void _lstm_forward_2t(_LstmJob* j, int tid, floating* kind) noexcept nogil:
+cdef inline void _gru_units(Py_ssize_t n, Py_ssize_t H, Py_ssize_t j0, Py_ssize_t j1,
+                            floating* gi, const floating* gh, const floating* bhn, floating* h,
+                            floating* ghn) noexcept nogil:
+    if floating is float:
+        lk_gru_fwd_units_f(n, H, j0, j1, gi, gh, bhn, h, ghn)
+    else:
+        lk_gru_fwd_units_d(n, H, j0, j1, gi, gh, bhn, h, ghn)
+
+
+cdef void _gru_forward_2t(_TeamJob* j, int tid, floating* kind) noexcept nogil:
+    """Thread ``tid``'s part of :func:`_gru_forward`, shared as in :func:`_lstm_forward_2t`:
+    the input projection's blocks and the step's product ``gh`` by panel columns, the gate
+    loop by units."""
+    cdef Py_ssize_t T = j.T, s, t, r, off = j.N if j.reverse else 0, lo = 0, hi = 0
+    cdef Py_ssize_t lo0, hi0, a_lo, a_hi, c_lo = 0, c_hi = 3 * j.H, u_lo = 0, u_hi = j.H
+    cdef int H = j.H, G = 3 * H, live, sense = 0
+    cdef const floating* w_pk = <const floating*>j.w_pk
+    cdef const floating* b_hh = <const floating*>j.b_hh
+    cdef floating* h = <floating*>j.h
+    cdef floating* gh = <floating*>j.gh
+    cdef floating* y = <floating*>j.y
+    cdef floating* hprev = <floating*>j.hprev
+    cdef floating* ghn = <floating*>j.ghn
+    cdef floating* gt
+    cdef bint train = hprev != NULL
+    if j.team.nthreads > 1:
+        if tid:
+            c_lo, u_lo = j.cols, j.units
+        else:
+            c_hi, u_hi = j.cols, j.units
+    for s in range(T):
+        t = T - 1 - s if j.reverse else s
+        live = <int>j.bs[t]
+        if j.reverse:
+            off -= live
+        if live > 0:
+            lk_maybe_stall(tid, s)
+            if train and tid == 0:
+                memcpy(hprev + off * H, h, <size_t>live * H * sizeof(floating))
+            lo0, hi0 = lo, hi
+            gt = _gates_block(s, T, j.bs, j.reverse, off, live, j.R, &lo, &hi, G, j.isz,
+                              <const floating*>j.x, <const floating*>j.w_ih,
+                              <const floating*>j.b_ih, G, b_hh, 2 * H, <floating*>j.gates, False)
+            if lo != lo0 or hi != hi0:
+                if hi - lo > 4:
+                    _input_projection(<int>(hi - lo), G, j.isz, <const floating*>j.x + lo * j.isz,
+                                      <const floating*>j.w_ih, <const floating*>j.b_ih, G,
+                                      b_hh, 2 * H, <floating*>j.gates, c_lo, c_hi)
+                elif tid == 0:
+                    _input_projection(<int>(hi - lo), G, j.isz, <const floating*>j.x + lo * j.isz,
+                                      <const floating*>j.w_ih, <const floating*>j.b_ih, G,
+                                      b_hh, 2 * H, <floating*>j.gates, 0, G)
+                if not lk_team_wait(&j.team, &sense, tid, False):
+                    if tid:
+                        return
+                    c_lo, c_hi, u_lo, u_hi = 0, G, 0, H  # alone from here on
+            if live > 1:
+                if c_hi > c_lo:
+                    _panel_gemm(live, c_hi - c_lo, H, h, H, w_pk + c_lo * H, False, gh + c_lo, G)
+            elif tid == 0:
+                _gemm(False, True, 1, G, H, 1, h, H, <const floating*>j.w_hh, H, 0, gh, G)
+            if not lk_team_wait(&j.team, &sense, tid, live > 1):
+                if tid:
+                    return
+                c_lo, c_hi, u_lo, u_hi = 0, G, 0, H
+            if live > 1 or tid == 0:
+                a_lo = u_lo if live > 1 else 0
+                a_hi = u_hi if live > 1 else H
+                _gru_units(live, H, a_lo, a_hi, gt, gh, b_hh + 2 * H, h,
+                           ghn + off * H if train else NULL)
+                if y != NULL:
+                    for r in range(live):
+                        memcpy(y + (off + r) * H + a_lo, h + r * H + a_lo,
+                               <size_t>(a_hi - a_lo) * sizeof(floating))
+            if not lk_team_wait(&j.team, &sense, tid, live > 1):
+                if tid:
+                    return
+                c_lo, c_hi, u_lo, u_hi = 0, G, 0, H
+        if not j.reverse:
+            off += live
+
+
+cdef void* _gru_fwd_worker_f(void* job) noexcept nogil:
+    _gru_forward_2t(<_TeamJob*>job, 1, <float*>NULL)
+    return NULL
+
+
+cdef void* _gru_fwd_worker_d(void* job) noexcept nogil:
+    _gru_forward_2t(<_TeamJob*>job, 1, <double*>NULL)
+    return NULL
+
+
+cdef void _lstm_forward_2t(_TeamJob* j, int tid, floating* kind) noexcept nogil:
     """Thread ``tid``'s part of :func:`_lstm_forward` (``kind`` picks the dtype)."""
     cdef Py_ssize_t T = j.T, s, t, r, off = j.N if j.reverse else 0, lo = 0, hi = 0
     cdef Py_ssize_t lo0, hi0, a_lo, a_hi, c_lo = 0, c_hi = 4 * j.H, u_lo = 0, u_hi = j.H
@@ -1023,7 +1162,7 @@ cdef void _lstm_weight_grads_rows(Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t g0, P
             _colsum(N, g1 - g0, dg + g0, G, db_hh + g0)
 
 
-cdef void _lstm_backward_2t(_LstmJob* j, int tid, floating* kind) noexcept nogil:
+cdef void _lstm_backward_2t(_TeamJob* j, int tid, floating* kind) noexcept nogil:
     """Thread ``tid``'s part of :func:`_lstm_backward`'s time loop."""
     cdef Py_ssize_t T = j.T, s, t, r, off = 0 if j.reverse else j.N
     cdef Py_ssize_t u_lo = 0, u_hi = j.H, a_lo, a_hi
@@ -1085,22 +1224,22 @@ cdef void _lstm_backward_2t(_LstmJob* j, int tid, floating* kind) noexcept nogil
 
 
 cdef void* _lstm_fwd_worker_f(void* job) noexcept nogil:
-    _lstm_forward_2t(<_LstmJob*>job, 1, <float*>NULL)
+    _lstm_forward_2t(<_TeamJob*>job, 1, <float*>NULL)
     return NULL
 
 
 cdef void* _lstm_fwd_worker_d(void* job) noexcept nogil:
-    _lstm_forward_2t(<_LstmJob*>job, 1, <double*>NULL)
+    _lstm_forward_2t(<_TeamJob*>job, 1, <double*>NULL)
     return NULL
 
 
 cdef void* _lstm_bwd_worker_f(void* job) noexcept nogil:
-    _lstm_backward_2t(<_LstmJob*>job, 1, <float*>NULL)
+    _lstm_backward_2t(<_TeamJob*>job, 1, <float*>NULL)
     return NULL
 
 
 cdef void* _lstm_bwd_worker_d(void* job) noexcept nogil:
-    _lstm_backward_2t(<_LstmJob*>job, 1, <double*>NULL)
+    _lstm_backward_2t(<_TeamJob*>job, 1, <double*>NULL)
     return NULL
 
 
@@ -1174,7 +1313,7 @@ cdef void _lstm_backward(Py_ssize_t T, const int64_t* bs, bint reverse, int N, i
     cdef Py_ssize_t s, t, off = 0 if reverse else N
     cdef int live
     cdef const floating* src
-    cdef _LstmJob job
+    cdef _TeamJob job
     if threads > 1 and w_hr == NULL and w_pk != NULL:
         # the same loop on two threads (_lstm_backward_2t)
         job.T, job.N, job.isz, job.H, job.reverse, job.bs = T, N, I, H, reverse, bs
@@ -1276,16 +1415,136 @@ cdef void _gru_backward(Py_ssize_t T, const int64_t* bs, bint reverse, int N, in
             _recurrent_gemm_bwd(live, G, H, dgh + off * G, w_hh, w_pk, 1, dh)
         if reverse:
             off += live
-    _gemm(True, False, G, H, N, 1, dgh, G, hprev, H, 0, dw_hh, H)
-    _gemm(True, False, 2 * H, I, N, 1, dgh, G, x, I, 0, dw_ih, I)
-    _gemm(True, False, H, I, N, 1, dgin, H, x, I, 0, dw_ih + 2 * H * I, I)
-    _gemm(False, False, N, I, 2 * H, 1, dgh, G, w_ih, I, 0, dx, I)
-    _gemm(False, False, N, I, H, 1, dgin, H, w_ih + 2 * H * I, I, 1, dx, I)
-    if db_hh != NULL:
-        _colsum(N, G, dgh, G, db_hh)
-    if db_ih != NULL:
-        _colsum(N, 2 * H, dgh, G, db_ih)
-        _colsum(N, H, dgin, H, db_ih + 2 * H)
+    _gru_weight_grads(2, N, H, I, dgh, dgin, x, hprev, w_ih, dx, dw_ih, dw_hh, db_ih, db_hh)
+
+
+cdef void _gru_weight_grads(int part, Py_ssize_t N, int H, int I, const floating* dgh,
+                            const floating* dgin, const floating* x, const floating* hprev,
+                            const floating* w_ih, floating* dx, floating* dw_ih,
+                            floating* dw_hh, floating* db_ih, floating* db_hh) noexcept nogil:
+    """The GRU backward's whole-sequence products, in two halves as in
+    :func:`_lstm_weight_grads` (``part`` 0, 1 or 2 for both): ``dx`` by rows, the
+    weight and bias gradients by gate rows (the n block of ``dw_ih``/``db_ih`` comes
+    from ``dgin``, the rest from ``dgh``)."""
+    cdef Py_ssize_t nh = _half_at(N), gh = _half_at(3 * H)
+    if part != 1:
+        _gru_weight_grads_rows(0, nh, 0, gh, N, H, I, dgh, dgin, x, hprev, w_ih, dx, dw_ih,
+                               dw_hh, db_ih, db_hh)
+    if part != 0:
+        _gru_weight_grads_rows(nh, N, gh, 3 * H, N, H, I, dgh, dgin, x, hprev, w_ih, dx, dw_ih,
+                               dw_hh, db_ih, db_hh)
+
+
+cdef void _gru_weight_grads_rows(Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t g0, Py_ssize_t g1,
+                                 Py_ssize_t N, int H, int I, const floating* dgh,
+                                 const floating* dgin, const floating* x,
+                                 const floating* hprev, const floating* w_ih, floating* dx,
+                                 floating* dw_ih, floating* dw_hh, floating* db_ih,
+                                 floating* db_hh) noexcept nogil:
+    """One half of :func:`_gru_weight_grads`: ``dx`` rows [n0, n1), gate rows [g0, g1)."""
+    cdef int G = 3 * H
+    cdef Py_ssize_t a1 = min(g1, 2 * H), b0 = max(g0, 2 * H)  # [g0, a1) from dgh, [b0, g1) dgin
+    if n1 > n0:
+        _gemm(False, False, <int>(n1 - n0), I, 2 * H, 1, dgh + n0 * G, G, w_ih, I, 0,
+              dx + n0 * I, I)
+        _gemm(False, False, <int>(n1 - n0), I, H, 1, dgin + n0 * H, H, w_ih + 2 * H * I, I, 1,
+              dx + n0 * I, I)
+    if g1 > g0:
+        _gemm(True, False, <int>(g1 - g0), H, <int>N, 1, dgh + g0, G, hprev, H, 0,
+              dw_hh + g0 * H, H)
+        if db_hh != NULL:
+            _colsum(N, g1 - g0, dgh + g0, G, db_hh + g0)
+    if a1 > g0:
+        _gemm(True, False, <int>(a1 - g0), I, <int>N, 1, dgh + g0, G, x, I, 0, dw_ih + g0 * I, I)
+        if db_ih != NULL:
+            _colsum(N, a1 - g0, dgh + g0, G, db_ih + g0)
+    if g1 > b0:
+        _gemm(True, False, <int>(g1 - b0), I, <int>N, 1, dgin + (b0 - 2 * H), H, x, I, 0,
+              dw_ih + b0 * I, I)
+        if db_ih != NULL:
+            _colsum(N, g1 - b0, dgin + (b0 - 2 * H), H, db_ih + b0)
+
+
+cdef inline void _gru_units_bwd(Py_ssize_t n, Py_ssize_t H, Py_ssize_t j0, Py_ssize_t j1,
+                                const floating* g, const floating* ghn, const floating* hprev,
+                                floating* dh, floating* dgh, floating* dgin) noexcept nogil:
+    if floating is float:
+        lk_gru_bwd_units_f(n, H, j0, j1, g, ghn, hprev, dh, dgh, dgin)
+    else:
+        lk_gru_bwd_units_d(n, H, j0, j1, g, ghn, hprev, dh, dgh, dgin)
+
+
+cdef void _gru_backward_2t(_TeamJob* j, int tid, floating* kind) noexcept nogil:
+    """Thread ``tid``'s part of :func:`_gru_backward`, shared as in :func:`_lstm_backward_2t`:
+    the gate-gradient loop and the product ``dh += dgh W_hh`` by units (each thread then
+    reads only the ``dh`` it wrote), the whole-sequence products by halves."""
+    cdef Py_ssize_t T = j.T, s, t, r, off = 0 if j.reverse else j.N
+    cdef Py_ssize_t u_lo = 0, u_hi = j.H, a_lo, a_hi
+    cdef int H = j.H, G = 3 * H, live, sense = 0
+    cdef const floating* dy = <const floating*>j.dy
+    cdef const floating* w_pk = <const floating*>j.w_pk
+    cdef floating* dh = <floating*>j.h
+    cdef floating* dgh = <floating*>j.dgates
+    cdef floating* dgin = <floating*>j.dgin
+    cdef bint alone = j.team.nthreads < 2
+    if not alone:
+        if tid:
+            u_lo = j.units
+        else:
+            u_hi = j.units
+    for s in range(T):
+        t = s if j.reverse else T - 1 - s
+        live = <int>j.bs[t]
+        if not j.reverse:
+            off -= live
+        if live > 0:
+            lk_maybe_stall(tid, s)
+            # one row: the caller does the whole step, after the worker's last product
+            if live == 1 and not lk_team_wait(&j.team, &sense, tid, False):
+                if tid:
+                    return
+                u_lo, u_hi, alone = 0, H, True
+            if live > 1 or tid == 0:
+                a_lo = u_lo if live > 1 else 0
+                a_hi = u_hi if live > 1 else H
+                for r in range(live):
+                    _add(a_hi - a_lo, dh + r * H + a_lo, dy + (off + r) * H + a_lo)
+                _gru_units_bwd(live, H, a_lo, a_hi, <const floating*>j.gates + off * G,
+                               <const floating*>j.ghn + off * H,
+                               <const floating*>j.hprev + off * H, dh, dgh + off * G,
+                               dgin + off * H)
+            if not lk_team_wait(&j.team, &sense, tid, live > 1):
+                if tid:
+                    return
+                u_lo, u_hi, alone = 0, H, True  # alone from this product on
+            if live > 1:
+                if u_hi > u_lo:
+                    _panel_gemm(live, u_hi - u_lo, G, dgh + off * G, G, w_pk + u_lo * G, True,
+                                dh + u_lo, H)
+            elif tid == 0:
+                _gemm(False, False, 1, H, G, 1, dgh + off * G, G, <const floating*>j.w_hh, H,
+                      1, dh, H)
+            if live == 1 and not lk_team_wait(&j.team, &sense, tid, live > 1):
+                if tid:
+                    return
+                u_lo, u_hi, alone = 0, H, True
+        if j.reverse:
+            off += live
+    # the whole-sequence products: each thread its half of each
+    _gru_weight_grads(2 if alone else tid, j.N, H, j.isz, dgh, dgin, <const floating*>j.x,
+                      <const floating*>j.hprev, <const floating*>j.w_ih, <floating*>j.dx,
+                      <floating*>j.dw_ih, <floating*>j.dw_hh, <floating*>j.db_ih,
+                      <floating*>j.db_hh)
+
+
+cdef void* _gru_bwd_worker_f(void* job) noexcept nogil:
+    _gru_backward_2t(<_TeamJob*>job, 1, <float*>NULL)
+    return NULL
+
+
+cdef void* _gru_bwd_worker_d(void* job) noexcept nogil:
+    _gru_backward_2t(<_TeamJob*>job, 1, <double*>NULL)
+    return NULL
 
 
 cdef void _rnn_forward(Py_ssize_t T, const int64_t* bs, bint reverse, bint relu, int N,
@@ -1516,7 +1775,7 @@ def lstm_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
                       and panels and lk_panels_pay(floating is double))
     cdef _Panels pk = _panels_for(rows, P, G, sizeof(floating), panels)
     cdef _Panels pk_hr = _panels_for(rows, H, P, sizeof(floating), panels and w_hr is not None)
-    cdef _LstmJob job
+    cdef _TeamJob job
     cdef unsigned csr = lk_denormals_flush() if flush_denormals else 0
     try:
         with nogil:
@@ -1635,7 +1894,7 @@ def gru_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
                 floating[:, ::1] gates, floating[:, ::1] gh,
                 floating[:, ::1] hprev=None, floating[:, ::1] ghn=None,
                 bint panels=True,
-                 bint flush_denormals=False):
+                 bint flush_denormals=False, int threads=1):
     """GRU layer-direction forward over a packed sequence.
 
     ``x`` (N, I); ``w_ih`` (3H, I), ``w_hh`` (3H, H), ``b_ih`` (3H) or None,
@@ -1643,7 +1902,7 @@ def gru_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
     into ``h`` (state_n on return); ``y`` (N, H) or None.  Workspaces ``gates``
     ((N, 3H) training, else (R, 3H) as in :func:`lstm_forward`), ``gh`` (B, 3H).
     Training: ``hprev``/``ghn`` (N, H) caches; ``gates`` then holds r, z, n.
-    ``panels``: as in :func:`lstm_forward`.
+    ``panels``, ``threads``: as in :func:`lstm_forward` (:func:`_gru_forward_2t`).
     """
     cdef Py_ssize_t N = x.shape[0], I = x.shape[1], G = w_ih.shape[0]
     cdef Py_ssize_t H = G // 3, B = h0.shape[0]
@@ -1670,17 +1929,35 @@ def gru_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
         _shape("hprev", hprev.shape[0], hprev.shape[1], N, H)
         _shape("ghn", ghn.shape[0], ghn.shape[1], N, H)
     _check_batch_sizes(batch_sizes, B, N)
-    cdef _Panels pk = _panels_for(batch_sizes[0] if N else 0, H, G, sizeof(floating), panels)
+    cdef Py_ssize_t rows = batch_sizes[0] if N else 0
+    cdef bint team = (threads > 1 and 1 < rows <= _PANEL_MAX_ROWS and panels
+                      and lk_panels_pay(floating is double))
+    cdef _Panels pk = _panels_for(rows, H, G, sizeof(floating), panels)
+    cdef _TeamJob job
     cdef unsigned csr = lk_denormals_flush() if flush_denormals else 0
     try:
         with nogil:
             memmove(&h[0, 0], &h0[0, 0], B * H * sizeof(floating))
             if pk.ptr != NULL:
                 _pack(H, G, &w_hh[0, 0], True, <floating*>pk.ptr)
-            _gru_forward(batch_sizes.shape[0], &batch_sizes[0], reverse, N, I, H, &x[0, 0],
-                         &w_ih[0, 0], &w_hh[0, 0], <floating*>pk.ptr, _c1(b_ih), &b_hh[0],
-                         &h[0, 0], _p2(y), &gates[0, 0], gates.shape[0], &gh[0, 0], _p2(hprev),
-                         _p2(ghn))
+            if team and pk.ptr != NULL:
+                job.T, job.N, job.R = batch_sizes.shape[0], N, gates.shape[0]
+                job.isz, job.H, job.reverse, job.bs = I, H, reverse, &batch_sizes[0]
+                job.cols, job.units = _split_at(G), _split_at(H)
+                job.x, job.w_ih, job.w_hh, job.w_pk = &x[0, 0], &w_ih[0, 0], &w_hh[0, 0], pk.ptr
+                job.b_ih, job.b_hh, job.h, job.y = _c1(b_ih), &b_hh[0], &h[0, 0], _p2(y)
+                job.gates, job.gh, job.hprev, job.ghn = &gates[0, 0], &gh[0, 0], _p2(hprev), _p2(ghn)
+                if floating is float:
+                    lk_team_start(&job.team, threads, _gru_fwd_worker_f, &job)
+                else:
+                    lk_team_start(&job.team, threads, _gru_fwd_worker_d, &job)
+                _gru_forward_2t(&job, 0, &h[0, 0])
+                lk_team_end(&job.team)
+            else:
+                _gru_forward(batch_sizes.shape[0], &batch_sizes[0], reverse, N, I, H, &x[0, 0],
+                             &w_ih[0, 0], &w_hh[0, 0], <floating*>pk.ptr, _c1(b_ih), &b_hh[0],
+                             &h[0, 0], _p2(y), &gates[0, 0], gates.shape[0], &gh[0, 0],
+                             _p2(hprev), _p2(ghn))
     finally:
         if flush_denormals:
             lk_denormals_restore(csr)
@@ -1694,7 +1971,7 @@ def gru_backward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
                  floating[:, ::1] dh0, floating[:, ::1] dgh, floating[:, ::1] dgin,
                  floating[:, ::1] dx, floating[:, ::1] dw_ih, floating[:, ::1] dw_hh,
                  floating[::1] db_ih, floating[::1] db_hh, bint panels=True,
-                 bint flush_denormals=False):
+                 bint flush_denormals=False, int threads=1):
     """Backward of :func:`gru_forward` (training mode) for ``dy`` (N, H), ``dhn`` (B, H).
 
     Outputs ``dh0`` (B, H), ``dx`` (N, I), ``dw_ih`` (3H, I), ``dw_hh`` (3H, H),
@@ -1723,20 +2000,39 @@ def gru_backward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
     if db_hh is not None:
         _vec("db_hh", db_hh.shape[0], G)
     _check_batch_sizes(batch_sizes, B, N)
-    cdef _Panels pk = _panels_for(batch_sizes[0] if N else 0, G, H, sizeof(floating), panels)
+    cdef Py_ssize_t rows = batch_sizes[0] if N else 0
+    cdef bint team = (threads > 1 and 1 < rows <= _PANEL_MAX_ROWS and panels
+                      and lk_panels_pay(floating is double))
+    cdef _Panels pk = _panels_for(rows, G, H, sizeof(floating), panels)
+    cdef _TeamJob job
     cdef unsigned csr = lk_denormals_flush() if flush_denormals else 0
     try:
         with nogil:
             memmove(&dh0[0, 0], &dhn[0, 0], B * H * sizeof(floating))
             if pk.ptr != NULL:
                 _pack(G, H, &w_hh[0, 0], False, <floating*>pk.ptr)
-            _gru_backward(batch_sizes.shape[0], &batch_sizes[0], reverse, N, I, H, &x[0, 0],
-                          &w_ih[0, 0], &w_hh[0, 0], <floating*>pk.ptr, &gates[0, 0], &hprev[0, 0],
-                          &ghn[0, 0],
-                          &dy[0, 0], &dh0[0, 0], &dgh[0, 0], &dgin[0, 0], &dx[0, 0],
-                          &dw_ih[0, 0], &dw_hh[0, 0],
-                          NULL if db_ih is None else &db_ih[0],
-                          NULL if db_hh is None else &db_hh[0])
+            if team and pk.ptr != NULL:
+                job.T, job.N, job.isz, job.H = batch_sizes.shape[0], N, I, H
+                job.reverse, job.bs, job.units = reverse, &batch_sizes[0], _split_at(H)
+                job.x, job.w_ih, job.w_hh, job.w_pk = &x[0, 0], &w_ih[0, 0], &w_hh[0, 0], pk.ptr
+                job.gates, job.hprev, job.ghn = &gates[0, 0], &hprev[0, 0], &ghn[0, 0]
+                job.dy, job.h, job.dgates, job.dgin = &dy[0, 0], &dh0[0, 0], &dgh[0, 0], &dgin[0, 0]
+                job.dx, job.dw_ih, job.dw_hh = &dx[0, 0], &dw_ih[0, 0], &dw_hh[0, 0]
+                job.db_ih = NULL if db_ih is None else &db_ih[0]
+                job.db_hh = NULL if db_hh is None else &db_hh[0]
+                if floating is float:
+                    lk_team_start(&job.team, threads, _gru_bwd_worker_f, &job)
+                else:
+                    lk_team_start(&job.team, threads, _gru_bwd_worker_d, &job)
+                _gru_backward_2t(&job, 0, &dh0[0, 0])
+                lk_team_end(&job.team)
+            else:
+                _gru_backward(batch_sizes.shape[0], &batch_sizes[0], reverse, N, I, H,
+                              &x[0, 0], &w_ih[0, 0], &w_hh[0, 0], <floating*>pk.ptr,
+                              &gates[0, 0], &hprev[0, 0], &ghn[0, 0], &dy[0, 0], &dh0[0, 0],
+                              &dgh[0, 0], &dgin[0, 0], &dx[0, 0], &dw_ih[0, 0], &dw_hh[0, 0],
+                              NULL if db_ih is None else &db_ih[0],
+                              NULL if db_hh is None else &db_hh[0])
     finally:
         if flush_denormals:
             lk_denormals_restore(csr)

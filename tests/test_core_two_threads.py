@@ -29,24 +29,26 @@ def _rel(a, b):
     return float(np.max(np.abs(a - b), initial=0) / max(1.0, float(np.max(np.abs(b), initial=0))))
 
 
-def _layer(threads, dtype, hidden, layout, reverse, bias=True, monkeypatch=None, stall=-1, stall_steps=-1):
+def _layer(threads, dtype, hidden, layout, reverse, bias=True, monkeypatch=None, stall=-1, stall_steps=-1,
+           kind="lstm"):
     """Forward (inference and training) and backward of one layer-direction on the cython
     backend with ``threads``; returns every output and how many teams started/fell back."""
     monkeypatch.setattr(cython_backend, "_split_threads", lambda work: threads)
     rng = np.random.default_rng(hidden * 7 + len(layout))
-    cell = get_cell("lstm")
+    cell = get_cell(kind)
     params = {k: (rng.standard_normal(s) * 0.4).astype(dtype)
               for k, s in cell.parameter_shapes(11, hidden, 0, bias)}
     bs = np.asarray(layout, np.int64)
     x = rng.standard_normal((int(bs.sum()), 11)).astype(dtype)
-    state0 = tuple((rng.standard_normal((int(bs[0]), hidden)) * 0.5).astype(dtype) for _ in "hc")
+    state0 = tuple((rng.standard_normal((int(bs[0]), hidden)) * 0.5).astype(dtype)
+                   for _ in ("hc" if kind == "lstm" else "h"))
     d_y = rng.standard_normal((int(bs.sum()), hidden)).astype(dtype)
     be = CythonBackend()
     before = _core._stall_worker_at(stall, stall_steps)
     try:
         yi, si, _ = be.layer_forward(cell, params, x, bs, reverse, state0, False)
         y, s, cache = be.layer_forward(cell, params, x, bs, reverse, state0, True)
-        d = be.layer_backward(cell, params, cache, d_y, (s[0] * 0.5, s[1]))
+        d = be.layer_backward(cell, params, cache, d_y, (s[0] * 0.5, *s[1:]))
     finally:
         after = _core._stall_worker_at(-1)
     out = [yi, *si, y, *s, *cache.arrays[:4], d[0], *d[1], *(d[2][k] for k in sorted(d[2]))]
@@ -65,6 +67,30 @@ def test_two_threads_give_the_bits_of_one(hidden, layout, reverse, dtype, monkey
         assert teams2[0] == 3  # inference, training forward, backward each started a worker
     for i, (a, b) in enumerate(zip(one, two)):
         np.testing.assert_array_equal(a, b, err_msg=f"output {i}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize("hidden", [1, 20, 37, 64, 100])
+def test_gru_on_two_threads_gives_the_bits_of_one(hidden, layout, reverse, dtype, monkeypatch):
+    """The GRU shares its steps as the LSTM does, forward and backward."""
+    one, teams1, _ = _layer(1, dtype, hidden, LAYOUTS[layout], reverse, hidden != 20, monkeypatch, kind="gru")
+    two, teams2, (cell, params, x, bs, state0, d_y) = _layer(2, dtype, hidden, LAYOUTS[layout], reverse,
+                                                              hidden != 20, monkeypatch, kind="gru")
+    assert teams1 == (0, 0)
+    if cython_backend._core.lk_panels_used(dtype):
+        assert teams2[0] == 3  # inference, training forward, backward
+    for i, (a, b) in enumerate(zip(one, two)):
+        np.testing.assert_array_equal(a, b, err_msg=f"output {i}")
+    ref = ReferenceBackend()
+    y, s, _ = ref.layer_forward(cell, params, x, bs, reverse, state0, False)
+    _, s, cache = ref.layer_forward(cell, params, x, bs, reverse, state0, True)
+    d = ref.layer_backward(cell, params, cache, d_y, (s[0] * 0.5,))
+    want = [y, s[0], d[0], d[1][0], *(d[2][k] for k in sorted(d[2]))]
+    got = two[:2] + two[-len(want) + 2:]
+    for i, (a, b) in enumerate(zip(got, want)):
+        assert _rel(a, b) < TOL[dtype] * 5, (i, _rel(a, b))
 
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
@@ -86,14 +112,16 @@ def test_two_threads_match_the_reference(dtype, reverse, monkeypatch):
 LONG = [40, 33, 9, 8, 5, 5, 5, 4, 3, 2, 1]
 
 
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
 @pytest.mark.parametrize("step", [0, 2, 4])
-def test_a_stalled_worker_hands_the_work_to_the_caller(step, monkeypatch):
+def test_a_stalled_worker_hands_the_work_to_the_caller(step, kind, monkeypatch):
     """The worker sleeps 5 ms before every step from ``step`` on (descheduled on a busy
     machine): barriers after equal shares (steps with several rows) see it arrive late, at the
     third time in a call both switch to the caller alone, and every result is still the bits
     of one thread."""
-    one, _, _ = _layer(1, np.float64, 70, LONG, False, monkeypatch=monkeypatch)
-    two, (teams, solos), _ = _layer(2, np.float64, 70, LONG, False, monkeypatch=monkeypatch, stall=step)
+    one, _, _ = _layer(1, np.float64, 70, LONG, False, monkeypatch=monkeypatch, kind=kind)
+    two, (teams, solos), _ = _layer(2, np.float64, 70, LONG, False, monkeypatch=monkeypatch, stall=step,
+                                    kind=kind)
     if cython_backend._core.lk_panels_used(np.float64):
         assert (teams, solos) == (3, 3)
     for i, (a, b) in enumerate(zip(one, two)):

@@ -100,8 +100,11 @@ _PANELS_USED = {}
 
 
 def _team_threads(cell, params, rows, work):
-    """Threads the core's own two-thread LSTM loop gets for this call (1: none)."""
-    if type(cell) is not LSTMCellType or "weight_hr" in params or not 1 < rows <= _core.PANEL_MAX_ROWS:
+    """Threads the core's own two-thread loop gets for this call (1: none): LSTM without
+    projection, GRU."""
+    if type(cell) not in (LSTMCellType, GRUCellType):
+        return 1
+    if "weight_hr" in params or not 1 < rows <= _core.PANEL_MAX_ROWS:
         return 1
     dtype = params["weight_hh"].dtype
     if dtype not in _PANELS_USED:
@@ -116,8 +119,8 @@ class CythonBackend(Backend):
 
     # -- forward ----------------------------------------------------------------
     # The core's BLAS threads are sized per call by the per-step work (lstmkit/_threads.py).
-    # An LSTM call the core can run on two threads of its own (no projection, 2-64
-    # rows, the panel path) keeps BLAS at one thread: an OpenBLAS worker spins for a
+    # A call the core can run on two threads of its own (LSTM without projection, GRU;
+    # 2-64 rows, the panel path) keeps BLAS at one thread: an OpenBLAS worker spins for a
     # while after each call and would take the second CPU.  Other calls size BLAS.
     def layer_forward(self, cell, params, x, batch_sizes, reverse, state0, training):
         work = len(state0[0]) * params["weight_hh"].size
@@ -182,12 +185,12 @@ class CythonBackend(Backend):
             gh = _empty((b, g), dt)
             if not training:
                 k.gru_forward(x, w_ih, w_hh, b_ih, b_hh, bs, reverse, h0, h, y, gates, gh,
-                              flush_denormals=FLUSH_DENORMALS)
+                              flush_denormals=FLUSH_DENORMALS, threads=threads)
                 return y, (h,), None
             hprev, ghn = _empty((n, p), dt), _empty((n, p), dt)
             k.gru_forward(x, w_ih, w_hh, b_ih, b_hh, bs, reverse, h0, h, y, gates, gh,
                           hprev, ghn,
-                          flush_denormals=FLUSH_DENORMALS)
+                          flush_denormals=FLUSH_DENORMALS, threads=threads)
             return y, (h,), _Cache(dt, bs, reverse, x, (gates, hprev, ghn))
 
         relu = kind is RNNReluCellType
@@ -253,7 +256,7 @@ class CythonBackend(Backend):
             k.gru_backward(x, w_ih, w_hh, bs, reverse, gates, hprev, ghn, d_y, dhn, dh0,
                            _empty((n, g), dt), _empty((n, p), dt), dx, grads["weight_ih"],
                            grads["weight_hh"], db_ih, db_hh,
-                           flush_denormals=FLUSH_DENORMALS)
+                           flush_denormals=FLUSH_DENORMALS, threads=threads)
             return dx, (dh0,), keyed_grads(params, grads)
 
         gates, hprev = cache.arrays
