@@ -933,6 +933,7 @@ ctypedef struct _TeamJob:
     void* gh      # GRU: the step's recurrent product (B, 3H)
     void* ghn     # GRU training: gh_n + b_hn (N, H)
     void* dgin    # GRU backward: the input part's n-block gradient (N, H)
+    bint relu     # RNN: ReLU, else tanh
 
 
 cdef inline void _lstm_units(Py_ssize_t n, Py_ssize_t H, Py_ssize_t j0, Py_ssize_t j1,
@@ -1121,35 +1122,35 @@ cdef void _lstm_forward_2t(_TeamJob* j, int tid, floating* kind) noexcept nogil:
 
 
 cdef inline Py_ssize_t _half_at(Py_ssize_t n) noexcept nogil:
-    """Where :func:`_lstm_weight_grads` splits ``n`` rows: a multiple of 16, at most n/2."""
+    """Where :func:`_weight_grads` splits ``n`` rows: a multiple of 16, at most n/2."""
     return (n // 32) * 16
 
 
-cdef void _lstm_weight_grads(int part, Py_ssize_t N, int G, int I, int P, const floating* dg,
+cdef void _weight_grads(int part, Py_ssize_t N, int G, int I, int P, const floating* dg,
                              const floating* x, const floating* hprev, const floating* w_ih,
                              floating* dx, floating* dw_ih, floating* dw_hh, floating* db_ih,
                              floating* db_hh) noexcept nogil:
-    """The LSTM backward's whole-sequence products from ``dg`` (N, G): ``dx = dg w_ih``,
+    """The LSTM (and RNN) backward's whole-sequence products from ``dg`` (N, G): ``dx = dg w_ih``,
     ``dw_ih = dg^T x``, ``dw_hh = dg^T hprev`` and the bias sums, in two halves (``dx``
     by rows, the rest by gate rows); ``part`` 0 or 1 does one half (a thread's share),
     2 both.  Every path makes these same calls, so one and two threads give the same
     bits: BLAS may round a whole product and its halves differently at small shapes."""
     cdef Py_ssize_t nh = _half_at(N), gh = _half_at(G)
     if part != 1:
-        _lstm_weight_grads_rows(0, nh, 0, gh, N, G, I, P, dg, x, hprev, w_ih, dx, dw_ih, dw_hh,
+        _weight_grads_rows(0, nh, 0, gh, N, G, I, P, dg, x, hprev, w_ih, dx, dw_ih, dw_hh,
                                 db_ih, db_hh)
     if part != 0:
-        _lstm_weight_grads_rows(nh, N, gh, G, N, G, I, P, dg, x, hprev, w_ih, dx, dw_ih, dw_hh,
+        _weight_grads_rows(nh, N, gh, G, N, G, I, P, dg, x, hprev, w_ih, dx, dw_ih, dw_hh,
                                 db_ih, db_hh)
 
 
-cdef void _lstm_weight_grads_rows(Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t g0, Py_ssize_t g1,
+cdef void _weight_grads_rows(Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t g0, Py_ssize_t g1,
                                   Py_ssize_t N, int G, int I, int P, const floating* dg,
                                   const floating* x, const floating* hprev,
                                   const floating* w_ih, floating* dx, floating* dw_ih,
                                   floating* dw_hh, floating* db_ih,
                                   floating* db_hh) noexcept nogil:
-    """One half of :func:`_lstm_weight_grads`: ``dx`` rows [n0, n1), gate rows [g0, g1)."""
+    """One half of :func:`_weight_grads`: ``dx`` rows [n0, n1), gate rows [g0, g1)."""
     if n1 > n0:
         _gemm(False, False, <int>(n1 - n0), I, G, 1, dg + n0 * G, G, w_ih, I, 0, dx + n0 * I, I)
     if g1 > g0:
@@ -1217,7 +1218,7 @@ cdef void _lstm_backward_2t(_TeamJob* j, int tid, floating* kind) noexcept nogil
         if j.reverse:
             off += live
     # the whole-sequence products: each thread its half of each
-    _lstm_weight_grads(2 if alone else tid, N, G, <int>I, H, dg, <const floating*>j.x,
+    _weight_grads(2 if alone else tid, N, G, <int>I, H, dg, <const floating*>j.x,
                        <const floating*>j.hprev, <const floating*>j.w_ih, <floating*>j.dx,
                        <floating*>j.dw_ih, <floating*>j.dw_hh, <floating*>j.db_ih,
                        <floating*>j.db_hh)
@@ -1349,7 +1350,7 @@ cdef void _lstm_backward(Py_ssize_t T, const int64_t* bs, bint reverse, int N, i
             _recurrent_gemm_bwd(live, G, P, dgates + off * G, w_hh, w_pk, 0, dh)
         if reverse:
             off += live
-    _lstm_weight_grads(2, N, G, I, P, dgates, x, hprev, w_ih, dx, dw_ih, dw_hh, db_ih, db_hh)
+    _weight_grads(2, N, G, I, P, dgates, x, hprev, w_ih, dx, dw_ih, dw_hh, db_ih, db_hh)
     if w_hr != NULL:
         _gemm(True, False, P, H, N, 1, dhtot, P, hcell, H, 0, dw_hr, H)
 
@@ -1423,7 +1424,7 @@ cdef void _gru_weight_grads(int part, Py_ssize_t N, int H, int I, const floating
                             const floating* w_ih, floating* dx, floating* dw_ih,
                             floating* dw_hh, floating* db_ih, floating* db_hh) noexcept nogil:
     """The GRU backward's whole-sequence products, in two halves as in
-    :func:`_lstm_weight_grads` (``part`` 0, 1 or 2 for both): ``dx`` by rows, the
+    :func:`_weight_grads` (``part`` 0, 1 or 2 for both): ``dx`` by rows, the
     weight and bias gradients by gate rows (the n block of ``dw_ih``/``db_ih`` comes
     from ``dgin``, the rest from ``dgh``)."""
     cdef Py_ssize_t nh = _half_at(N), gh = _half_at(3 * H)
@@ -1598,13 +1599,156 @@ cdef void _rnn_backward(Py_ssize_t T, const int64_t* bs, bint reverse, bint relu
             _recurrent_gemm_bwd(live, H, H, dg + off * H, w_hh, w_pk, 0, dh)
         if reverse:
             off += live
-    _gemm(True, False, H, I, N, 1, dg, H, x, I, 0, dw_ih, I)
-    _gemm(True, False, H, H, N, 1, dg, H, hprev, H, 0, dw_hh, H)
-    _gemm(False, False, N, I, H, 1, dg, H, w_ih, I, 0, dx, I)
-    if db_ih != NULL:
-        _colsum(N, H, dg, H, db_ih)
-    if db_hh != NULL:
-        _colsum(N, H, dg, H, db_hh)
+    _weight_grads(2, N, H, I, H, dg, x, hprev, w_ih, dx, dw_ih, dw_hh, db_ih, db_hh)
+
+
+cdef void _rnn_forward_2t(_TeamJob* j, int tid, floating* kind) noexcept nogil:
+    """Thread ``tid``'s part of :func:`_rnn_forward`, shared as in :func:`_lstm_forward_2t`:
+    the input projection's blocks and the step's product by panel columns, the activation
+    by the same columns (units)."""
+    cdef Py_ssize_t T = j.T, s, t, r, off = j.N if j.reverse else 0, lo = 0, hi = 0
+    cdef Py_ssize_t lo0, hi0, a_lo, a_hi, c_lo = 0, c_hi = j.H
+    cdef int H = j.H, live, sense = 0
+    cdef const floating* w_pk = <const floating*>j.w_pk
+    cdef floating* h = <floating*>j.h
+    cdef floating* y = <floating*>j.y
+    cdef floating* hprev = <floating*>j.hprev
+    cdef floating* gt
+    cdef bint train = hprev != NULL
+    if j.team.nthreads > 1:
+        if tid:
+            c_lo = j.cols
+        else:
+            c_hi = j.cols
+    for s in range(T):
+        t = T - 1 - s if j.reverse else s
+        live = <int>j.bs[t]
+        if j.reverse:
+            off -= live
+        if live > 0:
+            lk_maybe_stall(tid, s)
+            if train and tid == 0:
+                memcpy(hprev + off * H, h, <size_t>live * H * sizeof(floating))
+            lo0, hi0 = lo, hi
+            gt = _gates_block(s, T, j.bs, j.reverse, off, live, j.R, &lo, &hi, H, j.isz,
+                              <const floating*>j.x, <const floating*>j.w_ih,
+                              <const floating*>j.b_ih, H, <const floating*>j.b_hh, H,
+                              <floating*>j.gates, False)
+            if lo != lo0 or hi != hi0:
+                if hi - lo > 4:
+                    _input_projection(<int>(hi - lo), H, j.isz, <const floating*>j.x + lo * j.isz,
+                                      <const floating*>j.w_ih, <const floating*>j.b_ih, H,
+                                      <const floating*>j.b_hh, H, <floating*>j.gates, c_lo, c_hi)
+                elif tid == 0:
+                    _input_projection(<int>(hi - lo), H, j.isz, <const floating*>j.x + lo * j.isz,
+                                      <const floating*>j.w_ih, <const floating*>j.b_ih, H,
+                                      <const floating*>j.b_hh, H, <floating*>j.gates, 0, H)
+                if not lk_team_wait(&j.team, &sense, tid, False):
+                    if tid:
+                        return
+                    c_lo, c_hi = 0, H  # alone from here on
+            if live > 1:
+                if c_hi > c_lo:
+                    _panel_gemm(live, c_hi - c_lo, H, h, H, w_pk + c_lo * H, True, gt + c_lo, H)
+            elif tid == 0:
+                _gemm(False, True, 1, H, H, 1, h, H, <const floating*>j.w_hh, H, 1, gt, H)
+            # both have read all of h before either writes its share
+            if not lk_team_wait(&j.team, &sense, tid, live > 1):
+                if tid:
+                    return
+                c_lo, c_hi = 0, H
+            if live > 1 or tid == 0:
+                a_lo = c_lo if live > 1 else 0
+                a_hi = c_hi if live > 1 else H
+                for r in range(live):
+                    _rnn_rows(a_hi - a_lo, gt + r * H + a_lo, h + r * H + a_lo, j.relu, train)
+                    if y != NULL:
+                        memcpy(y + (off + r) * H + a_lo, h + r * H + a_lo,
+                               <size_t>(a_hi - a_lo) * sizeof(floating))
+            if not lk_team_wait(&j.team, &sense, tid, live > 1):
+                if tid:
+                    return
+                c_lo, c_hi = 0, H
+        if not j.reverse:
+            off += live
+
+
+cdef void _rnn_backward_2t(_TeamJob* j, int tid, floating* kind) noexcept nogil:
+    """Thread ``tid``'s part of :func:`_rnn_backward`, shared as in :func:`_lstm_backward_2t`."""
+    cdef Py_ssize_t T = j.T, s, t, r, off = 0 if j.reverse else j.N
+    cdef Py_ssize_t u_lo = 0, u_hi = j.H, a_lo, a_hi
+    cdef int H = j.H, live, sense = 0
+    cdef const floating* dy = <const floating*>j.dy
+    cdef const floating* act = <const floating*>j.gates
+    cdef const floating* w_pk = <const floating*>j.w_pk
+    cdef floating* dh = <floating*>j.h
+    cdef floating* dg = <floating*>j.dgates
+    cdef bint alone = j.team.nthreads < 2
+    if not alone:
+        if tid:
+            u_lo = j.units
+        else:
+            u_hi = j.units
+    for s in range(T):
+        t = s if j.reverse else T - 1 - s
+        live = <int>j.bs[t]
+        if not j.reverse:
+            off -= live
+        if live > 0:
+            lk_maybe_stall(tid, s)
+            # one row: the caller does the whole step, after the worker's last product
+            if live == 1 and not lk_team_wait(&j.team, &sense, tid, False):
+                if tid:
+                    return
+                u_lo, u_hi, alone = 0, H, True
+            if live > 1 or tid == 0:
+                a_lo = u_lo if live > 1 else 0
+                a_hi = u_hi if live > 1 else H
+                for r in range(live):
+                    _add(a_hi - a_lo, dh + r * H + a_lo, dy + (off + r) * H + a_lo)
+                    _rnn_rows_bwd(a_hi - a_lo, act + (off + r) * H + a_lo, dh + r * H + a_lo,
+                                  dg + (off + r) * H + a_lo, j.relu)
+            if not lk_team_wait(&j.team, &sense, tid, live > 1):
+                if tid:
+                    return
+                u_lo, u_hi, alone = 0, H, True  # alone from this product on
+            if live > 1:
+                if u_hi > u_lo:
+                    _panel_gemm(live, u_hi - u_lo, H, dg + off * H, H, w_pk + u_lo * H, False,
+                                dh + u_lo, H)
+            elif tid == 0:
+                _gemm(False, False, 1, H, H, 1, dg + off * H, H, <const floating*>j.w_hh, H, 0,
+                      dh, H)
+            if live == 1 and not lk_team_wait(&j.team, &sense, tid, live > 1):
+                if tid:
+                    return
+                u_lo, u_hi, alone = 0, H, True
+        if j.reverse:
+            off += live
+    # the whole-sequence products: each thread its half of each
+    _weight_grads(2 if alone else tid, j.N, H, j.isz, H, dg, <const floating*>j.x,
+                  <const floating*>j.hprev, <const floating*>j.w_ih, <floating*>j.dx,
+                  <floating*>j.dw_ih, <floating*>j.dw_hh, <floating*>j.db_ih, <floating*>j.db_hh)
+
+
+cdef void* _rnn_fwd_worker_f(void* job) noexcept nogil:
+    _rnn_forward_2t(<_TeamJob*>job, 1, <float*>NULL)
+    return NULL
+
+
+cdef void* _rnn_fwd_worker_d(void* job) noexcept nogil:
+    _rnn_forward_2t(<_TeamJob*>job, 1, <double*>NULL)
+    return NULL
+
+
+cdef void* _rnn_bwd_worker_f(void* job) noexcept nogil:
+    _rnn_backward_2t(<_TeamJob*>job, 1, <float*>NULL)
+    return NULL
+
+
+cdef void* _rnn_bwd_worker_d(void* job) noexcept nogil:
+    _rnn_backward_2t(<_TeamJob*>job, 1, <double*>NULL)
+    return NULL
 
 
 # ---------------------------------------------------------------------------
@@ -2044,7 +2188,7 @@ def rnn_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
                 bint relu, const floating[:, ::1] h0, floating[:, ::1] h,
                 floating[:, ::1] y, floating[:, ::1] gates, floating[:, ::1] hprev=None,
                 bint panels=True,
-                 bint flush_denormals=False):
+                 bint flush_denormals=False, int threads=1):
     """Elman RNN (tanh, or ReLU with ``relu``) layer-direction forward.
 
     ``x`` (N, I); ``w_ih`` (H, I), ``w_hh`` (H, H), biases (H) or None.  ``h0``
@@ -2070,16 +2214,35 @@ def rnn_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
     if train:
         _shape("hprev", hprev.shape[0], hprev.shape[1], N, H)
     _check_batch_sizes(batch_sizes, B, N)
-    cdef _Panels pk = _panels_for(batch_sizes[0] if N else 0, H, H, sizeof(floating), panels)
+    cdef Py_ssize_t rows = batch_sizes[0] if N else 0
+    cdef bint team = (threads > 1 and 1 < rows <= _PANEL_MAX_ROWS and panels
+                      and lk_panels_pay(floating is double))
+    cdef _Panels pk = _panels_for(rows, H, H, sizeof(floating), panels)
+    cdef _TeamJob job
     cdef unsigned csr = lk_denormals_flush() if flush_denormals else 0
     try:
         with nogil:
             memmove(&h[0, 0], &h0[0, 0], B * H * sizeof(floating))
             if pk.ptr != NULL:
                 _pack(H, H, &w_hh[0, 0], True, <floating*>pk.ptr)
-            _rnn_forward(batch_sizes.shape[0], &batch_sizes[0], reverse, relu, N, I, H,
-                         &x[0, 0], &w_ih[0, 0], &w_hh[0, 0], <floating*>pk.ptr, _c1(b_ih),
-                         _c1(b_hh), &h[0, 0], _p2(y), &gates[0, 0], gates.shape[0], _p2(hprev))
+            if team and pk.ptr != NULL:
+                job.T, job.N, job.R = batch_sizes.shape[0], N, gates.shape[0]
+                job.isz, job.H, job.reverse, job.bs = I, H, reverse, &batch_sizes[0]
+                job.cols, job.relu = _split_at(H), relu
+                job.x, job.w_ih, job.w_hh, job.w_pk = &x[0, 0], &w_ih[0, 0], &w_hh[0, 0], pk.ptr
+                job.b_ih, job.b_hh, job.h, job.y = _c1(b_ih), _c1(b_hh), &h[0, 0], _p2(y)
+                job.gates, job.hprev = &gates[0, 0], _p2(hprev)
+                if floating is float:
+                    lk_team_start(&job.team, threads, _rnn_fwd_worker_f, &job)
+                else:
+                    lk_team_start(&job.team, threads, _rnn_fwd_worker_d, &job)
+                _rnn_forward_2t(&job, 0, &h[0, 0])
+                lk_team_end(&job.team)
+            else:
+                _rnn_forward(batch_sizes.shape[0], &batch_sizes[0], reverse, relu, N, I, H,
+                             &x[0, 0], &w_ih[0, 0], &w_hh[0, 0], <floating*>pk.ptr, _c1(b_ih),
+                             _c1(b_hh), &h[0, 0], _p2(y), &gates[0, 0], gates.shape[0],
+                             _p2(hprev))
     finally:
         if flush_denormals:
             lk_denormals_restore(csr)
@@ -2092,7 +2255,7 @@ def rnn_backward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
                  const floating[:, ::1] dhn, floating[:, ::1] dh0, floating[:, ::1] dg,
                  floating[:, ::1] dx, floating[:, ::1] dw_ih, floating[:, ::1] dw_hh,
                  floating[::1] db_ih, floating[::1] db_hh, bint panels=True,
-                 bint flush_denormals=False):
+                 bint flush_denormals=False, int threads=1):
     """Backward of :func:`rnn_forward` (training mode): ``act`` is its ``gates``.
 
     Outputs ``dh0`` (B, H), ``dx`` (N, I), ``dw_ih`` (H, I), ``dw_hh`` (H, H),
@@ -2116,19 +2279,37 @@ def rnn_backward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
     if db_hh is not None:
         _vec("db_hh", db_hh.shape[0], H)
     _check_batch_sizes(batch_sizes, B, N)
-    cdef _Panels pk = _panels_for(batch_sizes[0] if N else 0, H, H, sizeof(floating), panels)
+    cdef Py_ssize_t rows = batch_sizes[0] if N else 0
+    cdef bint team = (threads > 1 and 1 < rows <= _PANEL_MAX_ROWS and panels
+                      and lk_panels_pay(floating is double))
+    cdef _Panels pk = _panels_for(rows, H, H, sizeof(floating), panels)
+    cdef _TeamJob job
     cdef unsigned csr = lk_denormals_flush() if flush_denormals else 0
     try:
         with nogil:
             memmove(&dh0[0, 0], &dhn[0, 0], B * H * sizeof(floating))
             if pk.ptr != NULL:
                 _pack(H, H, &w_hh[0, 0], False, <floating*>pk.ptr)
-            _rnn_backward(batch_sizes.shape[0], &batch_sizes[0], reverse, relu, N, I, H,
-                          &x[0, 0], &w_ih[0, 0], &w_hh[0, 0], <floating*>pk.ptr, &act[0, 0],
-                          &hprev[0, 0],
-                          &dy[0, 0], &dh0[0, 0], &dg[0, 0], &dx[0, 0], &dw_ih[0, 0],
-                          &dw_hh[0, 0], NULL if db_ih is None else &db_ih[0],
-                          NULL if db_hh is None else &db_hh[0])
+            if team and pk.ptr != NULL:
+                job.T, job.N, job.isz, job.H = batch_sizes.shape[0], N, I, H
+                job.reverse, job.bs, job.units, job.relu = reverse, &batch_sizes[0], _split_at(H), relu
+                job.x, job.w_ih, job.w_hh, job.w_pk = &x[0, 0], &w_ih[0, 0], &w_hh[0, 0], pk.ptr
+                job.gates, job.hprev, job.dy, job.h = &act[0, 0], &hprev[0, 0], &dy[0, 0], &dh0[0, 0]
+                job.dgates, job.dx, job.dw_ih, job.dw_hh = &dg[0, 0], &dx[0, 0], &dw_ih[0, 0], &dw_hh[0, 0]
+                job.db_ih = NULL if db_ih is None else &db_ih[0]
+                job.db_hh = NULL if db_hh is None else &db_hh[0]
+                if floating is float:
+                    lk_team_start(&job.team, threads, _rnn_bwd_worker_f, &job)
+                else:
+                    lk_team_start(&job.team, threads, _rnn_bwd_worker_d, &job)
+                _rnn_backward_2t(&job, 0, &dh0[0, 0])
+                lk_team_end(&job.team)
+            else:
+                _rnn_backward(batch_sizes.shape[0], &batch_sizes[0], reverse, relu, N, I, H,
+                              &x[0, 0], &w_ih[0, 0], &w_hh[0, 0], <floating*>pk.ptr, &act[0, 0],
+                              &hprev[0, 0], &dy[0, 0], &dh0[0, 0], &dg[0, 0], &dx[0, 0],
+                              &dw_ih[0, 0], &dw_hh[0, 0], NULL if db_ih is None else &db_ih[0],
+                              NULL if db_hh is None else &db_hh[0])
     finally:
         if flush_denormals:
             lk_denormals_restore(csr)

@@ -20,7 +20,7 @@ microseconds (``docs/performance.md``).  The rules:
   other processes left free (a worker sharing a CPU with another process
   stalls every step).  The setter is a cached ``openblas_set_num_threads``
   (well under a microsecond); nothing is enumerated per call.
-- **An LSTM or GRU layer's own two threads**: a call the core can run on two threads of
+- **A recurrent layer's own two threads**: a call the core can run on two threads of
   its own (:func:`split_threads`, from :data:`SPLIT_MIN_WORK` multiply-adds per
   step) keeps its BLAS at one; the results are the same bits as on one thread.
 - **Between calls** the core's pool is back at what it was (``others`` inside
@@ -378,8 +378,8 @@ def describe() -> list[str]:
     return lines
 
 
-#: Multiply-adds per time step from which the core's own two-thread loop (an
-#: LSTM or GRU step splits its product columns and hidden units) pays: its threads meet once per
+#: Multiply-adds per time step from which the core's own two-thread loop (a
+#: step splits its product columns and hidden units) pays: its threads meet once per
 #: step (~1 us), not once per BLAS call.  docs/performance.md, "Two threads".
 SPLIT_MIN_WORK = 1 << 19
 

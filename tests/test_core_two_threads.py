@@ -73,11 +73,12 @@ def test_two_threads_give_the_bits_of_one(hidden, layout, reverse, dtype, monkey
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 @pytest.mark.parametrize("hidden", [1, 20, 37, 64, 100])
-def test_gru_on_two_threads_gives_the_bits_of_one(hidden, layout, reverse, dtype, monkeypatch):
-    """The GRU shares its steps as the LSTM does, forward and backward."""
-    one, teams1, _ = _layer(1, dtype, hidden, LAYOUTS[layout], reverse, hidden != 20, monkeypatch, kind="gru")
+@pytest.mark.parametrize("kind", ["gru", "rnn_tanh", "rnn_relu"])
+def test_gru_and_rnn_on_two_threads_give_the_bits_of_one(kind, hidden, layout, reverse, dtype, monkeypatch):
+    """The GRU and the Elman RNN share their steps as the LSTM does, forward and backward."""
+    one, teams1, _ = _layer(1, dtype, hidden, LAYOUTS[layout], reverse, hidden != 20, monkeypatch, kind=kind)
     two, teams2, (cell, params, x, bs, state0, d_y) = _layer(2, dtype, hidden, LAYOUTS[layout], reverse,
-                                                              hidden != 20, monkeypatch, kind="gru")
+                                                              hidden != 20, monkeypatch, kind=kind)
     assert teams1 == (0, 0)
     if cython_backend._core.lk_panels_used(dtype):
         assert teams2[0] == 3  # inference, training forward, backward
@@ -112,7 +113,7 @@ def test_two_threads_match_the_reference(dtype, reverse, monkeypatch):
 LONG = [40, 33, 9, 8, 5, 5, 5, 4, 3, 2, 1]
 
 
-@pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn_tanh"])
 @pytest.mark.parametrize("step", [0, 2, 4])
 def test_a_stalled_worker_hands_the_work_to_the_caller(step, kind, monkeypatch):
     """The worker sleeps 5 ms before every step from ``step`` on (descheduled on a busy

@@ -154,15 +154,17 @@ def test_a_model_call_uses_one_thread_for_small_work_and_more_for_large(pools, q
     with lstmkit.threads(2):
         small(np.zeros((3, 2, 8), np.float32))
         assert (seen, split) == ([1], [1])
-        # per-step 64 x 2048 x 512 = 64 Mi multiply-adds: the LSTM and the GRU run their own two
-        # threads (BLAS stays at one); an RNN of that size and 65 rows (past the panel path) use BLAS's
+        # per-step 64 x 2048 x 512 = 64 Mi multiply-adds: the LSTM, GRU and RNN run their own two
+        # threads (BLAS stays at one); an LSTM with a projection and 65 rows (past the panel path)
+        # use BLAS's
         big = lstmkit.LSTM(8, 512, seed=0)
         big(np.zeros((1, 64, 8), np.float32))
         lstmkit.GRU(8, 512, seed=0)(np.zeros((1, 64, 8), np.float32))
         lstmkit.RNN(8, 512, seed=0)(np.zeros((1, 64, 8), np.float32))
+        lstmkit.LSTM(8, 512, proj_size=256, seed=0)(np.zeros((1, 64, 8), np.float32))
         big(np.zeros((1, 65, 8), np.float32))
         two = 2 if _core.lk_panels_used(np.float32) else 1
-        assert (seen, split) == ([1, 3 - two, 3 - two, 2, 2], [1, two, two, 1, 1])
+        assert (seen, split) == ([1] + [3 - two] * 3 + [2, 2], [1, two, two, two, 1, 1])
 
 
 def test_two_python_threads_in_the_core_each_get_one_thread(pools, quiet, monkeypatch):

@@ -100,9 +100,9 @@ _PANELS_USED = {}
 
 
 def _team_threads(cell, params, rows, work):
-    """Threads the core's own two-thread loop gets for this call (1: none): LSTM without
-    projection, GRU."""
-    if type(cell) not in (LSTMCellType, GRUCellType):
+    """Threads the core's own two-thread loop gets for this call (1: none): every built-in
+    cell (LSTM without projection)."""
+    if type(cell) not in (LSTMCellType, GRUCellType, RNNTanhCellType, RNNReluCellType):
         return 1
     if "weight_hr" in params or not 1 < rows <= _core.PANEL_MAX_ROWS:
         return 1
@@ -119,8 +119,8 @@ class CythonBackend(Backend):
 
     # -- forward ----------------------------------------------------------------
     # The core's BLAS threads are sized per call by the per-step work (lstmkit/_threads.py).
-    # A call the core can run on two threads of its own (LSTM without projection, GRU;
-    # 2-64 rows, the panel path) keeps BLAS at one thread: an OpenBLAS worker spins for a
+    # A call the core can run on two threads of its own (a built-in cell, an LSTM without
+    # projection; 2-64 rows, the panel path) keeps BLAS at one thread: an OpenBLAS worker spins for a
     # while after each call and would take the second CPU.  Other calls size BLAS.
     def layer_forward(self, cell, params, x, batch_sizes, reverse, state0, training):
         work = len(state0[0]) * params["weight_hh"].size
@@ -196,11 +196,11 @@ class CythonBackend(Backend):
         relu = kind is RNNReluCellType
         if not training:
             k.rnn_forward(x, w_ih, w_hh, b_ih, b_hh, bs, reverse, relu, h0, h, y, gates,
-                          flush_denormals=FLUSH_DENORMALS)
+                          flush_denormals=FLUSH_DENORMALS, threads=threads)
             return y, (h,), None
         hprev = _empty((n, p), dt)
         k.rnn_forward(x, w_ih, w_hh, b_ih, b_hh, bs, reverse, relu, h0, h, y, gates, hprev,
-                      flush_denormals=FLUSH_DENORMALS)
+                      flush_denormals=FLUSH_DENORMALS, threads=threads)
         return y, (h,), _Cache(dt, bs, reverse, x, (gates, hprev))
 
     # -- backward ---------------------------------------------------------------
@@ -263,7 +263,7 @@ class CythonBackend(Backend):
         k.rnn_backward(x, w_ih, w_hh, bs, reverse, kind is RNNReluCellType, gates, hprev,
                        d_y, dhn, dh0, _empty((n, g), dt), dx, grads["weight_ih"],
                        grads["weight_hh"], db_ih, db_hh,
-                       flush_denormals=FLUSH_DENORMALS)
+                       flush_denormals=FLUSH_DENORMALS, threads=threads)
         return dx, (dh0,), keyed_grads(params, grads)
 
     # -- one step ---------------------------------------------------------------

@@ -231,7 +231,7 @@ class RuntimeConfig(Section):
     dtype: Literal["float32", "float64"] = Field("float32", description="Floating-point type of parameters "
                                                   "and activations.")
     threads: Optional[int] = Field(None, ge=1, description="The most threads one call into the compiled core "
-                                   "may use (its BLAS, or an LSTM or GRU layer's own two-thread loop); it uses one for "
+                                   "may use (its BLAS, or a recurrent layer's own two-thread loop); it uses one for "
                                    "small work and never more than the CPUs other processes leave free; results "
                                    "are the same at any setting. NumPy's BLAS and OpenMP run on one thread "
                                    "meanwhile. null: auto, the CPUs this process may use (see Threads in "
