@@ -903,6 +903,12 @@ cdef inline void _rnn_rows_bwd(Py_ssize_t n, const floating* a, const floating* 
 # row, and each block of the input projection, run on the caller alone.
 # ---------------------------------------------------------------------------
 
+cdef enum:  # the cell of a two-thread job
+    _LSTM = 0
+    _GRU = 1
+    _RNN = 2
+
+
 ctypedef struct _TeamJob:
     lk_team team
     Py_ssize_t T, N, R
@@ -934,6 +940,7 @@ ctypedef struct _TeamJob:
     void* ghn     # GRU training: gh_n + b_hn (N, H)
     void* dgin    # GRU backward: the input part's n-block gradient (N, H)
     bint relu     # RNN: ReLU, else tanh
+    int cell      # _LSTM, _GRU or _RNN (the backward's loop serves all three)
 
 
 cdef inline void _lstm_units(Py_ssize_t n, Py_ssize_t H, Py_ssize_t j0, Py_ssize_t j1,
@@ -964,12 +971,37 @@ cdef inline void _gru_units(Py_ssize_t n, Py_ssize_t H, Py_ssize_t j0, Py_ssize_
         lk_gru_fwd_units_d(n, H, j0, j1, gi, gh, bhn, h, ghn)
 
 
+cdef floating* _team_gates(_TeamJob* j, int tid, Py_ssize_t s, Py_ssize_t off, int live,
+                           int G, const floating* b2, int n2, Py_ssize_t* lo, Py_ssize_t* hi,
+                           Py_ssize_t c_lo, Py_ssize_t c_hi, int* sense,
+                           bint* solo) noexcept nogil:
+    """A two-thread loop's :func:`_gates_block`: when step ``s`` starts a new block of the
+    input projection, each thread projects its columns ``[c_lo, c_hi)`` (a block of a few
+    rows: the caller all of it, as BLAS's path for them depends on the width) and both
+    meet; ``solo`` is set if the partner stalled there (the caller goes on alone)."""
+    cdef Py_ssize_t lo0 = lo[0], hi0 = hi[0]
+    cdef const floating* x = <const floating*>j.x
+    cdef floating* gt = _gates_block(s, j.T, j.bs, j.reverse, off, live, j.R, lo, hi, G, j.isz,
+                                     x, <const floating*>j.w_ih, <const floating*>j.b_ih, G,
+                                     b2, n2, <floating*>j.gates, False)
+    if lo[0] != lo0 or hi[0] != hi0:
+        if hi[0] - lo[0] > 4 or tid == 0:
+            if hi[0] - lo[0] <= 4:
+                c_lo, c_hi = 0, G
+            _input_projection(<int>(hi[0] - lo[0]), G, j.isz, x + lo[0] * j.isz,
+                              <const floating*>j.w_ih, <const floating*>j.b_ih, G, b2, n2,
+                              <floating*>j.gates, c_lo, c_hi)
+        solo[0] = not lk_team_wait(&j.team, sense, tid, False)
+    return gt
+
+
 cdef void _gru_forward_2t(_TeamJob* j, int tid, floating* kind) noexcept nogil:
     """Thread ``tid``'s part of :func:`_gru_forward`, shared as in :func:`_lstm_forward_2t`:
     the input projection's blocks and the step's product ``gh`` by panel columns, the gate
     loop by units."""
     cdef Py_ssize_t T = j.T, s, t, r, off = j.N if j.reverse else 0, lo = 0, hi = 0
-    cdef Py_ssize_t lo0, hi0, a_lo, a_hi, c_lo = 0, c_hi = 3 * j.H, u_lo = 0, u_hi = j.H
+    cdef Py_ssize_t a_lo, a_hi, c_lo = 0, c_hi = 3 * j.H, u_lo = 0, u_hi = j.H
+    cdef bint solo = False
     cdef int H = j.H, G = 3 * H, live, sense = 0
     cdef const floating* w_pk = <const floating*>j.w_pk
     cdef const floating* b_hh = <const floating*>j.b_hh
@@ -994,23 +1026,12 @@ cdef void _gru_forward_2t(_TeamJob* j, int tid, floating* kind) noexcept nogil:
             lk_maybe_stall(tid, s)
             if train and tid == 0:
                 memcpy(hprev + off * H, h, <size_t>live * H * sizeof(floating))
-            lo0, hi0 = lo, hi
-            gt = _gates_block(s, T, j.bs, j.reverse, off, live, j.R, &lo, &hi, G, j.isz,
-                              <const floating*>j.x, <const floating*>j.w_ih,
-                              <const floating*>j.b_ih, G, b_hh, 2 * H, <floating*>j.gates, False)
-            if lo != lo0 or hi != hi0:
-                if hi - lo > 4:
-                    _input_projection(<int>(hi - lo), G, j.isz, <const floating*>j.x + lo * j.isz,
-                                      <const floating*>j.w_ih, <const floating*>j.b_ih, G,
-                                      b_hh, 2 * H, <floating*>j.gates, c_lo, c_hi)
-                elif tid == 0:
-                    _input_projection(<int>(hi - lo), G, j.isz, <const floating*>j.x + lo * j.isz,
-                                      <const floating*>j.w_ih, <const floating*>j.b_ih, G,
-                                      b_hh, 2 * H, <floating*>j.gates, 0, G)
-                if not lk_team_wait(&j.team, &sense, tid, False):
-                    if tid:
-                        return
-                    c_lo, c_hi, u_lo, u_hi = 0, G, 0, H  # alone from here on
+            gt = _team_gates(j, tid, s, off, live, G, b_hh, 2 * H, &lo, &hi, c_lo, c_hi,
+                             &sense, &solo)
+            if solo:
+                if tid:
+                    return
+                c_lo, c_hi, u_lo, u_hi = 0, G, 0, H  # alone from here on
             if live > 1:
                 if c_hi > c_lo:
                     _panel_gemm(live, c_hi - c_lo, H, h, H, w_pk + c_lo * H, False, gh + c_lo, G)
@@ -1050,7 +1071,8 @@ cdef void* _gru_fwd_worker_d(void* job) noexcept nogil:
 cdef void _lstm_forward_2t(_TeamJob* j, int tid, floating* kind) noexcept nogil:
     """Thread ``tid``'s part of :func:`_lstm_forward` (``kind`` picks the dtype)."""
     cdef Py_ssize_t T = j.T, s, t, r, off = j.N if j.reverse else 0, lo = 0, hi = 0
-    cdef Py_ssize_t lo0, hi0, a_lo, a_hi, c_lo = 0, c_hi = 4 * j.H, u_lo = 0, u_hi = j.H
+    cdef Py_ssize_t a_lo, a_hi, c_lo = 0, c_hi = 4 * j.H, u_lo = 0, u_hi = j.H
+    cdef bint solo = False
     cdef int H = j.H, G = 4 * H, live, sense = 0
     cdef const floating* w_pk = <const floating*>j.w_pk
     cdef floating* h = <floating*>j.h
@@ -1076,26 +1098,12 @@ cdef void _lstm_forward_2t(_TeamJob* j, int tid, floating* kind) noexcept nogil:
             if train and tid == 0:
                 memcpy(hprev + off * H, h, <size_t>live * H * sizeof(floating))
                 memcpy(cprev + off * H, c, <size_t>live * H * sizeof(floating))
-            lo0, hi0 = lo, hi
-            gt = _gates_block(s, T, j.bs, j.reverse, off, live, j.R, &lo, &hi, G, j.isz,
-                              <const floating*>j.x, <const floating*>j.w_ih,
-                              <const floating*>j.b_ih, G, <const floating*>j.b_hh, G,
-                              <floating*>j.gates, False)
-            if lo != lo0 or hi != hi0:
-                # a new block of the input projection, by columns (a few rows: the
-                # caller alone, as BLAS's path for them depends on the width)
-                if hi - lo > 4:
-                    _input_projection(<int>(hi - lo), G, j.isz, <const floating*>j.x + lo * j.isz,
-                                      <const floating*>j.w_ih, <const floating*>j.b_ih, G,
-                                      <const floating*>j.b_hh, G, <floating*>j.gates, c_lo, c_hi)
-                elif tid == 0:
-                    _input_projection(<int>(hi - lo), G, j.isz, <const floating*>j.x + lo * j.isz,
-                                      <const floating*>j.w_ih, <const floating*>j.b_ih, G,
-                                      <const floating*>j.b_hh, G, <floating*>j.gates, 0, G)
-                if not lk_team_wait(&j.team, &sense, tid, False):
-                    if tid:
-                        return
-                    c_lo, c_hi, u_lo, u_hi = 0, G, 0, H  # alone from here on
+            gt = _team_gates(j, tid, s, off, live, G, <const floating*>j.b_hh, G, &lo, &hi, c_lo,
+                             c_hi, &sense, &solo)
+            if solo:
+                if tid:
+                    return
+                c_lo, c_hi, u_lo, u_hi = 0, G, 0, H  # alone from here on
             if live > 1:
                 if c_hi > c_lo:
                     _panel_gemm(live, c_hi - c_lo, H, h, H, w_pk + c_lo * H, True, gt + c_lo, G)
@@ -1163,18 +1171,32 @@ cdef void _weight_grads_rows(Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t g0, Py_ssi
             _colsum(N, g1 - g0, dg + g0, G, db_hh + g0)
 
 
-cdef void _lstm_backward_2t(_TeamJob* j, int tid, floating* kind) noexcept nogil:
-    """Thread ``tid``'s part of :func:`_lstm_backward`'s time loop."""
+cdef void* _lstm_fwd_worker_f(void* job) noexcept nogil:
+    _lstm_forward_2t(<_TeamJob*>job, 1, <float*>NULL)
+    return NULL
+
+
+cdef void* _lstm_fwd_worker_d(void* job) noexcept nogil:
+    _lstm_forward_2t(<_TeamJob*>job, 1, <double*>NULL)
+    return NULL
+
+
+cdef void _backward_2t(_TeamJob* j, int tid, floating* kind) noexcept nogil:
+    """Thread ``tid``'s part of a layer's backward through time (:func:`_lstm_backward`,
+    :func:`_gru_backward`, :func:`_rnn_backward`): per step the gate-gradient loop by hidden
+    units, then the product ``dh (+)= dG W_hh`` by the same units (so each thread then reads
+    only the ``dh`` it wrote); after the loop, the whole-sequence products by halves."""
+    cdef int H = j.H, live, sense = 0
+    cdef int G = (4 if j.cell == _LSTM else 3 if j.cell == _GRU else 1) * H
     cdef Py_ssize_t T = j.T, s, t, r, off = 0 if j.reverse else j.N
-    cdef Py_ssize_t u_lo = 0, u_hi = j.H, a_lo, a_hi
-    cdef int H = j.H, G = 4 * H, live, sense = 0
+    cdef Py_ssize_t u_lo = 0, u_hi = H, a_lo, a_hi
     cdef const floating* dy = <const floating*>j.dy
+    cdef const floating* gates = <const floating*>j.gates
     cdef const floating* w_pk = <const floating*>j.w_pk
     cdef floating* dh = <floating*>j.h
-    cdef floating* dc = <floating*>j.c
     cdef floating* dg = <floating*>j.dgates
+    cdef bint add = j.cell == _GRU  # the GRU's dh already holds d * z
     cdef bint alone = j.team.nthreads < 2
-    cdef Py_ssize_t N = j.N, I = j.isz
     if not alone:
         if tid:
             u_lo = j.units
@@ -1197,20 +1219,31 @@ cdef void _lstm_backward_2t(_TeamJob* j, int tid, floating* kind) noexcept nogil
                 a_hi = u_hi if live > 1 else H
                 for r in range(live):
                     _add(a_hi - a_lo, dh + r * H + a_lo, dy + (off + r) * H + a_lo)
-                _lstm_units_bwd(live, H, a_lo, a_hi, <const floating*>j.gates + off * G,
-                                <const floating*>j.cprev + off * H,
-                                <const floating*>j.tanhc + off * H, dh, dc, dg + off * G)
+                if j.cell == _LSTM:
+                    _lstm_units_bwd(live, H, a_lo, a_hi, gates + off * G,
+                                    <const floating*>j.cprev + off * H,
+                                    <const floating*>j.tanhc + off * H, dh, <floating*>j.c,
+                                    dg + off * G)
+                elif j.cell == _GRU:
+                    _gru_units_bwd(live, H, a_lo, a_hi, gates + off * G,
+                                   <const floating*>j.ghn + off * H,
+                                   <const floating*>j.hprev + off * H, dh, dg + off * G,
+                                   <floating*>j.dgin + off * H)
+                else:
+                    for r in range(live):
+                        _rnn_rows_bwd(a_hi - a_lo, gates + (off + r) * H + a_lo,
+                                      dh + r * H + a_lo, dg + (off + r) * H + a_lo, j.relu)
             if not lk_team_wait(&j.team, &sense, tid, live > 1):
                 if tid:
                     return
                 u_lo, u_hi, alone = 0, H, True  # alone from this product on
             if live > 1:
                 if u_hi > u_lo:
-                    _panel_gemm(live, u_hi - u_lo, G, dg + off * G, G, w_pk + u_lo * G, False,
+                    _panel_gemm(live, u_hi - u_lo, G, dg + off * G, G, w_pk + u_lo * G, add,
                                 dh + u_lo, H)
             elif tid == 0:
                 _gemm(False, False, 1, H, G, 1, dg + off * G, G, <const floating*>j.w_hh, H,
-                      0, dh, H)
+                      1 if add else 0, dh, H)
             if live == 1 and not lk_team_wait(&j.team, &sense, tid, live > 1):
                 if tid:
                     return
@@ -1218,29 +1251,25 @@ cdef void _lstm_backward_2t(_TeamJob* j, int tid, floating* kind) noexcept nogil
         if j.reverse:
             off += live
     # the whole-sequence products: each thread its half of each
-    _weight_grads(2 if alone else tid, N, G, <int>I, H, dg, <const floating*>j.x,
-                       <const floating*>j.hprev, <const floating*>j.w_ih, <floating*>j.dx,
-                       <floating*>j.dw_ih, <floating*>j.dw_hh, <floating*>j.db_ih,
-                       <floating*>j.db_hh)
+    if j.cell == _GRU:
+        _gru_weight_grads(2 if alone else tid, j.N, H, j.isz, dg, <const floating*>j.dgin,
+                          <const floating*>j.x, <const floating*>j.hprev,
+                          <const floating*>j.w_ih, <floating*>j.dx, <floating*>j.dw_ih,
+                          <floating*>j.dw_hh, <floating*>j.db_ih, <floating*>j.db_hh)
+    else:
+        _weight_grads(2 if alone else tid, j.N, G, j.isz, H, dg, <const floating*>j.x,
+                      <const floating*>j.hprev, <const floating*>j.w_ih, <floating*>j.dx,
+                      <floating*>j.dw_ih, <floating*>j.dw_hh, <floating*>j.db_ih,
+                      <floating*>j.db_hh)
 
 
-cdef void* _lstm_fwd_worker_f(void* job) noexcept nogil:
-    _lstm_forward_2t(<_TeamJob*>job, 1, <float*>NULL)
+cdef void* _bwd_worker_f(void* job) noexcept nogil:
+    _backward_2t(<_TeamJob*>job, 1, <float*>NULL)
     return NULL
 
 
-cdef void* _lstm_fwd_worker_d(void* job) noexcept nogil:
-    _lstm_forward_2t(<_TeamJob*>job, 1, <double*>NULL)
-    return NULL
-
-
-cdef void* _lstm_bwd_worker_f(void* job) noexcept nogil:
-    _lstm_backward_2t(<_TeamJob*>job, 1, <float*>NULL)
-    return NULL
-
-
-cdef void* _lstm_bwd_worker_d(void* job) noexcept nogil:
-    _lstm_backward_2t(<_TeamJob*>job, 1, <double*>NULL)
+cdef void* _bwd_worker_d(void* job) noexcept nogil:
+    _backward_2t(<_TeamJob*>job, 1, <double*>NULL)
     return NULL
 
 
@@ -1316,18 +1345,18 @@ cdef void _lstm_backward(Py_ssize_t T, const int64_t* bs, bint reverse, int N, i
     cdef const floating* src
     cdef _TeamJob job
     if threads > 1 and w_hr == NULL and w_pk != NULL:
-        # the same loop on two threads (_lstm_backward_2t)
+        # the same loop on two threads (_backward_2t)
         job.T, job.N, job.isz, job.H, job.reverse, job.bs = T, N, I, H, reverse, bs
-        job.units = _split_at(H)
+        job.units, job.cell = _split_at(H), _LSTM
         job.w_hh, job.w_pk, job.gates, job.cprev, job.tanhc = w_hh, w_pk, gates, cprev, tanhc
         job.dy, job.h, job.c, job.dgates = dy, dh, dc, dgates
         job.x, job.hprev, job.w_ih, job.dx, job.dw_ih, job.dw_hh = x, hprev, w_ih, dx, dw_ih, dw_hh
         job.db_ih, job.db_hh = db_ih, db_hh
         if floating is float:
-            lk_team_start(&job.team, threads, _lstm_bwd_worker_f, &job)
+            lk_team_start(&job.team, threads, _bwd_worker_f, &job)
         else:
-            lk_team_start(&job.team, threads, _lstm_bwd_worker_d, &job)
-        _lstm_backward_2t(&job, 0, dh)
+            lk_team_start(&job.team, threads, _bwd_worker_d, &job)
+        _backward_2t(&job, 0, dh)
         lk_team_end(&job.team)
         return
     for s in range(T):
@@ -1475,79 +1504,6 @@ cdef inline void _gru_units_bwd(Py_ssize_t n, Py_ssize_t H, Py_ssize_t j0, Py_ss
         lk_gru_bwd_units_d(n, H, j0, j1, g, ghn, hprev, dh, dgh, dgin)
 
 
-cdef void _gru_backward_2t(_TeamJob* j, int tid, floating* kind) noexcept nogil:
-    """Thread ``tid``'s part of :func:`_gru_backward`, shared as in :func:`_lstm_backward_2t`:
-    the gate-gradient loop and the product ``dh += dgh W_hh`` by units (each thread then
-    reads only the ``dh`` it wrote), the whole-sequence products by halves."""
-    cdef Py_ssize_t T = j.T, s, t, r, off = 0 if j.reverse else j.N
-    cdef Py_ssize_t u_lo = 0, u_hi = j.H, a_lo, a_hi
-    cdef int H = j.H, G = 3 * H, live, sense = 0
-    cdef const floating* dy = <const floating*>j.dy
-    cdef const floating* w_pk = <const floating*>j.w_pk
-    cdef floating* dh = <floating*>j.h
-    cdef floating* dgh = <floating*>j.dgates
-    cdef floating* dgin = <floating*>j.dgin
-    cdef bint alone = j.team.nthreads < 2
-    if not alone:
-        if tid:
-            u_lo = j.units
-        else:
-            u_hi = j.units
-    for s in range(T):
-        t = s if j.reverse else T - 1 - s
-        live = <int>j.bs[t]
-        if not j.reverse:
-            off -= live
-        if live > 0:
-            lk_maybe_stall(tid, s)
-            # one row: the caller does the whole step, after the worker's last product
-            if live == 1 and not lk_team_wait(&j.team, &sense, tid, False):
-                if tid:
-                    return
-                u_lo, u_hi, alone = 0, H, True
-            if live > 1 or tid == 0:
-                a_lo = u_lo if live > 1 else 0
-                a_hi = u_hi if live > 1 else H
-                for r in range(live):
-                    _add(a_hi - a_lo, dh + r * H + a_lo, dy + (off + r) * H + a_lo)
-                _gru_units_bwd(live, H, a_lo, a_hi, <const floating*>j.gates + off * G,
-                               <const floating*>j.ghn + off * H,
-                               <const floating*>j.hprev + off * H, dh, dgh + off * G,
-                               dgin + off * H)
-            if not lk_team_wait(&j.team, &sense, tid, live > 1):
-                if tid:
-                    return
-                u_lo, u_hi, alone = 0, H, True  # alone from this product on
-            if live > 1:
-                if u_hi > u_lo:
-                    _panel_gemm(live, u_hi - u_lo, G, dgh + off * G, G, w_pk + u_lo * G, True,
-                                dh + u_lo, H)
-            elif tid == 0:
-                _gemm(False, False, 1, H, G, 1, dgh + off * G, G, <const floating*>j.w_hh, H,
-                      1, dh, H)
-            if live == 1 and not lk_team_wait(&j.team, &sense, tid, live > 1):
-                if tid:
-                    return
-                u_lo, u_hi, alone = 0, H, True
-        if j.reverse:
-            off += live
-    # the whole-sequence products: each thread its half of each
-    _gru_weight_grads(2 if alone else tid, j.N, H, j.isz, dgh, dgin, <const floating*>j.x,
-                      <const floating*>j.hprev, <const floating*>j.w_ih, <floating*>j.dx,
-                      <floating*>j.dw_ih, <floating*>j.dw_hh, <floating*>j.db_ih,
-                      <floating*>j.db_hh)
-
-
-cdef void* _gru_bwd_worker_f(void* job) noexcept nogil:
-    _gru_backward_2t(<_TeamJob*>job, 1, <float*>NULL)
-    return NULL
-
-
-cdef void* _gru_bwd_worker_d(void* job) noexcept nogil:
-    _gru_backward_2t(<_TeamJob*>job, 1, <double*>NULL)
-    return NULL
-
-
 cdef void _rnn_forward(Py_ssize_t T, const int64_t* bs, bint reverse, bint relu, int N,
                        int I, int H, const floating* x, const floating* w_ih,
                        const floating* w_hh, const floating* w_pk, const floating* b_ih,
@@ -1607,7 +1563,8 @@ cdef void _rnn_forward_2t(_TeamJob* j, int tid, floating* kind) noexcept nogil:
     the input projection's blocks and the step's product by panel columns, the activation
     by the same columns (units)."""
     cdef Py_ssize_t T = j.T, s, t, r, off = j.N if j.reverse else 0, lo = 0, hi = 0
-    cdef Py_ssize_t lo0, hi0, a_lo, a_hi, c_lo = 0, c_hi = j.H
+    cdef Py_ssize_t a_lo, a_hi, c_lo = 0, c_hi = j.H
+    cdef bint solo = False
     cdef int H = j.H, live, sense = 0
     cdef const floating* w_pk = <const floating*>j.w_pk
     cdef floating* h = <floating*>j.h
@@ -1629,24 +1586,12 @@ cdef void _rnn_forward_2t(_TeamJob* j, int tid, floating* kind) noexcept nogil:
             lk_maybe_stall(tid, s)
             if train and tid == 0:
                 memcpy(hprev + off * H, h, <size_t>live * H * sizeof(floating))
-            lo0, hi0 = lo, hi
-            gt = _gates_block(s, T, j.bs, j.reverse, off, live, j.R, &lo, &hi, H, j.isz,
-                              <const floating*>j.x, <const floating*>j.w_ih,
-                              <const floating*>j.b_ih, H, <const floating*>j.b_hh, H,
-                              <floating*>j.gates, False)
-            if lo != lo0 or hi != hi0:
-                if hi - lo > 4:
-                    _input_projection(<int>(hi - lo), H, j.isz, <const floating*>j.x + lo * j.isz,
-                                      <const floating*>j.w_ih, <const floating*>j.b_ih, H,
-                                      <const floating*>j.b_hh, H, <floating*>j.gates, c_lo, c_hi)
-                elif tid == 0:
-                    _input_projection(<int>(hi - lo), H, j.isz, <const floating*>j.x + lo * j.isz,
-                                      <const floating*>j.w_ih, <const floating*>j.b_ih, H,
-                                      <const floating*>j.b_hh, H, <floating*>j.gates, 0, H)
-                if not lk_team_wait(&j.team, &sense, tid, False):
-                    if tid:
-                        return
-                    c_lo, c_hi = 0, H  # alone from here on
+            gt = _team_gates(j, tid, s, off, live, H, <const floating*>j.b_hh, H, &lo, &hi, c_lo,
+                             c_hi, &sense, &solo)
+            if solo:
+                if tid:
+                    return
+                c_lo, c_hi = 0, H  # alone from here on
             if live > 1:
                 if c_hi > c_lo:
                     _panel_gemm(live, c_hi - c_lo, H, h, H, w_pk + c_lo * H, True, gt + c_lo, H)
@@ -1673,64 +1618,6 @@ cdef void _rnn_forward_2t(_TeamJob* j, int tid, floating* kind) noexcept nogil:
             off += live
 
 
-cdef void _rnn_backward_2t(_TeamJob* j, int tid, floating* kind) noexcept nogil:
-    """Thread ``tid``'s part of :func:`_rnn_backward`, shared as in :func:`_lstm_backward_2t`."""
-    cdef Py_ssize_t T = j.T, s, t, r, off = 0 if j.reverse else j.N
-    cdef Py_ssize_t u_lo = 0, u_hi = j.H, a_lo, a_hi
-    cdef int H = j.H, live, sense = 0
-    cdef const floating* dy = <const floating*>j.dy
-    cdef const floating* act = <const floating*>j.gates
-    cdef const floating* w_pk = <const floating*>j.w_pk
-    cdef floating* dh = <floating*>j.h
-    cdef floating* dg = <floating*>j.dgates
-    cdef bint alone = j.team.nthreads < 2
-    if not alone:
-        if tid:
-            u_lo = j.units
-        else:
-            u_hi = j.units
-    for s in range(T):
-        t = s if j.reverse else T - 1 - s
-        live = <int>j.bs[t]
-        if not j.reverse:
-            off -= live
-        if live > 0:
-            lk_maybe_stall(tid, s)
-            # one row: the caller does the whole step, after the worker's last product
-            if live == 1 and not lk_team_wait(&j.team, &sense, tid, False):
-                if tid:
-                    return
-                u_lo, u_hi, alone = 0, H, True
-            if live > 1 or tid == 0:
-                a_lo = u_lo if live > 1 else 0
-                a_hi = u_hi if live > 1 else H
-                for r in range(live):
-                    _add(a_hi - a_lo, dh + r * H + a_lo, dy + (off + r) * H + a_lo)
-                    _rnn_rows_bwd(a_hi - a_lo, act + (off + r) * H + a_lo, dh + r * H + a_lo,
-                                  dg + (off + r) * H + a_lo, j.relu)
-            if not lk_team_wait(&j.team, &sense, tid, live > 1):
-                if tid:
-                    return
-                u_lo, u_hi, alone = 0, H, True  # alone from this product on
-            if live > 1:
-                if u_hi > u_lo:
-                    _panel_gemm(live, u_hi - u_lo, H, dg + off * H, H, w_pk + u_lo * H, False,
-                                dh + u_lo, H)
-            elif tid == 0:
-                _gemm(False, False, 1, H, H, 1, dg + off * H, H, <const floating*>j.w_hh, H, 0,
-                      dh, H)
-            if live == 1 and not lk_team_wait(&j.team, &sense, tid, live > 1):
-                if tid:
-                    return
-                u_lo, u_hi, alone = 0, H, True
-        if j.reverse:
-            off += live
-    # the whole-sequence products: each thread its half of each
-    _weight_grads(2 if alone else tid, j.N, H, j.isz, H, dg, <const floating*>j.x,
-                  <const floating*>j.hprev, <const floating*>j.w_ih, <floating*>j.dx,
-                  <floating*>j.dw_ih, <floating*>j.dw_hh, <floating*>j.db_ih, <floating*>j.db_hh)
-
-
 cdef void* _rnn_fwd_worker_f(void* job) noexcept nogil:
     _rnn_forward_2t(<_TeamJob*>job, 1, <float*>NULL)
     return NULL
@@ -1741,20 +1628,11 @@ cdef void* _rnn_fwd_worker_d(void* job) noexcept nogil:
     return NULL
 
 
-cdef void* _rnn_bwd_worker_f(void* job) noexcept nogil:
-    _rnn_backward_2t(<_TeamJob*>job, 1, <float*>NULL)
-    return NULL
-
-
-cdef void* _rnn_bwd_worker_d(void* job) noexcept nogil:
-    _rnn_backward_2t(<_TeamJob*>job, 1, <double*>NULL)
-    return NULL
-
-
 # ---------------------------------------------------------------------------
 # Python entry points: check every shape (the C code trusts them), then run
 # the C kernels without the GIL.
 # ---------------------------------------------------------------------------
+
 
 cdef int _INT_MAX = 2147483647
 
@@ -2157,7 +2035,7 @@ def gru_backward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
                 _pack(G, H, &w_hh[0, 0], False, <floating*>pk.ptr)
             if team and pk.ptr != NULL:
                 job.T, job.N, job.isz, job.H = batch_sizes.shape[0], N, I, H
-                job.reverse, job.bs, job.units = reverse, &batch_sizes[0], _split_at(H)
+                job.reverse, job.bs, job.units, job.cell = reverse, &batch_sizes[0], _split_at(H), _GRU
                 job.x, job.w_ih, job.w_hh, job.w_pk = &x[0, 0], &w_ih[0, 0], &w_hh[0, 0], pk.ptr
                 job.gates, job.hprev, job.ghn = &gates[0, 0], &hprev[0, 0], &ghn[0, 0]
                 job.dy, job.h, job.dgates, job.dgin = &dy[0, 0], &dh0[0, 0], &dgh[0, 0], &dgin[0, 0]
@@ -2165,10 +2043,10 @@ def gru_backward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
                 job.db_ih = NULL if db_ih is None else &db_ih[0]
                 job.db_hh = NULL if db_hh is None else &db_hh[0]
                 if floating is float:
-                    lk_team_start(&job.team, threads, _gru_bwd_worker_f, &job)
+                    lk_team_start(&job.team, threads, _bwd_worker_f, &job)
                 else:
-                    lk_team_start(&job.team, threads, _gru_bwd_worker_d, &job)
-                _gru_backward_2t(&job, 0, &dh0[0, 0])
+                    lk_team_start(&job.team, threads, _bwd_worker_d, &job)
+                _backward_2t(&job, 0, &dh0[0, 0])
                 lk_team_end(&job.team)
             else:
                 _gru_backward(batch_sizes.shape[0], &batch_sizes[0], reverse, N, I, H,
@@ -2293,16 +2171,17 @@ def rnn_backward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
             if team and pk.ptr != NULL:
                 job.T, job.N, job.isz, job.H = batch_sizes.shape[0], N, I, H
                 job.reverse, job.bs, job.units, job.relu = reverse, &batch_sizes[0], _split_at(H), relu
+                job.cell = _RNN
                 job.x, job.w_ih, job.w_hh, job.w_pk = &x[0, 0], &w_ih[0, 0], &w_hh[0, 0], pk.ptr
                 job.gates, job.hprev, job.dy, job.h = &act[0, 0], &hprev[0, 0], &dy[0, 0], &dh0[0, 0]
                 job.dgates, job.dx, job.dw_ih, job.dw_hh = &dg[0, 0], &dx[0, 0], &dw_ih[0, 0], &dw_hh[0, 0]
                 job.db_ih = NULL if db_ih is None else &db_ih[0]
                 job.db_hh = NULL if db_hh is None else &db_hh[0]
                 if floating is float:
-                    lk_team_start(&job.team, threads, _rnn_bwd_worker_f, &job)
+                    lk_team_start(&job.team, threads, _bwd_worker_f, &job)
                 else:
-                    lk_team_start(&job.team, threads, _rnn_bwd_worker_d, &job)
-                _rnn_backward_2t(&job, 0, &dh0[0, 0])
+                    lk_team_start(&job.team, threads, _bwd_worker_d, &job)
+                _backward_2t(&job, 0, &dh0[0, 0])
                 lk_team_end(&job.team)
             else:
                 _rnn_backward(batch_sizes.shape[0], &batch_sizes[0], reverse, relu, N, I, H,
@@ -3194,7 +3073,6 @@ cdef class CellStep:
             else:
                 self.busy = False
         return (h, c) if kind == _K_LSTM else h
-
 
 
 # ---------------------------------------------------------------------------
