@@ -995,149 +995,15 @@ cdef floating* _team_gates(_TeamJob* j, int tid, Py_ssize_t s, Py_ssize_t off, i
     return gt
 
 
-cdef void _gru_forward_2t(_TeamJob* j, int tid, floating* kind) noexcept nogil:
-    """Thread ``tid``'s part of :func:`_gru_forward`, shared as in :func:`_lstm_forward_2t`:
-    the input projection's blocks and the step's product ``gh`` by panel columns, the gate
-    loop by units."""
-    cdef Py_ssize_t T = j.T, s, t, r, off = j.N if j.reverse else 0, lo = 0, hi = 0
-    cdef Py_ssize_t a_lo, a_hi, c_lo = 0, c_hi = 3 * j.H, u_lo = 0, u_hi = j.H
-    cdef bint solo = False
-    cdef int H = j.H, G = 3 * H, live, sense = 0
-    cdef const floating* w_pk = <const floating*>j.w_pk
-    cdef const floating* b_hh = <const floating*>j.b_hh
-    cdef floating* h = <floating*>j.h
-    cdef floating* gh = <floating*>j.gh
-    cdef floating* y = <floating*>j.y
-    cdef floating* hprev = <floating*>j.hprev
-    cdef floating* ghn = <floating*>j.ghn
-    cdef floating* gt
-    cdef bint train = hprev != NULL
-    if j.team.nthreads > 1:
-        if tid:
-            c_lo, u_lo = j.cols, j.units
-        else:
-            c_hi, u_hi = j.cols, j.units
-    for s in range(T):
-        t = T - 1 - s if j.reverse else s
-        live = <int>j.bs[t]
-        if j.reverse:
-            off -= live
-        if live > 0:
-            lk_maybe_stall(tid, s)
-            if train and tid == 0:
-                memcpy(hprev + off * H, h, <size_t>live * H * sizeof(floating))
-            gt = _team_gates(j, tid, s, off, live, G, b_hh, 2 * H, &lo, &hi, c_lo, c_hi,
-                             &sense, &solo)
-            if solo:
-                if tid:
-                    return
-                c_lo, c_hi, u_lo, u_hi = 0, G, 0, H  # alone from here on
-            if live > 1:
-                if c_hi > c_lo:
-                    _panel_gemm(live, c_hi - c_lo, H, h, H, w_pk + c_lo * H, False, gh + c_lo, G)
-            elif tid == 0:
-                _gemm(False, True, 1, G, H, 1, h, H, <const floating*>j.w_hh, H, 0, gh, G)
-            if not lk_team_wait(&j.team, &sense, tid, live > 1):
-                if tid:
-                    return
-                c_lo, c_hi, u_lo, u_hi = 0, G, 0, H
-            if live > 1 or tid == 0:
-                a_lo = u_lo if live > 1 else 0
-                a_hi = u_hi if live > 1 else H
-                _gru_units(live, H, a_lo, a_hi, gt, gh, b_hh + 2 * H, h,
-                           ghn + off * H if train else NULL)
-                if y != NULL:
-                    for r in range(live):
-                        memcpy(y + (off + r) * H + a_lo, h + r * H + a_lo,
-                               <size_t>(a_hi - a_lo) * sizeof(floating))
-            if not lk_team_wait(&j.team, &sense, tid, live > 1):
-                if tid:
-                    return
-                c_lo, c_hi, u_lo, u_hi = 0, G, 0, H
-        if not j.reverse:
-            off += live
-
-
-cdef void* _gru_fwd_worker_f(void* job) noexcept nogil:
-    _gru_forward_2t(<_TeamJob*>job, 1, <float*>NULL)
-    return NULL
-
-
-cdef void* _gru_fwd_worker_d(void* job) noexcept nogil:
-    _gru_forward_2t(<_TeamJob*>job, 1, <double*>NULL)
-    return NULL
-
-
-cdef void _lstm_forward_2t(_TeamJob* j, int tid, floating* kind) noexcept nogil:
-    """Thread ``tid``'s part of :func:`_lstm_forward` (``kind`` picks the dtype)."""
-    cdef Py_ssize_t T = j.T, s, t, r, off = j.N if j.reverse else 0, lo = 0, hi = 0
-    cdef Py_ssize_t a_lo, a_hi, c_lo = 0, c_hi = 4 * j.H, u_lo = 0, u_hi = j.H
-    cdef bint solo = False
-    cdef int H = j.H, G = 4 * H, live, sense = 0
-    cdef const floating* w_pk = <const floating*>j.w_pk
-    cdef floating* h = <floating*>j.h
-    cdef floating* c = <floating*>j.c
-    cdef floating* y = <floating*>j.y
-    cdef floating* hprev = <floating*>j.hprev
-    cdef floating* cprev = <floating*>j.cprev
-    cdef floating* tanhc = <floating*>j.tanhc
-    cdef floating* gt
-    cdef bint train = hprev != NULL
-    if j.team.nthreads > 1:
-        if tid:
-            c_lo, u_lo = j.cols, j.units
-        else:
-            c_hi, u_hi = j.cols, j.units
-    for s in range(T):
-        t = T - 1 - s if j.reverse else s
-        live = <int>j.bs[t]
-        if j.reverse:
-            off -= live
-        if live > 0:
-            lk_maybe_stall(tid, s)
-            if train and tid == 0:
-                memcpy(hprev + off * H, h, <size_t>live * H * sizeof(floating))
-                memcpy(cprev + off * H, c, <size_t>live * H * sizeof(floating))
-            gt = _team_gates(j, tid, s, off, live, G, <const floating*>j.b_hh, G, &lo, &hi, c_lo,
-                             c_hi, &sense, &solo)
-            if solo:
-                if tid:
-                    return
-                c_lo, c_hi, u_lo, u_hi = 0, G, 0, H  # alone from here on
-            if live > 1:
-                if c_hi > c_lo:
-                    _panel_gemm(live, c_hi - c_lo, H, h, H, w_pk + c_lo * H, True, gt + c_lo, G)
-            elif tid == 0:
-                _gemm(False, True, 1, G, H, 1, h, H, <const floating*>j.w_hh, H, 1, gt, G)
-            if not lk_team_wait(&j.team, &sense, tid, live > 1):
-                if tid:
-                    return
-                c_lo, c_hi, u_lo, u_hi = 0, G, 0, H
-            if live > 1 or tid == 0:
-                a_lo = u_lo if live > 1 else 0
-                a_hi = u_hi if live > 1 else H
-                _lstm_units(live, H, a_lo, a_hi, gt, c, h, tanhc + off * H if train else NULL)
-                if y != NULL:
-                    for r in range(live):
-                        memcpy(y + (off + r) * H + a_lo, h + r * H + a_lo,
-                               <size_t>(a_hi - a_lo) * sizeof(floating))
-            if not lk_team_wait(&j.team, &sense, tid, live > 1):
-                if tid:
-                    return
-                c_lo, c_hi, u_lo, u_hi = 0, G, 0, H
-        if not j.reverse:
-            off += live
-
-
 cdef inline Py_ssize_t _half_at(Py_ssize_t n) noexcept nogil:
     """Where :func:`_weight_grads` splits ``n`` rows: a multiple of 16, at most n/2."""
     return (n // 32) * 16
 
 
 cdef void _weight_grads(int part, Py_ssize_t N, int G, int I, int P, const floating* dg,
-                             const floating* x, const floating* hprev, const floating* w_ih,
-                             floating* dx, floating* dw_ih, floating* dw_hh, floating* db_ih,
-                             floating* db_hh) noexcept nogil:
+                        const floating* x, const floating* hprev, const floating* w_ih,
+                        floating* dx, floating* dw_ih, floating* dw_hh, floating* db_ih,
+                        floating* db_hh) noexcept nogil:
     """The LSTM (and RNN) backward's whole-sequence products from ``dg`` (N, G): ``dx = dg w_ih``,
     ``dw_ih = dg^T x``, ``dw_hh = dg^T hprev`` and the bias sums, in two halves (``dx``
     by rows, the rest by gate rows); ``part`` 0 or 1 does one half (a thread's share),
@@ -1146,18 +1012,18 @@ cdef void _weight_grads(int part, Py_ssize_t N, int G, int I, int P, const float
     cdef Py_ssize_t nh = _half_at(N), gh = _half_at(G)
     if part != 1:
         _weight_grads_rows(0, nh, 0, gh, N, G, I, P, dg, x, hprev, w_ih, dx, dw_ih, dw_hh,
-                                db_ih, db_hh)
+                           db_ih, db_hh)
     if part != 0:
         _weight_grads_rows(nh, N, gh, G, N, G, I, P, dg, x, hprev, w_ih, dx, dw_ih, dw_hh,
-                                db_ih, db_hh)
+                           db_ih, db_hh)
 
 
 cdef void _weight_grads_rows(Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t g0, Py_ssize_t g1,
-                                  Py_ssize_t N, int G, int I, int P, const floating* dg,
-                                  const floating* x, const floating* hprev,
-                                  const floating* w_ih, floating* dx, floating* dw_ih,
-                                  floating* dw_hh, floating* db_ih,
-                                  floating* db_hh) noexcept nogil:
+                             Py_ssize_t N, int G, int I, int P, const floating* dg,
+                             const floating* x, const floating* hprev,
+                             const floating* w_ih, floating* dx, floating* dw_ih,
+                             floating* dw_hh, floating* db_ih,
+                             floating* db_hh) noexcept nogil:
     """One half of :func:`_weight_grads`: ``dx`` rows [n0, n1), gate rows [g0, g1)."""
     if n1 > n0:
         _gemm(False, False, <int>(n1 - n0), I, G, 1, dg + n0 * G, G, w_ih, I, 0, dx + n0 * I, I)
@@ -1171,13 +1037,88 @@ cdef void _weight_grads_rows(Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t g0, Py_ssi
             _colsum(N, g1 - g0, dg + g0, G, db_hh + g0)
 
 
-cdef void* _lstm_fwd_worker_f(void* job) noexcept nogil:
-    _lstm_forward_2t(<_TeamJob*>job, 1, <float*>NULL)
+cdef void _forward_2t(_TeamJob* j, int tid, floating* kind) noexcept nogil:
+    """Thread ``tid``'s part of a layer's forward (:func:`_lstm_forward`, :func:`_gru_forward`,
+    :func:`_rnn_forward`; ``kind`` picks the dtype): the input projection's blocks and the
+    step's recurrent product by panel columns, then the gate loop by hidden units."""
+    cdef int H = j.H, live, sense = 0
+    cdef int G = (4 if j.cell == _LSTM else 3 if j.cell == _GRU else 1) * H
+    cdef Py_ssize_t T = j.T, s, t, r, off = j.N if j.reverse else 0, lo = 0, hi = 0
+    cdef Py_ssize_t a_lo, a_hi, c_lo = 0, c_hi = G, u_lo = 0, u_hi = H
+    cdef const floating* w_pk = <const floating*>j.w_pk
+    cdef const floating* b_hh = <const floating*>j.b_hh
+    cdef floating* h = <floating*>j.h
+    cdef floating* y = <floating*>j.y
+    cdef floating* hprev = <floating*>j.hprev
+    cdef floating* gt
+    cdef floating* out  # the product's target: the gate rows, or the GRU's gh apart
+    cdef bint train = hprev != NULL, gru = j.cell == _GRU, solo = False
+    if j.team.nthreads > 1:
+        if tid:
+            c_lo, u_lo = j.cols, j.units
+        else:
+            c_hi, u_hi = j.cols, j.units
+    for s in range(T):
+        t = T - 1 - s if j.reverse else s
+        live = <int>j.bs[t]
+        if j.reverse:
+            off -= live
+        if live > 0:
+            lk_maybe_stall(tid, s)
+            if train and tid == 0:
+                memcpy(hprev + off * H, h, <size_t>live * H * sizeof(floating))
+                if j.cell == _LSTM:
+                    memcpy(<floating*>j.cprev + off * H, <floating*>j.c,
+                           <size_t>live * H * sizeof(floating))
+            gt = _team_gates(j, tid, s, off, live, G, b_hh, 2 * H if gru else G, &lo, &hi, c_lo,
+                             c_hi, &sense, &solo)
+            if solo:
+                if tid:
+                    return
+                c_lo, c_hi, u_lo, u_hi = 0, G, 0, H  # alone from here on
+            out = <floating*>j.gh if gru else gt
+            if live > 1:
+                if c_hi > c_lo:
+                    _panel_gemm(live, c_hi - c_lo, H, h, H, w_pk + c_lo * H, not gru, out + c_lo, G)
+            elif tid == 0:
+                _gemm(False, True, 1, G, H, 1, h, H, <const floating*>j.w_hh, H,
+                      0 if gru else 1, out, G)
+            # both have read all of h before either writes its share
+            if not lk_team_wait(&j.team, &sense, tid, live > 1):
+                if tid:
+                    return
+                c_lo, c_hi, u_lo, u_hi = 0, G, 0, H
+            if live > 1 or tid == 0:
+                a_lo = u_lo if live > 1 else 0
+                a_hi = u_hi if live > 1 else H
+                if j.cell == _LSTM:
+                    _lstm_units(live, H, a_lo, a_hi, gt, <floating*>j.c, h,
+                                <floating*>j.tanhc + off * H if train else NULL)
+                elif gru:
+                    _gru_units(live, H, a_lo, a_hi, gt, <floating*>j.gh, b_hh + 2 * H, h,
+                               <floating*>j.ghn + off * H if train else NULL)
+                else:
+                    for r in range(live):
+                        _rnn_rows(a_hi - a_lo, gt + r * H + a_lo, h + r * H + a_lo, j.relu, train)
+                if y != NULL:
+                    for r in range(live):
+                        memcpy(y + (off + r) * H + a_lo, h + r * H + a_lo,
+                               <size_t>(a_hi - a_lo) * sizeof(floating))
+            if not lk_team_wait(&j.team, &sense, tid, live > 1):
+                if tid:
+                    return
+                c_lo, c_hi, u_lo, u_hi = 0, G, 0, H
+        if not j.reverse:
+            off += live
+
+
+cdef void* _fwd_worker_f(void* job) noexcept nogil:
+    _forward_2t(<_TeamJob*>job, 1, <float*>NULL)
     return NULL
 
 
-cdef void* _lstm_fwd_worker_d(void* job) noexcept nogil:
-    _lstm_forward_2t(<_TeamJob*>job, 1, <double*>NULL)
+cdef void* _fwd_worker_d(void* job) noexcept nogil:
+    _forward_2t(<_TeamJob*>job, 1, <double*>NULL)
     return NULL
 
 
@@ -1558,76 +1499,6 @@ cdef void _rnn_backward(Py_ssize_t T, const int64_t* bs, bint reverse, bint relu
     _weight_grads(2, N, H, I, H, dg, x, hprev, w_ih, dx, dw_ih, dw_hh, db_ih, db_hh)
 
 
-cdef void _rnn_forward_2t(_TeamJob* j, int tid, floating* kind) noexcept nogil:
-    """Thread ``tid``'s part of :func:`_rnn_forward`, shared as in :func:`_lstm_forward_2t`:
-    the input projection's blocks and the step's product by panel columns, the activation
-    by the same columns (units)."""
-    cdef Py_ssize_t T = j.T, s, t, r, off = j.N if j.reverse else 0, lo = 0, hi = 0
-    cdef Py_ssize_t a_lo, a_hi, c_lo = 0, c_hi = j.H
-    cdef bint solo = False
-    cdef int H = j.H, live, sense = 0
-    cdef const floating* w_pk = <const floating*>j.w_pk
-    cdef floating* h = <floating*>j.h
-    cdef floating* y = <floating*>j.y
-    cdef floating* hprev = <floating*>j.hprev
-    cdef floating* gt
-    cdef bint train = hprev != NULL
-    if j.team.nthreads > 1:
-        if tid:
-            c_lo = j.cols
-        else:
-            c_hi = j.cols
-    for s in range(T):
-        t = T - 1 - s if j.reverse else s
-        live = <int>j.bs[t]
-        if j.reverse:
-            off -= live
-        if live > 0:
-            lk_maybe_stall(tid, s)
-            if train and tid == 0:
-                memcpy(hprev + off * H, h, <size_t>live * H * sizeof(floating))
-            gt = _team_gates(j, tid, s, off, live, H, <const floating*>j.b_hh, H, &lo, &hi, c_lo,
-                             c_hi, &sense, &solo)
-            if solo:
-                if tid:
-                    return
-                c_lo, c_hi = 0, H  # alone from here on
-            if live > 1:
-                if c_hi > c_lo:
-                    _panel_gemm(live, c_hi - c_lo, H, h, H, w_pk + c_lo * H, True, gt + c_lo, H)
-            elif tid == 0:
-                _gemm(False, True, 1, H, H, 1, h, H, <const floating*>j.w_hh, H, 1, gt, H)
-            # both have read all of h before either writes its share
-            if not lk_team_wait(&j.team, &sense, tid, live > 1):
-                if tid:
-                    return
-                c_lo, c_hi = 0, H
-            if live > 1 or tid == 0:
-                a_lo = c_lo if live > 1 else 0
-                a_hi = c_hi if live > 1 else H
-                for r in range(live):
-                    _rnn_rows(a_hi - a_lo, gt + r * H + a_lo, h + r * H + a_lo, j.relu, train)
-                    if y != NULL:
-                        memcpy(y + (off + r) * H + a_lo, h + r * H + a_lo,
-                               <size_t>(a_hi - a_lo) * sizeof(floating))
-            if not lk_team_wait(&j.team, &sense, tid, live > 1):
-                if tid:
-                    return
-                c_lo, c_hi = 0, H
-        if not j.reverse:
-            off += live
-
-
-cdef void* _rnn_fwd_worker_f(void* job) noexcept nogil:
-    _rnn_forward_2t(<_TeamJob*>job, 1, <float*>NULL)
-    return NULL
-
-
-cdef void* _rnn_fwd_worker_d(void* job) noexcept nogil:
-    _rnn_forward_2t(<_TeamJob*>job, 1, <double*>NULL)
-    return NULL
-
-
 # ---------------------------------------------------------------------------
 # Python entry points: check every shape (the C code trusts them), then run
 # the C kernels without the GIL.
@@ -1751,7 +1622,7 @@ def lstm_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
     ``cprev``/``tanhc`` (N, H).  ``panels``: allow the packed small-batch kernel
     (else BLAS for every per-step product; a test switch).  ``threads``: 2 runs
     the time loop on two threads where panels serve it (2-64 rows, no
-    projection; :func:`_lstm_forward_2t`), with the same results as on one
+    projection; :func:`_forward_2t`), with the same results as on one
     (the caller's policy decides).  ``flush_denormals``:
     run with the calling thread's SSE flush-to-zero and denormals-are-zero
     flags set (restored on return; x86-64 only, elsewhere no effect; BLAS
@@ -1792,7 +1663,7 @@ def lstm_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
         _shape("tanhc", tanhc.shape[0], tanhc.shape[1], N, H)
     _check_batch_sizes(batch_sizes, B, N)
     cdef Py_ssize_t rows = batch_sizes[0] if N else 0
-    # two threads: 2-64 rows on the panel path, no projection (_lstm_forward_2t)
+    # two threads: 2-64 rows on the panel path, no projection (_forward_2t)
     cdef bint team = (threads > 1 and w_hr is None and 1 < rows <= _PANEL_MAX_ROWS
                       and panels and lk_panels_pay(floating is double))
     cdef _Panels pk = _panels_for(rows, P, G, sizeof(floating), panels)
@@ -1810,15 +1681,15 @@ def lstm_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
             if team and pk.ptr != NULL:
                 job.T, job.N, job.R = batch_sizes.shape[0], N, gates.shape[0]
                 job.isz, job.H, job.reverse, job.bs = I, H, reverse, &batch_sizes[0]
-                job.cols, job.units = _split_at(G), _split_at(H)
+                job.cols, job.units, job.cell = _split_at(G), _split_at(H), _LSTM
                 job.x, job.w_ih, job.w_hh, job.w_pk = &x[0, 0], &w_ih[0, 0], &w_hh[0, 0], pk.ptr
                 job.b_ih, job.b_hh, job.h, job.c, job.y = _c1(b_ih), _c1(b_hh), &h[0, 0], &c[0, 0], _p2(y)
                 job.gates, job.hprev, job.cprev, job.tanhc = &gates[0, 0], _p2(hprev), _p2(cprev), _p2(tanhc)
                 if floating is float:
-                    lk_team_start(&job.team, threads, _lstm_fwd_worker_f, &job)
+                    lk_team_start(&job.team, threads, _fwd_worker_f, &job)
                 else:
-                    lk_team_start(&job.team, threads, _lstm_fwd_worker_d, &job)
-                _lstm_forward_2t(&job, 0, &h[0, 0])
+                    lk_team_start(&job.team, threads, _fwd_worker_d, &job)
+                _forward_2t(&job, 0, &h[0, 0])
                 lk_team_end(&job.team)
             else:
                 _lstm_forward(batch_sizes.shape[0], &batch_sizes[0], reverse, N, I, H, P,
@@ -1924,7 +1795,7 @@ def gru_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
     into ``h`` (state_n on return); ``y`` (N, H) or None.  Workspaces ``gates``
     ((N, 3H) training, else (R, 3H) as in :func:`lstm_forward`), ``gh`` (B, 3H).
     Training: ``hprev``/``ghn`` (N, H) caches; ``gates`` then holds r, z, n.
-    ``panels``, ``threads``: as in :func:`lstm_forward` (:func:`_gru_forward_2t`).
+    ``panels``, ``threads``: as in :func:`lstm_forward` (:func:`_forward_2t`).
     """
     cdef Py_ssize_t N = x.shape[0], I = x.shape[1], G = w_ih.shape[0]
     cdef Py_ssize_t H = G // 3, B = h0.shape[0]
@@ -1965,15 +1836,15 @@ def gru_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
             if team and pk.ptr != NULL:
                 job.T, job.N, job.R = batch_sizes.shape[0], N, gates.shape[0]
                 job.isz, job.H, job.reverse, job.bs = I, H, reverse, &batch_sizes[0]
-                job.cols, job.units = _split_at(G), _split_at(H)
+                job.cols, job.units, job.cell = _split_at(G), _split_at(H), _GRU
                 job.x, job.w_ih, job.w_hh, job.w_pk = &x[0, 0], &w_ih[0, 0], &w_hh[0, 0], pk.ptr
                 job.b_ih, job.b_hh, job.h, job.y = _c1(b_ih), &b_hh[0], &h[0, 0], _p2(y)
                 job.gates, job.gh, job.hprev, job.ghn = &gates[0, 0], &gh[0, 0], _p2(hprev), _p2(ghn)
                 if floating is float:
-                    lk_team_start(&job.team, threads, _gru_fwd_worker_f, &job)
+                    lk_team_start(&job.team, threads, _fwd_worker_f, &job)
                 else:
-                    lk_team_start(&job.team, threads, _gru_fwd_worker_d, &job)
-                _gru_forward_2t(&job, 0, &h[0, 0])
+                    lk_team_start(&job.team, threads, _fwd_worker_d, &job)
+                _forward_2t(&job, 0, &h[0, 0])
                 lk_team_end(&job.team)
             else:
                 _gru_forward(batch_sizes.shape[0], &batch_sizes[0], reverse, N, I, H, &x[0, 0],
@@ -2106,15 +1977,15 @@ def rnn_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
             if team and pk.ptr != NULL:
                 job.T, job.N, job.R = batch_sizes.shape[0], N, gates.shape[0]
                 job.isz, job.H, job.reverse, job.bs = I, H, reverse, &batch_sizes[0]
-                job.cols, job.relu = _split_at(H), relu
+                job.cols, job.units, job.relu, job.cell = _split_at(H), _split_at(H), relu, _RNN
                 job.x, job.w_ih, job.w_hh, job.w_pk = &x[0, 0], &w_ih[0, 0], &w_hh[0, 0], pk.ptr
                 job.b_ih, job.b_hh, job.h, job.y = _c1(b_ih), _c1(b_hh), &h[0, 0], _p2(y)
                 job.gates, job.hprev = &gates[0, 0], _p2(hprev)
                 if floating is float:
-                    lk_team_start(&job.team, threads, _rnn_fwd_worker_f, &job)
+                    lk_team_start(&job.team, threads, _fwd_worker_f, &job)
                 else:
-                    lk_team_start(&job.team, threads, _rnn_fwd_worker_d, &job)
-                _rnn_forward_2t(&job, 0, &h[0, 0])
+                    lk_team_start(&job.team, threads, _fwd_worker_d, &job)
+                _forward_2t(&job, 0, &h[0, 0])
                 lk_team_end(&job.team)
             else:
                 _rnn_forward(batch_sizes.shape[0], &batch_sizes[0], reverse, relu, N, I, H,

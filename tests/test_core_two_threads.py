@@ -1,4 +1,4 @@
-"""Two threads in one layer call (``_lstm_forward_2t``, ``_gru_forward_2t``, ``_rnn_forward_2t``, ``_backward_2t``): the caller and
+"""Two threads in one layer call (``_forward_2t``/``_backward_2t``): the caller and
 one worker split each step by whole panels of the recurrent product and by units of the gate
 loops.  Every value is computed as on one thread, so results must be the same bits at 1 and 2
 threads -- on tails (hidden sizes that are not a multiple of the 32-column panels, a single
