@@ -1664,8 +1664,7 @@ def lstm_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
     _check_batch_sizes(batch_sizes, B, N)
     cdef Py_ssize_t rows = batch_sizes[0] if N else 0
     # two threads: 2-64 rows on the panel path, no projection (_forward_2t)
-    cdef bint team = (threads > 1 and w_hr is None and 1 < rows <= _PANEL_MAX_ROWS
-                      and panels and lk_panels_pay(floating is double))
+    cdef bint team = threads > 1 and w_hr is None and rows <= _PANEL_MAX_ROWS  # and pk.ptr (2+ rows, panels)
     cdef _Panels pk = _panels_for(rows, P, G, sizeof(floating), panels)
     cdef _Panels pk_hr = _panels_for(rows, H, P, sizeof(floating), panels and w_hr is not None)
     cdef _TeamJob job
@@ -1823,8 +1822,7 @@ def gru_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
         _shape("ghn", ghn.shape[0], ghn.shape[1], N, H)
     _check_batch_sizes(batch_sizes, B, N)
     cdef Py_ssize_t rows = batch_sizes[0] if N else 0
-    cdef bint team = (threads > 1 and 1 < rows <= _PANEL_MAX_ROWS and panels
-                      and lk_panels_pay(floating is double))
+    cdef bint team = threads > 1 and rows <= _PANEL_MAX_ROWS  # and pk.ptr (2+ rows, panels)
     cdef _Panels pk = _panels_for(rows, H, G, sizeof(floating), panels)
     cdef _TeamJob job
     cdef unsigned csr = lk_denormals_flush() if flush_denormals else 0
@@ -1894,8 +1892,7 @@ def gru_backward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
         _vec("db_hh", db_hh.shape[0], G)
     _check_batch_sizes(batch_sizes, B, N)
     cdef Py_ssize_t rows = batch_sizes[0] if N else 0
-    cdef bint team = (threads > 1 and 1 < rows <= _PANEL_MAX_ROWS and panels
-                      and lk_panels_pay(floating is double))
+    cdef bint team = threads > 1 and rows <= _PANEL_MAX_ROWS  # and pk.ptr (2+ rows, panels)
     cdef _Panels pk = _panels_for(rows, G, H, sizeof(floating), panels)
     cdef _TeamJob job
     cdef unsigned csr = lk_denormals_flush() if flush_denormals else 0
@@ -1964,8 +1961,7 @@ def rnn_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
         _shape("hprev", hprev.shape[0], hprev.shape[1], N, H)
     _check_batch_sizes(batch_sizes, B, N)
     cdef Py_ssize_t rows = batch_sizes[0] if N else 0
-    cdef bint team = (threads > 1 and 1 < rows <= _PANEL_MAX_ROWS and panels
-                      and lk_panels_pay(floating is double))
+    cdef bint team = threads > 1 and rows <= _PANEL_MAX_ROWS  # and pk.ptr (2+ rows, panels)
     cdef _Panels pk = _panels_for(rows, H, H, sizeof(floating), panels)
     cdef _TeamJob job
     cdef unsigned csr = lk_denormals_flush() if flush_denormals else 0
@@ -2029,8 +2025,7 @@ def rnn_backward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
         _vec("db_hh", db_hh.shape[0], H)
     _check_batch_sizes(batch_sizes, B, N)
     cdef Py_ssize_t rows = batch_sizes[0] if N else 0
-    cdef bint team = (threads > 1 and 1 < rows <= _PANEL_MAX_ROWS and panels
-                      and lk_panels_pay(floating is double))
+    cdef bint team = threads > 1 and rows <= _PANEL_MAX_ROWS  # and pk.ptr (2+ rows, panels)
     cdef _Panels pk = _panels_for(rows, H, H, sizeof(floating), panels)
     cdef _TeamJob job
     cdef unsigned csr = lk_denormals_flush() if flush_denormals else 0

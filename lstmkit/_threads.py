@@ -357,7 +357,8 @@ def policy() -> dict:
     return {"ceiling": get_threads(), "source": "threads()" if _C.explicit is not None else "NumPy's BLAS limit",
             "between_calls": _C.rest, "usable_cpus": usable_cpus(), "work_per_thread": WORK_PER_THREAD,
             "split_min_work": SPLIT_MIN_WORK,
-            "rule": f"an LSTM layer (no projection, 2-64 rows) runs its own 2 threads from {SPLIT_MIN_WORK} "
+            "rule": f"a recurrent layer of a built-in cell (an LSTM without projection; 2-64 rows) runs its "
+                    f"own 2 threads from {SPLIT_MIN_WORK} "
                     "multiply-adds per step (BLAS at 1); other core calls run on 1 BLAS thread unless "
                     f"their per-step product has >= {2 * WORK_PER_THREAD} multiply-adds, then 1 per "
                     f"{WORK_PER_THREAD}; always up to the ceiling and the CPUs other processes leave free",

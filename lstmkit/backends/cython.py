@@ -102,7 +102,7 @@ _PANELS_USED = {}
 def _team_threads(cell, params, rows, work):
     """Threads the core's own two-thread loop gets for this call (1: none): every built-in
     cell (LSTM without projection)."""
-    if type(cell) not in (LSTMCellType, GRUCellType, RNNTanhCellType, RNNReluCellType):
+    if type(cell) not in FUSED_CELLS:
         return 1
     if "weight_hr" in params or not 1 < rows <= _core.PANEL_MAX_ROWS:
         return 1
