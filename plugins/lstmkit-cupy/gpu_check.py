@@ -193,7 +193,6 @@ def random_layer_case(rng):
 
 def layer_parity(dev: Device, variants, reference, tally: Tally, count: int, seed: int) -> None:
     rng = np.random.default_rng(seed)
-    xp = dev.xp
     for _ in range(count):
         cell, params, x, bs, reverse, state0, dtype, label = random_layer_case(rng)
         y_r, st_r, cache_r = reference.layer_forward(cell, params, x, bs, reverse, state0, True)
@@ -202,30 +201,43 @@ def layer_parity(dev: Device, variants, reference, tally: Tally, count: int, see
         dx_r, ds0_r, dp_r = reference.layer_backward(cell, params, cache_r, d_y, d_st)
         y_ri, st_ri, _ = reference.layer_forward(cell, params, x, bs, reverse, state0, False)
         for variant, backend in variants:
-            try:
-                p_dev = {k: xp.asarray(v) for k, v in params.items()}
-                args = (xp.asarray(x), bs, reverse, tuple(xp.asarray(s) for s in state0))
-                y, st, cache = backend.layer_forward(cell, p_dev, *args, True)
-                dx, ds0, dp = backend.layer_backward(cell, p_dev, cache, xp.asarray(d_y),
-                                                     tuple(xp.asarray(d) for d in d_st))
-                y_i, st_i, _ = backend.layer_forward(cell, p_dev, *args, False)
-                dev.sync()
-            except Exception as exc:  # report and go on
-                tally.error(variant, label, exc)
-                continue
-            tally.compare(variant, label, "y", dev.host(y), y_r, dtype)
-            for k, (a, b) in enumerate(zip(st, st_r)):
-                tally.compare(variant, label, f"state_n[{k}]", dev.host(a), b, dtype)
-            tally.compare(variant, label, "y (inference)", dev.host(y_i), y_ri, dtype)
-            for k, (a, b) in enumerate(zip(st_i, st_ri)):
-                tally.compare(variant, label, f"state_n[{k}] (inference)", dev.host(a), b, dtype)
-            tally.compare(variant, label, "d_x", dev.host(dx), dx_r, dtype)
-            for k, (a, b) in enumerate(zip(ds0, ds0_r)):
-                tally.compare(variant, label, f"d_state0[{k}]", dev.host(a), b, dtype)
-            if list(dp) != list(dp_r):
-                tally.failures.append(f"{variant} {label}: gradient keys {list(dp)} != {list(dp_r)}")
-            for k in dp_r:
-                tally.compare(variant, label, f"d_{k}", dev.host(dp[k]), dp_r[k], dtype)
+            # three calls of each: the first runs the steps directly, the second captures a CUDA
+            # graph of them, the third replays it (CupyBackend(graphs=True)); each is compared
+            for call in range(3 if getattr(backend, "graphs", None) is not None else 1):
+                _compare_layer(dev, backend, variant, tally,
+                               (cell, params, x, bs, reverse, state0, dtype, label + f" (call {call + 1})"),
+                               (y_r, st_r, dx_r, ds0_r, dp_r, y_ri, st_ri, d_y, d_st))
+
+
+def _compare_layer(dev: Device, backend, variant, tally: Tally, case, want) -> None:
+    """One layer-direction, training forward, backward and inference forward, against ``want``."""
+    xp = dev.xp
+    cell, params, x, bs, reverse, state0, dtype, label = case
+    y_r, st_r, dx_r, ds0_r, dp_r, y_ri, st_ri, d_y, d_st = want
+    try:
+        p_dev = {k: xp.asarray(v) for k, v in params.items()}
+        args = (xp.asarray(x), bs, reverse, tuple(xp.asarray(s) for s in state0))
+        y, st, cache = backend.layer_forward(cell, p_dev, *args, True)
+        dx, ds0, dp = backend.layer_backward(cell, p_dev, cache, xp.asarray(d_y),
+                                             tuple(xp.asarray(d) for d in d_st))
+        y_i, st_i, _ = backend.layer_forward(cell, p_dev, *args, False)
+        dev.sync()
+    except Exception as exc:  # report and go on
+        tally.error(variant, label, exc)
+        return
+    tally.compare(variant, label, "y", dev.host(y), y_r, dtype)
+    for k, (a, b) in enumerate(zip(st, st_r)):
+        tally.compare(variant, label, f"state_n[{k}]", dev.host(a), b, dtype)
+    tally.compare(variant, label, "y (inference)", dev.host(y_i), y_ri, dtype)
+    for k, (a, b) in enumerate(zip(st_i, st_ri)):
+        tally.compare(variant, label, f"state_n[{k}] (inference)", dev.host(a), b, dtype)
+    tally.compare(variant, label, "d_x", dev.host(dx), dx_r, dtype)
+    for k, (a, b) in enumerate(zip(ds0, ds0_r)):
+        tally.compare(variant, label, f"d_state0[{k}]", dev.host(a), b, dtype)
+    if list(dp) != list(dp_r):
+        tally.failures.append(f"{variant} {label}: gradient keys {list(dp)} != {list(dp_r)}")
+    for k in dp_r:
+        tally.compare(variant, label, f"d_{k}", dev.host(dp[k]), dp_r[k], dtype)
 
 
 MODULE_CASES = [
@@ -384,6 +396,144 @@ def print_timing(rows, out) -> None:
             f"{t['cpu_train'] / t['gpu_train_dev']:6.1f}x")
 
 
+# -- 4. against torch's cuDNN LSTM ---------------------------------------------------------
+# (T, B, I, H): batch >= 64, where the plugin's target is >= 0.5x cuDNN.
+TORCH_GRID = [
+    (100, 64, 256, 256),
+    (100, 64, 512, 512),
+    (100, 128, 512, 512),
+    (100, 256, 1024, 1024),
+    (200, 64, 128, 128),
+]
+
+
+def _enqueue_time(fn, sync, runs=5) -> float:
+    """Median host time to *issue* ``fn`` (the device may still be busy): the Python floor."""
+    times = []
+    for _ in range(runs):
+        sync()
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+        sync()
+    return statistics.median(times)
+
+
+def against_torch(dev: Device, backend, grid, out, layer_variants=()) -> list[dict]:
+    """One-layer float32 LSTM, inference and forward + backward, lstmkit ``cupy`` against cuDNN.
+
+    torch is timed twice: at its default (cuDNN may use TF32 tensor cores for float32,
+    ``torch.backends.cudnn.allow_tf32``) and with ``allow_tf32=False`` (plain float32, the
+    arithmetic CuPy's cuBLAS GEMMs do).  lstmkit is timed as a module on device arrays (each
+    call uploads the module's NumPy weights) and as one layer with device weights (no upload);
+    ``layer_variants`` (``[(label, backend)]``) are timed as one layer too, for comparison.
+    """
+    import torch
+
+    import lstmkit
+    from lstmkit.registry import get_cell
+
+    xp = dev.xp
+    cuda = torch.device("cuda")
+    sync = torch.cuda.synchronize
+    cell = get_cell("lstm")
+    rows = []
+    default_tf32 = torch.backends.cudnn.allow_tf32
+    for steps, batch, inp, hid in grid:
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((steps, batch, inp)).astype(np.float32)
+        d_out = rng.standard_normal((steps, batch, hid)).astype(np.float32)
+        ours = lstmkit.LSTM(inp, hid, backend=backend, seed=0)
+        theirs = torch.nn.LSTM(inp, hid).to(cuda)
+        with torch.no_grad():  # the same weights
+            for name, param in theirs.named_parameters():
+                param.copy_(torch.from_numpy(np.asarray(getattr(ours, name))))
+        x_t, d_t = torch.from_numpy(x).to(cuda), torch.from_numpy(d_out).to(cuda)
+        x_d, d_d = xp.asarray(x), xp.asarray(d_out)
+        p_dev = {k: xp.asarray(getattr(ours, f"{k}_l0")) for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+        flat_x, flat_d = x_d.reshape(steps * batch, inp), d_d.reshape(steps * batch, hid)
+        sizes = np.full(steps, batch, np.int64)
+        zeros = (xp.zeros((batch, hid), np.float32), xp.zeros((batch, hid), np.float32))
+
+        def torch_inference():
+            with torch.no_grad():
+                theirs(x_t)
+
+        def torch_train():
+            theirs.zero_grad(set_to_none=True)
+            o, _ = theirs(x_t)
+            o.backward(d_t)
+
+        def module_inference():
+            ours(x_d)
+
+        def module_train():
+            _, _, backward = ours.forward_train(x_d)
+            backward(d_d)
+
+        def layer_inference(backend=backend):
+            backend.layer_forward(cell, p_dev, flat_x, sizes, False, zeros, False)
+
+        def layer_train(backend=backend):
+            _, _, cache = backend.layer_forward(cell, p_dev, flat_x, sizes, False, zeros, True)
+            backend.layer_backward(cell, p_dev, cache, flat_d, zeros)
+
+        ours.eval()
+        row = dict(T=steps, B=batch, I=inp, H=hid)
+        with torch.no_grad():
+            ref, _ = theirs(x_t)
+        torch.backends.cudnn.allow_tf32 = False
+        with torch.no_grad():
+            ref_strict, _ = theirs(x_t)
+        mine, _ = ours(x_d)
+        mine = dev.host(mine)
+        row["err_vs_tf32"] = float(np.max(np.abs(mine - ref.cpu().numpy())))
+        row["err_vs_fp32"] = float(np.max(np.abs(mine - ref_strict.cpu().numpy())))
+        for tf32 in (True, False):
+            torch.backends.cudnn.allow_tf32 = tf32
+            tag = "tf32" if tf32 else "fp32"
+            row[f"torch_{tag}_inf"] = _median_time(torch_inference, sync, max_runs=11)
+            row[f"torch_{tag}_train"] = _median_time(torch_train, sync, max_runs=11)
+        torch.backends.cudnn.allow_tf32 = default_tf32
+        row["module_inf"] = _median_time(module_inference, dev.sync, max_runs=11)
+        row["module_train"] = _median_time(module_train, dev.sync, max_runs=11)
+        row["layer_inf"] = _median_time(layer_inference, dev.sync, max_runs=11)
+        row["layer_train"] = _median_time(layer_train, dev.sync, max_runs=11)
+        row["layer_inf_issue"] = _enqueue_time(layer_inference, dev.sync)
+        row["layer_train_issue"] = _enqueue_time(layer_train, dev.sync)
+        want = _layer_results(backend, cell, p_dev, flat_x, sizes, zeros, flat_d, dev)
+        for label, other in layer_variants:
+            row[f"{label}_inf"] = _median_time(lambda: layer_inference(other), dev.sync, max_runs=11)
+            row[f"{label}_train"] = _median_time(lambda: layer_train(other), dev.sync, max_runs=11)
+            got = _layer_results(other, cell, p_dev, flat_x, sizes, zeros, flat_d, dev)
+            row[f"{label}_err"] = max(rel_error(got[k], want[k]) for k in want)
+        rows.append(row)
+        print_torch_row(row, out, [label for label, _ in layer_variants])
+    return rows
+
+
+def _layer_results(backend, cell, params, x, sizes, state0, d_y, dev) -> dict:
+    """Output, input gradient and weight gradients of one layer on the host (to compare variants)."""
+    y, _, cache = backend.layer_forward(cell, params, x, sizes, False, state0, True)
+    d_x, _, grads = backend.layer_backward(cell, params, cache, d_y, state0)
+    return {"y": dev.host(y), "d_x": dev.host(d_x), **{k: dev.host(v) for k, v in grads.items()}}
+
+
+def print_torch_row(r, out, variants=()) -> None:
+    ms = lambda s: f"{1e3 * s:8.2f}"  # noqa: E731
+    head = f"T{r['T']} B{r['B']} I{r['I']} H{r['H']}"
+    for mode, name in (("inf", "inference"), ("train", "fwd+bwd")):
+        out(f"{head:24} {name:9} torch tf32 {ms(r[f'torch_tf32_{mode}'])}  fp32 {ms(r[f'torch_fp32_{mode}'])} | "
+            f"cupy module {ms(r[f'module_{mode}'])}  layer {ms(r[f'layer_{mode}'])} "
+            f"(issue {ms(r[f'layer_{mode}_issue'])}) | torch/cupy-module: tf32 "
+            f"{r[f'torch_tf32_{mode}'] / r[f'module_{mode}']:.2f}x fp32 {r[f'torch_fp32_{mode}'] / r[f'module_{mode}']:.2f}x"
+            f" [ms]")
+    for label in variants:
+        out(f"{'':24} layer, {label}: inference {ms(r[f'{label}_inf'])}, fwd+bwd {ms(r[f'{label}_train'])} [ms]"
+            f" (output and gradients within {r[f'{label}_err']:.1e} of the default's)")
+    out(f"{'':24} max|out - torch|: {r['err_vs_tf32']:.1e} (tf32), {r['err_vs_fp32']:.1e} (fp32)")
+
+
 # -- main ------------------------------------------------------------------------------------
 def environment(dev: Device, out) -> None:
     import lstmkit
@@ -410,6 +560,10 @@ def main(argv=None) -> int:
     parser.add_argument("--configs", type=int, default=None, help="random layer configurations (default 120, quick 24)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-timing", action="store_true")
+    parser.add_argument("--no-parity", action="store_true", help="skip sections 1 and 2")
+    parser.add_argument("--torch", choices=("auto", "yes", "no"), default="auto",
+                        help="section 4, against torch's cuDNN LSTM (auto: when torch sees a CUDA GPU)")
+    parser.add_argument("--json", type=Path, default=None, help="also write section 4's rows here")
     parser.add_argument("--budget", type=float, default=None,
                         help="seconds for the timing grid (default 180, quick 30); sizes past it are skipped")
     args = parser.parse_args(argv)
@@ -421,13 +575,15 @@ def main(argv=None) -> int:
     except Exception as exc:
         out(f"cannot run: lstmkit or lstmkit_cupy does not import ({type(exc).__name__}: {exc})")
         return 2
-    try:
-        from lstmkit.backends.cython import CythonBackend
+    reference = None
+    if not (args.no_parity and args.no_timing):  # sections 2 and 3 compare with the compiled core
+        try:
+            from lstmkit.backends.cython import CythonBackend
 
-        reference = CythonBackend()
-    except Exception as exc:
-        out(f"cannot run: the cython backend is not available ({exc})")
-        return 2
+            reference = CythonBackend()
+        except Exception as exc:
+            out(f"cannot run: the cython backend is not available ({exc})")
+            return 2
     if args.xp == "cupy":
         ok, reason = plugin.is_available()
         if not ok:
@@ -437,6 +593,7 @@ def main(argv=None) -> int:
         dev = Device(args.xp)
         environment(dev, out)
         variants = [("cupy", plugin.CupyBackend(xp=dev.xp)),
+                    ("cupy graphs=False", plugin.CupyBackend(xp=dev.xp, graphs=False)),
                     ("cupy fused=False", plugin.CupyBackend(xp=dev.xp, fused=False))]
         out(f"backend under test: {variants[0][1]!r}; reference: cython")
     except Exception:
@@ -444,20 +601,25 @@ def main(argv=None) -> int:
         return 2
 
     tally = Tally()
-    out("\n== plumbing")
-    try:
-        plumbing(dev, plugin, tally)
-    except Exception as exc:
-        tally.error("cupy", "plumbing", exc)
-    count = args.configs if args.configs is not None else (24 if args.quick else 120)
-    out(f"== parity: {count} random layer configurations x {len(variants)} variants, then modules and cells")
-    t0 = time.perf_counter()
-    layer_parity(dev, variants, reference, tally, count, args.seed)
-    module_parity(dev, variants[0][1], tally, args.seed)
-    out(f"{tally.count} comparisons in {time.perf_counter() - t0:.1f} s; worst relative error "
-        "(max|gpu - cpu| / max(1, max|cpu|)):")
-    for (variant, dtype), err in sorted(tally.worst.items()):
-        out(f"  {variant:18} {dtype:8} {err:.2e}  (tolerance {RTOL[np.dtype(dtype)]:.0e})")
+    if not args.no_parity:
+        out("\n== plumbing")
+        try:
+            plumbing(dev, plugin, tally)
+        except Exception as exc:
+            tally.error("cupy", "plumbing", exc)
+        count = args.configs if args.configs is not None else (24 if args.quick else 120)
+        out(f"== parity: {count} random layer configurations x {len(variants)} variants, then modules and cells")
+        t0 = time.perf_counter()
+        layer_parity(dev, variants, reference, tally, count, args.seed)
+        module_parity(dev, variants[0][1], tally, args.seed)
+        out(f"{tally.count} comparisons in {time.perf_counter() - t0:.1f} s; worst relative error "
+            "(max|gpu - cpu| / max(1, max|cpu|)):")
+        for (variant, dtype), err in sorted(tally.worst.items()):
+            out(f"  {variant:18} {dtype:8} {err:.2e}  (tolerance {RTOL[np.dtype(dtype)]:.0e})")
+        graphs = getattr(variants[0][1], "graphs", None)
+        if graphs is not None:
+            out(f"  ({variants[0][0]}: {graphs.replays} CUDA graph replays among them; "
+                f"capture {'off: ' + graphs.disabled if graphs.disabled else 'on'})")
 
     if not args.no_timing:
         grid = GRID[:4] if args.quick else GRID
@@ -471,6 +633,39 @@ def main(argv=None) -> int:
             out("timing failed:\n" + traceback.format_exc())
         out("cython: CPU, this process's BLAS threads; cupy fwd: CuPy arrays in and out; (np io): NumPy "
             "in and out (copies included); f+b: forward_train + backward, device arrays")
+
+    if args.torch != "no" and not dev.dry_run:
+        try:
+            import torch
+
+            has_gpu = torch.cuda.is_available()
+        except ImportError:
+            has_gpu = False
+        if not has_gpu and args.torch == "yes":
+            tally.failures.append("section 4: torch with a CUDA GPU is not available")
+        if has_gpu:
+            import json
+
+            out(f"\n== against torch {torch.__version__} (cuDNN {torch.backends.cudnn.version()}): one-layer "
+                "float32 LSTM, median wall time")
+            try:
+                others = [("steps, no graphs", variants[1][1]),
+                          ("array ops (before)", plugin.CupyBackend(xp=dev.xp, steps=None)),
+                          ("tf32=True", plugin.CupyBackend(xp=dev.xp, tf32=True))]
+                rows = against_torch(dev, variants[0][1], TORCH_GRID[:3] if args.quick else TORCH_GRID, out, others)
+                for row in rows:  # TF32 keeps ~10 mantissa bits of each product's inputs
+                    for label, _ in others:
+                        limit = 1e-2 if label.startswith("tf32") else RTOL[np.dtype(np.float32)]
+                        if not row[f"{label}_err"] <= limit:
+                            tally.failures.append(f"section 4 T{row['T']} B{row['B']} H{row['H']}: {label} "
+                                                  f"differs from the default by {row[f'{label}_err']:.1e} > {limit:.0e}")
+                graphs = variants[0][1].graphs
+                out(f"backend after section 4: {variants[0][1]!r}; {graphs.replays} graph replays, "
+                    f"{len(graphs.entries)} captured loops kept")
+                if args.json:
+                    args.json.write_text(json.dumps(rows, indent=1))
+            except Exception:
+                tally.failures.append("section 4 failed:\n" + traceback.format_exc())
 
     out(f"\ntotal {time.perf_counter() - t_start:.0f} s")
     if tally.failures:

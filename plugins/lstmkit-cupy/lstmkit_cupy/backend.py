@@ -28,6 +28,7 @@ are.  Nothing the caller passes is modified.
 """
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -37,6 +38,8 @@ from lstmkit.backends.reference import ReferenceBackend
 from lstmkit.cells import GRUCellType, LSTMCellType, RNNReluCellType, RNNTanhCellType
 
 from .kernels import gate_math
+from .steps import (CudaOps, GraphCache, Workspace, input_gradient, input_projection, lstm_backward_steps,
+                    lstm_forward_steps, weight_gradient)
 
 
 class _Cache:
@@ -82,12 +85,21 @@ class CupyBackend(Backend):
 
     name = "cupy"
 
-    def __init__(self, xp: Any = None, *, fused: bool = True):
+    def __init__(self, xp: Any = None, *, fused: bool = True, steps: Any = "auto", graphs: bool = True,
+                 tf32: bool = False):
         if xp is None:
             import cupy as xp  # the only place CuPy is imported
         self.xp = xp
         self.gates = gate_math(xp, fused)
         self.reference = ReferenceBackend(xp=xp, name=self.name)
+        if steps == "auto":  # the LSTM step loop of bare cuBLAS calls and kernels (lstmkit_cupy.steps)
+            steps = CudaOps(xp, tf32=tf32) if self.gates.fused else None
+        elif tf32:
+            raise ValueError("tf32=True needs the CUDA step loop (steps='auto' on CuPy)")
+        self.tf32 = bool(tf32)
+        self.steps = steps
+        self.graphs = GraphCache(steps) if steps is not None and graphs else None
+        self._graph_lock = threading.Lock()  # a captured loop's buffers serve one call at a time
 
     @property
     def fused(self) -> bool:
@@ -95,7 +107,9 @@ class CupyBackend(Backend):
         return self.gates.fused
 
     def __repr__(self) -> str:
-        return f"<CupyBackend xp={self.xp.__name__} fused={self.fused}>"
+        graphs = None if self.graphs is None else (self.graphs.disabled or True)
+        return (f"<CupyBackend xp={self.xp.__name__} fused={self.fused} "
+                f"steps={type(self.steps).__name__ if self.steps is not None else None} graphs={graphs!r}>")
 
     # -- arrays -------------------------------------------------------------------
     def to_host(self, array) -> np.ndarray:
@@ -129,6 +143,8 @@ class CupyBackend(Backend):
             return self.reference.layer_forward(cell, p, x, bs, reverse, state0, training)
         steps = _schedule(bs, bool(reverse))
         if kind is LSTMCellType:
+            if self.steps is not None and "weight_hr" not in p:
+                return self._lstm_forward_steps(p, x, steps, state0, training, dt)
             return self._lstm_forward(p, x, steps, state0, training, dt)
         if kind is GRUCellType:
             return self._gru_forward(p, x, steps, state0, training, dt)
@@ -203,6 +219,8 @@ class CupyBackend(Backend):
         return y, (h, c), cache
 
     def _lstm_backward(self, params, p, cache, d_y, d_state_n, dt):
+        if self.steps is not None and "weight_hr" not in p:
+            return self._lstm_backward_steps(params, p, cache, d_y, d_state_n, dt)
         xp, gates = self.xp, self.gates
         acts, tanh_c, h_prev, c_prev, h_cell = cache.arrays
         x = cache.x
@@ -230,6 +248,87 @@ class CupyBackend(Backend):
         if w_hr is not None:
             grads["weight_hr"] = dh_total.T @ h_cell
         d_x = d_gates @ w_ih
+        return d_x, (dh, dc), keyed_grads(params, grads)
+
+    # -- LSTM through lstmkit_cupy.steps (no projection) --------------------------------
+    def _lstm_forward_steps(self, p, x, steps, state0, training, dt):
+        xp = self.xp
+        w_ih, w_hh = p["weight_ih"], p["weight_hh"]
+        n, hid, rows = x.shape[0], w_hh.shape[1], state0[0].shape[0]
+        bias = p["bias_ih"] + p["bias_hh"] if "bias_ih" in p else None
+        h0, c0 = self._dev(state0[0], dt), self._dev(state0[1], dt)
+        entry = None
+        if self.graphs is not None:
+            self._graph_lock.acquire()
+            key = self.graphs.key(steps, dt, n, rows, hid, training)
+
+            def make():
+                ws = Workspace(xp, dt, n, rows, hid, training)
+                return ws, lambda: lstm_forward_steps(self.steps, steps, ws.w_hh, ws.g, ws.h, ws.c, ws.y,
+                                                      training, ws.tc, ws.hp, ws.cp)
+
+            try:
+                entry = self.graphs.lookup(key, make)
+            finally:
+                if entry is None:
+                    self._graph_lock.release()
+        if entry is None:  # run the steps directly: fresh buffers are the results
+            g = xp.empty((n, 4 * hid), dt)
+            input_projection(self.steps, x, w_ih, bias, g)
+            h, c, y = h0.copy(), c0.copy(), xp.empty((n, hid), dt)
+            kept = tuple(xp.empty((n, hid), dt) for _ in range(3)) if training else (None, None, None)
+            lstm_forward_steps(self.steps, steps, w_hh, g, h, c, y, training, *kept)
+        else:  # replay the captured loop on its own buffers: inputs in, results out (copies)
+            ws, replay = entry
+            try:
+                input_projection(self.steps, x, w_ih, bias, ws.g)
+                ws.w_hh[...] = w_hh
+                ws.h[...] = h0
+                ws.c[...] = c0
+                replay()
+                g, h, c, y = ws.g.copy() if training else None, ws.h.copy(), ws.c.copy(), ws.y.copy()
+                kept = (ws.tc.copy(), ws.hp.copy(), ws.cp.copy()) if training else (None, None, None)
+            finally:
+                self._graph_lock.release()
+        cache = None
+        if training:
+            tanh_c, h_prev, c_prev = kept
+            cache = _Cache(LSTMCellType, dt, steps, x, (g, tanh_c, h_prev, c_prev, None))
+        return y, (h, c), cache
+
+    def _lstm_backward_steps(self, params, p, cache, d_y, d_state_n, dt):
+        xp, ops = self.xp, self.steps
+        acts, tanh_c, h_prev, c_prev, _ = cache.arrays
+        x, w_ih, w_hh = cache.x, p["weight_ih"], p["weight_hh"]
+        dh = self._dev_copy(d_state_n[0], dt)
+        dc = self._dev_copy(d_state_n[1], dt)
+        d_gates = xp.empty(acts.shape, dt)
+        arrays = (w_hh, acts, tanh_c, c_prev, d_y, dh, dc, d_gates)
+
+        def issue():
+            lstm_backward_steps(ops, cache.steps, *arrays)
+
+        entry = None
+        if self.graphs is not None:
+            # Keyed by the very addresses: a graph replays only on this call's own arrays (in a
+            # training loop CuPy's memory pool hands the same blocks back call after call).
+            key = self.graphs.key(cache.steps, dt, x.shape[0], dh.shape[0], w_hh.shape[1], "backward")
+            key += tuple(ops.address(a) for a in arrays)
+            with self._graph_lock:
+                entry = self.graphs.lookup(key, lambda: (None, issue))
+                if entry is not None:
+                    entry[1]()
+        if entry is None:
+            issue()
+        # The whole-sequence products through the same cuBLAS handle (tf32 applies to them too).
+        grads = {"weight_ih": xp.empty(w_ih.shape, dt), "weight_hh": xp.empty(w_hh.shape, dt)}
+        weight_gradient(ops, d_gates, x, grads["weight_ih"])
+        weight_gradient(ops, d_gates, h_prev, grads["weight_hh"])
+        if "bias_ih" in p:
+            grads["bias_ih"] = d_gates.sum(axis=0)
+            grads["bias_hh"] = grads["bias_ih"].copy()
+        d_x = xp.empty(x.shape, dt)
+        input_gradient(ops, d_gates, w_ih, d_x)
         return d_x, (dh, dc), keyed_grads(params, grads)
 
     # -- GRU --------------------------------------------------------------------------

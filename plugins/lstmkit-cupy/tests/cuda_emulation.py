@@ -137,3 +137,96 @@ class EmulatedGateKernels:
                 o[...] = buffers[id(o)]
 
         return call
+
+
+# -- the step kernels of lstmkit_cupy.steps (whole __global__ functions) --------------------------
+STEP_HEADER = HEADER + r"""
+#define __global__
+struct lk_dim3 { unsigned x; };
+static lk_dim3 blockIdx, threadIdx, blockDim;
+"""
+
+# (kernel, C parameter list after the launch shape, argument names): the kernel runs once per
+# (block, thread) of the launch, as the GPU would run it, one thread after another.
+_STEP_SIGNATURES = {
+    "lstmkit_lstm_step": (
+        "int live, int hid, int train, T* g, long long g_off, T* h, T* c, T* y, long long y_off, "
+        "T* tc, long long tc_off, T* hp, long long hp_off, T* cp, long long cp_off",
+        "live, hid, train, g, g_off, h, c, y, y_off, tc, tc_off, hp, hp_off, cp, cp_off"),
+    "lstmkit_lstm_step_backward": (
+        "int live, int hid, const T* acts, long long a_off, const T* tc, long long tc_off, "
+        "const T* cp, long long cp_off, const T* dy, long long dy_off, const T* dh, T* dc, T* dg, long long dg_off",
+        "live, hid, acts, a_off, tc, tc_off, cp, cp_off, dy, dy_off, dh, dc, dg, dg_off"),
+}
+
+
+def step_source() -> str:
+    from lstmkit_cupy.steps import SOURCE
+
+    parts = [STEP_HEADER, SOURCE]
+    for name, (params, args) in _STEP_SIGNATURES.items():
+        for ctype in ("float", "double"):
+            parts.append(
+                f'extern "C" void {name}_{ctype}(unsigned grid, unsigned block, '
+                f'{params.replace("T*", ctype + "*")}) {{\n'
+                f"  blockDim.x = block;\n"
+                f"  for (unsigned b = 0; b < grid; ++b) for (unsigned t = 0; t < block; ++t) {{\n"
+                f"    blockIdx.x = b; threadIdx.x = t; {name}<{ctype}>({args});\n  }}\n}}\n")
+    return "\n".join(parts)
+
+
+_STEP_LIBRARY = None
+
+
+def step_library():
+    global _STEP_LIBRARY
+    if _STEP_LIBRARY is None:
+        cxx = compiler()
+        if cxx is None:
+            raise RuntimeError("no C++ compiler found")
+        folder = Path(tempfile.mkdtemp(prefix="lstmkit_cupy_steps_"))
+        atexit.register(shutil.rmtree, folder, True)
+        src, lib = folder / "steps.cpp", folder / "steps.so"
+        src.write_text(step_source())
+        subprocess.run([cxx, "-O1", "-shared", "-fPIC", "-std=c++14", "-Wall", "-Werror", "-o", str(lib), str(src)],
+                       check=True, capture_output=True, text=True)
+        _STEP_LIBRARY = ctypes.CDLL(str(lib))
+    return _STEP_LIBRARY
+
+
+def _within(array, off, count):
+    """The kernel will touch ``array``'s elements ``[off, off + count)``: they must exist."""
+    assert array.flags.c_contiguous, "a step kernel takes whole C-contiguous buffers"
+    assert 0 <= off and off + count <= array.size, f"elements [{off}, {off + count}) of a buffer of {array.size}"
+    return ctypes.c_void_p(array.ctypes.data)
+
+
+class EmulatedStepOps:
+    """:class:`lstmkit_cupy.steps.HostOps` with the CUDA source of the step kernels, compiled for the CPU."""
+
+    def __new__(cls):
+        from lstmkit_cupy.steps import BLOCK, HostOps
+
+        lib = step_library()
+
+        class Ops(HostOps):
+            def lstm_step(self, live, hid, train, g, g_off, h, c, y, y_off, tc, tc_off, hp, hp_off, cp, cp_off):
+                n, ll = live * hid, ctypes.c_longlong
+                kept = n if train else 0
+                getattr(lib, f"lstmkit_lstm_step_{_CTYPES[g.dtype]}")(
+                    ctypes.c_uint((n + BLOCK - 1) // BLOCK), ctypes.c_uint(BLOCK), ctypes.c_int(live),
+                    ctypes.c_int(hid), ctypes.c_int(train), _within(g, g_off, 4 * n), ll(g_off),
+                    _within(h, 0, n), _within(c, 0, n), _within(y, y_off, n), ll(y_off),
+                    _within(tc, tc_off, kept), ll(tc_off), _within(hp, hp_off, kept), ll(hp_off),
+                    _within(cp, cp_off, kept), ll(cp_off))
+
+            def lstm_step_backward(self, live, hid, acts, a_off, tc, tc_off, cp, cp_off, dy, dy_off, dh, dc,
+                                   dg, dg_off):
+                n, ll = live * hid, ctypes.c_longlong
+                getattr(lib, f"lstmkit_lstm_step_backward_{_CTYPES[acts.dtype]}")(
+                    ctypes.c_uint((n + BLOCK - 1) // BLOCK), ctypes.c_uint(BLOCK), ctypes.c_int(live),
+                    ctypes.c_int(hid), _within(acts, a_off, 4 * n), ll(a_off), _within(tc, tc_off, n), ll(tc_off),
+                    _within(cp, cp_off, n), ll(cp_off), _within(dy, dy_off, n), ll(dy_off), _within(dh, 0, n),
+                    _within(dc, 0, n), _within(dg, dg_off, 4 * n), ll(dg_off))
+
+        return Ops()

@@ -52,10 +52,28 @@ def cupy_fake_device():
     return CupyBackend(xp=fake_device.make())
 
 
+def cupy_step_loop(graphs=False):
+    """``CupyBackend(xp=numpy)`` with the LSTM step loop of :mod:`lstmkit_cupy.steps` on
+    :class:`~lstmkit_cupy.steps.HostOps` (column-major GEMMs on views); ``graphs`` replays
+    a recorded loop on its own buffers, as a CUDA graph would."""
+    from lstmkit_cupy.steps import HostOps
+
+    return CupyBackend(xp=np, steps=HostOps(), graphs=graphs)
+
+
+def cupy_emulated_steps(graphs=False):
+    """The step loop with the CUDA source of its kernels compiled for the CPU (see :mod:`cuda_emulation`)."""
+    if cuda_emulation.compiler() is None:
+        pytest.skip("no C++ compiler to compile the CUDA kernel source for the CPU")
+    return CupyBackend(xp=np, steps=cuda_emulation.EmulatedStepOps(), graphs=graphs)
+
+
 VARIANTS = {
     "array_ops": cupy_array_ops,
     "emulated_cuda": cupy_emulated_kernels,
     "fake_device": cupy_fake_device,
+    "step_loop": cupy_step_loop,
+    "emulated_steps": cupy_emulated_steps,
 }
 
 

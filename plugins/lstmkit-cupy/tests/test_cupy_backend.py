@@ -212,7 +212,7 @@ def test_gate_math_choice_and_repr():
     assert isinstance(gate_math(fake_device.make()), ArrayGateMath)  # no ElementwiseKernel: array ops
     backend = CupyBackend(xp=np)
     assert backend.fused is False and backend.name == "cupy" and backend.xp is np
-    assert repr(backend) == "<CupyBackend xp=numpy fused=False>"
+    assert repr(backend) == "<CupyBackend xp=numpy fused=False steps=None graphs=None>"
     a = np.ones(3)
     assert backend.to_host(a) is a
 
@@ -255,3 +255,60 @@ def test_cuda_kernels_are_built_from_the_same_specs():
         assert "i" not in names  # CuPy reserves "i" for the loop index
         assert len(set(names)) == len(names)
     assert isinstance(gate_math(FakeCupy(), fused=False), ArrayGateMath)
+
+
+# -- the LSTM step loop (lstmkit_cupy.steps) and its captured replays ------------------------------
+@pytest.mark.parametrize("make", ["step_loop", "emulated_steps"])
+@pytest.mark.parametrize("layout", ["dense", "packed_steps"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+def test_replayed_loops_give_every_call_its_own_results(make, layout, reverse):
+    """A captured loop owns its buffers: each call copies its inputs in and its results out, so
+    new inputs give new results, and results already returned never change."""
+    backend = VARIANTS[make](graphs=True)
+    runs = []
+    for seed in range(4):  # 1st call direct, 2nd captures, 3rd and 4th replay
+        cell, params, x, bs, state0 = make_problem("lstm", 0, seed % 2 == 0, LAYOUTS[layout], np.float64, seed=seed)
+        got = run_layer(backend, cell, params, x, bs, reverse, state0)
+        runs.append((got, run_layer(ReferenceBackend(), cell, params, x, bs, reverse, state0)))
+    for got, want in runs:  # compared after every call has been made
+        assert_results_close(got, want, np.float64, f"{make} {layout}")
+    assert backend.graphs.disabled is None and backend.graphs.replays >= 4
+    assert len(backend.graphs.entries) == 2  # training and inference: one captured loop each
+
+
+def test_a_loop_that_cannot_be_captured_runs_directly():
+    from lstmkit_cupy.steps import HostOps
+
+    class NoGraphs(HostOps):
+        def capture(self, issue):
+            raise RuntimeError("operation not permitted when stream is capturing")
+
+    backend = CupyBackend(xp=np, steps=NoGraphs(), graphs=True)
+    cell, params, x, bs, state0 = make_problem("lstm", 0, True, LAYOUTS["dense"], np.float64)
+    want = run_layer(ReferenceBackend(), cell, params, x, bs, False, state0)
+    for _ in range(3):
+        assert_results_close(run_layer(backend, cell, params, x, bs, False, state0), want, np.float64, "direct")
+    assert backend.graphs.disabled == "RuntimeError: operation not permitted when stream is capturing"
+    assert "graphs='RuntimeError" in repr(backend)
+
+
+def test_graph_cache_keeps_the_most_recent_shapes():
+    from lstmkit_cupy.steps import GraphCache, HostOps
+
+    cache = GraphCache(HostOps(), capacity=2)
+    made = []
+    for key in ["a", "b", "a", "b", "c", "c", "a", "a"]:
+        cache.lookup(key, lambda: (made.append(1), lambda: None))
+    assert list(cache.entries) == ["c", "a"] and len(made) == 4  # a, b captured; c, a (again) after eviction
+
+
+def test_step_kernels_compile_from_the_cuda_source():
+    import cuda_emulation
+    from lstmkit_cupy import steps
+
+    if cuda_emulation.compiler() is None:
+        pytest.skip("no C++ compiler")
+    assert steps.SOURCE in cuda_emulation.step_source()
+    lib = cuda_emulation.step_library()  # compiles with -Wall -Werror
+    for name in steps.KERNELS:
+        assert hasattr(lib, f"{name}_float") and hasattr(lib, f"{name}_double")
