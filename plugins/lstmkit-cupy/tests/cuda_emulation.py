@@ -74,28 +74,31 @@ def source() -> str:
     return "\n".join(parts)
 
 
-_LIBRARY = None
+_LIBRARIES: dict = {}
 
 
-def library():
-    """The compiled emulation library (compiled once per process)."""
-    global _LIBRARY
-    if _LIBRARY is None:
+def _compiled(code: str) -> ctypes.CDLL:
+    """``code`` compiled as a shared library with -Wall -Werror (once per process and source)."""
+    tag = hashlib.sha256(code.encode()).hexdigest()[:16]
+    if tag not in _LIBRARIES:
         cxx = compiler()
         if cxx is None:
             raise RuntimeError("no C++ compiler found")
-        code = source()
-        tag = hashlib.sha256(code.encode()).hexdigest()[:16]
         folder = Path(tempfile.mkdtemp(prefix="lstmkit_cupy_emul_"))
         atexit.register(shutil.rmtree, folder, True)
         src, lib = folder / f"k_{tag}.cpp", folder / f"k_{tag}.so"
         src.write_text(code)
         subprocess.run(
-            [cxx, "-O1", "-shared", "-fPIC", "-std=c++11", "-Wall", "-Werror", "-o", str(lib), str(src)],
+            [cxx, "-O1", "-shared", "-fPIC", "-std=c++14", "-Wall", "-Werror", "-o", str(lib), str(src)],
             check=True, capture_output=True, text=True,
         )
-        _LIBRARY = ctypes.CDLL(str(lib))
-    return _LIBRARY
+        _LIBRARIES[tag] = ctypes.CDLL(str(lib))
+    return _LIBRARIES[tag]
+
+
+def library():
+    """The compiled emulation library of the gate kernels."""
+    return _compiled(source())
 
 
 class EmulatedGateKernels:
@@ -175,23 +178,9 @@ def step_source() -> str:
     return "\n".join(parts)
 
 
-_STEP_LIBRARY = None
-
-
 def step_library():
-    global _STEP_LIBRARY
-    if _STEP_LIBRARY is None:
-        cxx = compiler()
-        if cxx is None:
-            raise RuntimeError("no C++ compiler found")
-        folder = Path(tempfile.mkdtemp(prefix="lstmkit_cupy_steps_"))
-        atexit.register(shutil.rmtree, folder, True)
-        src, lib = folder / "steps.cpp", folder / "steps.so"
-        src.write_text(step_source())
-        subprocess.run([cxx, "-O1", "-shared", "-fPIC", "-std=c++14", "-Wall", "-Werror", "-o", str(lib), str(src)],
-                       check=True, capture_output=True, text=True)
-        _STEP_LIBRARY = ctypes.CDLL(str(lib))
-    return _STEP_LIBRARY
+    """The compiled emulation library of the step kernels."""
+    return _compiled(step_source())
 
 
 def _within(array, off, count):
