@@ -618,7 +618,8 @@ def main(argv=None) -> int:
             out(f"  {variant:18} {dtype:8} {err:.2e}  (tolerance {RTOL[np.dtype(dtype)]:.0e})")
         graphs = getattr(variants[0][1], "graphs", None)
         if graphs is not None:
-            out(f"  ({variants[0][0]}: {graphs.replays} CUDA graph replays among them; "
+            out(f"  ({variants[0][0]}: {graphs.launches + variants[0][1].backward_graphs.launches} launches of "
+                "captured CUDA graphs among them; "
                 f"capture {'off: ' + graphs.disabled if graphs.disabled else 'on'})")
 
     if not args.no_timing:
@@ -660,8 +661,9 @@ def main(argv=None) -> int:
                             tally.failures.append(f"section 4 T{row['T']} B{row['B']} H{row['H']}: {label} "
                                                   f"differs from the default by {row[f'{label}_err']:.1e} > {limit:.0e}")
                 graphs = variants[0][1].graphs
-                out(f"backend after section 4: {variants[0][1]!r}; {graphs.replays} graph replays, "
-                    f"{len(graphs.entries)} captured loops kept")
+                backward = variants[0][1].backward_graphs
+                out(f"backend after section 4: {variants[0][1]!r}; {graphs.launches + backward.launches} launches of "
+                    f"captured graphs, {len(graphs.entries) + len(backward.entries)} kept")
                 if args.json:
                     args.json.write_text(json.dumps(rows, indent=1))
             except Exception:

@@ -94,12 +94,15 @@ class CupyBackend(Backend):
         self.reference = ReferenceBackend(xp=xp, name=self.name)
         if steps == "auto":  # the LSTM step loop of bare cuBLAS calls and kernels (lstmkit_cupy.steps)
             steps = CudaOps(xp, tf32=tf32) if self.gates.fused else None
-        elif tf32:
-            raise ValueError("tf32=True needs the CUDA step loop (steps='auto' on CuPy)")
+        if tf32 and not isinstance(steps, CudaOps):
+            raise ValueError("tf32=True needs the CUDA step loop: CupyBackend() on CuPy, fused, steps='auto'")
         self.tf32 = bool(tf32)
         self.steps = steps
-        self.graphs = GraphCache(steps) if steps is not None and graphs else None
-        self._graph_lock = threading.Lock()  # a captured loop's buffers serve one call at a time
+        # Captured forward loops keep their buffers (a few shapes); captured backward loops keep
+        # nothing but addresses (one per layer-direction of a model).
+        self.graphs = GraphCache(steps, capacity=4) if steps is not None and graphs else None
+        self.backward_graphs = GraphCache(steps, capacity=32) if self.graphs is not None else None
+        self._graph_lock = threading.Lock()  # the caches' bookkeeping
 
     @property
     def fused(self) -> bool:
@@ -107,7 +110,7 @@ class CupyBackend(Backend):
         return self.gates.fused
 
     def __repr__(self) -> str:
-        graphs = None if self.graphs is None else (self.graphs.disabled or True)
+        graphs = None if self.graphs is None else (self.graphs.disabled or self.backward_graphs.disabled or True)
         return (f"<CupyBackend xp={self.xp.__name__} fused={self.fused} "
                 f"steps={type(self.steps).__name__ if self.steps is not None else None} graphs={graphs!r}>")
 
@@ -143,7 +146,7 @@ class CupyBackend(Backend):
             return self.reference.layer_forward(cell, p, x, bs, reverse, state0, training)
         steps = _schedule(bs, bool(reverse))
         if kind is LSTMCellType:
-            if self.steps is not None and "weight_hr" not in p:
+            if self._step_loop(p):
                 return self._lstm_forward_steps(p, x, steps, state0, training, dt)
             return self._lstm_forward(p, x, steps, state0, training, dt)
         if kind is GRUCellType:
@@ -219,7 +222,7 @@ class CupyBackend(Backend):
         return y, (h, c), cache
 
     def _lstm_backward(self, params, p, cache, d_y, d_state_n, dt):
-        if self.steps is not None and "weight_hr" not in p:
+        if self._step_loop(p):
             return self._lstm_backward_steps(params, p, cache, d_y, d_state_n, dt)
         xp, gates = self.xp, self.gates
         acts, tanh_c, h_prev, c_prev, h_cell = cache.arrays
@@ -251,49 +254,44 @@ class CupyBackend(Backend):
         return d_x, (dh, dc), keyed_grads(params, grads)
 
     # -- LSTM through lstmkit_cupy.steps (no projection) --------------------------------
+    def _step_loop(self, p) -> bool:
+        """Does this LSTM layer run through :mod:`lstmkit_cupy.steps`?  (Not with a projection.)"""
+        return self.steps is not None and "weight_hr" not in p
+
     def _lstm_forward_steps(self, p, x, steps, state0, training, dt):
-        xp = self.xp
+        xp, ops = self.xp, self.steps
         w_ih, w_hh = p["weight_ih"], p["weight_hh"]
         n, hid, rows = x.shape[0], w_hh.shape[1], state0[0].shape[0]
         bias = p["bias_ih"] + p["bias_hh"] if "bias_ih" in p else None
         h0, c0 = self._dev(state0[0], dt), self._dev(state0[1], dt)
-        entry = None
         if self.graphs is not None:
-            self._graph_lock.acquire()
-            key = self.graphs.key(steps, dt, n, rows, hid, training)
-
             def make():
                 ws = Workspace(xp, dt, n, rows, hid, training)
-                return ws, lambda: lstm_forward_steps(self.steps, steps, ws.w_hh, ws.g, ws.h, ws.c, ws.y,
+                return ws, lambda: lstm_forward_steps(ops, steps, ws.w_hh, ws.g, ws.h, ws.c, ws.y,
                                                       training, ws.tc, ws.hp, ws.cp)
 
-            try:
-                entry = self.graphs.lookup(key, make)
-            finally:
-                if entry is None:
-                    self._graph_lock.release()
-        if entry is None:  # run the steps directly: fresh buffers are the results
-            g = xp.empty((n, 4 * hid), dt)
-            input_projection(self.steps, x, w_ih, bias, g)
-            h, c, y = h0.copy(), c0.copy(), xp.empty((n, hid), dt)
-            kept = tuple(xp.empty((n, hid), dt) for _ in range(3)) if training else (None, None, None)
-            lstm_forward_steps(self.steps, steps, w_hh, g, h, c, y, training, *kept)
-        else:  # replay the captured loop on its own buffers: inputs in, results out (copies)
-            ws, replay = entry
-            try:
-                input_projection(self.steps, x, w_ih, bias, ws.g)
-                ws.w_hh[...] = w_hh
-                ws.h[...] = h0
-                ws.c[...] = c0
-                replay()
-                g, h, c, y = ws.g.copy() if training else None, ws.h.copy(), ws.c.copy(), ws.y.copy()
-                kept = (ws.tc.copy(), ws.hp.copy(), ws.cp.copy()) if training else (None, None, None)
-            finally:
-                self._graph_lock.release()
-        cache = None
-        if training:
-            tanh_c, h_prev, c_prev = kept
-            cache = _Cache(LSTMCellType, dt, steps, x, (g, tanh_c, h_prev, c_prev, None))
+            with self._graph_lock:
+                entry = self.graphs.lookup(self.graphs.key(tuple(steps), dt, n, rows, hid, training), make)
+                if entry is not None:  # the captured loop on its own buffers: inputs in, results out
+                    ws, replay = entry
+                    input_projection(ops, x, w_ih, bias, ws.g)
+                    ws.w_hh[...] = w_hh
+                    ws.h[...] = h0
+                    ws.c[...] = c0
+                    replay()
+                    y, h, c = ws.y.copy(), ws.h.copy(), ws.c.copy()
+                    cache = None
+                    if training:
+                        kept = (ws.g.copy(), ws.tc.copy(), ws.hp.copy(), ws.cp.copy(), None)
+                        cache = _Cache(LSTMCellType, dt, steps, x, kept)
+                    return y, (h, c), cache
+        # the steps directly: fresh buffers are the results
+        g = xp.empty((n, 4 * hid), dt)
+        input_projection(ops, x, w_ih, bias, g)
+        h, c, y = h0.copy(), c0.copy(), xp.empty((n, hid), dt)
+        kept = tuple(xp.empty((n, hid), dt) for _ in range(3)) if training else (None, None, None)
+        lstm_forward_steps(ops, steps, w_hh, g, h, c, y, training, *kept)
+        cache = _Cache(LSTMCellType, dt, steps, x, (g, *kept, None)) if training else None
         return y, (h, c), cache
 
     def _lstm_backward_steps(self, params, p, cache, d_y, d_state_n, dt):
@@ -309,13 +307,13 @@ class CupyBackend(Backend):
             lstm_backward_steps(ops, cache.steps, *arrays)
 
         entry = None
-        if self.graphs is not None:
+        if self.backward_graphs is not None:
             # Keyed by the very addresses: a graph replays only on this call's own arrays (in a
             # training loop CuPy's memory pool hands the same blocks back call after call).
-            key = self.graphs.key(cache.steps, dt, x.shape[0], dh.shape[0], w_hh.shape[1], "backward")
-            key += tuple(ops.address(a) for a in arrays)
+            key = self.backward_graphs.key(tuple(cache.steps), dt, acts.shape, dh.shape,
+                                           *(ops.address(a) for a in arrays))
             with self._graph_lock:
-                entry = self.graphs.lookup(key, lambda: (None, issue))
+                entry = self.backward_graphs.lookup(key, lambda: (None, issue))
                 if entry is not None:
                     entry[1]()
         if entry is None:

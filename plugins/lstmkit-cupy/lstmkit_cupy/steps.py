@@ -27,7 +27,9 @@ code), so the loop's offsets and leading dimensions are tested on the CPU.
 from __future__ import annotations
 
 import ctypes
+import threading
 from collections import OrderedDict
+from typing import NamedTuple
 
 import numpy as np
 
@@ -128,40 +130,70 @@ def _load_cublas():
     raise OSError("libcublas not found")
 
 
+class _Handle:
+    """A cuBLAS handle of one thread on one device, with a fixed workspace per stream."""
+
+    __slots__ = ("ptr", "workspaces")
+
+    def __init__(self, ptr):
+        self.ptr = ptr
+        self.workspaces: dict = {}
+
+
 class _Cublas:
-    """One cuBLAS handle of our own, driven through ctypes: calls CUDA graphs can capture."""
+    """cuBLAS driven through ctypes, so that CUDA graphs can capture its calls.
+
+    One handle per thread and device (a handle's stream is state: two threads must not
+    bind one handle to their two streams), created on first use.  cublasSetStream resets
+    the handle's workspace to cuBLAS's own pool, which may allocate inside a capture, so
+    each bind sets the stream's fixed workspace again (as torch does).
+    """
 
     TF32_TENSOR_OP_MATH = 3  # cublasMath_t
-    WORKSPACE = 32 << 20  # bytes; a fixed workspace keeps cuBLAS from allocating inside a capture
+    WORKSPACE = 32 << 20  # bytes per stream and handle
 
-    def __init__(self, cupy, tf32: bool):
-        lib = _load_cublas()
-        handle = ctypes.c_void_p()
-        self._check(lib.cublasCreate_v2(ctypes.byref(handle)), "cublasCreate_v2")
-        self.handle = handle
-        self._workspace = cupy.empty(self.WORKSPACE, dtype=np.uint8)
-        self._check(lib.cublasSetWorkspace_v2(handle, ctypes.c_void_p(self._workspace.data.ptr),
-                                              ctypes.c_size_t(self.WORKSPACE)), "cublasSetWorkspace_v2")
-        if tf32:
-            self._check(lib.cublasSetMathMode(handle, self.TF32_TENSOR_OP_MATH), "cublasSetMathMode")
-        self._set_stream = lib.cublasSetStream_v2
-        self._gemm = {np.dtype(np.float32): lib.cublasSgemm_v2, np.dtype(np.float64): lib.cublasDgemm_v2}
+    def __init__(self, cupy, tf32: bool, lib=None):
+        self._cupy = cupy
+        self._tf32 = tf32
+        self._lib = lib if lib is not None else _load_cublas()
+        self._local = threading.local()
+        self._gemm = {np.dtype(np.float32): self._lib.cublasSgemm_v2, np.dtype(np.float64): self._lib.cublasDgemm_v2}
         for function in self._gemm.values():
             function.argtypes = [ctypes.c_void_p] + [ctypes.c_int] * 5 + [
                 ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int,
                 ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
+        self.bind(cupy.cuda.get_current_stream().ptr, cupy.cuda.Device().id)  # fail here, not mid-loop
 
     @staticmethod
     def _check(status, what):
         if status != 0:
             raise RuntimeError(f"{what} failed: cublasStatus_t {status}")
 
-    def bind(self, stream_ptr: int):
-        self._check(self._set_stream(self.handle, ctypes.c_void_p(stream_ptr)), "cublasSetStream_v2")
-        return self
+    def _create(self) -> _Handle:
+        ptr = ctypes.c_void_p()
+        self._check(self._lib.cublasCreate_v2(ctypes.byref(ptr)), "cublasCreate_v2")
+        if self._tf32:
+            self._check(self._lib.cublasSetMathMode(ptr, self.TF32_TENSOR_OP_MATH), "cublasSetMathMode")
+        return _Handle(ptr)
 
-    def gemm(self, dt, *args):
-        self._check(self._gemm[dt](self.handle, *args), "cublas gemm")
+    def bind(self, stream_ptr: int, device: int) -> _Handle:
+        """This thread's handle on ``device``, bound to the stream with that stream's workspace."""
+        handles = getattr(self._local, "handles", None)
+        if handles is None:
+            handles = self._local.handles = {}
+        handle = handles.get(device)
+        if handle is None:
+            handle = handles[device] = self._create()
+        self._check(self._lib.cublasSetStream_v2(handle.ptr, ctypes.c_void_p(stream_ptr)), "cublasSetStream_v2")
+        space = handle.workspaces.get(stream_ptr)
+        if space is None:
+            space = handle.workspaces[stream_ptr] = self._cupy.empty(self.WORKSPACE, dtype=np.uint8)
+        self._check(self._lib.cublasSetWorkspace_v2(handle.ptr, ctypes.c_void_p(space.data.ptr),
+                                                    ctypes.c_size_t(self.WORKSPACE)), "cublasSetWorkspace_v2")
+        return handle
+
+    def gemm(self, handle: _Handle, dt, *args):
+        self._check(self._gemm[dt](handle.ptr, *args), "cublas gemm")
 
 
 class CudaOps:
@@ -179,6 +211,7 @@ class CudaOps:
         # Compiled and loaded here, never inside a graph capture.
         self._kernels = {(k, dt): module.get_function(f"{k}<{t}>") for k in KERNELS for dt, t in CTYPES.items()}
         self._scalars = {dt: (np.zeros(1, dt), np.ones(1, dt)) for dt in CTYPES}
+        self._local = threading.local()
         self.graphs = True
         try:
             self._cublas = _Cublas(cupy, tf32)
@@ -196,10 +229,11 @@ class CudaOps:
         return a.data.ptr
 
     def handle(self):
-        """A cuBLAS handle bound to the current stream."""
+        """A cuBLAS handle of this thread bound to the current stream and device."""
+        cuda = self.xp.cuda
         if self._cublas is not None:
-            return self._cublas.bind(self.xp.cuda.get_current_stream().ptr)
-        return self.xp.cuda.device.get_cublas_handle()  # CuPy binds it to the current stream
+            return self._cublas.bind(cuda.get_current_stream().ptr, cuda.Device().id)
+        return cuda.device.get_cublas_handle()  # CuPy binds it to the current stream
 
     def gemm(self, handle, dt, transa, transb, m, n, k, a, a_off, lda, b, b_off, ldb, beta, c, c_off, ldc):
         """``C = op(A) op(B) + beta C``, column-major, on base arrays plus element offsets."""
@@ -208,7 +242,7 @@ class CudaOps:
         args = (transa, transb, m, n, k, scalars[1].ctypes.data, a.data.ptr + a_off * size, lda,
                 b.data.ptr + b_off * size, ldb, scalars[beta].ctypes.data, c.data.ptr + c_off * size, ldc)
         if self._cublas is not None:
-            handle.gemm(dt, *args)
+            self._cublas.gemm(handle, dt, *args)
         else:
             self._cupy_gemm[dt](handle, *args)
 
@@ -229,8 +263,11 @@ class CudaOps:
     def capture(self, issue):
         """``issue()`` captured on a side stream as a CUDA graph; returns a function that replays it."""
         cupy = self.xp
-        side = cupy.cuda.Stream(non_blocking=True)  # the legacy default stream cannot capture
+        side = getattr(self._local, "capture_stream", None)
+        if side is None:  # one per thread: the legacy default stream cannot capture
+            side = self._local.capture_stream = cupy.cuda.Stream(non_blocking=True)
         with side:
+            self.handle()  # bind now: the stream's cuBLAS workspace is allocated outside the capture
             side.begin_capture()
             try:
                 issue()
@@ -242,7 +279,7 @@ class CudaOps:
 class HostOps:
     """:class:`CudaOps`'s contract on NumPy: the same offsets, leading dimensions and formulas."""
 
-    graphs = True  # "capture" records the function; a replay calls it again on the same buffers
+    graphs = True  # "capture" records the calls with raw addresses, as a CUDA graph does
 
     def __init__(self, xp=np):
         self.xp = xp
@@ -257,7 +294,8 @@ class HostOps:
     @staticmethod
     def _colmajor(a, off, rows, cols, ld):
         flat = a.reshape(-1)[off:]
-        assert rows <= ld and (cols - 1) * ld + rows <= flat.size, "a view past the end of its buffer"
+        assert ld >= max(1, rows), f"cuBLAS needs a leading dimension >= max(1, rows): {ld} < {rows}"
+        assert cols == 0 or (cols - 1) * ld + rows <= flat.size, "a view past the end of its buffer"
         return np.lib.stride_tricks.as_strided(flat, (rows, cols), (a.itemsize, ld * a.itemsize))
 
     def gemm(self, handle, dt, transa, transb, m, n, k, a, a_off, lda, b, b_off, ldb, beta, c, c_off, ldc):
@@ -269,6 +307,7 @@ class HostOps:
 
     def lstm_step(self, live, hid, train, g, g_off, h, c, y, y_off, tc, tc_off, hp, hp_off, cp, cp_off):
         xp, n = self.xp, live * hid
+        assert n > 0, "CUDA refuses a launch of 0 blocks"
         gr = g.reshape(-1)[g_off:g_off + 4 * n].reshape(live, 4 * hid)
         s_i, s_f = sigmoid(xp, gr[:, :hid]), sigmoid(xp, gr[:, hid:2 * hid])
         t_g, s_o = xp.tanh(gr[:, 2 * hid:3 * hid]), sigmoid(xp, gr[:, 3 * hid:])
@@ -286,6 +325,7 @@ class HostOps:
 
     def lstm_step_backward(self, live, hid, acts, a_off, tc, tc_off, cp, cp_off, dy, dy_off, dh, dc, dg, dg_off):
         n = live * hid
+        assert n > 0, "CUDA refuses a launch of 0 blocks"
 
         def rows(a, off, width=hid):
             return a.reshape(-1)[off:off + live * width].reshape(live, width)
@@ -301,8 +341,45 @@ class HostOps:
             dc_t * s_i * (1 - t_g * t_g), dh_v * t_c * s_o * (1 - s_o)], axis=1)
         dc_rows[...] = dc_t * s_f
 
+    _RECORDED = ("gemm", "lstm_step", "lstm_step_backward")
+
     def capture(self, issue):
-        return issue
+        """Record ``issue()``'s calls with each array as its address, dtype and size, as a CUDA
+        graph keeps raw pointers: a replay works on whatever memory is at those addresses."""
+        tape = []
+
+        def recorder(name):
+            def record(*args):
+                tape.append((name, tuple(_Pointer(a.ctypes.data, a.dtype, a.size) if isinstance(a, np.ndarray)
+                                         else a for a in args)))
+            return record
+
+        for name in self._RECORDED:
+            setattr(self, name, recorder(name))
+        try:
+            issue()
+        finally:
+            for name in self._RECORDED:
+                delattr(self, name)
+
+        def replay():
+            for name, args in tape:
+                getattr(self, name)(*(a.array() if isinstance(a, _Pointer) else a for a in args))
+
+        return replay
+
+
+class _Pointer(NamedTuple):
+    """An array as a graph node holds it: an address, a dtype and a size."""
+
+    address: int
+    dtype: np.dtype
+    size: int
+
+    def array(self) -> np.ndarray:
+        """The ``size`` elements of ``dtype`` at ``address``, whatever array owns them now."""
+        buffer = (ctypes.c_char * (self.size * self.dtype.itemsize)).from_address(self.address)
+        return np.frombuffer(buffer, dtype=self.dtype, count=self.size)
 
 
 # -- the loops ----------------------------------------------------------------------------
@@ -312,6 +389,8 @@ def input_projection(ops, x, w_ih, bias, out):
     m = w_ih.shape[0]
     if bias is not None:
         out[...] = bias
+    if n == 0:
+        return
     ops.gemm(ops.handle(), w_ih.dtype, OP_T, OP_N, m, n, k, w_ih, 0, k, x, 0, k, int(bias is not None), out, 0, m)
 
 
@@ -319,6 +398,9 @@ def weight_gradient(ops, dg, inp, out):
     """``out`` (M, K) ``= dgᵀ inp`` for ``dg`` (N, M) and ``inp`` (N, K): a whole-sequence GEMM."""
     n, m = dg.shape
     k = inp.shape[1]
+    if n == 0:
+        out[...] = 0
+        return
     ops.gemm(ops.handle(), dg.dtype, OP_N, OP_T, k, m, n, inp, 0, k, dg, 0, m, 0, out, 0, k)
 
 
@@ -326,6 +408,8 @@ def input_gradient(ops, dg, w, out):
     """``out`` (N, K) ``= dg w`` for ``dg`` (N, M) and ``w`` (M, K): a whole-sequence GEMM."""
     n, m = dg.shape
     k = w.shape[1]
+    if n == 0:
+        return
     ops.gemm(ops.handle(), dg.dtype, OP_N, OP_N, k, n, m, w, 0, k, dg, 0, m, 0, out, 0, k)
 
 
@@ -342,10 +426,12 @@ def lstm_forward_steps(ops, steps, w_hh, g, h, c, y, train, tc=None, hp=None, cp
     if not train:
         tc = hp = cp = h  # never touched (train = 0)
     for _t, lo, _hi, live in steps:
+        if live == 0:  # a batch of 0: nothing to launch
+            continue
         ops.gemm(handle, dt, OP_T, OP_N, g4, live, hid, w_hh, 0, hid, h, 0, hid, 1, g, lo * g4, g4)
         off = lo * hid
-        ops.lstm_step(live, hid, int(train), g, lo * g4, h, c, y, off,
-                      tc, off if train else 0, hp, off if train else 0, cp, off if train else 0)
+        kept = off if train else 0
+        ops.lstm_step(live, hid, int(train), g, lo * g4, h, c, y, off, tc, kept, hp, kept, cp, kept)
 
 
 def lstm_backward_steps(ops, steps, w_hh, acts, tc, cp, dy, dh, dc, dg):
@@ -358,6 +444,8 @@ def lstm_backward_steps(ops, steps, w_hh, acts, tc, cp, dy, dh, dc, dg):
     g4 = 4 * hid
     handle, dt = ops.handle(), w_hh.dtype
     for _t, lo, _hi, live in reversed(steps):
+        if live == 0:
+            continue
         off = lo * hid
         ops.lstm_step_backward(live, hid, acts, lo * g4, tc, off, cp, off, dy, off, dh, dc, dg, lo * g4)
         ops.gemm(handle, dt, OP_N, OP_N, hid, live, g4, w_hh, 0, hid, dg, lo * g4, g4, 0, dh, 0, hid)
@@ -373,19 +461,21 @@ class Workspace:
         self.h = xp.empty((rows, hid), dt)
         self.c = xp.empty((rows, hid), dt)
         self.y = xp.empty((n, hid), dt)
-        self.train = train
         self.tc = xp.empty((n, hid), dt) if train else None
         self.hp = xp.empty((n, hid), dt) if train else None
         self.cp = xp.empty((n, hid), dt) if train else None
 
 
 class GraphCache:
-    """Captured forward loops by shape, schedule and stream; least recently used first out.
+    """Captured loops by key, the least recently used dropped first.
 
-    The first call of a shape runs the loop directly (fresh buffers, which warms
-    cuBLAS and the kernels up); the second captures it, and later calls replay.
-    A capture that fails turns graphs off for this cache, with the reason in
-    :attr:`disabled`, and every call runs the loop directly.
+    A key's first call runs the loop directly (which also warms cuBLAS and the
+    kernels up); its second captures it, and later calls replay.  A key names the
+    shapes, the schedule, the stream, the device and the thread, so a captured
+    loop and its buffers never serve two streams or threads at once.  A capture
+    that fails turns graphs off for this cache, with the reason in
+    :attr:`disabled`, and every call runs the loop directly; buffers that cannot
+    be allocated (out of memory) only make this call run directly.
     """
 
     def __init__(self, ops, capacity: int = 4):
@@ -394,20 +484,21 @@ class GraphCache:
         self.entries: OrderedDict = OrderedDict()
         self.seen: set = set()
         self.disabled: str | None = None if ops.graphs is True else (ops.graphs or "not supported by these ops")
-        self.replays = 0
+        self.launches = 0  # of captured loops (the first right after its capture)
 
-    def key(self, steps, dt, n, rows, hid, train):
-        stream = getattr(getattr(self.ops.xp, "cuda", None), "get_current_stream", None)
-        return (tuple(steps), dt, n, rows, hid, train, stream().ptr if stream else 0)
+    def key(self, *parts):
+        cuda = getattr(self.ops.xp, "cuda", None)
+        where = (cuda.get_current_stream().ptr, cuda.Device().id) if cuda is not None else (0, 0)
+        return parts + where + (threading.get_ident(),)
 
     def lookup(self, key, make):
-        """The ``(workspace, replay)`` of ``key``; ``None`` on its first call or with graphs off."""
+        """The ``(workspace, replay)`` of ``key``; ``None``: run the loop directly this time."""
         if self.disabled:
             return None
         entry = self.entries.get(key)
         if entry is not None:
             self.entries.move_to_end(key)
-            self.replays += 1
+            self.launches += 1
             return entry
         if key not in self.seen:
             if len(self.seen) > 1024:  # many one-off schedules (packed batches): forget them
@@ -416,6 +507,9 @@ class GraphCache:
             return None
         try:
             workspace, issue = make()
+        except Exception:  # e.g. out of memory for the buffers: no graph this time
+            return None
+        try:
             entry = (workspace, self.ops.capture(issue))
         except Exception as exc:  # a driver or library that cannot capture: run directly from now on
             self.disabled = f"{type(exc).__name__}: {exc}"
@@ -423,5 +517,5 @@ class GraphCache:
         self.entries[key] = entry
         while len(self.entries) > self.capacity:
             self.entries.popitem(last=False)
-        self.replays += 1
+        self.launches += 1
         return entry

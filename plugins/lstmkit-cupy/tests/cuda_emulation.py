@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from lstmkit_cupy.kernels import KERNELS, PREAMBLE
+from lstmkit_cupy.steps import CTYPES as _CTYPES
 
-_CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 
 HEADER = r"""
 #include <cmath>

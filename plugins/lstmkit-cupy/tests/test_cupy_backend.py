@@ -15,6 +15,9 @@ every gradient — and checked by float64 central differences on its own.
 """
 from __future__ import annotations
 
+import ctypes
+import sys
+
 import numpy as np
 import pytest
 
@@ -272,8 +275,8 @@ def test_replayed_loops_give_every_call_its_own_results(make, layout, reverse):
         runs.append((got, run_layer(ReferenceBackend(), cell, params, x, bs, reverse, state0)))
     for got, want in runs:  # compared after every call has been made
         assert_results_close(got, want, np.float64, f"{make} {layout}")
-    assert backend.graphs.disabled is None and backend.graphs.replays >= 4
-    assert len(backend.graphs.entries) == 2  # training and inference: one captured loop each
+    assert backend.graphs.disabled is None and backend.graphs.launches >= 4
+    assert len(backend.graphs.entries) == 2  # training and inference: one captured forward loop each
 
 
 def test_a_loop_that_cannot_be_captured_runs_directly():
@@ -312,3 +315,271 @@ def test_step_kernels_compile_from_the_cuda_source():
     lib = cuda_emulation.step_library()  # compiles with -Wall -Werror
     for name in steps.KERNELS:
         assert hasattr(lib, f"{name}_float") and hasattr(lib, f"{name}_double")
+
+
+class PoolingNumpy:
+    """NumPy whose new arrays reuse arrays nobody holds any more, as CuPy's memory pool hands
+    freed blocks back: in a training loop the same addresses come round again."""
+
+    __name__ = "numpy"
+
+    def __init__(self):
+        self.arrays = []
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+    def _take(self, shape, dtype):
+        for a in self.arrays:
+            if a.shape == shape and a.dtype == dtype and sys.getrefcount(a) == 3:  # the list, `a`, the call
+                return a
+        a = np.empty(shape, dtype)
+        self.arrays.append(a)
+        return a
+
+    def empty(self, shape, dtype=np.float64):
+        return self._take(tuple(np.atleast_1d(shape).tolist()), np.dtype(dtype))
+
+    def array(self, a, dtype=None, order="C", copy=True):
+        source = np.asarray(a, dtype=dtype)
+        out = self._take(source.shape, source.dtype)
+        out[...] = source
+        return out
+
+
+@pytest.mark.parametrize("make", ["step_loop", "emulated_steps"])
+def test_a_captured_backward_replays_on_the_arrays_at_its_addresses(make):
+    """The backward's graph holds raw addresses (HostOps records them as a CUDA graph does):
+    it replays only when this call's arrays are at those addresses, and computes on them."""
+    from lstmkit_cupy.steps import HostOps
+
+    backend = VARIANTS[make](graphs=True)
+    pool = PoolingNumpy()
+    backend.xp = pool
+    backend.steps.xp = pool
+    cell, params, x, bs, state0 = make_problem("lstm", 0, True, LAYOUTS["packed"], np.float64)
+    reference = ReferenceBackend()
+    _, _, ref_cache = reference.layer_forward(cell, params, x, bs, False, state0, True)
+    y, state, cache = backend.layer_forward(cell, params, x, bs, False, state0, True)
+    rng = np.random.default_rng(5)
+    held = None
+    for call in range(6):  # new upstream gradients each time, in the same arrays but for call 5
+        d_y = pool.array(rng.standard_normal(y.shape))  # as the layer above would hand it down
+        d_state = tuple(rng.standard_normal(s.shape) for s in state)
+        got = backend.layer_backward(cell, params, cache, d_y, d_state)
+        want = reference.layer_backward(cell, params, ref_cache, d_y, d_state)
+        assert rel_err(host(got[0]), want[0]) <= 1e-12, f"d_x, call {call + 1}"
+        for a, b in zip(got[1], want[1]):
+            assert rel_err(host(a), b) <= 1e-12, f"d_state0, call {call + 1}"
+        for name in want[2]:
+            assert rel_err(host(got[2][name]), want[2][name]) <= 1e-12, f"d_{name}, call {call + 1}"
+        if call == 3:
+            held = got  # so call 5's arrays come from new memory: its key differs, no replay
+        del got, a, b, d_y  # back to the pool (unless held)
+    graphs = backend.backward_graphs
+    assert held is not None and graphs.disabled is None and len(graphs.entries) == 2
+    assert graphs.launches == 4  # calls 2 (captured, then launched), 3, 4; call 6 (5's memory again)
+    assert isinstance(backend.steps, HostOps)
+
+
+@pytest.mark.parametrize("make", ["step_loop", "emulated_steps"])
+@pytest.mark.parametrize("graphs", [False, True], ids=["direct", "graphs"])
+def test_a_batch_of_zero_launches_nothing(make, graphs):
+    """CUDA refuses a launch of 0 blocks (HostOps asserts it): a batch of 0 skips its steps."""
+    backend = VARIANTS[make](graphs=graphs)
+    for _ in range(3):
+        cell, params, x, bs, state0 = make_problem("lstm", 0, True, [0, 0, 0], np.float32)
+        got = run_layer(backend, cell, params, x, bs, False, state0)
+        want = run_layer(ReferenceBackend(), cell, params, x, bs, False, state0)
+        assert_results_close(got, want, np.float32, "batch 0")
+        assert got["y"].shape == (0, 4) and np.all(got["d_weight_ih"] == 0)
+
+
+def test_tf32_needs_the_cuda_step_loop():
+    from lstmkit_cupy.steps import HostOps
+
+    for kwargs in (dict(xp=np), dict(xp=np, steps=HostOps()), dict(xp=fake_device.make())):
+        with pytest.raises(ValueError, match="tf32=True needs the CUDA step loop"):
+            CupyBackend(tf32=True, **kwargs)
+
+
+def test_a_buffer_that_cannot_be_allocated_does_not_turn_graphs_off():
+    from lstmkit_cupy.steps import GraphCache, HostOps
+
+    cache = GraphCache(HostOps())
+
+    def no_memory():
+        raise MemoryError("out of memory allocating 840 MB")
+
+    for _ in range(3):
+        assert cache.lookup("k", no_memory) is None
+    assert cache.disabled is None
+    assert cache.lookup("k", lambda: (None, lambda: None)) is not None
+
+
+class FakeCublasLib:
+    """Records every cuBLAS call made through ctypes (``calls``: name, then argument values)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __getattr__(self, name):
+        calls = self.calls
+
+        def function(*args):
+            if name == "cublasCreate_v2":
+                args[0]._obj.value = 1000 + sum(c[0] == name for c in calls)
+            calls.append((name, *[(a.value or 0) if isinstance(a, ctypes.c_void_p) else getattr(a, "value", a)
+                                  for a in args]))
+            return 0
+
+        setattr(self, name, function)
+        return function
+
+
+class FakeStream:
+    """A CUDA stream: a context manager that makes itself current, and can capture."""
+
+    current = None
+    log = []
+
+    def __init__(self, ptr=7, **kwargs):
+        self.ptr = ptr
+
+    def __enter__(self):
+        self.previous, FakeStream.current = FakeStream.current, self
+        return self
+
+    def __exit__(self, *exc):
+        FakeStream.current = self.previous
+
+    def begin_capture(self):
+        FakeStream.log.append(("begin_capture", self.ptr))
+
+    def end_capture(self):
+        FakeStream.log.append(("end_capture", self.ptr))
+        return type("Graph", (), {"launch": lambda graph, stream=None: FakeStream.log.append(("launch", stream.ptr))})()
+
+
+def fake_cupy():
+    """Just enough of CuPy for CudaOps: streams, devices, RawModule, empty."""
+    default = FakeStream(0)
+    FakeStream.current, FakeStream.log = default, []
+
+    class Memory:
+        def __init__(self, ptr):
+            self.data = type("Data", (), {"ptr": ptr})()
+
+    class Cupy:
+        allocated = []
+
+        class cuda:
+            Stream = FakeStream
+            get_current_stream = staticmethod(lambda: FakeStream.current)
+            Device = staticmethod(lambda: type("D", (), {"id": 0})())
+
+        class RawModule:
+            def __init__(self, code, options, name_expressions):
+                self.names = name_expressions
+
+            def get_function(self, name):
+                return lambda grid, block, args: FakeStream.log.append(("kernel", name, FakeStream.current.ptr))
+
+        @classmethod
+        def empty(cls, size, dtype):
+            cls.allocated.append((size, FakeStream.current.ptr, any(e[0] == "begin_capture" for e in FakeStream.log)
+                                  and FakeStream.log[-1][0] != "end_capture"))
+            return Memory(5000 + len(cls.allocated))
+
+    return Cupy
+
+
+def test_cuda_ops_capture_on_a_stream_of_their_own_with_its_workspace_bound_first(monkeypatch):
+    from lstmkit_cupy import steps
+
+    lib = FakeCublasLib()
+    monkeypatch.setattr(steps, "_load_cublas", lambda: lib)
+    cupy = fake_cupy()
+    ops = steps.CudaOps(cupy)
+    assert ops.graphs is True and len(ops._kernels) == 4
+
+    g = np.zeros((2, 12), np.float32)
+
+    def issue():  # as lstm_forward_steps: bind the handle, then launch
+        ops.handle()
+        ops.lstm_step(2, 3, 0, g, 0, g, g, g, 0, g, 0, g, 0, g, 0)
+
+    replay = ops.capture(issue)
+    replay()
+    ops.capture(issue)
+    log = FakeStream.log
+    side = log[0][1]
+    assert side != 0
+    assert log[:3] == [("begin_capture", side), ("kernel", "lstmkit_lstm_step<float>", side), ("end_capture", side)]
+    assert ("launch", 0) in log  # replayed on the caller's stream
+    assert [e for e in log if e[0] == "begin_capture"] == [("begin_capture", side)] * 2  # one capture stream
+    assert all(not during for _, _, during in cupy.allocated)  # no workspace allocated inside a capture
+    binds = [c[2] for c in lib.calls if c[0] == "cublasSetStream_v2"]
+    assert side in binds and 0 in binds
+
+
+def test_cuda_ops_without_ctypes_cublas_say_why_graphs_are_off(monkeypatch):
+    from lstmkit_cupy import steps
+
+    def missing():
+        raise OSError("libcublas not found")
+
+    monkeypatch.setattr(steps, "_load_cublas", missing)
+    fake_backends = type(sys)("cupy_backends.cuda.libs")
+    fake_backends.cublas = type("cublas", (), {"sgemm": None, "dgemm": None})
+    for name in ("cupy_backends", "cupy_backends.cuda", "cupy_backends.cuda.libs"):
+        monkeypatch.setitem(sys.modules, name, fake_backends)
+    ops = steps.CudaOps(fake_cupy())
+    assert ops.graphs == "cuBLAS through ctypes: OSError: libcublas not found"
+    assert steps.GraphCache(ops).disabled == ops.graphs
+    with pytest.raises(OSError):
+        steps.CudaOps(fake_cupy(), tf32=True)  # TF32 needs the handle of its own
+
+
+def test_cublas_handles_are_per_thread_and_device_and_keep_their_workspace():
+    """cublasSetStream resets a handle's workspace: each bind sets the stream's own again."""
+    import threading
+
+    from lstmkit_cupy.steps import _Cublas
+
+    lib = FakeCublasLib()
+    calls = lib.calls
+
+    class Memory:
+        def __init__(self, ptr):
+            self.data = type("Data", (), {"ptr": ptr})()
+
+    class Cupy:
+        allocated = []
+        cuda = type("cuda", (), {
+            "get_current_stream": staticmethod(lambda: type("S", (), {"ptr": 7})()),
+            "Device": staticmethod(lambda: type("D", (), {"id": 0})())})
+
+        @classmethod
+        def empty(cls, size, dtype):
+            cls.allocated.append(size)
+            return Memory(5000 + len(cls.allocated))
+
+    blas = _Cublas(Cupy, tf32=True, lib=lib)
+    first = blas.bind(7, 0)
+    again = blas.bind(9, 0)  # another stream: the same handle, its own workspace
+    other_device = blas.bind(7, 1)
+    box = []
+    worker = threading.Thread(target=lambda: box.append(blas.bind(7, 0)))
+    worker.start()
+    worker.join()
+    assert first is again and other_device is not first and box[0] is not first
+    names = [c[0] for c in calls]
+    assert names.count("cublasCreate_v2") == 3 and names.count("cublasSetMathMode") == 3
+    # every stream bind is followed at once by that stream's workspace
+    for k, name in enumerate(names):
+        if name == "cublasSetStream_v2":
+            assert names[k + 1] == "cublasSetWorkspace_v2" and calls[k + 1][1] == calls[k][1]
+    workspaces = [c[2] for c in calls if c[0] == "cublasSetWorkspace_v2"]
+    assert len(set(workspaces)) == 4  # (thread, device, stream): main/0/7, main/0/9, main/1/7, worker/0/7
+    assert len(workspaces) == 5  # the constructor's bind and these four
