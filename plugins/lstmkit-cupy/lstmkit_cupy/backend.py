@@ -94,9 +94,9 @@ class CupyBackend(Backend):
         self.reference = ReferenceBackend(xp=xp, name=self.name)
         if steps == "auto":  # the LSTM step loop of bare cuBLAS calls and kernels (lstmkit_cupy.steps)
             steps = CudaOps(xp, tf32=tf32) if self.gates.fused else None
-        if tf32 and not isinstance(steps, CudaOps):
+        if tf32 and not getattr(steps, "tf32", False):
             raise ValueError("tf32=True needs the CUDA step loop: CupyBackend() on CuPy, fused, steps='auto'")
-        self.tf32 = bool(tf32)
+        self.tf32 = bool(getattr(steps, "tf32", False))
         self.steps = steps
         # Captured forward loops keep their buffers (a few shapes); captured backward loops keep
         # nothing but addresses (one per layer-direction of a model).

@@ -130,70 +130,84 @@ def _load_cublas():
     raise OSError("libcublas not found")
 
 
-class _Handle:
-    """A cuBLAS handle of one thread on one device, with a fixed workspace per stream."""
+PER_THREAD_STREAM = 2  # cudaStreamPerThread: one pointer, a different stream in each thread
 
-    __slots__ = ("ptr", "workspaces")
 
-    def __init__(self, ptr):
-        self.ptr = ptr
-        self.workspaces: dict = {}
+class Where(NamedTuple):
+    """Where a cuBLAS call goes: the device, the stream it is issued on (a capture stream while
+    capturing), and the stream whose workspace it uses (the caller's, also while capturing)."""
+
+    device: int
+    stream: int
+    space: tuple
 
 
 class _Cublas:
     """cuBLAS driven through ctypes, so that CUDA graphs can capture its calls.
 
-    One handle per thread and device (a handle's stream is state: two threads must not
-    bind one handle to their two streams), created on first use.  cublasSetStream resets
-    the handle's workspace to cuBLAS's own pool, which may allocate inside a capture, so
-    each bind sets the stream's fixed workspace again (as torch does).
+    One handle per device, shared: each GEMM binds it to its stream and workspace and runs,
+    under a lock, so no other thread can rebind it in between.  cublasSetStream resets the
+    workspace to cuBLAS's own pool (which may allocate inside a capture), hence the workspace
+    set after it each time, one per caller stream, as torch keeps them.  A captured graph
+    holds a reference to the workspace it was captured with (:meth:`CudaOps.capture`), so
+    dropping the least recently used one never frees memory a graph still uses.
     """
 
     TF32_TENSOR_OP_MATH = 3  # cublasMath_t
-    WORKSPACE = 32 << 20  # bytes per stream and handle
+    WORKSPACE = 32 << 20  # bytes per caller stream
+    SPACES = 16  # workspaces kept for direct calls (graphs keep their own alive)
 
     def __init__(self, cupy, tf32: bool, lib=None):
         self._cupy = cupy
         self._tf32 = tf32
         self._lib = lib if lib is not None else _load_cublas()
-        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._handles: dict = {}
+        self._spaces: OrderedDict = OrderedDict()
         self._gemm = {np.dtype(np.float32): self._lib.cublasSgemm_v2, np.dtype(np.float64): self._lib.cublasDgemm_v2}
         for function in self._gemm.values():
             function.argtypes = [ctypes.c_void_p] + [ctypes.c_int] * 5 + [
                 ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int,
                 ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
-        self.bind(cupy.cuda.get_current_stream().ptr, cupy.cuda.Device().id)  # fail here, not mid-loop
+        with self._lock:
+            self._handle(cupy.cuda.Device().id)  # fail here, not in the middle of a loop
 
     @staticmethod
     def _check(status, what):
         if status != 0:
             raise RuntimeError(f"{what} failed: cublasStatus_t {status}")
 
-    def _create(self) -> _Handle:
-        ptr = ctypes.c_void_p()
-        self._check(self._lib.cublasCreate_v2(ctypes.byref(ptr)), "cublasCreate_v2")
-        if self._tf32:
-            self._check(self._lib.cublasSetMathMode(ptr, self.TF32_TENSOR_OP_MATH), "cublasSetMathMode")
-        return _Handle(ptr)
-
-    def bind(self, stream_ptr: int, device: int) -> _Handle:
-        """This thread's handle on ``device``, bound to the stream with that stream's workspace."""
-        handles = getattr(self._local, "handles", None)
-        if handles is None:
-            handles = self._local.handles = {}
-        handle = handles.get(device)
+    def _handle(self, device: int):
+        handle = self._handles.get(device)
         if handle is None:
-            handle = handles[device] = self._create()
-        self._check(self._lib.cublasSetStream_v2(handle.ptr, ctypes.c_void_p(stream_ptr)), "cublasSetStream_v2")
-        space = handle.workspaces.get(stream_ptr)
-        if space is None:
-            space = handle.workspaces[stream_ptr] = self._cupy.empty(self.WORKSPACE, dtype=np.uint8)
-        self._check(self._lib.cublasSetWorkspace_v2(handle.ptr, ctypes.c_void_p(space.data.ptr),
-                                                    ctypes.c_size_t(self.WORKSPACE)), "cublasSetWorkspace_v2")
+            handle = ctypes.c_void_p()
+            self._check(self._lib.cublasCreate_v2(ctypes.byref(handle)), "cublasCreate_v2")
+            if self._tf32:
+                self._check(self._lib.cublasSetMathMode(handle, self.TF32_TENSOR_OP_MATH), "cublasSetMathMode")
+            self._handles[device] = handle
         return handle
 
-    def gemm(self, handle: _Handle, dt, *args):
-        self._check(self._gemm[dt](handle.ptr, *args), "cublas gemm")
+    def workspace(self, device: int, space: tuple):
+        """The workspace of ``space`` on ``device`` (allocated on first use, on the current stream)."""
+        key = (device, space)
+        with self._lock:
+            memory = self._spaces.get(key)
+            if memory is None:
+                memory = self._spaces[key] = self._cupy.empty(self.WORKSPACE, dtype=np.uint8)
+                while len(self._spaces) > self.SPACES:
+                    self._spaces.popitem(last=False)
+            else:
+                self._spaces.move_to_end(key)
+            return memory
+
+    def gemm(self, where: Where, dt, *args):
+        memory = self.workspace(where.device, where.space)
+        with self._lock:
+            handle = self._handle(where.device)
+            self._check(self._lib.cublasSetStream_v2(handle, ctypes.c_void_p(where.stream)), "cublasSetStream_v2")
+            self._check(self._lib.cublasSetWorkspace_v2(handle, ctypes.c_void_p(memory.data.ptr),
+                                                        ctypes.c_size_t(self.WORKSPACE)), "cublasSetWorkspace_v2")
+            self._check(self._gemm[dt](handle, *args), "cublas gemm")
 
 
 class CudaOps:
@@ -206,12 +220,14 @@ class CudaOps:
 
     def __init__(self, cupy, tf32: bool = False):
         self.xp = cupy
+        self.tf32 = bool(tf32)
         names = [f"{k}<{t}>" for k in KERNELS for t in CTYPES.values()]
         module = cupy.RawModule(code=SOURCE, options=("--std=c++14",), name_expressions=names)
         # Compiled and loaded here, never inside a graph capture.
         self._kernels = {(k, dt): module.get_function(f"{k}<{t}>") for k in KERNELS for dt, t in CTYPES.items()}
         self._scalars = {dt: (np.zeros(1, dt), np.ones(1, dt)) for dt in CTYPES}
-        self._local = threading.local()
+        self._capturing = threading.local()  # the Where of a capture in progress in this thread
+        self._capture_streams: dict = {}  # device -> the stream captures are recorded on
         self.graphs = True
         try:
             self._cublas = _Cublas(cupy, tf32)
@@ -228,12 +244,21 @@ class CudaOps:
     def address(a) -> int:
         return a.data.ptr
 
-    def handle(self):
-        """A cuBLAS handle of this thread bound to the current stream and device."""
+    def where(self) -> Where:
+        """The current device and stream; the stream names the workspace (with the thread for the
+        per-thread default stream, whose one pointer is a different stream in each thread)."""
         cuda = self.xp.cuda
-        if self._cublas is not None:
-            return self._cublas.bind(cuda.get_current_stream().ptr, cuda.Device().id)
-        return cuda.device.get_cublas_handle()  # CuPy binds it to the current stream
+        stream = cuda.get_current_stream().ptr
+        space = (stream, threading.get_ident()) if stream == PER_THREAD_STREAM else (stream,)
+        return Where(cuda.Device().id, stream, space)
+
+    def handle(self):
+        """Where this loop's cuBLAS calls go: during a capture, the capture stream with the
+        caller's workspace."""
+        if self._cublas is None:
+            return self.xp.cuda.device.get_cublas_handle()  # CuPy binds it to the current stream
+        capturing = getattr(self._capturing, "where", None)
+        return capturing if capturing is not None else self.where()
 
     def gemm(self, handle, dt, transa, transb, m, n, k, a, a_off, lda, b, b_off, ldb, beta, c, c_off, ldc):
         """``C = op(A) op(B) + beta C``, column-major, on base arrays plus element offsets."""
@@ -261,19 +286,31 @@ class CudaOps:
             dy, i64(dy_off), dh, dc, dg, i64(dg_off)))
 
     def capture(self, issue):
-        """``issue()`` captured on a side stream as a CUDA graph; returns a function that replays it."""
+        """``issue()`` captured as a CUDA graph; returns a function that replays it on the
+        current stream.  Callers serialise captures (the backend holds its graph lock)."""
         cupy = self.xp
-        side = getattr(self._local, "capture_stream", None)
-        if side is None:  # one per thread: the legacy default stream cannot capture
-            side = self._local.capture_stream = cupy.cuda.Stream(non_blocking=True)
-        with side:
-            self.handle()  # bind now: the stream's cuBLAS workspace is allocated outside the capture
-            side.begin_capture()
-            try:
-                issue()
-            finally:
-                graph = side.end_capture()
-        return lambda: graph.launch(stream=cupy.cuda.get_current_stream())
+        caller = self.where()
+        side = self._capture_streams.get(caller.device)
+        if side is None:  # one per device: the legacy default stream cannot capture
+            side = self._capture_streams[caller.device] = cupy.cuda.Stream(non_blocking=True)
+        # the caller's workspace: allocated now (not inside the capture) and kept alive by the graph
+        memory = self._cublas.workspace(caller.device, caller.space) if self._cublas is not None else None
+        self._capturing.where = Where(caller.device, side.ptr, caller.space)
+        try:
+            with side:
+                side.begin_capture()
+                try:
+                    issue()
+                finally:
+                    graph = side.end_capture()
+        finally:
+            self._capturing.where = None
+
+        def replay():
+            graph.launch(stream=cupy.cuda.get_current_stream())
+            return memory
+
+        return replay
 
 
 class HostOps:
@@ -287,6 +324,10 @@ class HostOps:
     @staticmethod
     def address(a) -> int:
         return a.ctypes.data
+
+    @staticmethod
+    def where() -> Where:
+        return Where(0, 0, (0,))
 
     def handle(self):
         return None
@@ -471,11 +512,12 @@ class GraphCache:
 
     A key's first call runs the loop directly (which also warms cuBLAS and the
     kernels up); its second captures it, and later calls replay.  A key names the
-    shapes, the schedule, the stream, the device and the thread, so a captured
-    loop and its buffers never serve two streams or threads at once.  A capture
+    shapes, the schedule, the device and the stream (and the thread, for the
+    per-thread default stream), so a captured loop and its buffers serve one
+    stream, in order.  A capture
     that fails turns graphs off for this cache, with the reason in
-    :attr:`disabled`, and every call runs the loop directly; buffers that cannot
-    be allocated (out of memory) only make this call run directly.
+    :attr:`disabled`, and every call runs the loop directly; a key whose buffers
+    cannot be allocated (out of memory) runs directly from then on.
     """
 
     def __init__(self, ops, capacity: int = 4):
@@ -483,13 +525,13 @@ class GraphCache:
         self.capacity = capacity
         self.entries: OrderedDict = OrderedDict()
         self.seen: set = set()
+        self.refused: set = set()  # keys whose buffers could not be allocated
         self.disabled: str | None = None if ops.graphs is True else (ops.graphs or "not supported by these ops")
         self.launches = 0  # of captured loops (the first right after its capture)
 
     def key(self, *parts):
-        cuda = getattr(self.ops.xp, "cuda", None)
-        where = (cuda.get_current_stream().ptr, cuda.Device().id) if cuda is not None else (0, 0)
-        return parts + where + (threading.get_ident(),)
+        where = self.ops.where()
+        return parts + (where.device, where.space)
 
     def lookup(self, key, make):
         """The ``(workspace, replay)`` of ``key``; ``None``: run the loop directly this time."""
@@ -500,14 +542,18 @@ class GraphCache:
             self.entries.move_to_end(key)
             self.launches += 1
             return entry
+        if key in self.refused:
+            return None
         if key not in self.seen:
             if len(self.seen) > 1024:  # many one-off schedules (packed batches): forget them
                 self.seen.clear()
+                self.refused.clear()
             self.seen.add(key)
             return None
         try:
             workspace, issue = make()
-        except Exception:  # e.g. out of memory for the buffers: no graph this time
+        except Exception:  # e.g. out of memory for the buffers: this key runs directly from now on
+            self.refused.add(key)
             return None
         try:
             entry = (workspace, self.ops.capture(issue))

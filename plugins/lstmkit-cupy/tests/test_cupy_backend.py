@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -411,26 +412,46 @@ def test_a_buffer_that_cannot_be_allocated_does_not_turn_graphs_off():
     def no_memory():
         raise MemoryError("out of memory allocating 840 MB")
 
-    for _ in range(3):
-        assert cache.lookup("k", no_memory) is None
-    assert cache.disabled is None
-    assert cache.lookup("k", lambda: (None, lambda: None)) is not None
+    for _ in range(3):  # that key runs directly from then on, without trying to allocate again
+        assert cache.lookup("big", no_memory) is None
+    assert cache.disabled is None and cache.refused == {"big"}
+    for _ in range(2):
+        entry = cache.lookup("small", lambda: (None, lambda: None))
+    assert entry is not None
+
+
+def test_results_of_replays_are_the_callers_own():
+    """A replay's results are copies: the next replay, on the same buffers, does not change them."""
+    backend = VARIANTS["step_loop"](graphs=True)
+    kept = []
+    for seed in range(4):
+        cell, params, x, bs, state0 = make_problem("lstm", 0, True, LAYOUTS["dense"], np.float64, seed=seed)
+        y, (h, c), _ = backend.layer_forward(cell, params, x, bs, False, state0, False)
+        want, _, _ = ReferenceBackend().layer_forward(cell, params, x, bs, False, state0, False)
+        kept.append((y, h, want))
+    assert backend.graphs.launches == 3
+    for y, h, want in kept:
+        assert rel_err(y, want) <= 1e-12
+        np.testing.assert_array_equal(h, y[-h.shape[0]:])
 
 
 class FakeCublasLib:
     """Records every cuBLAS call made through ctypes (``calls``: name, then argument values)."""
 
-    def __init__(self):
+    def __init__(self, pause=0.0):
         self.calls = []
+        self.pause = pause
 
     def __getattr__(self, name):
-        calls = self.calls
+        calls, pause = self.calls, self.pause
 
         def function(*args):
             if name == "cublasCreate_v2":
                 args[0]._obj.value = 1000 + sum(c[0] == name for c in calls)
             calls.append((name, *[(a.value or 0) if isinstance(a, ctypes.c_void_p) else getattr(a, "value", a)
                                   for a in args]))
+            if pause:
+                time.sleep(pause)  # let another thread in, if the lock allows it
             return 0
 
         setattr(self, name, function)
@@ -438,15 +459,20 @@ class FakeCublasLib:
 
 
 class FakeStream:
-    """A CUDA stream: a context manager that makes itself current, and can capture."""
+    """A CUDA stream of a device: a context manager that makes itself current, and can capture."""
 
     current = None
+    device = 0
     log = []
+    made = 0
 
-    def __init__(self, ptr=7, **kwargs):
-        self.ptr = ptr
+    def __init__(self, ptr=None, non_blocking=False):
+        FakeStream.made += 1
+        self.ptr = ptr if ptr is not None else 100 + FakeStream.made
+        self.device = FakeStream.device
 
     def __enter__(self):
+        assert self.device == FakeStream.device, "CuPy: the stream's device is not the current device"
         self.previous, FakeStream.current = FakeStream.current, self
         return self
 
@@ -463,8 +489,7 @@ class FakeStream:
 
 def fake_cupy():
     """Just enough of CuPy for CudaOps: streams, devices, RawModule, empty."""
-    default = FakeStream(0)
-    FakeStream.current, FakeStream.log = default, []
+    FakeStream.current, FakeStream.log, FakeStream.device = FakeStream(0), [], 0
 
     class Memory:
         def __init__(self, ptr):
@@ -476,7 +501,7 @@ def fake_cupy():
         class cuda:
             Stream = FakeStream
             get_current_stream = staticmethod(lambda: FakeStream.current)
-            Device = staticmethod(lambda: type("D", (), {"id": 0})())
+            Device = staticmethod(lambda: type("D", (), {"id": FakeStream.device})())
 
         class RawModule:
             def __init__(self, code, options, name_expressions):
@@ -487,40 +512,51 @@ def fake_cupy():
 
         @classmethod
         def empty(cls, size, dtype):
-            cls.allocated.append((size, FakeStream.current.ptr, any(e[0] == "begin_capture" for e in FakeStream.log)
-                                  and FakeStream.log[-1][0] != "end_capture"))
+            capturing = [e[0] for e in FakeStream.log if e[0] in ("begin_capture", "end_capture")]
+            cls.allocated.append((size, FakeStream.current.ptr, bool(capturing) and capturing[-1] == "begin_capture"))
             return Memory(5000 + len(cls.allocated))
 
     return Cupy
 
 
-def test_cuda_ops_capture_on_a_stream_of_their_own_with_its_workspace_bound_first(monkeypatch):
+def _cuda_ops(monkeypatch, **kwargs):
     from lstmkit_cupy import steps
 
-    lib = FakeCublasLib()
+    lib = FakeCublasLib(**kwargs)
     monkeypatch.setattr(steps, "_load_cublas", lambda: lib)
     cupy = fake_cupy()
-    ops = steps.CudaOps(cupy)
+    return steps.CudaOps(cupy), lib, cupy
+
+
+def test_cuda_ops_capture_on_a_stream_per_device_with_the_callers_workspace(monkeypatch):
+    ops, lib, cupy = _cuda_ops(monkeypatch)
     assert ops.graphs is True and len(ops._kernels) == 4
-
     g = np.zeros((2, 12), np.float32)
+    a = type("DeviceArray", (), {"data": type("Data", (), {"ptr": 64})(), "dtype": np.dtype(np.float32)})()
 
-    def issue():  # as lstm_forward_steps: bind the handle, then launch
-        ops.handle()
+    def issue():  # as lstm_forward_steps: a GEMM, then a launch
+        ops.gemm(ops.handle(), np.dtype(np.float32), 1, 0, 8, 2, 3, a, 0, 3, a, 0, 3, 1, a, 0, 8)
         ops.lstm_step(2, 3, 0, g, 0, g, g, g, 0, g, 0, g, 0, g, 0)
 
     replay = ops.capture(issue)
-    replay()
+    assert replay() is not None  # the graph holds its workspace
     ops.capture(issue)
     log = FakeStream.log
     side = log[0][1]
-    assert side != 0
+    assert side not in (0, None)
     assert log[:3] == [("begin_capture", side), ("kernel", "lstmkit_lstm_step<float>", side), ("end_capture", side)]
     assert ("launch", 0) in log  # replayed on the caller's stream
-    assert [e for e in log if e[0] == "begin_capture"] == [("begin_capture", side)] * 2  # one capture stream
+    assert [e for e in log if e[0] == "begin_capture"] == [("begin_capture", side)] * 2  # one stream per device
     assert all(not during for _, _, during in cupy.allocated)  # no workspace allocated inside a capture
-    binds = [c[2] for c in lib.calls if c[0] == "cublasSetStream_v2"]
-    assert side in binds and 0 in binds
+    # inside the capture, the GEMM went on the capture stream with the caller's (stream 0's) workspace
+    binds = [(c[0], c[2]) for c in lib.calls if c[0] in ("cublasSetStream_v2", "cublasSetWorkspace_v2")]
+    assert binds[:2] == [("cublasSetStream_v2", side), ("cublasSetWorkspace_v2", 5001)]
+    ops.gemm(ops.handle(), np.dtype(np.float32), 1, 0, 8, 2, 3, a, 0, 3, a, 0, 3, 1, a, 0, 8)  # directly
+    assert [(c[0], c[2]) for c in lib.calls[-3:-1]] == [("cublasSetStream_v2", 0), ("cublasSetWorkspace_v2", 5001)]
+    FakeStream.device = 1  # another GPU: its own capture stream, and graphs stay on
+    FakeStream.current = FakeStream(0)
+    ops.capture(issue)
+    assert FakeStream.log[-1][1] not in (0, side)
 
 
 def test_cuda_ops_without_ctypes_cublas_say_why_graphs_are_off(monkeypatch):
@@ -541,45 +577,65 @@ def test_cuda_ops_without_ctypes_cublas_say_why_graphs_are_off(monkeypatch):
         steps.CudaOps(fake_cupy(), tf32=True)  # TF32 needs the handle of its own
 
 
-def test_cublas_handles_are_per_thread_and_device_and_keep_their_workspace():
-    """cublasSetStream resets a handle's workspace: each bind sets the stream's own again."""
+def test_cublas_binds_stream_and_workspace_with_each_gemm_under_one_lock():
+    """One handle per device, shared by threads: each GEMM sets its stream, then that stream's
+    workspace (cublasSetStream resets it), then runs — no other thread's call in between."""
     import threading
 
+    from lstmkit_cupy.steps import Where, _Cublas
+
+    lib = FakeCublasLib(pause=0.0005)
+    cupy = fake_cupy()
+    blas = _Cublas(cupy, tf32=True, lib=lib)
+    f32 = np.dtype(np.float32)
+
+    def work(stream, device):
+        for _ in range(20):
+            blas.gemm(Where(device, stream, (stream,)), f32, 0, 0, 1, 1, 1, 0, 0, 1, 0, 1, 0, 0, 1)
+
+    threads = [threading.Thread(target=work, args=(stream, device)) for stream, device in [(7, 0), (9, 0), (7, 1)]]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    calls = [c for c in lib.calls if c[0] in ("cublasSetStream_v2", "cublasSetWorkspace_v2", "cublasSgemm_v2")]
+    assert len(calls) == 3 * 60
+    spaces = {}
+    for k in range(0, len(calls), 3):
+        bind, space, gemm = calls[k:k + 3]
+        assert (bind[0], space[0], gemm[0]) == ("cublasSetStream_v2", "cublasSetWorkspace_v2", "cublasSgemm_v2")
+        assert bind[1] == space[1] == gemm[1]  # the same handle throughout
+        spaces.setdefault((bind[1], bind[2]), set()).add(space[2])
+    assert all(len(v) == 1 for v in spaces.values()) and len(spaces) == 3  # (handle, stream): one workspace
+    names = [c[0] for c in lib.calls]
+    assert names.count("cublasCreate_v2") == 2 and names.count("cublasSetMathMode") == 2  # one per device
+
+
+def test_cublas_keeps_a_bounded_number_of_workspaces():
     from lstmkit_cupy.steps import _Cublas
 
-    lib = FakeCublasLib()
-    calls = lib.calls
+    blas = _Cublas(fake_cupy(), tf32=False, lib=FakeCublasLib())
+    first = blas.workspace(0, (1,))
+    assert blas.workspace(0, (1,)) is first
+    for stream in range(2, 2 + blas.SPACES):
+        blas.workspace(0, (stream,))
+    assert len(blas._spaces) == blas.SPACES and blas.workspace(0, (1,)) is not first  # dropped, then new
 
-    class Memory:
-        def __init__(self, ptr):
-            self.data = type("Data", (), {"ptr": ptr})()
 
-    class Cupy:
-        allocated = []
-        cuda = type("cuda", (), {
-            "get_current_stream": staticmethod(lambda: type("S", (), {"ptr": 7})()),
-            "Device": staticmethod(lambda: type("D", (), {"id": 0})())})
+def test_graph_keys_name_device_and_stream_and_the_thread_only_for_per_thread_streams():
+    import threading
 
-        @classmethod
-        def empty(cls, size, dtype):
-            cls.allocated.append(size)
-            return Memory(5000 + len(cls.allocated))
+    from lstmkit_cupy.steps import PER_THREAD_STREAM, CudaOps
 
-    blas = _Cublas(Cupy, tf32=True, lib=lib)
-    first = blas.bind(7, 0)
-    again = blas.bind(9, 0)  # another stream: the same handle, its own workspace
-    other_device = blas.bind(7, 1)
+    ops = CudaOps.__new__(CudaOps)
+    ops.xp = fake_cupy()
+    here = ops.where()
+    assert (here.device, here.stream, here.space) == (0, 0, (0,))
+    FakeStream.current = FakeStream(PER_THREAD_STREAM)
     box = []
-    worker = threading.Thread(target=lambda: box.append(blas.bind(7, 0)))
+    worker = threading.Thread(target=lambda: box.append(ops.where()))
     worker.start()
     worker.join()
-    assert first is again and other_device is not first and box[0] is not first
-    names = [c[0] for c in calls]
-    assert names.count("cublasCreate_v2") == 3 and names.count("cublasSetMathMode") == 3
-    # every stream bind is followed at once by that stream's workspace
-    for k, name in enumerate(names):
-        if name == "cublasSetStream_v2":
-            assert names[k + 1] == "cublasSetWorkspace_v2" and calls[k + 1][1] == calls[k][1]
-    workspaces = [c[2] for c in calls if c[0] == "cublasSetWorkspace_v2"]
-    assert len(set(workspaces)) == 4  # (thread, device, stream): main/0/7, main/0/9, main/1/7, worker/0/7
-    assert len(workspaces) == 5  # the constructor's bind and these four
+    assert ops.where().space != box[0].space  # one pointer, two streams: two workspaces, two keys
+    FakeStream.device = 1
+    assert ops.where().device == 1
