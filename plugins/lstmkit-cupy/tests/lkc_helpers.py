@@ -74,6 +74,7 @@ VARIANTS = {
     "fake_device": cupy_fake_device,
     "step_loop": cupy_step_loop,
     "emulated_steps": cupy_emulated_steps,
+    "step_graphs": lambda graphs=True: cupy_step_loop(graphs),
 }
 
 
