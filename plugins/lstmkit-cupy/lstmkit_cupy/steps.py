@@ -189,20 +189,23 @@ class _Cublas:
 
     def workspace(self, device: int, space: tuple):
         """The workspace of ``space`` on ``device`` (allocated on first use, on the current stream)."""
-        key = (device, space)
         with self._lock:
-            memory = self._spaces.get(key)
-            if memory is None:
-                memory = self._spaces[key] = self._cupy.empty(self.WORKSPACE, dtype=np.uint8)
-                while len(self._spaces) > self.SPACES:
-                    self._spaces.popitem(last=False)
-            else:
-                self._spaces.move_to_end(key)
-            return memory
+            return self._workspace(device, space)
+
+    def _workspace(self, device: int, space: tuple):
+        key = (device, space)
+        memory = self._spaces.get(key)
+        if memory is None:
+            memory = self._spaces[key] = self._cupy.empty(self.WORKSPACE, dtype=np.uint8)
+            while len(self._spaces) > self.SPACES:
+                self._spaces.popitem(last=False)
+        else:
+            self._spaces.move_to_end(key)
+        return memory
 
     def gemm(self, where: Where, dt, *args):
-        memory = self.workspace(where.device, where.space)
         with self._lock:
+            memory = self._workspace(where.device, where.space)
             handle = self._handle(where.device)
             self._check(self._lib.cublasSetStream_v2(handle, ctypes.c_void_p(where.stream)), "cublasSetStream_v2")
             self._check(self._lib.cublasSetWorkspace_v2(handle, ctypes.c_void_p(memory.data.ptr),
@@ -514,10 +517,10 @@ class GraphCache:
     kernels up); its second captures it, and later calls replay.  A key names the
     shapes, the schedule, the device and the stream (and the thread, for the
     per-thread default stream), so a captured loop and its buffers serve one
-    stream, in order.  A capture
-    that fails turns graphs off for this cache, with the reason in
-    :attr:`disabled`, and every call runs the loop directly; a key whose buffers
-    cannot be allocated (out of memory) runs directly from then on.
+    stream, in order.  A capture that fails turns graphs off for this cache,
+    with the reason in :attr:`disabled`, and every call runs the loop directly;
+    a key whose buffers cannot be allocated (out of memory) runs directly from
+    then on.
     """
 
     def __init__(self, ops, capacity: int = 4):
