@@ -29,7 +29,7 @@ from cython cimport floating
 from libc.math cimport NAN
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
-from libc.string cimport memcpy, memmove
+from libc.string cimport memcpy, memmove, memset
 from scipy.linalg.cython_blas cimport dgemm, dgemv, sgemm, sgemv
 
 cdef extern from *:
@@ -337,6 +337,16 @@ cdef extern from *:
         return 0;
     #endif
     }
+    /* Where the input projection goes through the panel kernel too (W_ih^T packed
+       once per call, the biases added as its rows are stored): float32 on
+       AVX-512, where the kernel runs at the FMA peak and OpenBLAS's sgemm at
+       85-95% of it and needs a pass that writes the bias rows first (on Zen 4,
+       T50 B32 I128 H512: see docs/performance.md).  On AVX2 the kernel keeps
+       16 accumulators in 16 registers and runs at half rate; double is slower
+       than dgemm.  Elsewhere BLAS. */
+    static int lk_proj_panels_pay(int dbl) {
+        return dbl ? 0 : lk_panels_pay(1);
+    }
     #define LK_DEFINE_PANEL(T, S)                                                    \
     /* Pack b (k, n) into panels; b is src (k, n) row-major, or src (n, k) with   \
        trans (then b = src^T).  packed holds ceil(n / NR) * k * NR values. */      \
@@ -365,6 +375,7 @@ cdef extern from *:
     LK_KERNEL void lk_panel_gemm_##S(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,      \
                                      const T *LK_RESTRICT a, Py_ssize_t lda,         \
                                      const T *LK_RESTRICT packed, int accumulate,    \
+                                     const T *LK_RESTRICT bias,                      \
                                      T *LK_RESTRICT out, Py_ssize_t ldo) {           \
         enum { NR = LK_NR_##S };                                                     \
         /* panel outer, rows inner: each panel (k * NR values) is read from      \
@@ -391,6 +402,8 @@ cdef extern from *:
                     T *o = out + (r0 + r) * ldo + p0;                                \
                     if (accumulate)                                                  \
                         for (Py_ssize_t c = 0; c < w_; c++) o[c] += acc[r][c];       \
+                    else if (bias)  /* as BLAS's beta = 1 onto a row of biases */   \
+                        for (Py_ssize_t c = 0; c < w_; c++) o[c] = bias[p0 + c] + acc[r][c];\
                     else                                                             \
                         for (Py_ssize_t c = 0; c < w_; c++) o[c] = acc[r][c];        \
                 }                                                                    \
@@ -573,16 +586,17 @@ cdef extern from *:
     unsigned lk_denormals_flush() noexcept nogil
     void lk_denormals_restore(unsigned old) noexcept nogil
     int lk_panels_pay(int dbl) noexcept nogil
+    int lk_proj_panels_pay(int dbl) noexcept nogil
     void lk_pack_f(Py_ssize_t k, Py_ssize_t n, const float* src, int trans,
                    float* packed) noexcept nogil
     void lk_pack_d(Py_ssize_t k, Py_ssize_t n, const double* src, int trans,
                    double* packed) noexcept nogil
     void lk_panel_gemm_f(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float* a,
-                         Py_ssize_t lda, const float* packed, int accumulate, float* out,
-                         Py_ssize_t ldo) noexcept nogil
+                         Py_ssize_t lda, const float* packed, int accumulate,
+                         const float* bias, float* out, Py_ssize_t ldo) noexcept nogil
     void lk_panel_gemm_d(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const double* a,
-                         Py_ssize_t lda, const double* packed, int accumulate, double* out,
-                         Py_ssize_t ldo) noexcept nogil
+                         Py_ssize_t lda, const double* packed, int accumulate,
+                         const double* bias, double* out, Py_ssize_t ldo) noexcept nogil
     ctypedef struct lk_team:
         int nthreads
     void lk_team_start(lk_team* t, int want, void* (*fn)(void*) noexcept nogil,
@@ -719,7 +733,7 @@ cdef inline void _recurrent_gemm_bwd(int rows, int g, int p, const floating* dg,
 cdef floating* _gates_block(Py_ssize_t s, Py_ssize_t T, const int64_t* bs, bint reverse,
                             Py_ssize_t off, Py_ssize_t live, Py_ssize_t R, Py_ssize_t* lo,
                             Py_ssize_t* hi, int G, int I, const floating* x,
-                            const floating* w_ih, const floating* b1, int n1,
+                            const floating* w_ih, const floating* pk, const floating* b1, int n1,
                             const floating* b2, int n2, floating* gates,
                             bint project) noexcept nogil:
     """Gate rows of packed rows ``[off, off + live)`` (step ``s`` in loop order).
@@ -730,6 +744,7 @@ cdef floating* _gates_block(Py_ssize_t s, Py_ssize_t T, const int64_t* bs, bint 
     projected.  ``R >= N`` projects everything at once (training keeps it);
     inference passes a few MB so the whole-sequence buffer is never held.
     ``project`` false: only move ``lo``/``hi`` (the thread that does not project).
+    ``pk``: ``w_ih`` in panels (:func:`_input_projection`) or NULL.
     """
     cdef Py_ssize_t rows = live, k = s + 1, t
     if off < lo[0] or off + live > hi[0]:
@@ -742,7 +757,7 @@ cdef floating* _gates_block(Py_ssize_t s, Py_ssize_t T, const int64_t* bs, bint 
         lo[0] = off + live - rows if reverse else off
         hi[0] = lo[0] + rows
         if project:
-            _input_projection(<int>rows, G, I, x + lo[0] * I, w_ih, b1, n1, b2, n2, gates, 0, G)
+            _input_projection(<int>rows, G, I, x + lo[0] * I, w_ih, pk, b1, n1, b2, n2, gates, 0, G)
     return gates + (off - lo[0]) * G
 
 
@@ -764,12 +779,14 @@ cdef inline void _pack(Py_ssize_t k, Py_ssize_t n, const floating* src, bint tra
 
 cdef inline void _panel_gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const floating* a,
                              Py_ssize_t lda, const floating* packed, bint accumulate,
-                             floating* out, Py_ssize_t ldo) noexcept nogil:
-    """``out[m, n] (+)= a[m, k] @ b`` with ``b`` packed by :func:`_pack`."""
+                             floating* out, Py_ssize_t ldo,
+                             const floating* bias=NULL) noexcept nogil:
+    """``out[m, n] (+)= a[m, k] @ b`` with ``b`` packed by :func:`_pack`; ``bias`` (n values
+    or NULL) is added to every row when not ``accumulate``."""
     if floating is float:
-        lk_panel_gemm_f(m, n, k, a, lda, packed, accumulate, out, ldo)
+        lk_panel_gemm_f(m, n, k, a, lda, packed, accumulate, bias, out, ldo)
     else:
-        lk_panel_gemm_d(m, n, k, a, lda, packed, accumulate, out, ldo)
+        lk_panel_gemm_d(m, n, k, a, lda, packed, accumulate, bias, out, ldo)
 
 
 cdef inline Py_ssize_t _split_at(Py_ssize_t n) noexcept nogil:
@@ -778,8 +795,9 @@ cdef inline Py_ssize_t _split_at(Py_ssize_t n) noexcept nogil:
 
 
 cdef void _input_projection(int n, int g, int i, const floating* x, const floating* w_ih,
-                            const floating* b1, int n1, const floating* b2, int n2,
-                            floating* out, Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
+                            const floating* pk, const floating* b1, int n1,
+                            const floating* b2, int n2, floating* out, Py_ssize_t c0,
+                            Py_ssize_t c1) noexcept nogil:
     """Columns ``[c0, c1)`` of ``out[n, g] = x[n, i] @ w_ih[g, i]^T + b1 + b2`` (all
     columns, or one thread's share of a two-thread call).  Always one GEMM per side of
     :func:`_split_at` (``g``), where a two-thread call splits the columns, so that one and
@@ -788,13 +806,46 @@ cdef void _input_projection(int n, int g, int i, const floating* x, const floati
 
     The biases (either may be NULL) cover the first ``n1``/``n2`` columns; each
     row is pre-filled with their sum and the GEMM accumulates with beta = 1.
+    ``pk``: ``w_ih^T`` in panels followed by that sum (:func:`_proj_panels_for`),
+    or NULL; then the panel kernel does it, adding the biases as it stores (the
+    columns of any share are its own, so one and two threads agree there too).
     """
     cdef Py_ssize_t mid = _split_at(g)
-    if c0 < mid < c1:
+    if c0 < mid < c1 and pk == NULL:
         _projection_cols(n, g, i, x, w_ih, b1, n1, b2, n2, out, c0, mid)
         _projection_cols(n, g, i, x, w_ih, b1, n1, b2, n2, out, mid, c1)
-    else:
+    elif pk == NULL:
         _projection_cols(n, g, i, x, w_ih, b1, n1, b2, n2, out, c0, c1)
+    else:
+        _projection_panels(n, g, i, x, pk, b1 != NULL or b2 != NULL, out, c0, c1)
+
+
+#: Rows of ``x`` the panel projection takes at a time: all its panels run over
+#: these before the next rows come, so they stay in L2 (256 KB of them).
+cdef Py_ssize_t _PROJ_CHUNK_BYTES = 256 * 1024
+
+
+cdef void _projection_panels(Py_ssize_t n, Py_ssize_t g, Py_ssize_t i, const floating* x,
+                             const floating* pk, bint bias, floating* out, Py_ssize_t c0,
+                             Py_ssize_t c1) noexcept nogil:
+    """Columns ``[c0, c1)`` (``c0`` on a panel boundary) of :func:`_input_projection`
+    through the panel kernel, a chunk of rows at a time."""
+    cdef Py_ssize_t r0, rows = max(4, _PROJ_CHUNK_BYTES // max(1, i * <Py_ssize_t>sizeof(floating)) // 4 * 4)
+    cdef const floating* bsum = pk + _packed_size(i, g, pk) + c0 if bias else NULL
+    if n <= 0 or c1 <= c0:
+        return
+    if i == 0:  # an empty sum: only the biases
+        for r0 in range(n):
+            if bias:
+                memcpy(out + r0 * g + c0, bsum, (c1 - c0) * sizeof(floating))
+            else:
+                memset(out + r0 * g + c0, 0, (c1 - c0) * sizeof(floating))
+        return
+    r0 = 0
+    while r0 < n:
+        _panel_gemm(min(rows, n - r0), c1 - c0, i, x + r0 * i, i, pk + c0 * i, False,
+                    out + r0 * g + c0, g, bsum)
+        r0 += rows
 
 
 cdef void _projection_cols(int n, int g, int i, const floating* x, const floating* w_ih,
@@ -920,6 +971,7 @@ ctypedef struct _TeamJob:
     const void* w_ih
     const void* w_hh
     const void* w_pk
+    const void* w_ih_pk  # w_ih in panels with the bias sum (_input_projection), or NULL
     const void* b_ih
     const void* b_hh
     const void* dy
@@ -982,15 +1034,15 @@ cdef floating* _team_gates(_TeamJob* j, int tid, Py_ssize_t s, Py_ssize_t off, i
     cdef Py_ssize_t lo0 = lo[0], hi0 = hi[0]
     cdef const floating* x = <const floating*>j.x
     cdef floating* gt = _gates_block(s, j.T, j.bs, j.reverse, off, live, j.R, lo, hi, G, j.isz,
-                                     x, <const floating*>j.w_ih, <const floating*>j.b_ih, G,
-                                     b2, n2, <floating*>j.gates, False)
+                                     x, <const floating*>j.w_ih, <const floating*>j.w_ih_pk,
+                                     <const floating*>j.b_ih, G, b2, n2, <floating*>j.gates, False)
     if lo[0] != lo0 or hi[0] != hi0:
         if hi[0] - lo[0] > 4 or tid == 0:
             if hi[0] - lo[0] <= 4:
                 c_lo, c_hi = 0, G
             _input_projection(<int>(hi[0] - lo[0]), G, j.isz, x + lo[0] * j.isz,
-                              <const floating*>j.w_ih, <const floating*>j.b_ih, G, b2, n2,
-                              <floating*>j.gates, c_lo, c_hi)
+                              <const floating*>j.w_ih, <const floating*>j.w_ih_pk,
+                              <const floating*>j.b_ih, G, b2, n2, <floating*>j.gates, c_lo, c_hi)
         solo[0] = not lk_team_wait(&j.team, sense, tid, False)
     return gt
 
@@ -1216,8 +1268,9 @@ cdef void* _bwd_worker_d(void* job) noexcept nogil:
 
 cdef void _lstm_forward(Py_ssize_t T, const int64_t* bs, bint reverse, int N, int I,
                         int H, int P, const floating* x, const floating* w_ih,
-                        const floating* w_hh, const floating* w_pk, const floating* b_ih,
-                        const floating* b_hh, const floating* w_hr, const floating* w_hr_pk,
+                        const floating* w_ih_pk, const floating* w_hh, const floating* w_pk,
+                        const floating* b_ih, const floating* b_hh, const floating* w_hr,
+                        const floating* w_hr_pk,
                         floating* h, floating* c, floating* y, floating* gates,
                         Py_ssize_t R, floating* hcell, floating* hprev,
                         floating* cprev, floating* tanhc) noexcept nogil:
@@ -1246,7 +1299,7 @@ cdef void _lstm_forward(Py_ssize_t T, const int64_t* bs, bint reverse, int N, in
                 memcpy(hprev + off * P, h, <size_t>live * P * sizeof(floating))
                 memcpy(cprev + off * H, c, <size_t>live * H * sizeof(floating))
             gt = _gates_block(s, T, bs, reverse, off, live, R, &lo, &hi, G, I, x, w_ih,
-                              b_ih, G, b_hh, G, gates, True)
+                              w_ih_pk, b_ih, G, b_hh, G, gates, True)
             _recurrent_gemm(live, G, P, h, w_hh, w_pk, 1, gt)
             if w_hr == NULL:
                 hc = h
@@ -1326,8 +1379,9 @@ cdef void _lstm_backward(Py_ssize_t T, const int64_t* bs, bint reverse, int N, i
 
 
 cdef void _gru_forward(Py_ssize_t T, const int64_t* bs, bint reverse, int N, int I, int H,
-                       const floating* x, const floating* w_ih, const floating* w_hh,
-                       const floating* w_pk, const floating* b_ih, const floating* b_hh,
+                       const floating* x, const floating* w_ih, const floating* w_ih_pk,
+                       const floating* w_hh, const floating* w_pk, const floating* b_ih,
+                       const floating* b_hh,
                        floating* h, floating* y, floating* gates, Py_ssize_t R,
                        floating* gh, floating* hprev, floating* ghn) noexcept nogil:
     """GRU layer-direction forward.  ``h`` (B, H): state0 in, state_n out.
@@ -1352,7 +1406,7 @@ cdef void _gru_forward(Py_ssize_t T, const int64_t* bs, bint reverse, int N, int
             if train:
                 memcpy(hprev + off * H, h, <size_t>live * H * sizeof(floating))
             gt = _gates_block(s, T, bs, reverse, off, live, R, &lo, &hi, G, I, x, w_ih,
-                              b_ih, G, b_hh, 2 * H, gates, True)
+                              w_ih_pk, b_ih, G, b_hh, 2 * H, gates, True)
             _recurrent_gemm(live, G, H, h, w_hh, w_pk, 0, gh)
             _gru_rows(live, H, gt, gh, b_hh + 2 * H, h, ghn + off * H if train else NULL)
             if y != NULL:
@@ -1447,8 +1501,9 @@ cdef inline void _gru_units_bwd(Py_ssize_t n, Py_ssize_t H, Py_ssize_t j0, Py_ss
 
 cdef void _rnn_forward(Py_ssize_t T, const int64_t* bs, bint reverse, bint relu, int N,
                        int I, int H, const floating* x, const floating* w_ih,
-                       const floating* w_hh, const floating* w_pk, const floating* b_ih,
-                       const floating* b_hh, floating* h, floating* y, floating* gates,
+                       const floating* w_ih_pk, const floating* w_hh, const floating* w_pk,
+                       const floating* b_ih, const floating* b_hh, floating* h, floating* y,
+                       floating* gates,
                        Py_ssize_t R, floating* hprev) noexcept nogil:
     """Elman RNN forward.  ``h`` (B, H) state0 in, state_n out; ``gates`` (R, H)
     workspace (as in :func:`_lstm_forward`), holding the activations when
@@ -1466,7 +1521,7 @@ cdef void _rnn_forward(Py_ssize_t T, const int64_t* bs, bint reverse, bint relu,
             if train:
                 memcpy(hprev + off * H, h, <size_t>live * H * sizeof(floating))
             gt = _gates_block(s, T, bs, reverse, off, live, R, &lo, &hi, H, I, x, w_ih,
-                              b_ih, H, b_hh, H, gates, True)
+                              w_ih_pk, b_ih, H, b_hh, H, gates, True)
             _recurrent_gemm(live, H, H, h, w_hh, w_pk, 1, gt)
             _rnn_rows(<Py_ssize_t>live * H, gt, h, relu, train)
             if y != NULL:
@@ -1588,6 +1643,50 @@ cdef _Panels _panels_for(Py_ssize_t rows, Py_ssize_t k, Py_ssize_t n, size_t ite
     return p
 
 
+cdef bint _PROJ_PANELS = True
+
+
+def _use_projection_panels(bint on):
+    """Test switch: whether the input projection may take the panel kernel; returns
+    the previous setting."""
+    global _PROJ_PANELS
+    old, _PROJ_PANELS = _PROJ_PANELS, on
+    return old
+
+
+cdef _Panels _proj_panels_for(Py_ssize_t N, Py_ssize_t I, Py_ssize_t G, size_t item,
+                              bint use):
+    """Room for ``w_ih^T`` in panels and the bias sum after it (:func:`_input_projection`)
+    where the panel kernel serves the input projection (``use`` false: never).  The
+    caller fills it inside ``nogil`` with :func:`_pack_projection`."""
+    cdef _Panels p = _Panels()
+    cdef Py_ssize_t nr = LK_NR_f if item == sizeof(float) else LK_NR_d
+    p.ptr = NULL
+    if (use and _PROJ_PANELS and N >= 16 and I > 0 and G > 0
+            and lk_proj_panels_pay(item == sizeof(double))):
+        p.ptr = malloc(((G + nr - 1) // nr * nr * I + G) * item)
+        if p.ptr == NULL:
+            raise MemoryError()
+    return p
+
+
+cdef void _pack_projection(Py_ssize_t I, Py_ssize_t G, const floating* w_ih,
+                           const floating* b1, Py_ssize_t n1, const floating* b2,
+                           Py_ssize_t n2, floating* pk) noexcept nogil:
+    """Fill :func:`_proj_panels_for`'s room: ``w_ih`` (G, I) transposed into panels,
+    then ``0 + b1 + b2`` per column (``b1``/``b2`` cover the first ``n1``/``n2``; the
+    same sums :func:`_projection_cols` writes)."""
+    cdef floating* bsum = pk + _packed_size(I, G, pk)
+    cdef Py_ssize_t j
+    _pack(I, G, w_ih, True, pk)
+    for j in range(G):
+        bsum[j] = 0
+        if b1 != NULL and j < n1:
+            bsum[j] += b1[j]
+        if b2 != NULL and j < n2:
+            bsum[j] += b2[j]
+
+
 cdef int _check_gates(object name, const int64_t[::1] bs, Py_ssize_t rows, Py_ssize_t cols,
                       Py_ssize_t N, Py_ssize_t G, bint train) except -1:
     """Training: ``gates`` (N, G); inference: (R, G), R >= the largest batch size."""
@@ -1667,6 +1766,7 @@ def lstm_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
     cdef bint team = threads > 1 and w_hr is None and rows <= _PANEL_MAX_ROWS  # and pk.ptr (2+ rows, panels)
     cdef _Panels pk = _panels_for(rows, P, G, sizeof(floating), panels)
     cdef _Panels pk_hr = _panels_for(rows, H, P, sizeof(floating), panels and w_hr is not None)
+    cdef _Panels pk_ih = _proj_panels_for(N, I, G, sizeof(floating), panels)
     cdef _TeamJob job
     cdef unsigned csr = lk_denormals_flush() if flush_denormals else 0
     try:
@@ -1675,6 +1775,9 @@ def lstm_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
             memmove(&c[0, 0], &c0[0, 0], B * H * sizeof(floating))
             if pk.ptr != NULL:
                 _pack(P, G, &w_hh[0, 0], True, <floating*>pk.ptr)
+            if pk_ih.ptr != NULL:
+                _pack_projection(I, G, &w_ih[0, 0], _c1(b_ih), G, _c1(b_hh), G,
+                                 <floating*>pk_ih.ptr)
             if pk_hr.ptr != NULL:
                 _pack(H, P, &w_hr[0, 0], True, <floating*>pk_hr.ptr)
             if team and pk.ptr != NULL:
@@ -1682,6 +1785,7 @@ def lstm_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
                 job.isz, job.H, job.reverse, job.bs = I, H, reverse, &batch_sizes[0]
                 job.cols, job.units, job.cell = _split_at(G), _split_at(H), _LSTM
                 job.x, job.w_ih, job.w_hh, job.w_pk = &x[0, 0], &w_ih[0, 0], &w_hh[0, 0], pk.ptr
+                job.w_ih_pk = pk_ih.ptr
                 job.b_ih, job.b_hh, job.h, job.c, job.y = _c1(b_ih), _c1(b_hh), &h[0, 0], &c[0, 0], _p2(y)
                 job.gates, job.hprev, job.cprev, job.tanhc = &gates[0, 0], _p2(hprev), _p2(cprev), _p2(tanhc)
                 if floating is float:
@@ -1692,8 +1796,9 @@ def lstm_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
                 lk_team_end(&job.team)
             else:
                 _lstm_forward(batch_sizes.shape[0], &batch_sizes[0], reverse, N, I, H, P,
-                              &x[0, 0], &w_ih[0, 0], &w_hh[0, 0], <floating*>pk.ptr,
-                              _c1(b_ih), _c1(b_hh), _c2(w_hr), <floating*>pk_hr.ptr, &h[0, 0],
+                              &x[0, 0], &w_ih[0, 0], <floating*>pk_ih.ptr, &w_hh[0, 0],
+                              <floating*>pk.ptr, _c1(b_ih), _c1(b_hh), _c2(w_hr),
+                              <floating*>pk_hr.ptr, &h[0, 0],
                               &c[0, 0], _p2(y), &gates[0, 0], gates.shape[0], _p2(hcell),
                               _p2(hprev), _p2(cprev), _p2(tanhc))
     finally:
@@ -1824,6 +1929,7 @@ def gru_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
     cdef Py_ssize_t rows = batch_sizes[0] if N else 0
     cdef bint team = threads > 1 and rows <= _PANEL_MAX_ROWS  # and pk.ptr (2+ rows, panels)
     cdef _Panels pk = _panels_for(rows, H, G, sizeof(floating), panels)
+    cdef _Panels pk_ih = _proj_panels_for(N, I, G, sizeof(floating), panels)
     cdef _TeamJob job
     cdef unsigned csr = lk_denormals_flush() if flush_denormals else 0
     try:
@@ -1831,11 +1937,15 @@ def gru_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
             memmove(&h[0, 0], &h0[0, 0], B * H * sizeof(floating))
             if pk.ptr != NULL:
                 _pack(H, G, &w_hh[0, 0], True, <floating*>pk.ptr)
+            if pk_ih.ptr != NULL:
+                _pack_projection(I, G, &w_ih[0, 0], _c1(b_ih), G, &b_hh[0], 2 * H,
+                                 <floating*>pk_ih.ptr)
             if team and pk.ptr != NULL:
                 job.T, job.N, job.R = batch_sizes.shape[0], N, gates.shape[0]
                 job.isz, job.H, job.reverse, job.bs = I, H, reverse, &batch_sizes[0]
                 job.cols, job.units, job.cell = _split_at(G), _split_at(H), _GRU
                 job.x, job.w_ih, job.w_hh, job.w_pk = &x[0, 0], &w_ih[0, 0], &w_hh[0, 0], pk.ptr
+                job.w_ih_pk = pk_ih.ptr
                 job.b_ih, job.b_hh, job.h, job.y = _c1(b_ih), &b_hh[0], &h[0, 0], _p2(y)
                 job.gates, job.gh, job.hprev, job.ghn = &gates[0, 0], &gh[0, 0], _p2(hprev), _p2(ghn)
                 if floating is float:
@@ -1846,7 +1956,8 @@ def gru_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
                 lk_team_end(&job.team)
             else:
                 _gru_forward(batch_sizes.shape[0], &batch_sizes[0], reverse, N, I, H, &x[0, 0],
-                             &w_ih[0, 0], &w_hh[0, 0], <floating*>pk.ptr, _c1(b_ih), &b_hh[0],
+                             &w_ih[0, 0], <floating*>pk_ih.ptr, &w_hh[0, 0], <floating*>pk.ptr,
+                             _c1(b_ih), &b_hh[0],
                              &h[0, 0], _p2(y), &gates[0, 0], gates.shape[0], &gh[0, 0],
                              _p2(hprev), _p2(ghn))
     finally:
@@ -1963,6 +2074,7 @@ def rnn_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
     cdef Py_ssize_t rows = batch_sizes[0] if N else 0
     cdef bint team = threads > 1 and rows <= _PANEL_MAX_ROWS  # and pk.ptr (2+ rows, panels)
     cdef _Panels pk = _panels_for(rows, H, H, sizeof(floating), panels)
+    cdef _Panels pk_ih = _proj_panels_for(N, I, H, sizeof(floating), panels)
     cdef _TeamJob job
     cdef unsigned csr = lk_denormals_flush() if flush_denormals else 0
     try:
@@ -1970,11 +2082,15 @@ def rnn_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
             memmove(&h[0, 0], &h0[0, 0], B * H * sizeof(floating))
             if pk.ptr != NULL:
                 _pack(H, H, &w_hh[0, 0], True, <floating*>pk.ptr)
+            if pk_ih.ptr != NULL:
+                _pack_projection(I, H, &w_ih[0, 0], _c1(b_ih), H, _c1(b_hh), H,
+                                 <floating*>pk_ih.ptr)
             if team and pk.ptr != NULL:
                 job.T, job.N, job.R = batch_sizes.shape[0], N, gates.shape[0]
                 job.isz, job.H, job.reverse, job.bs = I, H, reverse, &batch_sizes[0]
                 job.cols, job.units, job.relu, job.cell = _split_at(H), _split_at(H), relu, _RNN
                 job.x, job.w_ih, job.w_hh, job.w_pk = &x[0, 0], &w_ih[0, 0], &w_hh[0, 0], pk.ptr
+                job.w_ih_pk = pk_ih.ptr
                 job.b_ih, job.b_hh, job.h, job.y = _c1(b_ih), _c1(b_hh), &h[0, 0], _p2(y)
                 job.gates, job.hprev = &gates[0, 0], _p2(hprev)
                 if floating is float:
@@ -1985,8 +2101,8 @@ def rnn_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
                 lk_team_end(&job.team)
             else:
                 _rnn_forward(batch_sizes.shape[0], &batch_sizes[0], reverse, relu, N, I, H,
-                             &x[0, 0], &w_ih[0, 0], &w_hh[0, 0], <floating*>pk.ptr, _c1(b_ih),
-                             _c1(b_hh), &h[0, 0], _p2(y), &gates[0, 0], gates.shape[0],
+                             &x[0, 0], &w_ih[0, 0], <floating*>pk_ih.ptr, &w_hh[0, 0],
+                             <floating*>pk.ptr, _c1(b_ih), _c1(b_hh), &h[0, 0], _p2(y), &gates[0, 0], gates.shape[0],
                              _p2(hprev))
     finally:
         if flush_denormals:
@@ -2245,7 +2361,7 @@ def rnn_step(x, w_ih, w_hh, b_ih, b_hh, bint relu, h0, h, bint poison=False,
 from cpython.object cimport PyObject
 from cpython.dict cimport PyDict_GetItem
 from cpython.weakref cimport PyWeakref_GetObject
-from libc.string cimport memcmp, memset
+from libc.string cimport memcmp
 
 import numpy as _np_module
 cdef object np_ndarray = _np_module.ndarray

@@ -164,3 +164,47 @@ def test_gemm_few_rows_times_transposed(m, beta, dtype):
     _core.gemm[CTYPE[dtype]](False, True, 1.0, a, b, beta, c)
     want = a.astype(np.float64) @ b.T.astype(np.float64) + beta * c0
     assert _rel(c, want) < TOL[dtype] * 10
+
+
+# -- the input projection through the panel kernel -------------------------------------
+
+def _forward_both_ways(name, proj, bs, input_size, bias, threads, monkeypatch):
+    """One layer's inference and training forward with the input projection on the
+    panel kernel and on BLAS (the per-step products on panels both times)."""
+    cell, params, x, bs, state0 = _problem(name, proj, bs, np.float32, hidden=37,
+                                           input_size=input_size)
+    if not bias:
+        params = {k: (np.zeros_like(v) if name == "gru" and k == "bias_hh" else v)
+                  for k, v in params.items() if name == "gru" or not k.startswith("bias")}
+    monkeypatch.setattr(cython_backend, "_team_threads", lambda *a: threads)
+    runs = []
+    for on in (True, False):
+        old = _core._use_projection_panels(on)
+        try:
+            runs.append([a for training in (False, True)
+                         for a in CY._layer_forward(cell, params, x, bs, False, state0,
+                                                    training, threads)[:2]])
+        finally:
+            _core._use_projection_panels(old)
+    return runs
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+@pytest.mark.parametrize("input_size", [1, 11, 700])  # 700: chunks of 92 rows
+@pytest.mark.parametrize("name,proj", CELLS, ids=[f"{n}-p{p}" for n, p in CELLS])
+def test_projection_on_panels_matches_blas(name, proj, input_size, bias, threads, monkeypatch):
+    panels, blas = _forward_both_ways(name, proj, [64, 60, 33, 9, 5, 4, 2, 1, 1, 1],
+                                      input_size, bias, threads, monkeypatch)
+    flat = lambda run: [a for part in run for a in (part if isinstance(part, tuple) else (part,))]
+    for i, (a, b) in enumerate(zip(flat(panels), flat(blas))):
+        assert a.shape == b.shape
+        assert _rel(a, b) < TOL[np.float32], (i, _rel(a, b))
+
+
+def test_projection_switch_reports_and_restores():
+    old = _core._use_projection_panels(False)
+    try:
+        assert _core._use_projection_panels(True) is False
+    finally:
+        _core._use_projection_panels(old)
