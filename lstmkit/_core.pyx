@@ -29,7 +29,7 @@ from cython cimport floating
 from libc.math cimport NAN
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
-from libc.string cimport memcpy, memmove, memset
+from libc.string cimport memcpy, memmove
 from scipy.linalg.cython_blas cimport dgemm, dgemv, sgemm, sgemv
 
 cdef extern from *:
@@ -852,17 +852,11 @@ cdef void _projection_panels(Py_ssize_t n, Py_ssize_t g, Py_ssize_t i, const flo
                              const floating* pk, bint bias, floating* out, Py_ssize_t c0,
                              Py_ssize_t c1) noexcept nogil:
     """Columns ``[c0, c1)`` (``c0`` on a panel boundary) of :func:`_input_projection`
-    through the panel kernel, a chunk of rows at a time."""
+    through the panel kernel, a chunk of rows at a time (``i`` > 0: see
+    :func:`_proj_panels_for`)."""
     cdef Py_ssize_t r0, rows = max(4, _PROJ_CHUNK_BYTES // max(1, i * <Py_ssize_t>sizeof(floating)) // 4 * 4)
     cdef const floating* bsum = pk + _packed_size(i, g, pk) + c0 if bias else NULL
     if n <= 0 or c1 <= c0:
-        return
-    if i == 0:  # an empty sum: only the biases
-        for r0 in range(n):
-            if bias:
-                memcpy(out + r0 * g + c0, bsum, (c1 - c0) * sizeof(floating))
-            else:
-                memset(out + r0 * g + c0, 0, (c1 - c0) * sizeof(floating))
         return
     r0 = 0
     while r0 < n:
@@ -2384,7 +2378,7 @@ def rnn_step(x, w_ih, w_hh, b_ih, b_hh, bint relu, h0, h, bint poison=False,
 from cpython.object cimport PyObject
 from cpython.dict cimport PyDict_GetItem
 from cpython.weakref cimport PyWeakref_GetObject
-from libc.string cimport memcmp
+from libc.string cimport memcmp, memset
 
 import numpy as _np_module
 cdef object np_ndarray = _np_module.ndarray
