@@ -1102,7 +1102,9 @@ cdef void _weight_grads_rows(Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t g0, Py_ssi
               dw_hh + g0 * P, P)
         if db_ih != NULL:
             _colsum(N, g1 - g0, dg + g0, G, db_ih + g0)
-        if db_hh != NULL:
+        if db_hh != NULL and db_ih != NULL:  # the same sum: one pass over dg, not two
+            memcpy(db_hh + g0, db_ih + g0, (g1 - g0) * sizeof(floating))
+        elif db_hh != NULL:
             _colsum(N, g1 - g0, dg + g0, G, db_hh + g0)
 
 
@@ -1498,7 +1500,9 @@ cdef void _gru_weight_grads_rows(Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t g0, Py
             _colsum(N, g1 - g0, dgh + g0, G, db_hh + g0)
     if a1 > g0:
         _gemm(True, False, <int>(a1 - g0), I, <int>N, 1, dgh + g0, G, x, I, 0, dw_ih + g0 * I, I)
-        if db_ih != NULL:
+        if db_ih != NULL and db_hh != NULL:  # r, z: the same sum as db_hh's
+            memcpy(db_ih + g0, db_hh + g0, (a1 - g0) * sizeof(floating))
+        elif db_ih != NULL:
             _colsum(N, a1 - g0, dgh + g0, G, db_ih + g0)
     if g1 > b0:
         _gemm(True, False, <int>(g1 - b0), I, <int>N, 1, dgin + (b0 - 2 * H), H, x, I, 0,
