@@ -988,7 +988,8 @@ ctypedef struct _TeamJob:
     const void* w_ih
     const void* w_hh
     const void* w_pk
-    const void* w_ih_pk  # w_ih in panels with the bias sum (_input_projection), or NULL
+    const void* w_ih_pk  # or NULL; forward: w_ih^T in panels and the bias sum
+                         # (_input_projection); backward: w_ih in panels (dx)
     const void* b_ih
     const void* b_hh
     const void* dy
@@ -1071,30 +1072,34 @@ cdef inline Py_ssize_t _half_at(Py_ssize_t n) noexcept nogil:
 
 cdef void _weight_grads(int part, Py_ssize_t N, int G, int I, int P, const floating* dg,
                         const floating* x, const floating* hprev, const floating* w_ih,
-                        floating* dx, floating* dw_ih, floating* dw_hh, floating* db_ih,
+                        const floating* w_ih_pk, floating* dx, floating* dw_ih, floating* dw_hh, floating* db_ih,
                         floating* db_hh) noexcept nogil:
     """The LSTM (and RNN) backward's whole-sequence products from ``dg`` (N, G): ``dx = dg w_ih``,
     ``dw_ih = dg^T x``, ``dw_hh = dg^T hprev`` and the bias sums, in two halves (``dx``
     by rows, the rest by gate rows); ``part`` 0 or 1 does one half (a thread's share),
     2 both.  Every path makes these same calls, so one and two threads give the same
-    bits: BLAS may round a whole product and its halves differently at small shapes."""
+    bits: BLAS may round a whole product and its halves differently at small shapes.
+    ``w_ih_pk``: ``w_ih`` in panels, or NULL; then ``dx`` takes the panel kernel, which
+    reads ``dg`` in place where BLAS packs it first."""
     cdef Py_ssize_t nh = _half_at(N), gh = _half_at(G)
     if part != 1:
-        _weight_grads_rows(0, nh, 0, gh, N, G, I, P, dg, x, hprev, w_ih, dx, dw_ih, dw_hh,
-                           db_ih, db_hh)
+        _weight_grads_rows(0, nh, 0, gh, N, G, I, P, dg, x, hprev, w_ih, w_ih_pk, dx, dw_ih,
+                           dw_hh, db_ih, db_hh)
     if part != 0:
-        _weight_grads_rows(nh, N, gh, G, N, G, I, P, dg, x, hprev, w_ih, dx, dw_ih, dw_hh,
-                           db_ih, db_hh)
+        _weight_grads_rows(nh, N, gh, G, N, G, I, P, dg, x, hprev, w_ih, w_ih_pk, dx, dw_ih,
+                           dw_hh, db_ih, db_hh)
 
 
 cdef void _weight_grads_rows(Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t g0, Py_ssize_t g1,
                              Py_ssize_t N, int G, int I, int P, const floating* dg,
                              const floating* x, const floating* hprev,
-                             const floating* w_ih, floating* dx, floating* dw_ih,
-                             floating* dw_hh, floating* db_ih,
+                             const floating* w_ih, const floating* w_ih_pk, floating* dx,
+                             floating* dw_ih, floating* dw_hh, floating* db_ih,
                              floating* db_hh) noexcept nogil:
     """One half of :func:`_weight_grads`: ``dx`` rows [n0, n1), gate rows [g0, g1)."""
-    if n1 > n0:
+    if n1 > n0 and w_ih_pk != NULL:
+        _projection_panels(n1 - n0, I, G, dg + n0 * G, w_ih_pk, False, dx + n0 * I, 0, I)
+    elif n1 > n0:
         _gemm(False, False, <int>(n1 - n0), I, G, 1, dg + n0 * G, G, w_ih, I, 0, dx + n0 * I, I)
     if g1 > g0:
         _gemm(True, False, <int>(g1 - g0), I, <int>N, 1, dg + g0, G, x, I, 0, dw_ih + g0 * I, I)
@@ -1270,7 +1275,8 @@ cdef void _backward_2t(_TeamJob* j, int tid, floating* kind) noexcept nogil:
                           <floating*>j.dw_hh, <floating*>j.db_ih, <floating*>j.db_hh)
     else:
         _weight_grads(2 if alone else tid, j.N, G, j.isz, H, dg, <const floating*>j.x,
-                      <const floating*>j.hprev, <const floating*>j.w_ih, <floating*>j.dx,
+                      <const floating*>j.hprev, <const floating*>j.w_ih,
+                      <const floating*>j.w_ih_pk, <floating*>j.dx,
                       <floating*>j.dw_ih, <floating*>j.dw_hh, <floating*>j.db_ih,
                       <floating*>j.db_hh)
 
@@ -1335,7 +1341,7 @@ cdef void _lstm_forward(Py_ssize_t T, const int64_t* bs, bint reverse, int N, in
 
 cdef void _lstm_backward(Py_ssize_t T, const int64_t* bs, bint reverse, int N, int I,
                          int H, int P, const floating* x, const floating* w_ih,
-                         const floating* w_hh, const floating* w_pk, const floating* w_hr,
+                         const floating* w_ih_pk, const floating* w_hh, const floating* w_pk, const floating* w_hr,
                          const floating* gates, const floating* hprev,
                          const floating* cprev, const floating* tanhc,
                          const floating* hcell, const floating* dy, floating* dh,
@@ -1364,6 +1370,7 @@ cdef void _lstm_backward(Py_ssize_t T, const int64_t* bs, bint reverse, int N, i
         job.w_hh, job.w_pk, job.gates, job.cprev, job.tanhc = w_hh, w_pk, gates, cprev, tanhc
         job.dy, job.h, job.c, job.dgates = dy, dh, dc, dgates
         job.x, job.hprev, job.w_ih, job.dx, job.dw_ih, job.dw_hh = x, hprev, w_ih, dx, dw_ih, dw_hh
+        job.w_ih_pk = w_ih_pk
         job.db_ih, job.db_hh = db_ih, db_hh
         if floating is float:
             lk_team_start(&job.team, threads, _bwd_worker_f, &job)
@@ -1392,7 +1399,7 @@ cdef void _lstm_backward(Py_ssize_t T, const int64_t* bs, bint reverse, int N, i
             _recurrent_gemm_bwd(live, G, P, dgates + off * G, w_hh, w_pk, 0, dh)
         if reverse:
             off += live
-    _weight_grads(2, N, G, I, P, dgates, x, hprev, w_ih, dx, dw_ih, dw_hh, db_ih, db_hh)
+    _weight_grads(2, N, G, I, P, dgates, x, hprev, w_ih, w_ih_pk, dx, dw_ih, dw_hh, db_ih, db_hh)
     if w_hr != NULL:
         _gemm(True, False, P, H, N, 1, dhtot, P, hcell, H, 0, dw_hr, H)
 
@@ -1553,7 +1560,7 @@ cdef void _rnn_forward(Py_ssize_t T, const int64_t* bs, bint reverse, bint relu,
 
 cdef void _rnn_backward(Py_ssize_t T, const int64_t* bs, bint reverse, bint relu, int N,
                         int I, int H, const floating* x, const floating* w_ih,
-                        const floating* w_hh, const floating* w_pk, const floating* act,
+                        const floating* w_ih_pk, const floating* w_hh, const floating* w_pk, const floating* act,
                         const floating* hprev,
                         const floating* dy, floating* dh, floating* dg, floating* dx,
                         floating* dw_ih, floating* dw_hh, floating* db_ih,
@@ -1572,7 +1579,7 @@ cdef void _rnn_backward(Py_ssize_t T, const int64_t* bs, bint reverse, bint relu
             _recurrent_gemm_bwd(live, H, H, dg + off * H, w_hh, w_pk, 0, dh)
         if reverse:
             off += live
-    _weight_grads(2, N, H, I, H, dg, x, hprev, w_ih, dx, dw_ih, dw_hh, db_ih, db_hh)
+    _weight_grads(2, N, H, I, H, dg, x, hprev, w_ih, w_ih_pk, dx, dw_ih, dw_hh, db_ih, db_hh)
 
 
 # ---------------------------------------------------------------------------
@@ -1668,27 +1675,35 @@ cdef bint _PROJ_PANELS = True
 
 
 def _use_projection_panels(bint on):
-    """Test switch: whether the input projection may take the panel kernel; returns
-    the previous setting."""
+    """Test switch: whether the whole-sequence products over ``w_ih`` (the input
+    projection, the backward's ``dx``) may take the panel kernel; returns the
+    previous setting."""
     global _PROJ_PANELS
     old, _PROJ_PANELS = _PROJ_PANELS, on
     return old
 
 
-cdef _Panels _proj_panels_for(Py_ssize_t N, Py_ssize_t I, Py_ssize_t G, size_t item,
-                              bint use):
-    """Room for ``w_ih^T`` in panels and the bias sum after it (:func:`_input_projection`)
-    where the panel kernel serves the input projection (``use`` false: never).  The
-    caller fills it inside ``nogil`` with :func:`_pack_projection`."""
+cdef _Panels _sequence_panels_for(Py_ssize_t N, Py_ssize_t k, Py_ssize_t n, Py_ssize_t extra,
+                                  size_t item, bint use):
+    """Room for the (k, n) operand of a whole-sequence product over ``N`` rows in panels,
+    and ``extra`` values after it, where the panel kernel serves such products (the
+    input projection, the backward's ``dx``; ``use`` false: never)."""
     cdef _Panels p = _Panels()
     cdef Py_ssize_t nr = LK_NR_f if item == sizeof(float) else LK_NR_d
     p.ptr = NULL
-    if (use and _PROJ_PANELS and N >= 16 and I > 0 and G > 0
+    if (use and _PROJ_PANELS and N >= 16 and k > 0 and n > 0
             and lk_proj_panels_pay(item == sizeof(double))):
-        p.ptr = lk_alloc64(((G + nr - 1) // nr * nr * I + G) * item)
+        p.ptr = lk_alloc64(((n + nr - 1) // nr * nr * k + extra) * item)
         if p.ptr == NULL:
             raise MemoryError()
     return p
+
+
+cdef _Panels _proj_panels_for(Py_ssize_t N, Py_ssize_t I, Py_ssize_t G, size_t item,
+                              bint use):
+    """Room for ``w_ih^T`` in panels and the bias sum after it (:func:`_input_projection`).
+    The caller fills it inside ``nogil`` with :func:`_pack_projection`."""
+    return _sequence_panels_for(N, I, G, G, item, use)
 
 
 cdef void _pack_projection(Py_ssize_t I, Py_ssize_t G, const floating* w_ih,
@@ -1884,6 +1899,7 @@ def lstm_backward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
         raise ValueError(f"weight_hh: expected {H} columns without weight_hr, got {P}")
     _check_batch_sizes(batch_sizes, B, N)
     cdef _Panels pk = _panels_for(batch_sizes[0] if N else 0, G, P, sizeof(floating), panels)
+    cdef _Panels pk_dx = _sequence_panels_for(N, G, I, 0, sizeof(floating), panels)
     cdef unsigned csr = lk_denormals_flush() if flush_denormals else 0
     try:
         with nogil:
@@ -1891,8 +1907,11 @@ def lstm_backward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
             memmove(&dc0[0, 0], &dcn[0, 0], B * H * sizeof(floating))
             if pk.ptr != NULL:
                 _pack(G, P, &w_hh[0, 0], False, <floating*>pk.ptr)
+            if pk_dx.ptr != NULL:
+                _pack(G, I, &w_ih[0, 0], False, <floating*>pk_dx.ptr)
             _lstm_backward(batch_sizes.shape[0], &batch_sizes[0], reverse, N, I, H, P,
-                           &x[0, 0], &w_ih[0, 0], &w_hh[0, 0], <floating*>pk.ptr, _c2(w_hr),
+                           &x[0, 0], &w_ih[0, 0], <floating*>pk_dx.ptr, &w_hh[0, 0],
+                           <floating*>pk.ptr, _c2(w_hr),
                            &gates[0, 0],
                            &hprev[0, 0], &cprev[0, 0], &tanhc[0, 0], _c2(hcell), &dy[0, 0],
                            &dh0[0, 0], &dc0[0, 0], &dgates[0, 0], _p2(dhtot), _p2(dhcell),
@@ -2037,6 +2056,7 @@ def gru_backward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
                 job.T, job.N, job.isz, job.H = batch_sizes.shape[0], N, I, H
                 job.reverse, job.bs, job.units, job.cell = reverse, &batch_sizes[0], _split_at(H), _GRU
                 job.x, job.w_ih, job.w_hh, job.w_pk = &x[0, 0], &w_ih[0, 0], &w_hh[0, 0], pk.ptr
+                job.w_ih_pk = NULL  # dx goes through BLAS (two products, a strided dgh)
                 job.gates, job.hprev, job.ghn = &gates[0, 0], &hprev[0, 0], &ghn[0, 0]
                 job.dy, job.h, job.dgates, job.dgin = &dy[0, 0], &dh0[0, 0], &dgh[0, 0], &dgin[0, 0]
                 job.dx, job.dw_ih, job.dw_hh = &dx[0, 0], &dw_ih[0, 0], &dw_hh[0, 0]
@@ -2164,6 +2184,7 @@ def rnn_backward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
     cdef Py_ssize_t rows = batch_sizes[0] if N else 0
     cdef bint team = threads > 1 and rows <= _PANEL_MAX_ROWS  # and pk.ptr (2+ rows, panels)
     cdef _Panels pk = _panels_for(rows, H, H, sizeof(floating), panels)
+    cdef _Panels pk_dx = _sequence_panels_for(N, H, I, 0, sizeof(floating), panels)
     cdef _TeamJob job
     cdef unsigned csr = lk_denormals_flush() if flush_denormals else 0
     try:
@@ -2171,11 +2192,14 @@ def rnn_backward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
             memmove(&dh0[0, 0], &dhn[0, 0], B * H * sizeof(floating))
             if pk.ptr != NULL:
                 _pack(H, H, &w_hh[0, 0], False, <floating*>pk.ptr)
+            if pk_dx.ptr != NULL:
+                _pack(H, I, &w_ih[0, 0], False, <floating*>pk_dx.ptr)
             if team and pk.ptr != NULL:
                 job.T, job.N, job.isz, job.H = batch_sizes.shape[0], N, I, H
                 job.reverse, job.bs, job.units, job.relu = reverse, &batch_sizes[0], _split_at(H), relu
                 job.cell = _RNN
                 job.x, job.w_ih, job.w_hh, job.w_pk = &x[0, 0], &w_ih[0, 0], &w_hh[0, 0], pk.ptr
+                job.w_ih_pk = pk_dx.ptr
                 job.gates, job.hprev, job.dy, job.h = &act[0, 0], &hprev[0, 0], &dy[0, 0], &dh0[0, 0]
                 job.dgates, job.dx, job.dw_ih, job.dw_hh = &dg[0, 0], &dx[0, 0], &dw_ih[0, 0], &dw_hh[0, 0]
                 job.db_ih = NULL if db_ih is None else &db_ih[0]
@@ -2188,7 +2212,8 @@ def rnn_backward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
                 lk_team_end(&job.team)
             else:
                 _rnn_backward(batch_sizes.shape[0], &batch_sizes[0], reverse, relu, N, I, H,
-                              &x[0, 0], &w_ih[0, 0], &w_hh[0, 0], <floating*>pk.ptr, &act[0, 0],
+                              &x[0, 0], &w_ih[0, 0], <floating*>pk_dx.ptr, &w_hh[0, 0],
+                              <floating*>pk.ptr, &act[0, 0],
                               &hprev[0, 0], &dy[0, 0], &dh0[0, 0], &dg[0, 0], &dx[0, 0],
                               &dw_ih[0, 0], &dw_hh[0, 0], NULL if db_ih is None else &db_ih[0],
                               NULL if db_hh is None else &db_hh[0])

@@ -169,8 +169,9 @@ def test_gemm_few_rows_times_transposed(m, beta, dtype):
 # -- the input projection through the panel kernel -------------------------------------
 
 def _forward_both_ways(name, proj, bs, input_size, bias, threads, monkeypatch):
-    """One layer's inference and training forward with the input projection on the
-    panel kernel and on BLAS (the per-step products on panels both times)."""
+    """One layer's inference and training forward, and the backward, with the products
+    over ``w_ih`` (the input projection, ``dx``) on the panel kernel and on BLAS (the
+    per-step products on panels both times)."""
     cell, params, x, bs, state0 = _problem(name, proj, bs, np.float32, hidden=37,
                                            input_size=input_size)
     if not bias:
@@ -181,9 +182,15 @@ def _forward_both_ways(name, proj, bs, input_size, bias, threads, monkeypatch):
     for on in (True, False):
         old = _core._use_projection_panels(on)
         try:
-            runs.append([a for training in (False, True)
-                         for a in CY._layer_forward(cell, params, x, bs, False, state0,
-                                                    training, threads)[:2]])
+            run = [a for training in (False, True)
+                   for a in CY._layer_forward(cell, params, x, bs, False, state0,
+                                              training, threads)[:2]]
+            y, s, cache = CY._layer_forward(cell, params, x, bs, False, state0, True, threads)
+            rng = np.random.default_rng(3)
+            d_y = rng.standard_normal(y.shape).astype(y.dtype)
+            d_s = tuple(rng.standard_normal(a.shape).astype(a.dtype) for a in s)
+            d_x, d_s0, d_p = CY._layer_backward(cell, params, cache, d_y, d_s, threads)
+            runs.append(run + [d_x, d_s0] + [d_p[k] for k in sorted(d_p)])
         finally:
             _core._use_projection_panels(old)
     return runs
