@@ -41,12 +41,15 @@ cdef extern from *:
     #if defined(__GNUC__) || defined(__clang__)
     #  define LK_INLINE static inline __attribute__((always_inline))
     #  define LK_RESTRICT __restrict__
+    #  define LK_PREFETCH_W(p) __builtin_prefetch((p), 1)
     #elif defined(_MSC_VER)
     #  define LK_INLINE static __forceinline
     #  define LK_RESTRICT __restrict
+    #  define LK_PREFETCH_W(p) ((void)0)
     #else
     #  define LK_INLINE static inline
     #  define LK_RESTRICT
+    #  define LK_PREFETCH_W(p) ((void)0)
     #endif
 
     /* One clone per x86-64 level, chosen once at load time by glibc's ifunc:
@@ -411,7 +414,7 @@ cdef extern from *:
                 if (accumulate)                                                      \
                     for (Py_ssize_t r = 0; r < mr; r++)                              \
                         for (int c = 0; c < NR; c += 64 / (int)sizeof(T))            \
-                            __builtin_prefetch(out + (r0 + r) * ldo + p0 + c, 1);    \
+                            LK_PREFETCH_W(out + (r0 + r) * ldo + p0 + c);             \
                 for (Py_ssize_t kk = 0; kk < k; kk++) {                              \
                     const T *wk = w + kk * NR;                                       \
                     for (int r = 0; r < LK_MR; r++) {                                \
