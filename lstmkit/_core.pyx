@@ -413,7 +413,7 @@ cdef extern from *:
                    k loop runs, not at the store (T100 B64 H256: 7% faster) */    \
                 if (accumulate)                                                      \
                     for (Py_ssize_t r = 0; r < mr; r++)                              \
-                        for (int c = 0; c < NR; c += 64 / (int)sizeof(T))            \
+                        for (Py_ssize_t c = 0; c < w_; c += 64 / (Py_ssize_t)sizeof(T))\
                             LK_PREFETCH_W(out + (r0 + r) * ldo + p0 + c);             \
                 for (Py_ssize_t kk = 0; kk < k; kk++) {                              \
                     const T *wk = w + kk * NR;                                       \
@@ -1111,7 +1111,7 @@ cdef void _weight_grads_rows(Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t g0, Py_ssi
         if db_ih != NULL:
             _colsum(N, g1 - g0, dg + g0, G, db_ih + g0)
         if db_hh != NULL and db_ih != NULL:  # the same sum: one pass over dg, not two
-            memcpy(db_hh + g0, db_ih + g0, (g1 - g0) * sizeof(floating))
+            memmove(db_hh + g0, db_ih + g0, (g1 - g0) * sizeof(floating))
         elif db_hh != NULL:
             _colsum(N, g1 - g0, dg + g0, G, db_hh + g0)
 
@@ -1511,7 +1511,7 @@ cdef void _gru_weight_grads_rows(Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t g0, Py
     if a1 > g0:
         _gemm(True, False, <int>(a1 - g0), I, <int>N, 1, dgh + g0, G, x, I, 0, dw_ih + g0 * I, I)
         if db_ih != NULL and db_hh != NULL:  # r, z: the same sum as db_hh's
-            memcpy(db_ih + g0, db_hh + g0, (a1 - g0) * sizeof(floating))
+            memmove(db_ih + g0, db_hh + g0, (a1 - g0) * sizeof(floating))
         elif db_ih != NULL:
             _colsum(N, a1 - g0, dgh + g0, G, db_ih + g0)
     if g1 > b0:
@@ -1690,11 +1690,18 @@ cdef _Panels _sequence_panels_for(Py_ssize_t N, Py_ssize_t k, Py_ssize_t n, Py_s
                                   size_t item, bint use):
     """Room for the (k, n) operand of a whole-sequence product over ``N`` rows in panels,
     and ``extra`` values after it, where the panel kernel serves such products (the
-    input projection, the backward's ``dx``; ``use`` false: never)."""
+    input projection, the backward's ``dx``; ``use`` false: never).
+
+    Packing costs a pass over the weights each call, which a few rows do not repay
+    when the weights are large: I = H = 1024 (16 MB), 16 rows took 0.43x BLAS's
+    speed, 64-128 rows the same, 256 rows or more 1.1-1.5x; up to 1 MB of weights,
+    which stay in L2, 16 rows already broke even (benchmarks/projection_ab.py's
+    switch, one thread)."""
     cdef _Panels p = _Panels()
     cdef Py_ssize_t nr = LK_NR_f if item == sizeof(float) else LK_NR_d
     p.ptr = NULL
-    if (use and _PROJ_PANELS and N >= 16 and k > 0 and n > 0
+    if (use and _PROJ_PANELS and k > 0 and n > 0
+            and (N >= 128 or (N >= 16 and <size_t>(k * n) * item <= (1 << 20)))
             and lk_proj_panels_pay(item == sizeof(double))):
         p.ptr = lk_alloc64(((n + nr - 1) // nr * nr * k + extra) * item)
         if p.ptr == NULL:
@@ -1757,8 +1764,9 @@ def lstm_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
     i, f, g, o), else (R, 4H) with R >= max(batch_sizes): the input is
     projected R rows at a time.  ``hcell``: None without projection, else
     (N, H) when training, (B, H) otherwise.  Training: pass ``hprev`` (N, P),
-    ``cprev``/``tanhc`` (N, H).  ``panels``: allow the packed small-batch kernel
-    (else BLAS for every per-step product; a test switch).  ``threads``: 2 runs
+    ``cprev``/``tanhc`` (N, H).  ``panels``: allow the packed-panel kernel
+    (else BLAS for every per-step product and for the products over ``w_ih``, the
+    input projection and the backward's ``dx``; a test switch).  ``threads``: 2 runs
     the time loop on two threads where panels serve it (2-64 rows, no
     projection; :func:`_forward_2t`), with the same results as on one
     (the caller's policy decides).  ``flush_denormals``:
@@ -3212,6 +3220,13 @@ def _stall_worker_at(Py_ssize_t step, Py_ssize_t steps=-1):
     global lk_stall_step, lk_stall_steps
     lk_stall_step, lk_stall_steps = step, steps
     return lk_team_count, lk_solo_count
+
+
+def projection_panels_used(dtype):
+    """Whether this CPU and build may run the whole-sequence products over ``w_ih`` (the
+    input projection, the backward's ``dx``) on the panel kernel for ``dtype``."""
+    import numpy as _np
+    return bool(_PROJ_PANELS and lk_proj_panels_pay(_np.dtype(dtype) == _np.float64))
 
 
 def lk_panels_used(dtype):
