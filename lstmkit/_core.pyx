@@ -1694,14 +1694,14 @@ cdef _Panels _sequence_panels_for(Py_ssize_t N, Py_ssize_t k, Py_ssize_t n, Py_s
 
     Packing costs a pass over the weights each call, which a few rows do not repay
     when the weights are large: I = H = 1024 (16 MB), 16 rows took 0.43x BLAS's
-    speed, 64-128 rows the same, 256 rows or more 1.1-1.5x; up to 1 MB of weights,
-    which stay in L2, 16 rows already broke even (benchmarks/projection_ab.py's
-    switch, one thread)."""
+    speed, 128 rows 0.76x, 256 rows or more 1.3-1.5x; up to 1 MB of weights, which
+    stay in L2, 16 rows already broke even (``_use_projection_panels``, LSTM
+    inference, one thread)."""
     cdef _Panels p = _Panels()
     cdef Py_ssize_t nr = LK_NR_f if item == sizeof(float) else LK_NR_d
     p.ptr = NULL
     if (use and _PROJ_PANELS and k > 0 and n > 0
-            and (N >= 128 or (N >= 16 and <size_t>(k * n) * item <= (1 << 20)))
+            and (N >= 256 or (N >= 16 and <size_t>(k * n) * item <= (1 << 20)))
             and lk_proj_panels_pay(item == sizeof(double))):
         p.ptr = lk_alloc64(((n + nr - 1) // nr * nr * k + extra) * item)
         if p.ptr == NULL:
