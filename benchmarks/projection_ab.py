@@ -14,9 +14,7 @@ projection is not used both columns run the same code.
 from __future__ import annotations
 
 import os
-import statistics
 import sys
-import time
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -25,22 +23,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.p
 
 import lstmkit  # noqa: E402
 from lstmkit import _core  # noqa: E402
+from profile_rnn import median_times  # noqa: E402  (this folder: interleaved rounds)
 
 CONFIGS = [(100, 1, 32, 64), (100, 16, 64, 128), (200, 8, 64, 128), (100, 64, 128, 256),
            (50, 32, 128, 512)]  # T, B, I, H
-
-
-def median_times(fns, rounds=21):
-    """Interleaved rounds, the order reversed every other round: the median seconds."""
-    for f in fns:
-        f()
-    samples = [[] for _ in fns]
-    for r in range(rounds):
-        for i in (range(len(fns)) if r % 2 == 0 else reversed(range(len(fns)))):
-            t0 = time.perf_counter()
-            fns[i]()
-            samples[i].append(time.perf_counter() - t0)
-    return [statistics.median(s) for s in samples]
 
 
 def main():
@@ -60,7 +46,7 @@ def main():
                     return call
 
                 with threadpool_limits(1):
-                    blas, panels = median_times([run(False), run(True)])
+                    blas, panels = median_times([run(False), run(True)], rounds=21)
                 print(f"| {kind} | {T}, {B}, {I}, {H} | {blas * 1e3:.2f} → {panels * 1e3:.2f} "
                       f"| {blas / panels:.2f}× |", flush=True)
     finally:

@@ -759,7 +759,8 @@ cdef inline void _recurrent_gemm_bwd(int rows, int g, int p, const floating* dg,
 cdef floating* _gates_block(Py_ssize_t s, Py_ssize_t T, const int64_t* bs, bint reverse,
                             Py_ssize_t off, Py_ssize_t live, Py_ssize_t R, Py_ssize_t* lo,
                             Py_ssize_t* hi, int G, int I, const floating* x,
-                            const floating* w_ih, const floating* pk, const floating* b1, int n1,
+                            const floating* w_ih, const floating* pk, const floating* b1,
+                            int n1,
                             const floating* b2, int n2, floating* gates,
                             bint project) noexcept nogil:
     """Gate rows of packed rows ``[off, off + live)`` (step ``s`` in loop order).
@@ -768,7 +769,7 @@ cdef floating* _gates_block(Py_ssize_t s, Py_ssize_t T, const int64_t* bs, bint 
     steps, rows ``[lo, hi)``.  When step ``s`` is past the block, the next
     block (as many steps as fit in ``R`` rows, at least this one) is
     projected.  ``R >= N`` projects everything at once (training keeps it);
-    inference passes a few MB so the whole-sequence buffer is never held.
+    inference passes a few hundred KB so the whole-sequence buffer is never held.
     ``project`` false: only move ``lo``/``hi`` (the thread that does not project).
     ``pk``: ``w_ih`` in panels (:func:`_input_projection`) or NULL.
     """
@@ -783,7 +784,8 @@ cdef floating* _gates_block(Py_ssize_t s, Py_ssize_t T, const int64_t* bs, bint 
         lo[0] = off + live - rows if reverse else off
         hi[0] = lo[0] + rows
         if project:
-            _input_projection(<int>rows, G, I, x + lo[0] * I, w_ih, pk, b1, n1, b2, n2, gates, 0, G)
+            _input_projection(<int>rows, G, I, x + lo[0] * I, w_ih, pk, b1, n1, b2, n2, gates, 0,
+                              G)
     return gates + (off - lo[0]) * G
 
 
@@ -843,7 +845,7 @@ cdef void _input_projection(int n, int g, int i, const floating* x, const floati
     elif pk == NULL:
         _projection_cols(n, g, i, x, w_ih, b1, n1, b2, n2, out, c0, c1)
     else:
-        _projection_panels(n, g, i, x, pk, b1 != NULL or b2 != NULL, out, c0, c1)
+        _panel_gemm_rows(n, g, i, x, pk, b1 != NULL or b2 != NULL, out, c0, c1)
 
 
 #: Rows of ``x`` the panel projection takes at a time: all its panels run over
@@ -851,13 +853,15 @@ cdef void _input_projection(int n, int g, int i, const floating* x, const floati
 cdef Py_ssize_t _PROJ_CHUNK_BYTES = 256 * 1024
 
 
-cdef void _projection_panels(Py_ssize_t n, Py_ssize_t g, Py_ssize_t i, const floating* x,
-                             const floating* pk, bint bias, floating* out, Py_ssize_t c0,
-                             Py_ssize_t c1) noexcept nogil:
-    """Columns ``[c0, c1)`` (``c0`` on a panel boundary) of :func:`_input_projection`
-    through the panel kernel, a chunk of rows at a time (``i`` > 0: see
-    :func:`_proj_panels_for`)."""
-    cdef Py_ssize_t r0, rows = max(4, _PROJ_CHUNK_BYTES // max(1, i * <Py_ssize_t>sizeof(floating)) // 4 * 4)
+cdef void _panel_gemm_rows(Py_ssize_t n, Py_ssize_t g, Py_ssize_t i, const floating* x,
+                           const floating* pk, bint bias, floating* out, Py_ssize_t c0,
+                           Py_ssize_t c1) noexcept nogil:
+    """Columns ``[c0, c1)`` (``c0`` on a panel boundary) of ``out[n, g] = x[n, i] @ b``
+    (+ the bias sum packed after ``b``, with ``bias``), ``b`` (i, g) packed in ``pk``
+    (:func:`_sequence_panels_for`, ``i`` > 0), a chunk of rows at a time: the input
+    projection and the backward's ``dx``."""
+    cdef Py_ssize_t r0, rows = _PROJ_CHUNK_BYTES // max(1, i * <Py_ssize_t>sizeof(floating))
+    rows = max(4, rows // 4 * 4)
     cdef const floating* bsum = pk + _packed_size(i, g, pk) + c0 if bias else NULL
     if n <= 0 or c1 <= c0:
         return
@@ -868,21 +872,30 @@ cdef void _projection_panels(Py_ssize_t n, Py_ssize_t g, Py_ssize_t i, const flo
         r0 += rows
 
 
+cdef void _projection_biases(Py_ssize_t j0, Py_ssize_t j1, const floating* b1, Py_ssize_t n1,
+                             const floating* b2, Py_ssize_t n2, floating* out) noexcept nogil:
+    """``out[j] = 0 + b1[j] + b2[j]`` for ``j`` in ``[j0, j1)``; ``b1``/``b2`` (either may be
+    NULL) cover the first ``n1``/``n2`` columns.  The projection's biases, for BLAS's
+    pre-filled rows and the panel kernel's store alike (the same sums either way)."""
+    cdef Py_ssize_t j
+    for j in range(j0, j1):
+        out[j] = 0
+        if b1 != NULL and j < n1:
+            out[j] += b1[j]
+        if b2 != NULL and j < n2:
+            out[j] += b2[j]
+
+
 cdef void _projection_cols(int n, int g, int i, const floating* x, const floating* w_ih,
                            const floating* b1, int n1, const floating* b2, int n2,
                            floating* out, Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
     """Columns ``[c0, c1)`` of :func:`_input_projection` in one GEMM."""
-    cdef Py_ssize_t r, j
+    cdef Py_ssize_t r
     cdef floating beta = 0
     if n <= 0 or c1 <= c0:
         return
     if b1 != NULL or b2 != NULL:
-        for j in range(c0, c1):
-            out[j] = 0
-            if b1 != NULL and j < n1:
-                out[j] += b1[j]
-            if b2 != NULL and j < n2:
-                out[j] += b2[j]
+        _projection_biases(c0, c1, b1, n1, b2, n2, out)
         for r in range(1, n):
             memcpy(out + r * g + c0, out + c0, (c1 - c0) * sizeof(floating))
         beta = 1
@@ -1075,8 +1088,8 @@ cdef inline Py_ssize_t _half_at(Py_ssize_t n) noexcept nogil:
 
 cdef void _weight_grads(int part, Py_ssize_t N, int G, int I, int P, const floating* dg,
                         const floating* x, const floating* hprev, const floating* w_ih,
-                        const floating* w_ih_pk, floating* dx, floating* dw_ih, floating* dw_hh, floating* db_ih,
-                        floating* db_hh) noexcept nogil:
+                        const floating* w_ih_pk, floating* dx, floating* dw_ih,
+                        floating* dw_hh, floating* db_ih, floating* db_hh) noexcept nogil:
     """The LSTM (and RNN) backward's whole-sequence products from ``dg`` (N, G): ``dx = dg w_ih``,
     ``dw_ih = dg^T x``, ``dw_hh = dg^T hprev`` and the bias sums, in two halves (``dx``
     by rows, the rest by gate rows); ``part`` 0 or 1 does one half (a thread's share),
@@ -1101,7 +1114,7 @@ cdef void _weight_grads_rows(Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t g0, Py_ssi
                              floating* db_hh) noexcept nogil:
     """One half of :func:`_weight_grads`: ``dx`` rows [n0, n1), gate rows [g0, g1)."""
     if n1 > n0 and w_ih_pk != NULL:
-        _projection_panels(n1 - n0, I, G, dg + n0 * G, w_ih_pk, False, dx + n0 * I, 0, I)
+        _panel_gemm_rows(n1 - n0, I, G, dg + n0 * G, w_ih_pk, False, dx + n0 * I, 0, I)
     elif n1 > n0:
         _gemm(False, False, <int>(n1 - n0), I, G, 1, dg + n0 * G, G, w_ih, I, 0, dx + n0 * I, I)
     if g1 > g0:
@@ -1344,7 +1357,8 @@ cdef void _lstm_forward(Py_ssize_t T, const int64_t* bs, bint reverse, int N, in
 
 cdef void _lstm_backward(Py_ssize_t T, const int64_t* bs, bint reverse, int N, int I,
                          int H, int P, const floating* x, const floating* w_ih,
-                         const floating* w_ih_pk, const floating* w_hh, const floating* w_pk, const floating* w_hr,
+                         const floating* w_ih_pk, const floating* w_hh, const floating* w_pk,
+                         const floating* w_hr,
                          const floating* gates, const floating* hprev,
                          const floating* cprev, const floating* tanhc,
                          const floating* hcell, const floating* dy, floating* dh,
@@ -1563,7 +1577,8 @@ cdef void _rnn_forward(Py_ssize_t T, const int64_t* bs, bint reverse, bint relu,
 
 cdef void _rnn_backward(Py_ssize_t T, const int64_t* bs, bint reverse, bint relu, int N,
                         int I, int H, const floating* x, const floating* w_ih,
-                        const floating* w_ih_pk, const floating* w_hh, const floating* w_pk, const floating* act,
+                        const floating* w_ih_pk, const floating* w_hh, const floating* w_pk,
+                        const floating* act,
                         const floating* hprev,
                         const floating* dy, floating* dh, floating* dg, floating* dx,
                         floating* dw_ih, floating* dw_hh, floating* db_ih,
@@ -1720,17 +1735,9 @@ cdef void _pack_projection(Py_ssize_t I, Py_ssize_t G, const floating* w_ih,
                            const floating* b1, Py_ssize_t n1, const floating* b2,
                            Py_ssize_t n2, floating* pk) noexcept nogil:
     """Fill :func:`_proj_panels_for`'s room: ``w_ih`` (G, I) transposed into panels,
-    then ``0 + b1 + b2`` per column (``b1``/``b2`` cover the first ``n1``/``n2``; the
-    same sums :func:`_projection_cols` writes)."""
-    cdef floating* bsum = pk + _packed_size(I, G, pk)
-    cdef Py_ssize_t j
+    then the bias sum per column (:func:`_projection_biases`)."""
     _pack(I, G, w_ih, True, pk)
-    for j in range(G):
-        bsum[j] = 0
-        if b1 != NULL and j < n1:
-            bsum[j] += b1[j]
-        if b2 != NULL and j < n2:
-            bsum[j] += b2[j]
+    _projection_biases(0, G, b1, n1, b2, n2, pk + _packed_size(I, G, pk))
 
 
 cdef int _check_gates(object name, const int64_t[::1] bs, Py_ssize_t rows, Py_ssize_t cols,
@@ -2154,8 +2161,8 @@ def rnn_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
             else:
                 _rnn_forward(batch_sizes.shape[0], &batch_sizes[0], reverse, relu, N, I, H,
                              &x[0, 0], &w_ih[0, 0], <floating*>pk_ih.ptr, &w_hh[0, 0],
-                             <floating*>pk.ptr, _c1(b_ih), _c1(b_hh), &h[0, 0], _p2(y), &gates[0, 0], gates.shape[0],
-                             _p2(hprev))
+                             <floating*>pk.ptr, _c1(b_ih), _c1(b_hh), &h[0, 0], _p2(y),
+                             &gates[0, 0], gates.shape[0], _p2(hprev))
     finally:
         if flush_denormals:
             lk_denormals_restore(csr)
