@@ -389,12 +389,18 @@ cdef extern from *:
                 for (Py_ssize_t c = w; c < NR; c++) dst[kk * NR + c] = 0;            \
         }                                                                            \
     }                                                                                \
-    LK_KERNEL void lk_panel_gemm_##S(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,      \
+    LK_DEFINE_PANEL_GEMM(T, lk_panel_gemm_##S, LK_NR_##S, lda, 1)                     \
+    /* the same with a given transposed, a[r, kk] at a[kk * lda + r]: the backward's \
+       weight gradients read the layer's input and hidden states in place */          \
+    LK_DEFINE_PANEL_GEMM(T, lk_panel_gemm_at_##S, LK_NR_##S, 1, lda)
+
+    #define LK_DEFINE_PANEL_GEMM(T, NAME, NRV, RS, KS)                               \
+    LK_KERNEL void NAME(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,      \
                                      const T *LK_RESTRICT a, Py_ssize_t lda,         \
                                      const T *LK_RESTRICT packed, int accumulate,    \
                                      const T *LK_RESTRICT bias,                      \
                                      T *LK_RESTRICT out, Py_ssize_t ldo) {           \
-        enum { NR = LK_NR_##S };                                                     \
+        enum { NR = NRV };                                                     \
         /* panel outer, rows inner: each panel (k * NR values) is read from      \
            memory once per call and then from cache for the other row blocks */     \
         for (Py_ssize_t p0 = 0; p0 < n; p0 += NR) {                                  \
@@ -404,7 +410,7 @@ cdef extern from *:
                 const Py_ssize_t mr = m - r0 < LK_MR ? m - r0 : LK_MR;               \
                 const T *ar[LK_MR];                                                  \
                 /* rows past m repeat the last row: computed, never stored */       \
-                for (int r = 0; r < LK_MR; r++) ar[r] = a + (r0 + (r < mr ? r : mr - 1)) * lda;\
+                for (int r = 0; r < LK_MR; r++) ar[r] = a + (r0 + (r < mr ? r : mr - 1)) * RS;\
                 T acc[LK_MR][NR];                                                    \
                 for (int r = 0; r < LK_MR; r++)                                      \
                     for (int c = 0; c < NR; c++) acc[r][c] = 0;                      \
@@ -418,7 +424,7 @@ cdef extern from *:
                 for (Py_ssize_t kk = 0; kk < k; kk++) {                              \
                     const T *wk = w + kk * NR;                                       \
                     for (int r = 0; r < LK_MR; r++) {                                \
-                        const T av = ar[r][kk];                                      \
+                        const T av = ar[r][kk * KS];                                \
                         for (int c = 0; c < NR; c++) acc[r][c] += av * wk[c];        \
                     }                                                                \
                 }                                                                    \
@@ -437,6 +443,100 @@ cdef extern from *:
 
     LK_DEFINE_PANEL(float, f)
     LK_DEFINE_PANEL(double, d)
+
+    /* The backward's weight gradients on the panel kernel: for the gate columns
+       [g0, g1) of dg (N, G), dw_a[g0:g1] = dg^T a and dw_b[g0:g1] = dg^T b, with
+       a (N, I) the layer's input and b (N, P) the previous hidden states.  As
+       the kernel's [a | b]^T dg, in blocks of LK_WG_KC rows of the sum: each
+       block of dg is packed into panels once for both products (BLAS packs dg^T
+       once per product: 7% of a training step at T100 B64 H256), [a | b]
+       transposed so that the kernel broadcasts it, the column sums of dg (the
+       bias gradient, when db) taken by the same pass, and the transposed sums
+       kept in a scratch that is written out at the end.  The split [g0, g1)
+       between threads changes no bits: each output sums the same blocks in
+       the same order.  Returns -1, having written nothing, when memory is short. */
+    #define LK_WG_KC 256
+    #define LK_DEFINE_WGRAD(T, S)                                                    \
+    /* dst[c, r] = src[r, c] for r < rows, c < cols, in 16 x 16 tiles */          \
+    LK_KERNEL void lk_transpose_##S(Py_ssize_t rows, Py_ssize_t cols,                \
+                                    const T *LK_RESTRICT src, Py_ssize_t lds,        \
+                                    T *LK_RESTRICT dst, Py_ssize_t ldd) {            \
+        for (Py_ssize_t r0 = 0; r0 < rows; r0 += 16)                                 \
+            for (Py_ssize_t c0 = 0; c0 < cols; c0 += 16) {                           \
+                const Py_ssize_t r1 = rows - r0 < 16 ? rows : r0 + 16;               \
+                const Py_ssize_t c1 = cols - c0 < 16 ? cols : c0 + 16;               \
+                for (Py_ssize_t c = c0; c < c1; c++)                                 \
+                    for (Py_ssize_t r = r0; r < r1; r++)                             \
+                        dst[c * ldd + r] = src[r * lds + c];                         \
+            }                                                                        \
+    }                                                                                \
+    /* lk_pack_S of src (k, n) with row stride ld, adding its column sums to    \
+       sum (n values) when sum is not NULL */                                      \
+    LK_KERNEL void lk_pack_sum_##S(Py_ssize_t k, Py_ssize_t n, const T *LK_RESTRICT src,\
+                                   Py_ssize_t ld, T *LK_RESTRICT packed,             \
+                                   T *LK_RESTRICT sum) {                             \
+        enum { NR = LK_NR_##S };                                                     \
+        for (Py_ssize_t p0 = 0; p0 < n; p0 += NR) {                                  \
+            T *dst = packed + p0 * k;                                                \
+            const Py_ssize_t w = n - p0 < NR ? n - p0 : NR;                          \
+            if (w == NR && sum) {                                                    \
+                T s[NR];                                                             \
+                for (int c = 0; c < NR; c++) s[c] = sum[p0 + c];                     \
+                for (Py_ssize_t kk = 0; kk < k; kk++)                                \
+                    for (int c = 0; c < NR; c++) {                                   \
+                        const T v = src[kk * ld + p0 + c];                           \
+                        dst[kk * NR + c] = v;                                        \
+                        s[c] += v;                                                   \
+                    }                                                                \
+                for (int c = 0; c < NR; c++) sum[p0 + c] = s[c];                     \
+            } else if (w == NR) {                                                    \
+                for (Py_ssize_t kk = 0; kk < k; kk++)                                \
+                    for (int c = 0; c < NR; c++) dst[kk * NR + c] = src[kk * ld + p0 + c];\
+            } else {                                                                 \
+                for (Py_ssize_t kk = 0; kk < k; kk++) {                              \
+                    for (Py_ssize_t c = 0; c < w; c++) {                             \
+                        const T v = src[kk * ld + p0 + c];                           \
+                        dst[kk * NR + c] = v;                                        \
+                        if (sum) sum[p0 + c] += v;                                   \
+                    }                                                                \
+                    for (Py_ssize_t c = w; c < NR; c++) dst[kk * NR + c] = 0;        \
+                }                                                                    \
+            }                                                                        \
+        }                                                                            \
+    }                                                                                \
+    static int lk_weight_grads_##S(Py_ssize_t N, Py_ssize_t G, Py_ssize_t g0,        \
+                                   Py_ssize_t g1, const T *dg, Py_ssize_t I,         \
+                                   const T *a, Py_ssize_t P, const T *b, T *dw_a,    \
+                                   T *dw_b, T *db) {                                 \
+        const Py_ssize_t NR = LK_NR_##S, KC = LK_WG_KC, gw = g1 - g0, M = I + P;     \
+        if (gw <= 0) return 0;                                                       \
+        T *pk = (T *)lk_alloc64((size_t)((gw + NR - 1) / NR * NR) * KC * sizeof(T)); \
+        T *acc = (T *)lk_alloc64((size_t)M * gw * sizeof(T));                        \
+        if (pk == NULL || acc == NULL) {                                             \
+            lk_free64(pk); lk_free64(acc);                                           \
+            return -1;                                                               \
+        }                                                                            \
+        if (db)                                                                      \
+            for (Py_ssize_t c = 0; c < gw; c++) db[g0 + c] = 0;                      \
+        if (N <= 0)                                                                  \
+            for (Py_ssize_t i = 0; i < M * gw; i++) acc[i] = 0;                      \
+        for (Py_ssize_t k0 = 0; k0 < N; k0 += KC) {                                  \
+            const Py_ssize_t kc = N - k0 < KC ? N - k0 : KC;                         \
+            lk_pack_sum_##S(kc, gw, dg + k0 * G + g0, G, pk, db ? db + g0 : NULL);   \
+            if (I > 0)                                                               \
+                lk_panel_gemm_at_##S(I, gw, kc, a + k0 * I, I, pk, k0 > 0, NULL, acc, gw);\
+            if (P > 0)                                                               \
+                lk_panel_gemm_at_##S(P, gw, kc, b + k0 * P, P, pk, k0 > 0, NULL,     \
+                                     acc + I * gw, gw);                              \
+        }                                                                            \
+        if (I > 0) lk_transpose_##S(I, gw, acc, gw, dw_a + g0 * I, I);               \
+        if (P > 0) lk_transpose_##S(P, gw, acc + I * gw, gw, dw_b + g0 * P, P);      \
+        lk_free64(pk); lk_free64(acc);                                               \
+        return 0;                                                                    \
+    }
+
+    LK_DEFINE_WGRAD(float, f)
+    LK_DEFINE_WGRAD(double, d)
 
     #if defined(__x86_64__) || defined(_M_X64)
     #  include <immintrin.h>
@@ -623,6 +723,12 @@ cdef extern from *:
     void lk_panel_gemm_d(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const double* a,
                          Py_ssize_t lda, const double* packed, int accumulate,
                          const double* bias, double* out, Py_ssize_t ldo) noexcept nogil
+    int lk_weight_grads_f(Py_ssize_t N, Py_ssize_t G, Py_ssize_t g0, Py_ssize_t g1,
+                          const float* dg, Py_ssize_t I, const float* a, Py_ssize_t P,
+                          const float* b, float* dw_a, float* dw_b, float* db) noexcept nogil
+    int lk_weight_grads_d(Py_ssize_t N, Py_ssize_t G, Py_ssize_t g0, Py_ssize_t g1,
+                          const double* dg, Py_ssize_t I, const double* a, Py_ssize_t P,
+                          const double* b, double* dw_a, double* dw_b, double* db) noexcept nogil
     ctypedef struct lk_team:
         int nthreads
     void lk_team_start(lk_team* t, int want, void* (*fn)(void*) noexcept nogil,
@@ -1081,6 +1187,19 @@ cdef floating* _team_gates(_TeamJob* j, int tid, Py_ssize_t s, Py_ssize_t off, i
     return gt
 
 
+cdef inline int _panel_weight_grads(Py_ssize_t N, Py_ssize_t G, Py_ssize_t g0, Py_ssize_t g1,
+                                    const floating* dg, Py_ssize_t I, const floating* a,
+                                    Py_ssize_t P, const floating* b, floating* dw_a,
+                                    floating* dw_b, floating* db) noexcept nogil:
+    """``dw_a[g0:g1] = dg[:, g0:g1]^T a``, ``dw_b[g0:g1] = dg[:, g0:g1]^T b`` and ``db`` the
+    column sums on the panel kernel (``lk_weight_grads``); -1, nothing written, when
+    memory is short."""
+    if floating is float:
+        return lk_weight_grads_f(N, G, g0, g1, dg, I, a, P, b, dw_a, dw_b, db)
+    else:
+        return lk_weight_grads_d(N, G, g0, g1, dg, I, a, P, b, dw_a, dw_b, db)
+
+
 cdef inline Py_ssize_t _half_at(Py_ssize_t n) noexcept nogil:
     """Where :func:`_weight_grads` splits ``n`` rows: a multiple of 16, at most n/2."""
     return (n // 32) * 16
@@ -1117,7 +1236,16 @@ cdef void _weight_grads_rows(Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t g0, Py_ssi
         _panel_gemm_rows(n1 - n0, I, G, dg + n0 * G, w_ih_pk, False, dx + n0 * I, 0, I)
     elif n1 > n0:
         _gemm(False, False, <int>(n1 - n0), I, G, 1, dg + n0 * G, G, w_ih, I, 0, dx + n0 * I, I)
-    if g1 > g0:
+    if g1 <= g0:
+        return
+    if _PROJ_PANELS and lk_proj_panels_pay(floating is double) and _panel_weight_grads(
+            N, G, g0, g1, dg, I, x, P, hprev, dw_ih, dw_hh, db_ih) == 0:
+        if db_hh != NULL and db_ih != NULL:
+            memmove(db_hh + g0, db_ih + g0, (g1 - g0) * sizeof(floating))
+        elif db_hh != NULL:
+            _colsum(N, g1 - g0, dg + g0, G, db_hh + g0)
+        return
+    if True:
         _gemm(True, False, <int>(g1 - g0), I, <int>N, 1, dg + g0, G, x, I, 0, dw_ih + g0 * I, I)
         _gemm(True, False, <int>(g1 - g0), P, <int>N, 1, dg + g0, G, hprev, P, 0,
               dw_hh + g0 * P, P)
@@ -1517,6 +1645,10 @@ cdef void _gru_weight_grads_rows(Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t g0, Py
               dx + n0 * I, I)
         _gemm(False, False, <int>(n1 - n0), I, H, 1, dgin + n0 * H, H, w_ih + 2 * H * I, I, 1,
               dx + n0 * I, I)
+    if g1 > g0 and _PROJ_PANELS and lk_proj_panels_pay(floating is double):
+        if _gru_weight_grads_panels(g0, g1, N, H, I, dgh, dgin, x, hprev, dw_ih, dw_hh, db_ih,
+                                    db_hh) == 0:
+            return
     if g1 > g0:
         _gemm(True, False, <int>(g1 - g0), H, <int>N, 1, dgh + g0, G, hprev, H, 0,
               dw_hh + g0 * H, H)
@@ -1533,6 +1665,31 @@ cdef void _gru_weight_grads_rows(Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t g0, Py
               dw_ih + b0 * I, I)
         if db_ih != NULL:
             _colsum(N, g1 - b0, dgin + (b0 - 2 * H), H, db_ih + b0)
+
+
+cdef int _gru_weight_grads_panels(Py_ssize_t g0, Py_ssize_t g1, Py_ssize_t N, int H, int I,
+                                 const floating* dgh, const floating* dgin, const floating* x,
+                                 const floating* hprev, floating* dw_ih, floating* dw_hh,
+                                 floating* db_ih, floating* db_hh) noexcept nogil:
+    """:func:`_gru_weight_grads_rows`' gate rows [g0, g1) on the panel kernel
+    (``lk_weight_grads_f``): r and z take ``x`` and ``hprev`` against ``dgh``, n takes
+    ``hprev`` against ``dgh`` and ``x`` against ``dgin``.  -1 when memory is short
+    (then some gradients may be written, and BLAS redoes them all)."""
+    cdef Py_ssize_t G = 3 * H, a1 = min(g1, 2 * H), b0 = max(g0, 2 * H)
+    cdef floating* db = db_hh if db_hh != NULL else db_ih  # r, z: one sum for both
+    if a1 > g0:
+        if _panel_weight_grads(N, G, g0, a1, dgh, I, x, H, hprev, dw_ih, dw_hh, db) != 0:
+            return -1
+        if db_ih != NULL and db_hh != NULL:
+            memmove(db_ih + g0, db_hh + g0, (a1 - g0) * sizeof(floating))
+    if g1 > b0:
+        if _panel_weight_grads(N, G, b0, g1, dgh, 0, NULL, H, hprev, NULL, dw_hh, db_hh) != 0:
+            return -1
+        if _panel_weight_grads(N, H, b0 - 2 * H, g1 - 2 * H, dgin, I, x, 0, NULL,
+                               dw_ih + 2 * H * I, NULL,
+                               db_ih + 2 * H if db_ih != NULL else NULL) != 0:
+            return -1
+    return 0
 
 
 cdef inline void _gru_units_bwd(Py_ssize_t n, Py_ssize_t H, Py_ssize_t j0, Py_ssize_t j1,

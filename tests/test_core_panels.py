@@ -197,17 +197,23 @@ def _forward_both_ways(name, proj, bs, input_size, bias, threads, reverse, monke
     return runs
 
 
+SHORT = [64, 60, 33, 9, 5, 4, 2, 1, 1, 1]
+
+
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
 @pytest.mark.parametrize("input_size", [1, 11, 700])  # 700: chunks of 92 rows
 @pytest.mark.parametrize("name,proj", CELLS, ids=[f"{n}-p{p}" for n, p in CELLS])
-def test_projection_on_panels_matches_blas(name, proj, input_size, bias, threads, reverse,
+@pytest.mark.parametrize("bs", [SHORT, [64] * 6 + SHORT], ids=["180rows", "564rows"])
+def test_projection_on_panels_matches_blas(bs, name, proj, input_size, bias, threads, reverse,
                                            monkeypatch):
+    """The whole-sequence products on the panel kernel (input projection, ``dx``, the
+    weight gradients: 564 rows sum three blocks of 256) against BLAS."""
     if not _core.projection_panels_used(np.float32):
-        pytest.skip("this CPU or build keeps the products over w_ih on BLAS")
-    panels, blas = _forward_both_ways(name, proj, [64, 60, 33, 9, 5, 4, 2, 1, 1, 1],
-                                      input_size, bias, threads, reverse, monkeypatch)
+        pytest.skip("this CPU or build keeps the whole-sequence products on BLAS")
+    panels, blas = _forward_both_ways(name, proj, bs, input_size, bias, threads, reverse,
+                                      monkeypatch)
     flat = lambda run: [a for part in run for a in (part if isinstance(part, tuple) else (part,))]
     for i, (a, b) in enumerate(zip(flat(panels), flat(blas))):
         assert a.shape == b.shape
