@@ -400,7 +400,54 @@ cdef extern from *:
                                      const T *LK_RESTRICT packed, int accumulate,    \
                                      const T *LK_RESTRICT bias,                      \
                                      T *LK_RESTRICT out, Py_ssize_t ldo) {           \
-        enum { NR = NRV };                                                     \
+        enum { NR = NRV };                                                           \
+        if (m == 1) {  /* a gemv: four panels at a time, 8 independent FMA chains   \
+                          (one panel's k-long chain would wait on FMA latency) */   \
+            for (Py_ssize_t p0 = 0; p0 < n; p0 += 4 * NR) {                          \
+                const T *w = packed + p0 * k;                                        \
+                const Py_ssize_t cols = n - p0 < 4 * NR ? n - p0 : 4 * NR;           \
+                T acc[4][NR];                                                        \
+                for (int q = 0; q < 4; q++)                                          \
+                    for (int c = 0; c < NR; c++) acc[q][c] = 0;                      \
+                if (cols == 4 * NR) {                                                \
+                    for (Py_ssize_t kk = 0; kk < k; kk++) {                          \
+                        const T av = a[kk * KS];                                     \
+                        for (int q = 0; q < 4; q++)                                  \
+                            for (int c = 0; c < NR; c++)                             \
+                                acc[q][c] += av * w[q * NR * k + kk * NR + c];       \
+                    }                                                                \
+                } else {  /* the last 1-3 panels, each as 4 chains over k mod 4 */   \
+                    for (Py_ssize_t q = 0; q * NR < cols; q++) {                     \
+                        const T *wq = w + q * NR * k;                                \
+                        T part[4][NR];                                               \
+                        for (int j = 0; j < 4; j++)                                  \
+                            for (int c = 0; c < NR; c++) part[j][c] = 0;             \
+                        Py_ssize_t kk = 0;                                           \
+                        for (; kk + 4 <= k; kk += 4)                                 \
+                            for (int j = 0; j < 4; j++) {                            \
+                                const T av = a[(kk + j) * KS];                       \
+                                for (int c = 0; c < NR; c++)                         \
+                                    part[j][c] += av * wq[(kk + j) * NR + c];        \
+                            }                                                        \
+                        for (; kk < k; kk++) {                                       \
+                            const T av = a[kk * KS];                                 \
+                            for (int c = 0; c < NR; c++) part[0][c] += av * wq[kk * NR + c];\
+                        }                                                            \
+                        for (int c = 0; c < NR; c++)                                 \
+                            acc[q][c] = (part[0][c] + part[1][c]) + (part[2][c] + part[3][c]);\
+                    }                                                                \
+                }                                                                    \
+                T *o = out + p0;                                                     \
+                const T *acc0 = &acc[0][0];  /* columns p0 + c: acc[c / NR][c % NR] */  \
+                if (accumulate)                                                      \
+                    for (Py_ssize_t c = 0; c < cols; c++) o[c] += acc0[c];           \
+                else if (bias)                                                       \
+                    for (Py_ssize_t c = 0; c < cols; c++) o[c] = bias[p0 + c] + acc0[c];\
+                else                                                                 \
+                    for (Py_ssize_t c = 0; c < cols; c++) o[c] = acc0[c];            \
+            }                                                                        \
+            return;                                                                  \
+        }                                                                            \
         /* panel outer, rows inner: each panel (k * NR values) is read from      \
            memory once per call and then from cache for the other row blocks */     \
         for (Py_ssize_t p0 = 0; p0 < n; p0 += NR) {                                  \
@@ -841,11 +888,12 @@ cdef inline void _recurrent_gemm(int rows, int g, int p, const floating* h,
     """One step's recurrent product ``out[rows, g] = h[rows, p] @ w_hh[g, p]^T + beta*out``
     (``beta`` 0 or 1).
 
-    ``packed``: ``w_hh^T`` in panels (:func:`_packed_weights`) or NULL.  One row
-    goes to gemv; a few rows to the panel kernel; many rows to BLAS, whose
-    small-matrix path this call shape misses (see docs/performance.md).
+    ``packed``: ``w_hh^T`` in panels (:func:`_panels_for`) or NULL; then up to
+    ``_PANEL_MAX_ROWS`` rows go to the panel kernel (one row to its gemv loop), more
+    to BLAS, whose small-matrix path this call shape misses (see docs/performance.md).
+    Without panels one row goes to gemv.
     """
-    if 1 < rows <= _PANEL_MAX_ROWS and packed != NULL:
+    if 0 < rows <= _PANEL_MAX_ROWS and packed != NULL:
         _panel_gemm(rows, g, p, h, p, packed, beta != 0, out, g)
     else:
         _gemm(False, True, rows, g, p, 1, h, p, w_hh, p, beta, out, g)
@@ -856,7 +904,7 @@ cdef inline void _recurrent_gemm_bwd(int rows, int g, int p, const floating* dg,
                                      floating beta, floating* dh) noexcept nogil:
     """Its backward: ``dh[rows, p] = dg[rows, g] @ w_hh[g, p] + beta * dh``;
     ``packed``: ``w_hh`` in panels or NULL."""
-    if 1 < rows <= _PANEL_MAX_ROWS and packed != NULL:
+    if 0 < rows <= _PANEL_MAX_ROWS and packed != NULL:
         _panel_gemm(rows, p, g, dg, g, packed, beta != 0, dh, p)
     else:
         _gemm(False, False, rows, p, g, 1, dg, g, w_hh, p, beta, dh, p)
@@ -1300,9 +1348,8 @@ cdef void _forward_2t(_TeamJob* j, int tid, floating* kind) noexcept nogil:
             if live > 1:
                 if c_hi > c_lo:
                     _panel_gemm(live, c_hi - c_lo, H, h, H, w_pk + c_lo * H, not gru, out + c_lo, G)
-            elif tid == 0:
-                _gemm(False, True, 1, G, H, 1, h, H, <const floating*>j.w_hh, H,
-                      0 if gru else 1, out, G)
+            elif tid == 0:  # as on one thread
+                _recurrent_gemm(1, G, H, h, <const floating*>j.w_hh, w_pk, 0 if gru else 1, out)
             # both have read all of h before either writes its share
             if not lk_team_wait(&j.team, &sense, tid, live > 1):
                 if tid:
@@ -1402,9 +1449,9 @@ cdef void _backward_2t(_TeamJob* j, int tid, floating* kind) noexcept nogil:
                 if u_hi > u_lo:
                     _panel_gemm(live, u_hi - u_lo, G, dg + off * G, G, w_pk + u_lo * G, add,
                                 dh + u_lo, H)
-            elif tid == 0:
-                _gemm(False, False, 1, H, G, 1, dg + off * G, G, <const floating*>j.w_hh, H,
-                      1 if add else 0, dh, H)
+            elif tid == 0:  # as on one thread
+                _recurrent_gemm_bwd(1, G, H, dg + off * G, <const floating*>j.w_hh, w_pk,
+                                    1 if add else 0, dh)
             if live == 1 and not lk_team_wait(&j.team, &sense, tid, live > 1):
                 if tid:
                     return
@@ -1831,15 +1878,18 @@ cdef class _Panels:
 
 
 cdef _Panels _panels_for(Py_ssize_t rows, Py_ssize_t k, Py_ssize_t n, size_t item,
-                         bint use):
+                         bint use, Py_ssize_t steps):
     """Room for a (k, n) operand in panels when some step has more than one row
-    (``rows``: the largest batch size; ``use`` false: never).  The caller packs
-    it inside ``nogil``."""
+    (``rows``: the largest batch size; ``use`` false: never), or for one row over
+    4+ ``steps`` (the kernel's gemv loop beats BLAS's sgemv call by more than the
+    packing costs: T1000 B1 H32: 0.46 -> 0.27 us a step).  The caller packs it
+    inside ``nogil``."""
     cdef _Panels p = _Panels()
     cdef Py_ssize_t nr = LK_NR_f if item == sizeof(float) else LK_NR_d
     cdef Py_ssize_t size = (n + nr - 1) // nr * nr * k
     p.ptr = NULL
-    if use and rows > 1 and k > 0 and n > 0 and lk_panels_pay(item == sizeof(double)):
+    if use and (rows > 1 or steps >= 4) and k > 0 and n > 0 \
+            and lk_panels_pay(item == sizeof(double)):
         p.ptr = lk_alloc64(size * item)
         if p.ptr == NULL:
             raise MemoryError()
@@ -1974,9 +2024,10 @@ def lstm_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
     _check_batch_sizes(batch_sizes, B, N)
     cdef Py_ssize_t rows = batch_sizes[0] if N else 0
     # two threads: 2-64 rows on the panel path, no projection (_forward_2t)
-    cdef bint team = threads > 1 and w_hr is None and rows <= _PANEL_MAX_ROWS  # and pk.ptr (2+ rows, panels)
-    cdef _Panels pk = _panels_for(rows, P, G, sizeof(floating), panels)
-    cdef _Panels pk_hr = _panels_for(rows, H, P, sizeof(floating), panels and w_hr is not None)
+    cdef bint team = threads > 1 and w_hr is None and 1 < rows <= _PANEL_MAX_ROWS  # and pk.ptr
+    cdef _Panels pk = _panels_for(rows, P, G, sizeof(floating), panels, batch_sizes.shape[0])
+    cdef _Panels pk_hr = _panels_for(rows, H, P, sizeof(floating), panels and w_hr is not None,
+                                     batch_sizes.shape[0])
     cdef _Panels pk_ih = _proj_panels_for(N, I, G, sizeof(floating), panels)
     cdef _TeamJob job
     cdef unsigned csr = lk_denormals_flush() if flush_denormals else 0
@@ -2073,7 +2124,8 @@ def lstm_backward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
     elif P != H:
         raise ValueError(f"weight_hh: expected {H} columns without weight_hr, got {P}")
     _check_batch_sizes(batch_sizes, B, N)
-    cdef _Panels pk = _panels_for(batch_sizes[0] if N else 0, G, P, sizeof(floating), panels)
+    cdef _Panels pk = _panels_for(batch_sizes[0] if N else 0, G, P, sizeof(floating), panels,
+                                  batch_sizes.shape[0])
     cdef _Panels pk_dx = _sequence_panels_for(N, G, I, 0, sizeof(floating), panels)
     cdef unsigned csr = lk_denormals_flush() if flush_denormals else 0
     try:
@@ -2142,8 +2194,8 @@ def gru_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
         _shape("ghn", ghn.shape[0], ghn.shape[1], N, H)
     _check_batch_sizes(batch_sizes, B, N)
     cdef Py_ssize_t rows = batch_sizes[0] if N else 0
-    cdef bint team = threads > 1 and rows <= _PANEL_MAX_ROWS  # and pk.ptr (2+ rows, panels)
-    cdef _Panels pk = _panels_for(rows, H, G, sizeof(floating), panels)
+    cdef bint team = threads > 1 and 1 < rows <= _PANEL_MAX_ROWS  # and pk.ptr
+    cdef _Panels pk = _panels_for(rows, H, G, sizeof(floating), panels, batch_sizes.shape[0])
     cdef _Panels pk_ih = _proj_panels_for(N, I, G, sizeof(floating), panels)
     cdef _TeamJob job
     cdef unsigned csr = lk_denormals_flush() if flush_denormals else 0
@@ -2218,8 +2270,8 @@ def gru_backward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
         _vec("db_hh", db_hh.shape[0], G)
     _check_batch_sizes(batch_sizes, B, N)
     cdef Py_ssize_t rows = batch_sizes[0] if N else 0
-    cdef bint team = threads > 1 and rows <= _PANEL_MAX_ROWS  # and pk.ptr (2+ rows, panels)
-    cdef _Panels pk = _panels_for(rows, G, H, sizeof(floating), panels)
+    cdef bint team = threads > 1 and 1 < rows <= _PANEL_MAX_ROWS  # and pk.ptr
+    cdef _Panels pk = _panels_for(rows, G, H, sizeof(floating), panels, batch_sizes.shape[0])
     cdef _TeamJob job
     cdef unsigned csr = lk_denormals_flush() if flush_denormals else 0
     try:
@@ -2288,8 +2340,8 @@ def rnn_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
         _shape("hprev", hprev.shape[0], hprev.shape[1], N, H)
     _check_batch_sizes(batch_sizes, B, N)
     cdef Py_ssize_t rows = batch_sizes[0] if N else 0
-    cdef bint team = threads > 1 and rows <= _PANEL_MAX_ROWS  # and pk.ptr (2+ rows, panels)
-    cdef _Panels pk = _panels_for(rows, H, H, sizeof(floating), panels)
+    cdef bint team = threads > 1 and 1 < rows <= _PANEL_MAX_ROWS  # and pk.ptr
+    cdef _Panels pk = _panels_for(rows, H, H, sizeof(floating), panels, batch_sizes.shape[0])
     cdef _Panels pk_ih = _proj_panels_for(N, I, H, sizeof(floating), panels)
     cdef _TeamJob job
     cdef unsigned csr = lk_denormals_flush() if flush_denormals else 0
@@ -2357,8 +2409,8 @@ def rnn_backward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
         _vec("db_hh", db_hh.shape[0], H)
     _check_batch_sizes(batch_sizes, B, N)
     cdef Py_ssize_t rows = batch_sizes[0] if N else 0
-    cdef bint team = threads > 1 and rows <= _PANEL_MAX_ROWS  # and pk.ptr (2+ rows, panels)
-    cdef _Panels pk = _panels_for(rows, H, H, sizeof(floating), panels)
+    cdef bint team = threads > 1 and 1 < rows <= _PANEL_MAX_ROWS  # and pk.ptr
+    cdef _Panels pk = _panels_for(rows, H, H, sizeof(floating), panels, batch_sizes.shape[0])
     cdef _Panels pk_dx = _sequence_panels_for(N, H, I, 0, sizeof(floating), panels)
     cdef _TeamJob job
     cdef unsigned csr = lk_denormals_flush() if flush_denormals else 0
