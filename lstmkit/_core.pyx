@@ -340,15 +340,17 @@ cdef extern from *:
         return 0;
     #endif
     }
-    /* Where the input projection goes through the panel kernel too (W_ih^T packed
-       once per call, the biases added as its rows are stored): float32 on
-       AVX-512, where the kernel runs at the FMA peak and OpenBLAS's sgemm at
-       85-95% of it and needs a pass that writes the bias rows first (on Zen 4,
-       T50 B32 I128 H512: see docs/performance.md).  On AVX2 the kernel keeps
-       16 accumulators in 16 registers and runs at half rate; double is slower
-       than dgemm.  Elsewhere BLAS. */
+    /* Where the whole-sequence products (the input projection with W_ih^T packed
+       once per call and the biases added as its rows are stored, the backward's
+       dx and weight gradients) go through the panel kernel too: on AVX-512, where
+       the kernel runs at ~94% of the FMA peak and OpenBLAS at 85-95% of it, with
+       a pass that writes the bias rows first and packing copies (on Zen 4, float32
+       T50 B32 I128 H512, float64 inference 6-25% faster: see docs/performance.md).
+       On AVX2 the kernel keeps 16 accumulators in 16 registers and runs at half
+       rate.  Elsewhere BLAS. */
     static int lk_proj_panels_pay(int dbl) {
-        return dbl ? 0 : lk_panels_pay(1);
+        (void)dbl;
+        return lk_panels_pay(1);
     }
     /* Memory for packed panels, aligned to 64 bytes (malloc gives 16), so that
        no vector load of a panel row straddles two cache lines.  On Zen 4 the
@@ -1900,8 +1902,8 @@ cdef bint _PROJ_PANELS = True
 
 
 def _use_projection_panels(bint on):
-    """Test switch: whether the whole-sequence products over ``w_ih`` (the input
-    projection, the backward's ``dx``) may take the panel kernel; returns the
+    """Test switch: whether the whole-sequence products (the input projection, the
+    backward's ``dx`` and weight gradients) may take the panel kernel; returns the
     previous setting."""
     global _PROJ_PANELS
     old, _PROJ_PANELS = _PROJ_PANELS, on
@@ -3439,8 +3441,9 @@ def _stall_worker_at(Py_ssize_t step, Py_ssize_t steps=-1):
 
 
 def projection_panels_used(dtype):
-    """Whether this CPU and build may run the whole-sequence products over ``w_ih`` (the
-    input projection, the backward's ``dx``) on the panel kernel for ``dtype``."""
+    """Whether this CPU and build may run the whole-sequence products (the input
+    projection, the backward's ``dx`` and weight gradients) on the panel kernel for
+    ``dtype``."""
     import numpy as _np
     return bool(_PROJ_PANELS and lk_proj_panels_pay(_np.dtype(dtype) == _np.float64))
 
