@@ -366,42 +366,15 @@ cdef extern from *:
     static void lk_free64(void *p) {
         if (p != NULL) free(((void **)p)[-1]);
     }
-    #define LK_DEFINE_PANEL(T, S)                                                    \
-    /* Pack b (k, n) into panels; b is src (k, n) row-major, or src (n, k) with   \
-       trans (then b = src^T).  packed holds ceil(n / NR) * k * NR values. */      \
-    static void lk_pack_##S(Py_ssize_t k, Py_ssize_t n, const T *LK_RESTRICT src,    \
-                            int trans, T *LK_RESTRICT packed) {                      \
-        const Py_ssize_t NR = LK_NR_##S;                                             \
-        for (Py_ssize_t p0 = 0; p0 < n; p0 += NR) {                                  \
-            T *dst = packed + p0 * k;                                                \
-            const Py_ssize_t w = n - p0 < NR ? n - p0 : NR;                          \
-            if (trans) {  /* 16 k at a time: one cache line of each src row */    \
-                for (Py_ssize_t k0 = 0; k0 < k; k0 += 16) {                          \
-                    const Py_ssize_t k1 = k - k0 < 16 ? k : k0 + 16;                 \
-                    for (Py_ssize_t c = 0; c < w; c++) {                             \
-                        const T *row = src + (p0 + c) * k;                           \
-                        for (Py_ssize_t kk = k0; kk < k1; kk++) dst[kk * NR + c] = row[kk];\
-                    }                                                                \
-                }                                                                    \
-            } else {                                                                 \
-                for (Py_ssize_t kk = 0; kk < k; kk++)                                \
-                    for (Py_ssize_t c = 0; c < w; c++) dst[kk * NR + c] = src[kk * n + p0 + c];\
-            }                                                                        \
-            for (Py_ssize_t kk = 0; kk < k; kk++)                                    \
-                for (Py_ssize_t c = w; c < NR; c++) dst[kk * NR + c] = 0;            \
-        }                                                                            \
-    }                                                                                \
-    LK_DEFINE_PANEL_GEMM(T, lk_panel_gemm_##S, LK_NR_##S, lda, 1)                     \
-    /* the same with a given transposed, a[r, kk] at a[kk * lda + r]: the backward's \
-       weight gradients read the layer's input and hidden states in place */          \
-    LK_DEFINE_PANEL_GEMM(T, lk_panel_gemm_at_##S, LK_NR_##S, 1, lda)
-
+    /* The panel kernel NAME: out[m, n] (+)= a[m, k] @ b, b packed by lk_pack, a[r, kk]
+       at a[r * RS + kk * KS] (RS = lda, KS = 1: a as stored; RS = 1, KS = lda: a
+       given transposed). */
     #define LK_DEFINE_PANEL_GEMM(T, NAME, NRV, RS, KS)                               \
-    LK_KERNEL void NAME(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,      \
-                                     const T *LK_RESTRICT a, Py_ssize_t lda,         \
-                                     const T *LK_RESTRICT packed, int accumulate,    \
-                                     const T *LK_RESTRICT bias,                      \
-                                     T *LK_RESTRICT out, Py_ssize_t ldo) {           \
+    LK_KERNEL void NAME(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,                    \
+                        const T *LK_RESTRICT a, Py_ssize_t lda,                      \
+                        const T *LK_RESTRICT packed, int accumulate,                 \
+                        const T *LK_RESTRICT bias, T *LK_RESTRICT out,               \
+                        Py_ssize_t ldo) {                                            \
         enum { NR = NRV };                                                           \
         if (m == 1) {  /* a gemv: four panels at a time, 8 independent FMA chains   \
                           (one panel's k-long chain would wait on FMA latency) */   \
@@ -490,6 +463,36 @@ cdef extern from *:
         }                                                                            \
     }
 
+    #define LK_DEFINE_PANEL(T, S)                                                    \
+    /* Pack b (k, n) into panels; b is src (k, n) row-major, or src (n, k) with   \
+       trans (then b = src^T).  packed holds ceil(n / NR) * k * NR values. */      \
+    static void lk_pack_##S(Py_ssize_t k, Py_ssize_t n, const T *LK_RESTRICT src,    \
+                            int trans, T *LK_RESTRICT packed) {                      \
+        const Py_ssize_t NR = LK_NR_##S;                                             \
+        for (Py_ssize_t p0 = 0; p0 < n; p0 += NR) {                                  \
+            T *dst = packed + p0 * k;                                                \
+            const Py_ssize_t w = n - p0 < NR ? n - p0 : NR;                          \
+            if (trans) {  /* 16 k at a time: one cache line of each src row */    \
+                for (Py_ssize_t k0 = 0; k0 < k; k0 += 16) {                          \
+                    const Py_ssize_t k1 = k - k0 < 16 ? k : k0 + 16;                 \
+                    for (Py_ssize_t c = 0; c < w; c++) {                             \
+                        const T *row = src + (p0 + c) * k;                           \
+                        for (Py_ssize_t kk = k0; kk < k1; kk++) dst[kk * NR + c] = row[kk];\
+                    }                                                                \
+                }                                                                    \
+            } else {                                                                 \
+                for (Py_ssize_t kk = 0; kk < k; kk++)                                \
+                    for (Py_ssize_t c = 0; c < w; c++) dst[kk * NR + c] = src[kk * n + p0 + c];\
+            }                                                                        \
+            for (Py_ssize_t kk = 0; kk < k; kk++)                                    \
+                for (Py_ssize_t c = w; c < NR; c++) dst[kk * NR + c] = 0;            \
+        }                                                                            \
+    }                                                                                \
+    LK_DEFINE_PANEL_GEMM(T, lk_panel_gemm_##S, LK_NR_##S, lda, 1)                     \
+    /* the same with a given transposed, a[r, kk] at a[kk * lda + r]: the backward's \
+       weight gradients read the layer's input and hidden states in place */          \
+    LK_DEFINE_PANEL_GEMM(T, lk_panel_gemm_at_##S, LK_NR_##S, 1, lda)
+
     LK_DEFINE_PANEL(float, f)
     LK_DEFINE_PANEL(double, d)
 
@@ -498,12 +501,13 @@ cdef extern from *:
        a (N, I) the layer's input and b (N, P) the previous hidden states.  As
        the kernel's [a | b]^T dg, in blocks of LK_WG_KC rows of the sum: each
        block of dg is packed into panels once for both products (BLAS packs dg^T
-       once per product: 7% of a training step at T100 B64 H256), [a | b]
-       transposed so that the kernel broadcasts it, the column sums of dg (the
-       bias gradient, when db) taken by the same pass, and the transposed sums
-       kept in a scratch that is written out at the end.  The split [g0, g1)
-       between threads changes no bits: each output sums the same blocks in
-       the same order.  Returns -1, having written nothing, when memory is short. */
+       once per product: 7% of a training step at T100 B64 H256), the column
+       sums of dg (the bias gradient, when db) taken by the same pass; a and b
+       are read in place by lk_panel_gemm_at (transposing them first cost 3.5%
+       of the step), and the transposed sums are kept in a scratch that is
+       written out at the end.  The split [g0, g1) between threads changes no
+       bits: each output sums the same blocks in the same order.  I or P may be
+       0 (one product).  Returns -1, having written nothing, when memory is short. */
     #define LK_WG_KC 256
     #define LK_DEFINE_WGRAD(T, S)                                                    \
     /* dst[c, r] = src[r, c] for r < rows, c < cols, in 16 x 16 tiles */          \
@@ -1288,6 +1292,7 @@ cdef void _weight_grads_rows(Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t g0, Py_ssi
         _gemm(False, False, <int>(n1 - n0), I, G, 1, dg + n0 * G, G, w_ih, I, 0, dx + n0 * I, I)
     if g1 <= g0:
         return
+    # the weight gradients and db_ih on panels where the projection takes them, else BLAS
     if _PROJ_PANELS and lk_proj_panels_pay(floating is double) and _panel_weight_grads(
             N, G, g0, g1, dg, I, x, P, hprev, dw_ih, dw_hh, db_ih) == 0:
         if db_hh != NULL and db_ih != NULL:
@@ -1295,16 +1300,15 @@ cdef void _weight_grads_rows(Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t g0, Py_ssi
         elif db_hh != NULL:
             _colsum(N, g1 - g0, dg + g0, G, db_hh + g0)
         return
-    if True:
-        _gemm(True, False, <int>(g1 - g0), I, <int>N, 1, dg + g0, G, x, I, 0, dw_ih + g0 * I, I)
-        _gemm(True, False, <int>(g1 - g0), P, <int>N, 1, dg + g0, G, hprev, P, 0,
-              dw_hh + g0 * P, P)
-        if db_ih != NULL:
-            _colsum(N, g1 - g0, dg + g0, G, db_ih + g0)
-        if db_hh != NULL and db_ih != NULL:  # the same sum: one pass over dg, not two
-            memmove(db_hh + g0, db_ih + g0, (g1 - g0) * sizeof(floating))
-        elif db_hh != NULL:
-            _colsum(N, g1 - g0, dg + g0, G, db_hh + g0)
+    _gemm(True, False, <int>(g1 - g0), I, <int>N, 1, dg + g0, G, x, I, 0, dw_ih + g0 * I, I)
+    _gemm(True, False, <int>(g1 - g0), P, <int>N, 1, dg + g0, G, hprev, P, 0,
+          dw_hh + g0 * P, P)
+    if db_ih != NULL:
+        _colsum(N, g1 - g0, dg + g0, G, db_ih + g0)
+    if db_hh != NULL and db_ih != NULL:  # the same sum: one pass over dg, not two
+        memmove(db_hh + g0, db_ih + g0, (g1 - g0) * sizeof(floating))
+    elif db_hh != NULL:
+        _colsum(N, g1 - g0, dg + g0, G, db_hh + g0)
 
 
 cdef void _forward_2t(_TeamJob* j, int tid, floating* kind) noexcept nogil:
@@ -1721,7 +1725,7 @@ cdef int _gru_weight_grads_panels(Py_ssize_t g0, Py_ssize_t g1, Py_ssize_t N, in
                                  const floating* hprev, floating* dw_ih, floating* dw_hh,
                                  floating* db_ih, floating* db_hh) noexcept nogil:
     """:func:`_gru_weight_grads_rows`' gate rows [g0, g1) on the panel kernel
-    (``lk_weight_grads_f``): r and z take ``x`` and ``hprev`` against ``dgh``, n takes
+    (:func:`_panel_weight_grads`): r and z take ``x`` and ``hprev`` against ``dgh``, n takes
     ``hprev`` against ``dgh`` and ``x`` against ``dgin``.  -1 when memory is short
     (then some gradients may be written, and BLAS redoes them all)."""
     cdef Py_ssize_t G = 3 * H, a1 = min(g1, 2 * H), b0 = max(g0, 2 * H)
