@@ -342,12 +342,12 @@ cdef extern from *:
     }
     /* Where the whole-sequence products (the input projection with W_ih^T packed
        once per call and the biases added as its rows are stored, the backward's
-       dx and weight gradients) go through the panel kernel too: on AVX-512, where
+       dx (LSTM, RNN) and weight gradients) go through the panel kernel too: on AVX-512, where
        the kernel runs at ~94% of the FMA peak and OpenBLAS at 85-95% of it, with
        a pass that writes the bias rows first and packing copies (on Zen 4, float32
        T50 B32 I128 H512, float64 inference 6-25% faster: see docs/performance.md).
        On AVX2 the kernel keeps 16 accumulators in 16 registers and runs at half
-       rate.  Elsewhere BLAS. */
+       rate.  Elsewhere BLAS.  One rule for both dtypes (dbl kept for callers). */
     static int lk_proj_panels_pay(int dbl) {
         (void)dbl;
         return lk_panels_pay(1);
@@ -376,50 +376,32 @@ cdef extern from *:
                         const T *LK_RESTRICT bias, T *LK_RESTRICT out,               \
                         Py_ssize_t ldo) {                                            \
         enum { NR = NRV };                                                           \
-        if (m == 1) {  /* a gemv: four panels at a time, 8 independent FMA chains   \
-                          (one panel's k-long chain would wait on FMA latency) */   \
-            for (Py_ssize_t p0 = 0; p0 < n; p0 += 4 * NR) {                          \
-                const T *w = packed + p0 * k;                                        \
-                const Py_ssize_t cols = n - p0 < 4 * NR ? n - p0 : 4 * NR;           \
-                T acc[4][NR];                                                        \
-                for (int q = 0; q < 4; q++)                                          \
-                    for (int c = 0; c < NR; c++) acc[q][c] = 0;                      \
-                if (cols == 4 * NR) {                                                \
-                    for (Py_ssize_t kk = 0; kk < k; kk++) {                          \
-                        const T av = a[kk * KS];                                     \
-                        for (int q = 0; q < 4; q++)                                  \
-                            for (int c = 0; c < NR; c++)                             \
-                                acc[q][c] += av * w[q * NR * k + kk * NR + c];       \
-                    }                                                                \
-                } else {  /* the last 1-3 panels, each as 4 chains over k mod 4 */   \
-                    for (Py_ssize_t q = 0; q * NR < cols; q++) {                     \
-                        const T *wq = w + q * NR * k;                                \
-                        T part[4][NR];                                               \
-                        for (int j = 0; j < 4; j++)                                  \
-                            for (int c = 0; c < NR; c++) part[j][c] = 0;             \
-                        Py_ssize_t kk = 0;                                           \
-                        for (; kk + 4 <= k; kk += 4)                                 \
-                            for (int j = 0; j < 4; j++) {                            \
-                                const T av = a[(kk + j) * KS];                       \
-                                for (int c = 0; c < NR; c++)                         \
-                                    part[j][c] += av * wq[(kk + j) * NR + c];        \
-                            }                                                        \
-                        for (; kk < k; kk++) {                                       \
-                            const T av = a[kk * KS];                                 \
-                            for (int c = 0; c < NR; c++) part[0][c] += av * wq[kk * NR + c];\
-                        }                                                            \
+        if (m == 1) {  /* a gemv, panel by panel, each as 4 chains over k mod 4: 8     \
+                          independent FMA chains (one k-long chain would wait on FMA  \
+                          latency), and a column's order of sums does not depend on   \
+                          which panels a call covers (two threads split by panels) */  \
+            for (Py_ssize_t p0 = 0; p0 < n; p0 += NR) {                              \
+                const T *wq = packed + p0 * k;                                       \
+                const Py_ssize_t cols = n - p0 < NR ? n - p0 : NR;                   \
+                T part[4][NR];                                                       \
+                for (int j = 0; j < 4; j++)                                          \
+                    for (int c = 0; c < NR; c++) part[j][c] = 0;                     \
+                Py_ssize_t kk = 0;                                                   \
+                for (; kk + 4 <= k; kk += 4)                                         \
+                    for (int j = 0; j < 4; j++) {                                    \
+                        const T av = a[(kk + j) * KS];                               \
                         for (int c = 0; c < NR; c++)                                 \
-                            acc[q][c] = (part[0][c] + part[1][c]) + (part[2][c] + part[3][c]);\
+                            part[j][c] += av * wq[(kk + j) * NR + c];                \
                     }                                                                \
+                for (; kk < k; kk++) {                                               \
+                    const T av = a[kk * KS];                                         \
+                    for (int c = 0; c < NR; c++) part[0][c] += av * wq[kk * NR + c]; \
                 }                                                                    \
                 T *o = out + p0;                                                     \
-                const T *acc0 = &acc[0][0];  /* columns p0 + c: acc[c / NR][c % NR] */  \
-                if (accumulate)                                                      \
-                    for (Py_ssize_t c = 0; c < cols; c++) o[c] += acc0[c];           \
-                else if (bias)                                                       \
-                    for (Py_ssize_t c = 0; c < cols; c++) o[c] = bias[p0 + c] + acc0[c];\
-                else                                                                 \
-                    for (Py_ssize_t c = 0; c < cols; c++) o[c] = acc0[c];            \
+                for (Py_ssize_t c = 0; c < cols; c++) {                              \
+                    const T v = (part[0][c] + part[1][c]) + (part[2][c] + part[3][c]);\
+                    o[c] = accumulate ? o[c] + v : bias ? bias[p0 + c] + v : v;      \
+                }                                                                    \
             }                                                                        \
             return;                                                                  \
         }                                                                            \
@@ -505,10 +487,13 @@ cdef extern from *:
        sums of dg (the bias gradient, when db) taken by the same pass; a and b
        are read in place by lk_panel_gemm_at (transposing them first cost 3.5%
        of the step), and the transposed sums are kept in a scratch that is
-       written out at the end.  The split [g0, g1) between threads changes no
-       bits: each output sums the same blocks in the same order.  I or P may be
-       0 (one product).  Returns -1, having written nothing, when memory is short. */
+       written out at the end (columns in chunks, so that the scratch stays
+       within LK_WG_ACC_BYTES).  Neither the split [g0, g1) between threads nor
+       the chunks change bits: each output sums the same blocks in the same
+       order.  I or P may be 0 (one product).  Returns -1, having written
+       nothing, when memory is short. */
     #define LK_WG_KC 256
+    #define LK_WG_ACC_BYTES (4 << 20)
     #define LK_DEFINE_WGRAD(T, S)                                                    \
     /* dst[c, r] = src[r, c] for r < rows, c < cols, in 16 x 16 tiles */          \
     LK_KERNEL void lk_transpose_##S(Py_ssize_t rows, Py_ssize_t cols,                \
@@ -561,29 +546,37 @@ cdef extern from *:
                                    Py_ssize_t g1, const T *dg, Py_ssize_t I,         \
                                    const T *a, Py_ssize_t P, const T *b, T *dw_a,    \
                                    T *dw_b, T *db) {                                 \
-        const Py_ssize_t NR = LK_NR_##S, KC = LK_WG_KC, gw = g1 - g0, M = I + P;     \
-        if (gw <= 0) return 0;                                                       \
-        T *pk = (T *)lk_alloc64((size_t)((gw + NR - 1) / NR * NR) * KC * sizeof(T)); \
-        T *acc = (T *)lk_alloc64((size_t)M * gw * sizeof(T));                        \
+        const Py_ssize_t NR = LK_NR_##S, KC = LK_WG_KC, M = I + P;                   \
+        if (g1 <= g0) return 0;                                                      \
+        /* columns in chunks whose transposed sums fit LK_WG_ACC_BYTES */          \
+        Py_ssize_t cw = LK_WG_ACC_BYTES / ((M > 0 ? M : 1) * (Py_ssize_t)sizeof(T)) / NR * NR;\
+        if (cw < NR) cw = NR;                                                        \
+        if (cw > g1 - g0) cw = g1 - g0;                                              \
+        T *pk = (T *)lk_alloc64((size_t)((cw + NR - 1) / NR * NR) * KC * sizeof(T)); \
+        T *acc = (T *)lk_alloc64((size_t)M * cw * sizeof(T));                        \
         if (pk == NULL || acc == NULL) {                                             \
             lk_free64(pk); lk_free64(acc);                                           \
             return -1;                                                               \
         }                                                                            \
-        if (db)                                                                      \
-            for (Py_ssize_t c = 0; c < gw; c++) db[g0 + c] = 0;                      \
-        if (N <= 0)                                                                  \
-            for (Py_ssize_t i = 0; i < M * gw; i++) acc[i] = 0;                      \
-        for (Py_ssize_t k0 = 0; k0 < N; k0 += KC) {                                  \
-            const Py_ssize_t kc = N - k0 < KC ? N - k0 : KC;                         \
-            lk_pack_sum_##S(kc, gw, dg + k0 * G + g0, G, pk, db ? db + g0 : NULL);   \
-            if (I > 0)                                                               \
-                lk_panel_gemm_at_##S(I, gw, kc, a + k0 * I, I, pk, k0 > 0, NULL, acc, gw);\
-            if (P > 0)                                                               \
-                lk_panel_gemm_at_##S(P, gw, kc, b + k0 * P, P, pk, k0 > 0, NULL,     \
-                                     acc + I * gw, gw);                              \
+        for (Py_ssize_t c0 = g0; c0 < g1; c0 += cw) {                                \
+            const Py_ssize_t gw = g1 - c0 < cw ? g1 - c0 : cw;                       \
+            if (db)                                                                  \
+                for (Py_ssize_t c = 0; c < gw; c++) db[c0 + c] = 0;                  \
+            if (N <= 0)                                                              \
+                for (Py_ssize_t i = 0; i < M * gw; i++) acc[i] = 0;                  \
+            for (Py_ssize_t k0 = 0; k0 < N; k0 += KC) {                              \
+                const Py_ssize_t kc = N - k0 < KC ? N - k0 : KC;                     \
+                lk_pack_sum_##S(kc, gw, dg + k0 * G + c0, G, pk, db ? db + c0 : NULL);\
+                if (I > 0)                                                           \
+                    lk_panel_gemm_at_##S(I, gw, kc, a + k0 * I, I, pk, k0 > 0, NULL, \
+                                         acc, gw);                                   \
+                if (P > 0)                                                           \
+                    lk_panel_gemm_at_##S(P, gw, kc, b + k0 * P, P, pk, k0 > 0, NULL, \
+                                         acc + I * gw, gw);                          \
+            }                                                                        \
+            if (I > 0) lk_transpose_##S(I, gw, acc, gw, dw_a + c0 * I, I);           \
+            if (P > 0) lk_transpose_##S(P, gw, acc + I * gw, gw, dw_b + c0 * P, P);  \
         }                                                                            \
-        if (I > 0) lk_transpose_##S(I, gw, acc, gw, dw_a + g0 * I, I);               \
-        if (P > 0) lk_transpose_##S(P, gw, acc + I * gw, gw, dw_b + g0 * P, P);      \
         lk_free64(pk); lk_free64(acc);                                               \
         return 0;                                                                    \
     }
@@ -894,10 +887,11 @@ cdef inline void _recurrent_gemm(int rows, int g, int p, const floating* h,
     """One step's recurrent product ``out[rows, g] = h[rows, p] @ w_hh[g, p]^T + beta*out``
     (``beta`` 0 or 1).
 
-    ``packed``: ``w_hh^T`` in panels (:func:`_panels_for`) or NULL; then up to
-    ``_PANEL_MAX_ROWS`` rows go to the panel kernel (one row to its gemv loop), more
-    to BLAS, whose small-matrix path this call shape misses (see docs/performance.md).
-    Without panels one row goes to gemv.
+    ``packed``: ``w_hh^T`` in panels (:func:`_panels_for`: NULL for one row over fewer
+    than 4 steps, or where panels do not pay); then up to ``_PANEL_MAX_ROWS`` rows go to
+    the panel kernel (one row to its gemv loop), more to BLAS, whose small-matrix path
+    this call shape misses (see docs/performance.md).  Without panels one row goes to
+    gemv.
     """
     if 0 < rows <= _PANEL_MAX_ROWS and packed != NULL:
         _panel_gemm(rows, g, p, h, p, packed, beta != 0, out, g)
@@ -1185,6 +1179,7 @@ ctypedef struct _TeamJob:
     void* gh      # GRU: the step's recurrent product (B, 3H)
     void* ghn     # GRU training: gh_n + b_hn (N, H)
     void* dgin    # GRU backward: the input part's n-block gradient (N, H)
+    bint wg_panels  # backward: the weight gradients on the panel kernel (_wg_panels)
     bint relu     # RNN: ReLU, else tanh
     int cell      # _LSTM, _GRU or _RNN (the backward's loop serves all three)
 
@@ -1262,21 +1257,23 @@ cdef inline Py_ssize_t _half_at(Py_ssize_t n) noexcept nogil:
 cdef void _weight_grads(int part, Py_ssize_t N, int G, int I, int P, const floating* dg,
                         const floating* x, const floating* hprev, const floating* w_ih,
                         const floating* w_ih_pk, floating* dx, floating* dw_ih,
-                        floating* dw_hh, floating* db_ih, floating* db_hh) noexcept nogil:
+                        floating* dw_hh, floating* db_ih, floating* db_hh,
+                        bint wg_panels) noexcept nogil:
     """The LSTM (and RNN) backward's whole-sequence products from ``dg`` (N, G): ``dx = dg w_ih``,
     ``dw_ih = dg^T x``, ``dw_hh = dg^T hprev`` and the bias sums, in two halves (``dx``
     by rows, the rest by gate rows); ``part`` 0 or 1 does one half (a thread's share),
     2 both.  Every path makes these same calls, so one and two threads give the same
     bits: BLAS may round a whole product and its halves differently at small shapes.
     ``w_ih_pk``: ``w_ih`` in panels, or NULL; then ``dx`` takes the panel kernel, which
-    reads ``dg`` in place where BLAS packs it first."""
+    reads ``dg`` in place where BLAS packs it first.  ``wg_panels``: the weight and bias
+    gradients too (:func:`_wg_panels`)."""
     cdef Py_ssize_t nh = _half_at(N), gh = _half_at(G)
     if part != 1:
         _weight_grads_rows(0, nh, 0, gh, N, G, I, P, dg, x, hprev, w_ih, w_ih_pk, dx, dw_ih,
-                           dw_hh, db_ih, db_hh)
+                           dw_hh, db_ih, db_hh, wg_panels)
     if part != 0:
         _weight_grads_rows(nh, N, gh, G, N, G, I, P, dg, x, hprev, w_ih, w_ih_pk, dx, dw_ih,
-                           dw_hh, db_ih, db_hh)
+                           dw_hh, db_ih, db_hh, wg_panels)
 
 
 cdef void _weight_grads_rows(Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t g0, Py_ssize_t g1,
@@ -1284,7 +1281,7 @@ cdef void _weight_grads_rows(Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t g0, Py_ssi
                              const floating* x, const floating* hprev,
                              const floating* w_ih, const floating* w_ih_pk, floating* dx,
                              floating* dw_ih, floating* dw_hh, floating* db_ih,
-                             floating* db_hh) noexcept nogil:
+                             floating* db_hh, bint wg_panels) noexcept nogil:
     """One half of :func:`_weight_grads`: ``dx`` rows [n0, n1), gate rows [g0, g1)."""
     if n1 > n0 and w_ih_pk != NULL:
         _panel_gemm_rows(n1 - n0, I, G, dg + n0 * G, w_ih_pk, False, dx + n0 * I, 0, I)
@@ -1292,8 +1289,8 @@ cdef void _weight_grads_rows(Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t g0, Py_ssi
         _gemm(False, False, <int>(n1 - n0), I, G, 1, dg + n0 * G, G, w_ih, I, 0, dx + n0 * I, I)
     if g1 <= g0:
         return
-    # the weight gradients and db_ih on panels where the projection takes them, else BLAS
-    if _PROJ_PANELS and lk_proj_panels_pay(floating is double) and _panel_weight_grads(
+    # the weight gradients and db_ih on panels (see _wg_panels), else BLAS
+    if wg_panels and _panel_weight_grads(
             N, G, g0, g1, dg, I, x, P, hprev, dw_ih, dw_hh, db_ih) == 0:
         if db_hh != NULL and db_ih != NULL:
             memmove(db_hh + g0, db_ih + g0, (g1 - g0) * sizeof(floating))
@@ -1469,13 +1466,14 @@ cdef void _backward_2t(_TeamJob* j, int tid, floating* kind) noexcept nogil:
         _gru_weight_grads(2 if alone else tid, j.N, H, j.isz, dg, <const floating*>j.dgin,
                           <const floating*>j.x, <const floating*>j.hprev,
                           <const floating*>j.w_ih, <floating*>j.dx, <floating*>j.dw_ih,
-                          <floating*>j.dw_hh, <floating*>j.db_ih, <floating*>j.db_hh)
+                          <floating*>j.dw_hh, <floating*>j.db_ih, <floating*>j.db_hh,
+                          j.wg_panels)
     else:
         _weight_grads(2 if alone else tid, j.N, G, j.isz, H, dg, <const floating*>j.x,
                       <const floating*>j.hprev, <const floating*>j.w_ih,
                       <const floating*>j.w_ih_pk, <floating*>j.dx,
                       <floating*>j.dw_ih, <floating*>j.dw_hh, <floating*>j.db_ih,
-                      <floating*>j.db_hh)
+                      <floating*>j.db_hh, j.wg_panels)
 
 
 cdef void* _bwd_worker_f(void* job) noexcept nogil:
@@ -1546,7 +1544,7 @@ cdef void _lstm_backward(Py_ssize_t T, const int64_t* bs, bint reverse, int N, i
                          floating* dc, floating* dgates, floating* dhtot,
                          floating* dhcell, floating* dx, floating* dw_ih,
                          floating* dw_hh, floating* db_ih, floating* db_hh,
-                         floating* dw_hr, int threads) noexcept nogil:
+                         floating* dw_hr, int threads, bint wg_panels) noexcept nogil:
     """LSTM layer-direction backward through time.
 
     ``dh`` (B, P), ``dc`` (B, H): d state_n in, d state0 out.  Workspaces
@@ -1554,7 +1552,7 @@ cdef void _lstm_backward(Py_ssize_t T, const int64_t* bs, bint reverse, int N, i
     Outputs ``dx`` (N, I), ``dw_ih`` (4H, I), ``dw_hh`` (4H, P), ``db_*`` (4H)
     or NULL, ``dw_hr`` (P, H) or NULL.  ``w_pk``: ``w_hh`` in panels, or NULL.
     ``threads``: with panels and no projection, the time loop may split its
-    units over two threads.
+    units over two threads.  ``wg_panels``: see :func:`_wg_panels`.
     """
     cdef int G = 4 * H
     cdef Py_ssize_t s, t, off = 0 if reverse else N
@@ -1568,7 +1566,7 @@ cdef void _lstm_backward(Py_ssize_t T, const int64_t* bs, bint reverse, int N, i
         job.w_hh, job.w_pk, job.gates, job.cprev, job.tanhc = w_hh, w_pk, gates, cprev, tanhc
         job.dy, job.h, job.c, job.dgates = dy, dh, dc, dgates
         job.x, job.hprev, job.w_ih, job.dx, job.dw_ih, job.dw_hh = x, hprev, w_ih, dx, dw_ih, dw_hh
-        job.w_ih_pk = w_ih_pk
+        job.w_ih_pk, job.wg_panels = w_ih_pk, wg_panels
         job.db_ih, job.db_hh = db_ih, db_hh
         if floating is float:
             lk_team_start(&job.team, threads, _bwd_worker_f, &job)
@@ -1597,7 +1595,8 @@ cdef void _lstm_backward(Py_ssize_t T, const int64_t* bs, bint reverse, int N, i
             _recurrent_gemm_bwd(live, G, P, dgates + off * G, w_hh, w_pk, 0, dh)
         if reverse:
             off += live
-    _weight_grads(2, N, G, I, P, dgates, x, hprev, w_ih, w_ih_pk, dx, dw_ih, dw_hh, db_ih, db_hh)
+    _weight_grads(2, N, G, I, P, dgates, x, hprev, w_ih, w_ih_pk, dx, dw_ih, dw_hh, db_ih, db_hh,
+                  wg_panels)
     if w_hr != NULL:
         _gemm(True, False, P, H, N, 1, dhtot, P, hcell, H, 0, dw_hr, H)
 
@@ -1645,7 +1644,7 @@ cdef void _gru_backward(Py_ssize_t T, const int64_t* bs, bint reverse, int N, in
                         const floating* ghn,
                         const floating* dy, floating* dh, floating* dgh, floating* dgin,
                         floating* dx, floating* dw_ih, floating* dw_hh, floating* db_ih,
-                        floating* db_hh) noexcept nogil:
+                        floating* db_hh, bint wg_panels) noexcept nogil:
     """GRU backward.  ``dh`` (B, H): d h_n in, d h_0 out.  Workspaces ``dgh`` (N, 3H)
     (gradient of the recurrent product, n block times r) and ``dgin`` (N, H)
     (the input part's n block; its r, z blocks equal ``dgh``'s)."""
@@ -1664,13 +1663,15 @@ cdef void _gru_backward(Py_ssize_t T, const int64_t* bs, bint reverse, int N, in
             _recurrent_gemm_bwd(live, G, H, dgh + off * G, w_hh, w_pk, 1, dh)
         if reverse:
             off += live
-    _gru_weight_grads(2, N, H, I, dgh, dgin, x, hprev, w_ih, dx, dw_ih, dw_hh, db_ih, db_hh)
+    _gru_weight_grads(2, N, H, I, dgh, dgin, x, hprev, w_ih, dx, dw_ih, dw_hh, db_ih, db_hh,
+                      wg_panels)
 
 
 cdef void _gru_weight_grads(int part, Py_ssize_t N, int H, int I, const floating* dgh,
                             const floating* dgin, const floating* x, const floating* hprev,
                             const floating* w_ih, floating* dx, floating* dw_ih,
-                            floating* dw_hh, floating* db_ih, floating* db_hh) noexcept nogil:
+                            floating* dw_hh, floating* db_ih, floating* db_hh,
+                            bint wg_panels) noexcept nogil:
     """The GRU backward's whole-sequence products, in two halves as in
     :func:`_weight_grads` (``part`` 0, 1 or 2 for both): ``dx`` by rows, the
     weight and bias gradients by gate rows (the n block of ``dw_ih``/``db_ih`` comes
@@ -1678,10 +1679,10 @@ cdef void _gru_weight_grads(int part, Py_ssize_t N, int H, int I, const floating
     cdef Py_ssize_t nh = _half_at(N), gh = _half_at(3 * H)
     if part != 1:
         _gru_weight_grads_rows(0, nh, 0, gh, N, H, I, dgh, dgin, x, hprev, w_ih, dx, dw_ih,
-                               dw_hh, db_ih, db_hh)
+                               dw_hh, db_ih, db_hh, wg_panels)
     if part != 0:
         _gru_weight_grads_rows(nh, N, gh, 3 * H, N, H, I, dgh, dgin, x, hprev, w_ih, dx, dw_ih,
-                               dw_hh, db_ih, db_hh)
+                               dw_hh, db_ih, db_hh, wg_panels)
 
 
 cdef void _gru_weight_grads_rows(Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t g0, Py_ssize_t g1,
@@ -1689,16 +1690,17 @@ cdef void _gru_weight_grads_rows(Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t g0, Py
                                  const floating* dgin, const floating* x,
                                  const floating* hprev, const floating* w_ih, floating* dx,
                                  floating* dw_ih, floating* dw_hh, floating* db_ih,
-                                 floating* db_hh) noexcept nogil:
+                                 floating* db_hh, bint wg_panels) noexcept nogil:
     """One half of :func:`_gru_weight_grads`: ``dx`` rows [n0, n1), gate rows [g0, g1)."""
     cdef int G = 3 * H
     cdef Py_ssize_t a1 = min(g1, 2 * H), b0 = max(g0, 2 * H)  # [g0, a1) from dgh, [b0, g1) dgin
     if n1 > n0:
         _gemm(False, False, <int>(n1 - n0), I, 2 * H, 1, dgh + n0 * G, G, w_ih, I, 0,
               dx + n0 * I, I)
-        _gemm(False, False, <int>(n1 - n0), I, H, 1, dgin + n0 * H, H, w_ih + 2 * H * I, I, 1,
+        _gemm(False, False, <int>(n1 - n0), I, H, 1, dgin + n0 * H, H,
+              w_ih + 2 * <Py_ssize_t>H * I, I, 1,
               dx + n0 * I, I)
-    if g1 > g0 and _PROJ_PANELS and lk_proj_panels_pay(floating is double):
+    if g1 > g0 and wg_panels:
         if _gru_weight_grads_panels(g0, g1, N, H, I, dgh, dgin, x, hprev, dw_ih, dw_hh, db_ih,
                                     db_hh) == 0:
             return
@@ -1726,8 +1728,9 @@ cdef int _gru_weight_grads_panels(Py_ssize_t g0, Py_ssize_t g1, Py_ssize_t N, in
                                  floating* db_ih, floating* db_hh) noexcept nogil:
     """:func:`_gru_weight_grads_rows`' gate rows [g0, g1) on the panel kernel
     (:func:`_panel_weight_grads`): r and z take ``x`` and ``hprev`` against ``dgh``, n takes
-    ``hprev`` against ``dgh`` and ``x`` against ``dgin``.  -1 when memory is short
-    (then some gradients may be written, and BLAS redoes them all)."""
+    ``hprev`` against ``dgh`` and ``x`` against ``dgin``.  -1 when memory is short: each
+    product either completes or writes nothing, so some gradients may be written, and
+    BLAS redoes them all."""
     cdef Py_ssize_t G = 3 * H, a1 = min(g1, 2 * H), b0 = max(g0, 2 * H)
     cdef floating* db = db_hh if db_hh != NULL else db_ih  # r, z: one sum for both
     if a1 > g0:
@@ -1739,7 +1742,7 @@ cdef int _gru_weight_grads_panels(Py_ssize_t g0, Py_ssize_t g1, Py_ssize_t N, in
         if _panel_weight_grads(N, G, b0, g1, dgh, 0, NULL, H, hprev, NULL, dw_hh, db_hh) != 0:
             return -1
         if _panel_weight_grads(N, H, b0 - 2 * H, g1 - 2 * H, dgin, I, x, 0, NULL,
-                               dw_ih + 2 * H * I, NULL,
+                               dw_ih + 2 * <Py_ssize_t>H * I, NULL,
                                db_ih + 2 * H if db_ih != NULL else NULL) != 0:
             return -1
     return 0
@@ -1792,7 +1795,7 @@ cdef void _rnn_backward(Py_ssize_t T, const int64_t* bs, bint reverse, bint relu
                         const floating* hprev,
                         const floating* dy, floating* dh, floating* dg, floating* dx,
                         floating* dw_ih, floating* dw_hh, floating* db_ih,
-                        floating* db_hh) noexcept nogil:
+                        floating* db_hh, bint wg_panels) noexcept nogil:
     """Elman RNN backward.  ``dh`` (B, H): d h_n in, d h_0 out; ``dg`` (N, H) workspace."""
     cdef Py_ssize_t s, t, off = 0 if reverse else N
     cdef int live
@@ -1807,7 +1810,8 @@ cdef void _rnn_backward(Py_ssize_t T, const int64_t* bs, bint reverse, bint relu
             _recurrent_gemm_bwd(live, H, H, dg + off * H, w_hh, w_pk, 0, dh)
         if reverse:
             off += live
-    _weight_grads(2, N, H, I, H, dg, x, hprev, w_ih, w_ih_pk, dx, dw_ih, dw_hh, db_ih, db_hh)
+    _weight_grads(2, N, H, I, H, dg, x, hprev, w_ih, w_ih_pk, dx, dw_ih, dw_hh, db_ih, db_hh,
+                  wg_panels)
 
 
 # ---------------------------------------------------------------------------
@@ -1888,7 +1892,7 @@ cdef _Panels _panels_for(Py_ssize_t rows, Py_ssize_t k, Py_ssize_t n, size_t ite
     """Room for a (k, n) operand in panels when some step has more than one row
     (``rows``: the largest batch size; ``use`` false: never), or for one row over
     4+ ``steps`` (the kernel's gemv loop beats BLAS's sgemv call by more than the
-    packing costs: T1000 B1 H32: 0.46 -> 0.27 us a step).  The caller packs it
+    packing costs: T1000 B1 H32: 0.46 -> 0.31 us a step).  The caller packs it
     inside ``nogil``."""
     cdef _Panels p = _Panels()
     cdef Py_ssize_t nr = LK_NR_f if item == sizeof(float) else LK_NR_d
@@ -1907,11 +1911,17 @@ cdef bint _PROJ_PANELS = True
 
 def _use_projection_panels(bint on):
     """Test switch: whether the whole-sequence products (the input projection, the
-    backward's ``dx`` and weight gradients) may take the panel kernel; returns the
-    previous setting."""
+    backward's ``dx`` for LSTM and RNN, the weight gradients) may take the panel kernel;
+    returns the previous setting."""
     global _PROJ_PANELS
     old, _PROJ_PANELS = _PROJ_PANELS, on
     return old
+
+
+cdef inline bint _wg_panels(bint panels, size_t item) noexcept nogil:
+    """Whether a backward's weight and bias gradients take the panel kernel: where the
+    whole-sequence products may (``panels`` of this call, the test switch, the CPU)."""
+    return panels and _PROJ_PANELS and lk_proj_panels_pay(item == sizeof(double))
 
 
 cdef _Panels _sequence_panels_for(Py_ssize_t N, Py_ssize_t k, Py_ssize_t n, Py_ssize_t extra,
@@ -2130,6 +2140,7 @@ def lstm_backward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
     elif P != H:
         raise ValueError(f"weight_hh: expected {H} columns without weight_hr, got {P}")
     _check_batch_sizes(batch_sizes, B, N)
+    cdef bint wgp = _wg_panels(panels, sizeof(floating))
     cdef _Panels pk = _panels_for(batch_sizes[0] if N else 0, G, P, sizeof(floating), panels,
                                   batch_sizes.shape[0])
     cdef _Panels pk_dx = _sequence_panels_for(N, G, I, 0, sizeof(floating), panels)
@@ -2151,7 +2162,7 @@ def lstm_backward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
                            &dx[0, 0], &dw_ih[0, 0], &dw_hh[0, 0],
                            NULL if db_ih is None else &db_ih[0],
                            NULL if db_hh is None else &db_hh[0], _p2(dw_hr),
-                           threads if batch_sizes[0] <= _PANEL_MAX_ROWS else 1)
+                           threads if 1 < batch_sizes[0] <= _PANEL_MAX_ROWS else 1, wgp)
     finally:
         if flush_denormals:
             lk_denormals_restore(csr)
@@ -2275,6 +2286,7 @@ def gru_backward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
     if db_hh is not None:
         _vec("db_hh", db_hh.shape[0], G)
     _check_batch_sizes(batch_sizes, B, N)
+    cdef bint wgp = _wg_panels(panels, sizeof(floating))
     cdef Py_ssize_t rows = batch_sizes[0] if N else 0
     cdef bint team = threads > 1 and 1 < rows <= _PANEL_MAX_ROWS  # and pk.ptr
     cdef _Panels pk = _panels_for(rows, G, H, sizeof(floating), panels, batch_sizes.shape[0])
@@ -2290,6 +2302,7 @@ def gru_backward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
                 job.reverse, job.bs, job.units, job.cell = reverse, &batch_sizes[0], _split_at(H), _GRU
                 job.x, job.w_ih, job.w_hh, job.w_pk = &x[0, 0], &w_ih[0, 0], &w_hh[0, 0], pk.ptr
                 job.w_ih_pk = NULL  # dx goes through BLAS (two products, a strided dgh)
+                job.wg_panels = wgp
                 job.gates, job.hprev, job.ghn = &gates[0, 0], &hprev[0, 0], &ghn[0, 0]
                 job.dy, job.h, job.dgates, job.dgin = &dy[0, 0], &dh0[0, 0], &dgh[0, 0], &dgin[0, 0]
                 job.dx, job.dw_ih, job.dw_hh = &dx[0, 0], &dw_ih[0, 0], &dw_hh[0, 0]
@@ -2307,7 +2320,7 @@ def gru_backward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
                               &gates[0, 0], &hprev[0, 0], &ghn[0, 0], &dy[0, 0], &dh0[0, 0],
                               &dgh[0, 0], &dgin[0, 0], &dx[0, 0], &dw_ih[0, 0], &dw_hh[0, 0],
                               NULL if db_ih is None else &db_ih[0],
-                              NULL if db_hh is None else &db_hh[0])
+                              NULL if db_hh is None else &db_hh[0], wgp)
     finally:
         if flush_denormals:
             lk_denormals_restore(csr)
@@ -2414,6 +2427,7 @@ def rnn_backward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
     if db_hh is not None:
         _vec("db_hh", db_hh.shape[0], H)
     _check_batch_sizes(batch_sizes, B, N)
+    cdef bint wgp = _wg_panels(panels, sizeof(floating))
     cdef Py_ssize_t rows = batch_sizes[0] if N else 0
     cdef bint team = threads > 1 and 1 < rows <= _PANEL_MAX_ROWS  # and pk.ptr
     cdef _Panels pk = _panels_for(rows, H, H, sizeof(floating), panels, batch_sizes.shape[0])
@@ -2432,7 +2446,7 @@ def rnn_backward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
                 job.reverse, job.bs, job.units, job.relu = reverse, &batch_sizes[0], _split_at(H), relu
                 job.cell = _RNN
                 job.x, job.w_ih, job.w_hh, job.w_pk = &x[0, 0], &w_ih[0, 0], &w_hh[0, 0], pk.ptr
-                job.w_ih_pk = pk_dx.ptr
+                job.w_ih_pk, job.wg_panels = pk_dx.ptr, wgp
                 job.gates, job.hprev, job.dy, job.h = &act[0, 0], &hprev[0, 0], &dy[0, 0], &dh0[0, 0]
                 job.dgates, job.dx, job.dw_ih, job.dw_hh = &dg[0, 0], &dx[0, 0], &dw_ih[0, 0], &dw_hh[0, 0]
                 job.db_ih = NULL if db_ih is None else &db_ih[0]
@@ -2449,7 +2463,7 @@ def rnn_backward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
                               <floating*>pk.ptr, &act[0, 0],
                               &hprev[0, 0], &dy[0, 0], &dh0[0, 0], &dg[0, 0], &dx[0, 0],
                               &dw_ih[0, 0], &dw_hh[0, 0], NULL if db_ih is None else &db_ih[0],
-                              NULL if db_hh is None else &db_hh[0])
+                              NULL if db_hh is None else &db_hh[0], wgp)
     finally:
         if flush_denormals:
             lk_denormals_restore(csr)
@@ -3445,9 +3459,9 @@ def _stall_worker_at(Py_ssize_t step, Py_ssize_t steps=-1):
 
 
 def projection_panels_used(dtype):
-    """Whether this CPU and build may run the whole-sequence products (the input
-    projection, the backward's ``dx`` and weight gradients) on the panel kernel for
-    ``dtype``."""
+    """Whether the whole-sequence products (the input projection, the backward's ``dx``
+    for LSTM and RNN, the weight gradients) take the panel kernel for ``dtype`` now: this
+    CPU and build allow it and the test switch (:func:`_use_projection_panels`) is on."""
     import numpy as _np
     return bool(_PROJ_PANELS and lk_proj_panels_pay(_np.dtype(dtype) == _np.float64))
 

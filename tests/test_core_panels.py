@@ -114,6 +114,27 @@ def test_panels_blas_and_blocks_agree(name, proj, layout, reverse, dtype, monkey
         assert _rel(b, c) < TOL[dtype], (i, "BLAS vs reference", _rel(b, c))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("name,proj", CELLS, ids=[f"{n}-p{p}" for n, p in CELLS])
+def test_panels_false_keeps_every_product_on_blas(name, proj, dtype, monkeypatch):
+    """``panels=False`` on a call puts all of it on BLAS, the backward's weight gradients
+    included: the same bits as with the whole-sequence panels switched off as well
+    (361 rows: the panel path would sum two blocks)."""
+    problem = _problem(name, proj, [64] * 5 + [33, 9, 1, 1, 1, 1], dtype)
+    kernels = cython_backend._KERNELS[np.dtype(dtype)]
+    for kname in KERNELS:
+        monkeypatch.setattr(kernels, kname,
+                            functools.partial(getattr(kernels, kname), panels=False))
+    per_call = _run(CY, *problem[:4], False, problem[4])
+    old = _core._use_projection_panels(False)
+    try:
+        switched_off = _run(CY, *problem[:4], False, problem[4])
+    finally:
+        _core._use_projection_panels(old)
+    for i, (a, b) in enumerate(zip(per_call, switched_off)):
+        np.testing.assert_array_equal(a, b, err_msg=f"output {i}")
+
+
 # -- inference memory ----------------------------------------------------------------
 
 @pytest.mark.parametrize("name", ["lstm", "gru", "rnn_tanh"])

@@ -31,16 +31,16 @@ def _rel(a, b):
 
 
 def _layer(threads, dtype, hidden, layout, reverse, bias=True, monkeypatch=None, stall=-1, stall_steps=-1,
-           kind="lstm"):
+           kind="lstm", input_size=11):
     """Forward (inference and training) and backward of one layer-direction on the cython
     backend with ``threads``; returns every output and how many teams started/fell back."""
     monkeypatch.setattr(cython_backend, "_split_threads", lambda work: threads)
     rng = np.random.default_rng(hidden * 7 + len(layout))
     cell = get_cell(kind)
     params = {k: (rng.standard_normal(s) * 0.4).astype(dtype)
-              for k, s in cell.parameter_shapes(11, hidden, 0, bias)}
+              for k, s in cell.parameter_shapes(input_size, hidden, 0, bias)}
     bs = np.asarray(layout, np.int64)
-    x = rng.standard_normal((int(bs.sum()), 11)).astype(dtype)
+    x = rng.standard_normal((int(bs.sum()), input_size)).astype(dtype)
     state0 = tuple((rng.standard_normal((int(bs[0]), hidden)) * 0.5).astype(dtype)
                    for _ in ("hc" if kind == "lstm" else "h"))
     d_y = rng.standard_normal((int(bs.sum()), hidden)).astype(dtype)
@@ -93,6 +93,41 @@ def test_gru_and_rnn_on_two_threads_give_the_bits_of_one(kind, hidden, layout, r
     got = two[:2] + two[-len(want) + 2:]
     for i, (a, b) in enumerate(zip(got, want)):
         assert _rel(a, b) < TOL[dtype] * 5, (i, _rel(a, b))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn_tanh"])
+def test_one_row_projection_chunks_give_the_bits_of_one(kind, reverse, dtype, monkeypatch):
+    """Input size 700: the projection on panels goes 92 rows at a time, so 93 rows leave a
+    one-row chunk, which takes the kernel's gemv loop while two threads split its columns."""
+    one, _, _ = _layer(1, dtype, 37, [64, 29], reverse, True, monkeypatch, kind=kind,
+                       input_size=700)
+    two, _, _ = _layer(2, dtype, 37, [64, 29], reverse, True, monkeypatch, kind=kind,
+                       input_size=700)
+    for i, (a, b) in enumerate(zip(one, two)):
+        np.testing.assert_array_equal(a, b, err_msg=f"output {i}")
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn_tanh"])
+def test_batch_one_starts_no_worker(kind, monkeypatch):
+    """One row per step takes packed panels over 4+ steps, but never the two-thread loop,
+    even when the core is offered two threads."""
+    monkeypatch.setattr(cython_backend, "_team_threads", lambda *a: 2)
+    cell = get_cell(kind)
+    rng = np.random.default_rng(5)
+    params = {k: rng.standard_normal(s).astype(np.float32)
+              for k, s in cell.parameter_shapes(11, 40, 0, True)}
+    x = rng.standard_normal((8, 11)).astype(np.float32)
+    state0 = tuple(np.zeros((1, 40), np.float32) for _ in ("hc" if kind == "lstm" else "h"))
+    bs = np.ones(8, np.int64)
+    be = CythonBackend()
+    before = _core._stall_worker_at(-1)
+    be.layer_forward(cell, params, x, bs, False, state0, False)
+    y, s, cache = be.layer_forward(cell, params, x, bs, False, state0, True)
+    be.layer_backward(cell, params, cache, np.ones_like(y), s)
+    after = _core._stall_worker_at(-1)
+    assert after[0] == before[0]
 
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
