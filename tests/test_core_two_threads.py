@@ -109,6 +109,23 @@ def test_one_row_projection_chunks_give_the_bits_of_one(kind, reverse, dtype, mo
         np.testing.assert_array_equal(a, b, err_msg=f"output {i}")
 
 
+def test_wide_weight_gradients_go_by_column_chunks_with_the_bits_of_two_threads(monkeypatch):
+    """I = H = 512: the weight gradients' transposed sums (1024 x 2048 floats) exceed their
+    4 MB scratch, so one thread goes in two column chunks where two threads take one half
+    each: the same bits, and close to BLAS."""
+    one, _, _ = _layer(1, np.float32, 512, [8] * 6, False, True, monkeypatch, input_size=512)
+    two, _, _ = _layer(2, np.float32, 512, [8] * 6, False, True, monkeypatch, input_size=512)
+    for i, (a, b) in enumerate(zip(one, two)):
+        np.testing.assert_array_equal(a, b, err_msg=f"output {i}")
+    old = _core._use_projection_panels(False)
+    try:
+        blas, _, _ = _layer(1, np.float32, 512, [8] * 6, False, True, monkeypatch, input_size=512)
+    finally:
+        _core._use_projection_panels(old)
+    for i, (a, b) in enumerate(zip(one, blas)):
+        assert _rel(a, b) < TOL[np.float32], (i, _rel(a, b))
+
+
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn_tanh"])
 def test_batch_one_starts_no_worker(kind, monkeypatch):
     """One row per step takes packed panels over 4+ steps, but never the two-thread loop,
