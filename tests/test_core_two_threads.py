@@ -109,17 +109,20 @@ def test_one_row_projection_chunks_give_the_bits_of_one(kind, reverse, dtype, mo
         np.testing.assert_array_equal(a, b, err_msg=f"output {i}")
 
 
-def test_wide_weight_gradients_go_by_column_chunks_with_the_bits_of_two_threads(monkeypatch):
-    """I = H = 512: the weight gradients' transposed sums (1024 x 2048 floats) exceed their
-    4 MB scratch, so one thread goes in two column chunks where two threads take one half
-    each: the same bits, and close to BLAS."""
-    one, _, _ = _layer(1, np.float32, 512, [8] * 6, False, True, monkeypatch, input_size=512)
-    two, _, _ = _layer(2, np.float32, 512, [8] * 6, False, True, monkeypatch, input_size=512)
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn_tanh"])
+def test_wide_inputs_take_the_weight_gradients_by_column_chunks(kind, monkeypatch):
+    """Input size 8192: the weight gradients' 4 MB scratch holds sums for 96 columns
+    ((8192 + 64) x 96 floats), and the LSTM's halves of 128 gate columns go in two chunks
+    (the GRU's and RNN's halves fit one): the same bits at one and two threads, and close
+    to BLAS."""
+    args = (np.float32, 64, [8] * 4, False, True, monkeypatch)
+    one, _, _ = _layer(1, *args, kind=kind, input_size=8192)
+    two, _, _ = _layer(2, *args, kind=kind, input_size=8192)
     for i, (a, b) in enumerate(zip(one, two)):
         np.testing.assert_array_equal(a, b, err_msg=f"output {i}")
     old = _core._use_projection_panels(False)
     try:
-        blas, _, _ = _layer(1, np.float32, 512, [8] * 6, False, True, monkeypatch, input_size=512)
+        blas, _, _ = _layer(1, *args, kind=kind, input_size=8192)
     finally:
         _core._use_projection_panels(old)
     for i, (a, b) in enumerate(zip(one, blas)):
