@@ -446,25 +446,58 @@ cdef extern from *:
     }
 
     #define LK_DEFINE_PANEL(T, S)                                                    \
+    /* Pack b = src (k, n), row stride ld, into panels as lk_pack does, adding   \
+       its column sums to sum (n values) when sum is not NULL */                                      \
+    LK_KERNEL void lk_pack_sum_##S(Py_ssize_t k, Py_ssize_t n, const T *LK_RESTRICT src,\
+                                   Py_ssize_t ld, T *LK_RESTRICT packed,             \
+                                   T *LK_RESTRICT sum) {                             \
+        enum { NR = LK_NR_##S };                                                     \
+        for (Py_ssize_t p0 = 0; p0 < n; p0 += NR) {                                  \
+            T *dst = packed + p0 * k;                                                \
+            const Py_ssize_t w = n - p0 < NR ? n - p0 : NR;                          \
+            if (w == NR && sum) {                                                    \
+                T s[NR];                                                             \
+                for (int c = 0; c < NR; c++) s[c] = sum[p0 + c];                     \
+                for (Py_ssize_t kk = 0; kk < k; kk++)                                \
+                    for (int c = 0; c < NR; c++) {                                   \
+                        const T v = src[kk * ld + p0 + c];                           \
+                        dst[kk * NR + c] = v;                                        \
+                        s[c] += v;                                                   \
+                    }                                                                \
+                for (int c = 0; c < NR; c++) sum[p0 + c] = s[c];                     \
+            } else if (w == NR) {                                                    \
+                for (Py_ssize_t kk = 0; kk < k; kk++)                                \
+                    for (int c = 0; c < NR; c++) dst[kk * NR + c] = src[kk * ld + p0 + c];\
+            } else {                                                                 \
+                for (Py_ssize_t kk = 0; kk < k; kk++) {                              \
+                    for (Py_ssize_t c = 0; c < w; c++) {                             \
+                        const T v = src[kk * ld + p0 + c];                           \
+                        dst[kk * NR + c] = v;                                        \
+                        if (sum) sum[p0 + c] += v;                                   \
+                    }                                                                \
+                    for (Py_ssize_t c = w; c < NR; c++) dst[kk * NR + c] = 0;        \
+                }                                                                    \
+            }                                                                        \
+        }                                                                            \
+    }                                                                                \
     /* Pack b (k, n) into panels; b is src (k, n) row-major, or src (n, k) with   \
        trans (then b = src^T).  packed holds ceil(n / NR) * k * NR values. */      \
     static void lk_pack_##S(Py_ssize_t k, Py_ssize_t n, const T *LK_RESTRICT src,    \
                             int trans, T *LK_RESTRICT packed) {                      \
         const Py_ssize_t NR = LK_NR_##S;                                             \
+        if (!trans) {                                                                \
+            lk_pack_sum_##S(k, n, src, n, packed, NULL);                             \
+            return;                                                                  \
+        }                                                                            \
         for (Py_ssize_t p0 = 0; p0 < n; p0 += NR) {                                  \
             T *dst = packed + p0 * k;                                                \
             const Py_ssize_t w = n - p0 < NR ? n - p0 : NR;                          \
-            if (trans) {  /* 16 k at a time: one cache line of each src row */    \
-                for (Py_ssize_t k0 = 0; k0 < k; k0 += 16) {                          \
-                    const Py_ssize_t k1 = k - k0 < 16 ? k : k0 + 16;                 \
-                    for (Py_ssize_t c = 0; c < w; c++) {                             \
-                        const T *row = src + (p0 + c) * k;                           \
-                        for (Py_ssize_t kk = k0; kk < k1; kk++) dst[kk * NR + c] = row[kk];\
-                    }                                                                \
+            for (Py_ssize_t k0 = 0; k0 < k; k0 += 16) {  /* one cache line of each src row */\
+                const Py_ssize_t k1 = k - k0 < 16 ? k : k0 + 16;                     \
+                for (Py_ssize_t c = 0; c < w; c++) {                                 \
+                    const T *row = src + (p0 + c) * k;                               \
+                    for (Py_ssize_t kk = k0; kk < k1; kk++) dst[kk * NR + c] = row[kk];\
                 }                                                                    \
-            } else {                                                                 \
-                for (Py_ssize_t kk = 0; kk < k; kk++)                                \
-                    for (Py_ssize_t c = 0; c < w; c++) dst[kk * NR + c] = src[kk * n + p0 + c];\
             }                                                                        \
             for (Py_ssize_t kk = 0; kk < k; kk++)                                    \
                 for (Py_ssize_t c = w; c < NR; c++) dst[kk * NR + c] = 0;            \
@@ -507,40 +540,6 @@ cdef extern from *:
                     for (Py_ssize_t r = r0; r < r1; r++)                             \
                         dst[c * ldd + r] = src[r * lds + c];                         \
             }                                                                        \
-    }                                                                                \
-    /* lk_pack_S of src (k, n) with row stride ld, adding its column sums to    \
-       sum (n values) when sum is not NULL */                                      \
-    LK_KERNEL void lk_pack_sum_##S(Py_ssize_t k, Py_ssize_t n, const T *LK_RESTRICT src,\
-                                   Py_ssize_t ld, T *LK_RESTRICT packed,             \
-                                   T *LK_RESTRICT sum) {                             \
-        enum { NR = LK_NR_##S };                                                     \
-        for (Py_ssize_t p0 = 0; p0 < n; p0 += NR) {                                  \
-            T *dst = packed + p0 * k;                                                \
-            const Py_ssize_t w = n - p0 < NR ? n - p0 : NR;                          \
-            if (w == NR && sum) {                                                    \
-                T s[NR];                                                             \
-                for (int c = 0; c < NR; c++) s[c] = sum[p0 + c];                     \
-                for (Py_ssize_t kk = 0; kk < k; kk++)                                \
-                    for (int c = 0; c < NR; c++) {                                   \
-                        const T v = src[kk * ld + p0 + c];                           \
-                        dst[kk * NR + c] = v;                                        \
-                        s[c] += v;                                                   \
-                    }                                                                \
-                for (int c = 0; c < NR; c++) sum[p0 + c] = s[c];                     \
-            } else if (w == NR) {                                                    \
-                for (Py_ssize_t kk = 0; kk < k; kk++)                                \
-                    for (int c = 0; c < NR; c++) dst[kk * NR + c] = src[kk * ld + p0 + c];\
-            } else {                                                                 \
-                for (Py_ssize_t kk = 0; kk < k; kk++) {                              \
-                    for (Py_ssize_t c = 0; c < w; c++) {                             \
-                        const T v = src[kk * ld + p0 + c];                           \
-                        dst[kk * NR + c] = v;                                        \
-                        if (sum) sum[p0 + c] += v;                                   \
-                    }                                                                \
-                    for (Py_ssize_t c = w; c < NR; c++) dst[kk * NR + c] = 0;        \
-                }                                                                    \
-            }                                                                        \
-        }                                                                            \
     }                                                                                \
     static int lk_weight_grads_##S(Py_ssize_t N, Py_ssize_t G, Py_ssize_t g0,        \
                                    Py_ssize_t g1, const T *dg, Py_ssize_t I,         \
@@ -1290,18 +1289,13 @@ cdef void _weight_grads_rows(Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t g0, Py_ssi
     if g1 <= g0:
         return
     # the weight gradients and db_ih on panels (see _wg_panels), else BLAS
-    if wg_panels and _panel_weight_grads(
-            N, G, g0, g1, dg, I, x, P, hprev, dw_ih, dw_hh, db_ih) == 0:
-        if db_hh != NULL and db_ih != NULL:
-            memmove(db_hh + g0, db_ih + g0, (g1 - g0) * sizeof(floating))
-        elif db_hh != NULL:
-            _colsum(N, g1 - g0, dg + g0, G, db_hh + g0)
-        return
-    _gemm(True, False, <int>(g1 - g0), I, <int>N, 1, dg + g0, G, x, I, 0, dw_ih + g0 * I, I)
-    _gemm(True, False, <int>(g1 - g0), P, <int>N, 1, dg + g0, G, hprev, P, 0,
-          dw_hh + g0 * P, P)
-    if db_ih != NULL:
-        _colsum(N, g1 - g0, dg + g0, G, db_ih + g0)
+    if not wg_panels or _panel_weight_grads(
+            N, G, g0, g1, dg, I, x, P, hprev, dw_ih, dw_hh, db_ih) != 0:
+        _gemm(True, False, <int>(g1 - g0), I, <int>N, 1, dg + g0, G, x, I, 0, dw_ih + g0 * I, I)
+        _gemm(True, False, <int>(g1 - g0), P, <int>N, 1, dg + g0, G, hprev, P, 0,
+              dw_hh + g0 * P, P)
+        if db_ih != NULL:
+            _colsum(N, g1 - g0, dg + g0, G, db_ih + g0)
     if db_hh != NULL and db_ih != NULL:  # the same sum: one pass over dg, not two
         memmove(db_hh + g0, db_ih + g0, (g1 - g0) * sizeof(floating))
     elif db_hh != NULL:
