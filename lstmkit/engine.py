@@ -15,7 +15,6 @@ States are ``(num_layers * D, B, width)`` with index ``layer * D + direction``
 """
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable, Sequence
@@ -300,29 +299,14 @@ def concurrent_directions(cell: CellType, backend: Backend, layer_params: Sequen
 
 def run_directions(calls: Sequence[Callable[[], Any]], concurrent: bool) -> list:
     """``[call() for call in calls]``; with ``concurrent``, the second in another Python thread
-    while the first runs in this one (an exception in either is raised here, the first's first)."""
+    while the first runs in this one (:func:`lstmkit._threads.run_pair`; an exception in either is
+    raised here, the first's first)."""
     if not concurrent or len(calls) != 2:
         return [call() for call in calls]
-    box: list = [None, None]  # [result, exception] of the second
-
-    def second():
-        try:
-            box[0] = calls[1]()
-        except BaseException as exc:  # re-raised in the caller's thread
-            box[1] = exc
-
-    worker = threading.Thread(target=second, name="lstmkit-direction", daemon=True)
     # counted as in the core before either starts: whichever enters first would otherwise take
     # the second CPU for its own two-thread loop or BLAS, and three threads would share two CPUs
     with _threads.kernel(0):
-        worker.start()
-        try:
-            first = calls[0]()
-        finally:
-            worker.join()
-    if box[1] is not None:
-        raise box[1]
-    return [first, box[0]]
+        return _threads.run_pair(calls[0], calls[1])
 
 
 def dropout_mask(rng: np.random.Generator, shape, p: float, dtype) -> np.ndarray:

@@ -149,3 +149,66 @@ def test_concurrent_directions_use_one_thread_each(monkeypatch):
         granted.clear()
         _run(one, x, None)
         assert set(granted) == {2} and _core._stall_worker_at(-1)[0] - before == 2
+
+
+# -- the partner thread (lstmkit._threads.run_pair) -----------------------------------------
+
+def _affinity_known():
+    return _threads.cpu_halves() is not None
+
+
+def test_run_pair_runs_the_second_in_one_persistent_thread():
+    names = []
+    for _ in range(3):
+        assert _threads.run_pair(lambda: 1, lambda: names.append(threading.current_thread()) or 2) == [1, 2]
+    assert len({id(t) for t in names}) == 1 and names[0].name == "lstmkit-direction"
+    assert names[0] is not threading.current_thread() and names[0].daemon
+
+
+@pytest.mark.skipif(not _affinity_known(), reason="needs Linux CPU affinity and two CPUs")
+def test_run_pair_holds_the_two_on_disjoint_cpus_and_restores_the_caller():
+    import os
+
+    before = os.sched_getaffinity(0)
+    seen = _threads.run_pair(lambda: os.sched_getaffinity(0), lambda: os.sched_getaffinity(0))
+    assert seen[0] and seen[1] and not seen[0] & seen[1]
+    assert seen[0] | seen[1] == before
+    assert os.sched_getaffinity(0) == before
+    # an error in either still restores the caller's CPUs
+    with pytest.raises(ZeroDivisionError):
+        _threads.run_pair(lambda: 1 / 0, lambda: 2)
+    assert os.sched_getaffinity(0) == before
+
+
+def test_run_pair_inside_run_pair_runs_in_turn():
+    """A second user of the partner (another Python thread, or a nested call) does not wait
+    for it: its two calls run one after the other in its own thread."""
+    main = threading.current_thread()
+
+    def nested():
+        return _threads.run_pair(lambda: threading.current_thread(), lambda: threading.current_thread())
+
+    inner, other = _threads.run_pair(nested, lambda: 0)
+    assert inner == [main, main] and other == 0
+
+
+def test_run_pair_in_a_forked_child():
+    """The partner thread does not survive fork (and its lock may be held then): a child
+    starts its own."""
+    import multiprocessing
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork on this platform")
+    _threads.run_pair(lambda: 1, lambda: 2)  # the parent's partner exists
+    ctx = multiprocessing.get_context("fork")
+    child = ctx.Process(target=_child_pair)
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0
+
+
+def _child_pair():
+    import os
+
+    ok = _threads.run_pair(lambda: 1, lambda: threading.current_thread().name) == [1, "lstmkit-direction"]
+    os._exit(0 if ok else 1)
