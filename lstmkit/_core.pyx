@@ -3345,6 +3345,180 @@ cdef class CellStep:
 
 
 # ---------------------------------------------------------------------------
+# The workspace pool: the memory of a layer's caches and workspaces, kept for
+# the next call of the same shape
+# ---------------------------------------------------------------------------
+#
+# A training step allocates its caches (gates, states, tanh(c)) and the
+# backward's workspaces afresh each call.  Blocks that size are mmap'ed by
+# malloc and unmapped on free, so every call faulted in and zeroed fresh
+# pages: 22% of a step at T200 B8 H128 L2 bidirectional (84 ms against 66
+# with the memory kept), 6% at T100 B64 H256 L2.  Freed blocks are kept here
+# instead (at most `_pool_cap` bytes idle, oldest given back first) and handed
+# out again for requests of up to their size (no more than a quarter smaller).
+
+cdef extern from *:
+    r"""
+    #include <stdlib.h>
+    #if defined(__linux__)
+    #  include <sys/mman.h>
+    #endif
+    /* A pool block: 64-byte aligned; from 4 MiB 2 MiB-aligned and advised
+       for transparent huge pages, as NumPy does for its own large arrays. */
+    static void *lk_block_alloc(size_t n) {
+        void *p = NULL;
+    #if defined(_WIN32)
+        p = malloc(n);
+    #else
+        const size_t big = (size_t)4 << 20;
+        if (posix_memalign(&p, n >= big ? ((size_t)2 << 20) : 64, n) != 0) return NULL;
+    #  if defined(__linux__) && defined(MADV_HUGEPAGE)
+        if (n >= big) madvise(p, n, MADV_HUGEPAGE);
+    #  endif
+    #endif
+        return p;
+    }
+    """
+    void* lk_block_alloc(size_t n) nogil
+
+cdef extern from "Python.h":
+    int PyTraceMalloc_Track(unsigned int domain, size_t ptr, size_t size)
+    int PyTraceMalloc_Untrack(unsigned int domain, size_t ptr)
+
+cdef enum:
+    _POOL_SLOTS = 64
+    _NUMPY_DOMAIN = 389047  # tracemalloc sees a block in use as NumPy's own memory
+
+cdef void* _pool_ptr[_POOL_SLOTS]
+cdef Py_ssize_t _pool_size[_POOL_SLOTS]
+cdef int _pool_n = 0
+cdef Py_ssize_t _pool_idle = 0
+cdef Py_ssize_t _pool_cap = 0
+
+
+cdef void* _pool_take(Py_ssize_t want, Py_ssize_t* got):
+    """An idle block of ``want`` to ``want * 5/4`` bytes (the smallest), else a new one of ``want``
+    (NULL when memory is out).  Called with the GIL held, as :func:`_pool_give` is."""
+    global _pool_n, _pool_idle
+    cdef int i, best = -1
+    cdef void* p
+    for i in range(_pool_n):
+        if want <= _pool_size[i] <= want + want // 4 and (best < 0 or _pool_size[i] < _pool_size[best]):
+            best = i
+    if best < 0:
+        got[0] = want
+        return lk_block_alloc(<size_t>want)
+    p, got[0] = _pool_ptr[best], _pool_size[best]
+    _pool_idle -= _pool_size[best]
+    for i in range(best, _pool_n - 1):
+        _pool_ptr[i], _pool_size[i] = _pool_ptr[i + 1], _pool_size[i + 1]
+    _pool_n -= 1
+    return p
+
+
+cdef void _pool_trim(Py_ssize_t room) noexcept:
+    """Give back the oldest idle blocks until ``room`` more bytes and one more block fit."""
+    global _pool_n, _pool_idle
+    cdef int i
+    while _pool_n > 0 and (_pool_idle + room > _pool_cap or _pool_n >= _POOL_SLOTS):
+        free(_pool_ptr[0])
+        _pool_idle -= _pool_size[0]
+        for i in range(_pool_n - 1):
+            _pool_ptr[i], _pool_size[i] = _pool_ptr[i + 1], _pool_size[i + 1]
+        _pool_n -= 1
+
+
+cdef void _pool_give(void* p, Py_ssize_t size) noexcept:
+    global _pool_n, _pool_idle
+    if size > _pool_cap:
+        free(p)
+        return
+    _pool_trim(size)
+    _pool_ptr[_pool_n], _pool_size[_pool_n] = p, size
+    _pool_n += 1
+    _pool_idle += size
+
+
+cdef class _Block:
+    """Pool memory as a writable byte buffer; back to the pool when the last array on it goes."""
+    cdef void* ptr
+    cdef Py_ssize_t size
+    cdef Py_ssize_t shape[1]
+    cdef Py_ssize_t strides[1]
+
+    def __getbuffer__(self, Py_buffer* buf, int flags):
+        buf.buf = self.ptr
+        buf.obj = self
+        buf.len = self.size
+        buf.readonly = 0
+        buf.itemsize = 1
+        buf.format = NULL
+        if flags & PyBUF_FORMAT:
+            buf.format = b"B"
+        buf.ndim = 1
+        buf.shape = self.shape
+        buf.strides = self.strides
+        buf.suboffsets = NULL
+        buf.internal = NULL
+
+    def __releasebuffer__(self, Py_buffer* buf):
+        pass
+
+    def __dealloc__(self):
+        if self.ptr != NULL:
+            PyTraceMalloc_Untrack(_NUMPY_DOMAIN, <size_t>self.ptr)
+            _pool_give(self.ptr, self.size)
+
+
+def workspace(shape, dtype):
+    """An uninitialised C-contiguous array of ``shape`` and ``dtype`` on pool memory (see the comment
+    above :class:`_Block`): for a layer's caches and workspaces, never for what a caller keeps."""
+    dt = _np_module.dtype(dtype)
+    cdef Py_ssize_t count = 1, nbytes
+    for d in ((shape,) if isinstance(shape, int) else shape):
+        count *= d
+    nbytes = count * dt.itemsize
+    if nbytes < _POOL_MIN or _pool_cap == 0:
+        return _np_module.empty(shape, dt)
+    cdef _Block blk = _Block.__new__(_Block)
+    blk.ptr = _pool_take(nbytes, &blk.size)
+    if blk.ptr == NULL:
+        raise MemoryError(f"workspace of {nbytes} bytes")
+    PyTraceMalloc_Track(_NUMPY_DOMAIN, <size_t>blk.ptr, <size_t>blk.size)
+    blk.shape[0], blk.strides[0] = blk.size, 1
+    return _np_module.frombuffer(blk, dtype=dt, count=count).reshape(shape)
+
+
+#: Smaller requests come from NumPy: malloc keeps such blocks on its heap anyway.
+_POOL_MIN = 1 << 18
+
+
+def workspace_pool(limit=None):
+    """``(idle bytes, idle blocks, limit)`` of the pool; with ``limit``, first set the most idle
+    bytes it keeps (0: none; idle blocks over the limit are freed now)."""
+    global _pool_cap
+    if limit is not None:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise ValueError(f"workspace_pool: limit must be a non-negative integer of bytes, got {limit!r}")
+        _pool_cap = limit
+        _pool_trim(0)
+    return _pool_idle, _pool_n, _pool_cap
+
+
+def _default_pool_limit():
+    """512 MiB, at most 1/16 of the machine's memory."""
+    try:
+        phys = _os.sysconf("SC_PAGE_SIZE") * _os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        phys = 8 << 30
+    return int(min(512 << 20, phys // 16))
+
+
+import os as _os
+workspace_pool(_default_pool_limit())
+
+
+# ---------------------------------------------------------------------------
 # Test twins of the C helpers
 # ---------------------------------------------------------------------------
 

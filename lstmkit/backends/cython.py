@@ -70,6 +70,15 @@ def _empty(shape, dtype):
     return np.empty(shape, dtype)
 
 
+def _scratch(shape, dtype):
+    """Like :func:`_empty`, on the core's workspace pool (``_core.workspace``): for caches and
+    workspaces that never reach the caller, so that the next call reuses their pages."""
+    a = _core.workspace(shape, dtype)
+    if POISON_WORKSPACES:
+        a.fill(np.nan)
+    return a
+
+
 #: Inference projects the input a block of time steps at a time into a gate
 #: workspace of about this size (never less than one step's rows), so memory
 #: does not grow with T*B*G; the block stays in L2 between its GEMM and use
@@ -160,7 +169,7 @@ class CythonBackend(Backend):
         n, g, p, b = x.shape[0], w_ih.shape[0], w_hh.shape[1], h0.shape[0]
         h = _empty((b, p), dt)
         y = _empty((n, p), dt)
-        gates = _empty((_gate_rows(n, g, bs, dt, training), g), dt)
+        gates = _scratch((_gate_rows(n, g, bs, dt, training), g), dt)
 
         if kind is LSTMCellType:
             hid = g // 4
@@ -173,8 +182,8 @@ class CythonBackend(Backend):
                                h, c, y, gates, hcell,
                                flush_denormals=FLUSH_DENORMALS, threads=threads)
                 return y, (h, c), None
-            hcell = None if w_hr is None else _empty((n, hid), dt)
-            hprev, cprev, tanhc = _empty((n, p), dt), _empty((n, hid), dt), _empty((n, hid), dt)
+            hcell = None if w_hr is None else _scratch((n, hid), dt)
+            hprev, cprev, tanhc = _scratch((n, p), dt), _scratch((n, hid), dt), _scratch((n, hid), dt)
             k.lstm_forward(x, w_ih, w_hh, b_ih, b_hh, w_hr, bs, reverse, h0, c0,
                            h, c, y, gates, hcell, hprev, cprev, tanhc,
                            flush_denormals=FLUSH_DENORMALS, threads=threads)
@@ -189,7 +198,7 @@ class CythonBackend(Backend):
                 k.gru_forward(x, w_ih, w_hh, b_ih, b_hh, bs, reverse, h0, h, y, gates, gh,
                               flush_denormals=FLUSH_DENORMALS, threads=threads)
                 return y, (h,), None
-            hprev, ghn = _empty((n, p), dt), _empty((n, p), dt)
+            hprev, ghn = _scratch((n, p), dt), _scratch((n, p), dt)
             k.gru_forward(x, w_ih, w_hh, b_ih, b_hh, bs, reverse, h0, h, y, gates, gh,
                           hprev, ghn,
                           flush_denormals=FLUSH_DENORMALS, threads=threads)
@@ -200,7 +209,7 @@ class CythonBackend(Backend):
             k.rnn_forward(x, w_ih, w_hh, b_ih, b_hh, bs, reverse, relu, h0, h, y, gates,
                           flush_denormals=FLUSH_DENORMALS, threads=threads)
             return y, (h,), None
-        hprev = _empty((n, p), dt)
+        hprev = _scratch((n, p), dt)
         k.rnn_forward(x, w_ih, w_hh, b_ih, b_hh, bs, reverse, relu, h0, h, y, gates, hprev,
                       flush_denormals=FLUSH_DENORMALS, threads=threads)
         return y, (h,), _Cache(dt, bs, reverse, x, (gates, hprev))
@@ -245,9 +254,9 @@ class CythonBackend(Backend):
                 dw_hr = dhtot = dhcell = None
             else:
                 dw_hr = grads["weight_hr"] = _empty((p, hid), dt)
-                dhtot, dhcell = _empty((n, p), dt), _empty((b, hid), dt)
+                dhtot, dhcell = _scratch((n, p), dt), _empty((b, hid), dt)
             k.lstm_backward(x, w_ih, w_hh, w_hr, bs, reverse, gates, hprev, cprev, tanhc,
-                            hcell, d_y, dhn, dcn, dh0, dc0, _empty((n, g), dt), dhtot,
+                            hcell, d_y, dhn, dcn, dh0, dc0, _scratch((n, g), dt), dhtot,
                             dhcell, dx, grads["weight_ih"], grads["weight_hh"], db_ih,
                             db_hh, dw_hr,
                             flush_denormals=FLUSH_DENORMALS, threads=threads)
@@ -256,14 +265,14 @@ class CythonBackend(Backend):
         if kind is GRUCellType:
             gates, hprev, ghn = cache.arrays
             k.gru_backward(x, w_ih, w_hh, bs, reverse, gates, hprev, ghn, d_y, dhn, dh0,
-                           _empty((n, g), dt), _empty((n, p), dt), dx, grads["weight_ih"],
+                           _scratch((n, g), dt), _scratch((n, p), dt), dx, grads["weight_ih"],
                            grads["weight_hh"], db_ih, db_hh,
                            flush_denormals=FLUSH_DENORMALS, threads=threads)
             return dx, (dh0,), keyed_grads(params, grads)
 
         gates, hprev = cache.arrays
         k.rnn_backward(x, w_ih, w_hh, bs, reverse, kind is RNNReluCellType, gates, hprev,
-                       d_y, dhn, dh0, _empty((n, g), dt), dx, grads["weight_ih"],
+                       d_y, dhn, dh0, _scratch((n, g), dt), dx, grads["weight_ih"],
                        grads["weight_hh"], db_ih, db_hh,
                        flush_denormals=FLUSH_DENORMALS, threads=threads)
         return dx, (dh0,), keyed_grads(params, grads)
