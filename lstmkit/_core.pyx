@@ -36,7 +36,14 @@ cdef extern from *:
     r"""
     #include <math.h>
     #include <stdint.h>
+    #include <stdlib.h>
     #include <string.h>
+    #if defined(__linux__)
+    #  include <sys/mman.h>
+    #endif
+    #if defined(_WIN32)
+    #  include <malloc.h>
+    #endif
 
     #if defined(__GNUC__) || defined(__clang__)
     #  define LK_INLINE static inline __attribute__((always_inline))
@@ -352,6 +359,29 @@ cdef extern from *:
         (void)dbl;
         return lk_panels_pay(1);
     }
+    #if defined(__x86_64__) || defined(_M_X64)
+    #  include <immintrin.h>
+    #  define LK_PAUSE() _mm_pause()
+    #else
+    #  define LK_PAUSE() ((void)0)
+    #endif
+    /* A second thread needs pthreads and GCC/Clang atomics; elsewhere every
+       loop runs on the calling thread (the barrier is never entered). */
+    #if (defined(__unix__) || defined(__APPLE__)) && (defined(__GNUC__) || defined(__clang__))
+    #  include <pthread.h>
+    #  include <sched.h>
+    #  include <time.h>
+    #  define LK_HAVE_PTHREAD 1
+    #  define LK_ATOMIC_ADD(p, v) __atomic_add_fetch(p, v, __ATOMIC_ACQ_REL)
+    #  define LK_ATOMIC_STORE(p, v) __atomic_store_n(p, v, __ATOMIC_RELEASE)
+    #  define LK_ATOMIC_LOAD(p) __atomic_load_n(p, __ATOMIC_ACQUIRE)
+    #else
+    #  define LK_HAVE_PTHREAD 0
+    #  define sched_yield() ((void)0)
+    #  define LK_ATOMIC_ADD(p, v) (*(p) += (v))
+    #  define LK_ATOMIC_STORE(p, v) (*(p) = (v))
+    #  define LK_ATOMIC_LOAD(p) (*(p))
+    #endif
     /* Memory for packed panels, aligned to 64 bytes (malloc gives 16), so that
        no vector load of a panel row straddles two cache lines.  On Zen 4 the
        layer timings did not change measurably; CPUs with costlier split loads
@@ -365,6 +395,114 @@ cdef extern from *:
     }
     static void lk_free64(void *p) {
         if (p != NULL) free(((void **)p)[-1]);
+    }
+    /* The workspace pool (see "The workspace pool" below): freed blocks kept
+       for the next call instead of handed back to the system, at most
+       lk_pool.cap bytes idle (the oldest given back first).  A request takes
+       the smallest idle block of its size to 5/4 of it, else a new block.
+       Blocks are 64-byte aligned; from 4 MiB 2 MiB-aligned and advised for
+       transparent huge pages, as NumPy does for its own large arrays.  Both
+       threads of a call and Python callers use it: a mutex guards it. */
+    #define LK_POOL_SLOTS 64
+    static struct {
+        void *ptr[LK_POOL_SLOTS];
+        size_t size[LK_POOL_SLOTS];
+        int n;
+        size_t idle, cap;
+    } lk_pool;
+    #if LK_HAVE_PTHREAD
+    static pthread_mutex_t lk_pool_mutex = PTHREAD_MUTEX_INITIALIZER;
+    #  define LK_POOL_LOCK() pthread_mutex_lock(&lk_pool_mutex)
+    #  define LK_POOL_UNLOCK() pthread_mutex_unlock(&lk_pool_mutex)
+    #else  /* one thread in the core; Python callers hold the GIL */
+    #  define LK_POOL_LOCK() ((void)0)
+    #  define LK_POOL_UNLOCK() ((void)0)
+    #endif
+    static void *lk_block_alloc(size_t n) {
+        void *p = NULL;
+    #if defined(_WIN32)
+        p = _aligned_malloc(n, 64);
+    #else
+        const size_t big = (size_t)4 << 20;
+        if (posix_memalign(&p, n >= big ? ((size_t)2 << 20) : 64, n) != 0) return NULL;
+    #  if defined(__linux__) && defined(MADV_HUGEPAGE)
+        if (n >= big) madvise(p, n, MADV_HUGEPAGE);
+    #  endif
+    #endif
+        return p;
+    }
+    static void lk_block_free(void *p) {
+    #if defined(_WIN32)
+        _aligned_free(p);
+    #else
+        free(p);
+    #endif
+    }
+    static void lk_pool_drop(int i) {  /* the entry leaves the list (lock held) */
+        for (; i < lk_pool.n - 1; i++) {
+            lk_pool.ptr[i] = lk_pool.ptr[i + 1];
+            lk_pool.size[i] = lk_pool.size[i + 1];
+        }
+        lk_pool.n--;
+    }
+    static void lk_pool_trim(size_t room) {  /* room for `room` more bytes and a slot (lock held) */
+        while (lk_pool.n > 0 && (lk_pool.idle + room > lk_pool.cap || lk_pool.n >= LK_POOL_SLOTS)) {
+            lk_block_free(lk_pool.ptr[0]);
+            lk_pool.idle -= lk_pool.size[0];
+            lk_pool_drop(0);
+        }
+    }
+    /* A block of at least `want` bytes (its size in *got), or NULL. */
+    static void *lk_pool_take(size_t want, size_t *got) {
+        int best = -1;
+        LK_POOL_LOCK();
+        for (int i = 0; i < lk_pool.n; i++)
+            if (want <= lk_pool.size[i] && lk_pool.size[i] <= want + want / 4
+                    && (best < 0 || lk_pool.size[i] < lk_pool.size[best]))
+                best = i;
+        if (best >= 0) {
+            void *p = lk_pool.ptr[best];
+            *got = lk_pool.size[best];
+            lk_pool.idle -= lk_pool.size[best];
+            lk_pool_drop(best);
+            LK_POOL_UNLOCK();
+            return p;
+        }
+        LK_POOL_UNLOCK();
+        *got = want;
+        return lk_block_alloc(want ? want : 1);
+    }
+    static void lk_pool_give(void *p, size_t size) {
+        if (p == NULL) return;
+        LK_POOL_LOCK();
+        if (size > lk_pool.cap) {
+            LK_POOL_UNLOCK();
+            lk_block_free(p);
+            return;
+        }
+        lk_pool_trim(size);
+        lk_pool.ptr[lk_pool.n] = p;
+        lk_pool.size[lk_pool.n] = size;
+        lk_pool.n++;
+        lk_pool.idle += size;
+        LK_POOL_UNLOCK();
+    }
+    #if LK_HAVE_PTHREAD
+    /* A fork while another thread held the mutex would leave it locked in the child. */
+    static void lk_pool_after_fork(void) { pthread_mutex_init(&lk_pool_mutex, NULL); }
+    static void lk_pool_init(void) { pthread_atfork(NULL, NULL, lk_pool_after_fork); }
+    #else
+    static void lk_pool_init(void) {}
+    #endif
+    static void lk_pool_limit(size_t cap, size_t *idle, int *n) {  /* cap: (size_t)-1 keeps it */
+        LK_POOL_LOCK();
+        if (cap != (size_t)-1) {
+            lk_pool.cap = cap;
+            lk_pool_trim(0);
+        }
+        *idle = lk_pool.idle;
+        *n = lk_pool.n;
+        LK_POOL_UNLOCK();
     }
     /* The panel kernel NAME: out[m, n] (+)= a[m, k] @ b, b packed by lk_pack, a[r, kk]
        at a[r * RS + kk * KS] (RS = lda, KS = 1: a as stored; RS = 1, KS = lda: a
@@ -551,10 +689,11 @@ cdef extern from *:
         Py_ssize_t cw = LK_WG_ACC_BYTES / ((M > 0 ? M : 1) * (Py_ssize_t)sizeof(T)) / NR * NR;\
         if (cw < NR) cw = NR;                                                        \
         if (cw > g1 - g0) cw = g1 - g0;                                              \
-        T *pk = (T *)lk_alloc64((size_t)((cw + NR - 1) / NR * NR) * KC * sizeof(T)); \
-        T *acc = (T *)lk_alloc64((size_t)M * cw * sizeof(T));                        \
+        size_t pk_n, acc_n;  /* from the pool: the same sizes every call */         \
+        T *pk = (T *)lk_pool_take((size_t)((cw + NR - 1) / NR * NR) * KC * sizeof(T), &pk_n);\
+        T *acc = (T *)lk_pool_take((size_t)M * cw * sizeof(T), &acc_n);              \
         if (pk == NULL || acc == NULL) {                                             \
-            lk_free64(pk); lk_free64(acc);                                           \
+            lk_pool_give(pk, pk_n); lk_pool_give(acc, acc_n);                        \
             return -1;                                                               \
         }                                                                            \
         for (Py_ssize_t c0 = g0; c0 < g1; c0 += cw) {                                \
@@ -576,36 +715,13 @@ cdef extern from *:
             if (I > 0) lk_transpose_##S(I, gw, acc, gw, dw_a + c0 * I, I);           \
             if (P > 0) lk_transpose_##S(P, gw, acc + I * gw, gw, dw_b + c0 * P, P);  \
         }                                                                            \
-        lk_free64(pk); lk_free64(acc);                                               \
+        lk_pool_give(pk, pk_n); lk_pool_give(acc, acc_n);                            \
         return 0;                                                                    \
     }
 
     LK_DEFINE_WGRAD(float, f)
     LK_DEFINE_WGRAD(double, d)
 
-    #if defined(__x86_64__) || defined(_M_X64)
-    #  include <immintrin.h>
-    #  define LK_PAUSE() _mm_pause()
-    #else
-    #  define LK_PAUSE() ((void)0)
-    #endif
-    /* A second thread needs pthreads and GCC/Clang atomics; elsewhere every
-       loop runs on the calling thread (the barrier is never entered). */
-    #if (defined(__unix__) || defined(__APPLE__)) && (defined(__GNUC__) || defined(__clang__))
-    #  include <pthread.h>
-    #  include <sched.h>
-    #  include <time.h>
-    #  define LK_HAVE_PTHREAD 1
-    #  define LK_ATOMIC_ADD(p, v) __atomic_add_fetch(p, v, __ATOMIC_ACQ_REL)
-    #  define LK_ATOMIC_STORE(p, v) __atomic_store_n(p, v, __ATOMIC_RELEASE)
-    #  define LK_ATOMIC_LOAD(p) __atomic_load_n(p, __ATOMIC_ACQUIRE)
-    #else
-    #  define LK_HAVE_PTHREAD 0
-    #  define sched_yield() ((void)0)
-    #  define LK_ATOMIC_ADD(p, v) (*(p) += (v))
-    #  define LK_ATOMIC_STORE(p, v) (*(p) = (v))
-    #  define LK_ATOMIC_LOAD(p) (*(p))
-    #endif
     /* A sense-reversing barrier for two threads that gives up on a stalled
        partner: the last to arrive compares its arrival with the first's; more
        than LK_STALL_S and half a step apart means one of them was descheduled.
@@ -757,6 +873,10 @@ cdef extern from *:
     int lk_panels_pay(int dbl) noexcept nogil
     int lk_proj_panels_pay(int dbl) noexcept nogil
     void* lk_alloc64(size_t n) noexcept nogil
+    void* lk_pool_take(size_t want, size_t* got) noexcept nogil
+    void lk_pool_give(void* p, size_t size) noexcept nogil
+    void lk_pool_limit(size_t cap, size_t* idle, int* n) noexcept nogil
+    void lk_pool_init() noexcept nogil
     void lk_free64(void* p) noexcept nogil
     void lk_pack_f(Py_ssize_t k, Py_ssize_t n, const float* src, int trans,
                    float* packed) noexcept nogil
@@ -1873,12 +1993,13 @@ cdef inline const floating* _c2(const floating[:, ::1] a) noexcept nogil:
 
 
 cdef class _Panels:
-    """Owner of one packed operand (freed with the object); ``ptr`` NULL when
-    the rows are better served by BLAS."""
+    """Owner of one packed operand (back to the workspace pool with the object); ``ptr``
+    NULL when the rows are better served by BLAS."""
     cdef void* ptr
+    cdef size_t size
 
     def __dealloc__(self):
-        lk_free64(self.ptr)
+        lk_pool_give(self.ptr, self.size)
 
 
 cdef _Panels _panels_for(Py_ssize_t rows, Py_ssize_t k, Py_ssize_t n, size_t item,
@@ -1894,7 +2015,7 @@ cdef _Panels _panels_for(Py_ssize_t rows, Py_ssize_t k, Py_ssize_t n, size_t ite
     p.ptr = NULL
     if use and (rows > 1 or steps >= 4) and k > 0 and n > 0 \
             and lk_panels_pay(item == sizeof(double)):
-        p.ptr = lk_alloc64(size * item)
+        p.ptr = lk_pool_take(size * item, &p.size)
         if p.ptr == NULL:
             raise MemoryError()
     return p
@@ -1935,7 +2056,7 @@ cdef _Panels _sequence_panels_for(Py_ssize_t N, Py_ssize_t k, Py_ssize_t n, Py_s
     if (use and _PROJ_PANELS and k > 0 and n > 0
             and (N >= 256 or (N >= 16 and <size_t>(k * n) * item <= (1 << 20)))
             and lk_proj_panels_pay(item == sizeof(double))):
-        p.ptr = lk_alloc64(((n + nr - 1) // nr * nr * k + extra) * item)
+        p.ptr = lk_pool_take(((n + nr - 1) // nr * nr * k + extra) * item, &p.size)
         if p.ptr == NULL:
             raise MemoryError()
     return p
@@ -3349,94 +3470,22 @@ cdef class CellStep:
 # the next call of the same shape
 # ---------------------------------------------------------------------------
 #
-# A training step allocates its caches (gates, states, tanh(c)) and the
-# backward's workspaces afresh each call.  Blocks that size are mmap'ed by
-# malloc and unmapped on free, so every call faulted in and zeroed fresh
-# pages: 22% of a step at T200 B8 H128 L2 bidirectional (84 ms against 66
-# with the memory kept), 6% at T100 B64 H256 L2.  Freed blocks are kept here
-# instead (at most `_pool_cap` bytes idle, oldest given back first) and handed
-# out again for requests of up to their size (no more than a quarter smaller).
-
-cdef extern from *:
-    r"""
-    #include <stdlib.h>
-    #if defined(__linux__)
-    #  include <sys/mman.h>
-    #endif
-    /* A pool block: 64-byte aligned; from 4 MiB 2 MiB-aligned and advised
-       for transparent huge pages, as NumPy does for its own large arrays. */
-    static void *lk_block_alloc(size_t n) {
-        void *p = NULL;
-    #if defined(_WIN32)
-        p = malloc(n);
-    #else
-        const size_t big = (size_t)4 << 20;
-        if (posix_memalign(&p, n >= big ? ((size_t)2 << 20) : 64, n) != 0) return NULL;
-    #  if defined(__linux__) && defined(MADV_HUGEPAGE)
-        if (n >= big) madvise(p, n, MADV_HUGEPAGE);
-    #  endif
-    #endif
-        return p;
-    }
-    """
-    void* lk_block_alloc(size_t n) nogil
+# A training step allocates its caches (gates, states, tanh(c)), the
+# backward's workspaces and the kernels' scratch (packed weights, the weight
+# gradients' blocks) afresh each call.  Blocks that size are mmap'ed by malloc
+# and unmapped on free, so every call faulted in and zeroed fresh pages: 22% of
+# a step at T200 B8 H128 L2 bidirectional (84 ms against 66 with the memory
+# kept), 6% at T100 B64 H256 L2.  They come from the pool in C (lk_pool_take,
+# above) instead: freed blocks stay for the next call, at most `limit` bytes idle.
 
 cdef extern from "Python.h":
     int PyTraceMalloc_Track(unsigned int domain, size_t ptr, size_t size)
     int PyTraceMalloc_Untrack(unsigned int domain, size_t ptr)
 
 cdef enum:
-    _POOL_SLOTS = 64
     _NUMPY_DOMAIN = 389047  # tracemalloc sees a block in use as NumPy's own memory
 
-cdef void* _pool_ptr[_POOL_SLOTS]
-cdef Py_ssize_t _pool_size[_POOL_SLOTS]
-cdef int _pool_n = 0
-cdef Py_ssize_t _pool_idle = 0
-cdef Py_ssize_t _pool_cap = 0
-
-
-cdef void* _pool_take(Py_ssize_t want, Py_ssize_t* got):
-    """An idle block of ``want`` to ``want * 5/4`` bytes (the smallest), else a new one of ``want``
-    (NULL when memory is out).  Called with the GIL held, as :func:`_pool_give` is."""
-    global _pool_n, _pool_idle
-    cdef int i, best = -1
-    cdef void* p
-    for i in range(_pool_n):
-        if want <= _pool_size[i] <= want + want // 4 and (best < 0 or _pool_size[i] < _pool_size[best]):
-            best = i
-    if best < 0:
-        got[0] = want
-        return lk_block_alloc(<size_t>want)
-    p, got[0] = _pool_ptr[best], _pool_size[best]
-    _pool_idle -= _pool_size[best]
-    for i in range(best, _pool_n - 1):
-        _pool_ptr[i], _pool_size[i] = _pool_ptr[i + 1], _pool_size[i + 1]
-    _pool_n -= 1
-    return p
-
-
-cdef void _pool_trim(Py_ssize_t room) noexcept:
-    """Give back the oldest idle blocks until ``room`` more bytes and one more block fit."""
-    global _pool_n, _pool_idle
-    cdef int i
-    while _pool_n > 0 and (_pool_idle + room > _pool_cap or _pool_n >= _POOL_SLOTS):
-        free(_pool_ptr[0])
-        _pool_idle -= _pool_size[0]
-        for i in range(_pool_n - 1):
-            _pool_ptr[i], _pool_size[i] = _pool_ptr[i + 1], _pool_size[i + 1]
-        _pool_n -= 1
-
-
-cdef void _pool_give(void* p, Py_ssize_t size) noexcept:
-    global _pool_n, _pool_idle
-    if size > _pool_cap:
-        free(p)
-        return
-    _pool_trim(size)
-    _pool_ptr[_pool_n], _pool_size[_pool_n] = p, size
-    _pool_n += 1
-    _pool_idle += size
+cdef size_t _pool_cap = 0  # mirrors lk_pool.cap
 
 
 cdef class _Block:
@@ -3467,7 +3516,7 @@ cdef class _Block:
     def __dealloc__(self):
         if self.ptr != NULL:
             PyTraceMalloc_Untrack(_NUMPY_DOMAIN, <size_t>self.ptr)
-            _pool_give(self.ptr, self.size)
+            lk_pool_give(self.ptr, <size_t>self.size)
 
 
 def workspace(shape, dtype):
@@ -3481,7 +3530,9 @@ def workspace(shape, dtype):
     if nbytes < _POOL_MIN or _pool_cap == 0:
         return _np_module.empty(shape, dt)
     cdef _Block blk = _Block.__new__(_Block)
-    blk.ptr = _pool_take(nbytes, &blk.size)
+    cdef size_t got
+    blk.ptr = lk_pool_take(<size_t>nbytes, &got)
+    blk.size = <Py_ssize_t>got
     if blk.ptr == NULL:
         raise MemoryError(f"workspace of {nbytes} bytes")
     PyTraceMalloc_Track(_NUMPY_DOMAIN, <size_t>blk.ptr, <size_t>blk.size)
@@ -3497,12 +3548,16 @@ def workspace_pool(limit=None):
     """``(idle bytes, idle blocks, limit)`` of the pool; with ``limit``, first set the most idle
     bytes it keeps (0: none; idle blocks over the limit are freed now)."""
     global _pool_cap
+    cdef size_t idle
+    cdef int n
     if limit is not None:
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
             raise ValueError(f"workspace_pool: limit must be a non-negative integer of bytes, got {limit!r}")
         _pool_cap = limit
-        _pool_trim(0)
-    return _pool_idle, _pool_n, _pool_cap
+        lk_pool_limit(_pool_cap, &idle, &n)
+    else:
+        lk_pool_limit(<size_t>-1, &idle, &n)
+    return idle, n, _pool_cap
 
 
 def _default_pool_limit():
@@ -3515,6 +3570,7 @@ def _default_pool_limit():
 
 
 import os as _os
+lk_pool_init()
 workspace_pool(_default_pool_limit())
 
 
