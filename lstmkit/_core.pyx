@@ -400,8 +400,9 @@ cdef extern from *:
        for the next call instead of handed back to the system, at most
        lk_pool.cap bytes idle (the oldest given back first).  A request takes
        the smallest idle block of its size to 5/4 of it, else a new block.
-       Blocks are 64-byte aligned; from 4 MiB 2 MiB-aligned and advised for
-       transparent huge pages, as NumPy does for its own large arrays.  Both
+       Blocks are 64-byte aligned; from 4 MiB advised for transparent huge
+       pages, as NumPy does for its large arrays, and 2 MiB-aligned so that
+       whole huge pages can back them.  Both
        threads of a call and Python callers use it: a mutex guards it. */
     #define LK_POOL_SLOTS 64
     static struct {
@@ -488,15 +489,19 @@ cdef extern from *:
         LK_POOL_UNLOCK();
     }
     #if LK_HAVE_PTHREAD
-    /* A fork while another thread held the mutex would leave it locked in the child. */
-    static void lk_pool_after_fork(void) { pthread_mutex_init(&lk_pool_mutex, NULL); }
-    static void lk_pool_init(void) { pthread_atfork(NULL, NULL, lk_pool_after_fork); }
+    /* Held across fork, so that no other thread is half-way through the list
+       the child inherits. */
+    static void lk_pool_fork_lock(void) { pthread_mutex_lock(&lk_pool_mutex); }
+    static void lk_pool_fork_unlock(void) { pthread_mutex_unlock(&lk_pool_mutex); }
+    static void lk_pool_init(void) {
+        pthread_atfork(lk_pool_fork_lock, lk_pool_fork_unlock, lk_pool_fork_unlock);
+    }
     #else
     static void lk_pool_init(void) {}
     #endif
-    static void lk_pool_limit(size_t cap, size_t *idle, int *n) {  /* cap: (size_t)-1 keeps it */
+    static void lk_pool_limit(int set, size_t cap, size_t *idle, int *n) {
         LK_POOL_LOCK();
-        if (cap != (size_t)-1) {
+        if (set) {
             lk_pool.cap = cap;
             lk_pool_trim(0);
         }
@@ -875,7 +880,7 @@ cdef extern from *:
     void* lk_alloc64(size_t n) noexcept nogil
     void* lk_pool_take(size_t want, size_t* got) noexcept nogil
     void lk_pool_give(void* p, size_t size) noexcept nogil
-    void lk_pool_limit(size_t cap, size_t* idle, int* n) noexcept nogil
+    void lk_pool_limit(int set, size_t cap, size_t* idle, int* n) noexcept nogil
     void lk_pool_init() noexcept nogil
     void lk_free64(void* p) noexcept nogil
     void lk_pack_f(Py_ssize_t k, Py_ssize_t n, const float* src, int trans,
@@ -3523,11 +3528,12 @@ def workspace(shape, dtype):
     """An uninitialised C-contiguous array of ``shape`` and ``dtype`` on pool memory (see the comment
     above :class:`_Block`): for a layer's caches and workspaces, never for what a caller keeps."""
     dt = _np_module.dtype(dtype)
-    cdef Py_ssize_t count = 1, nbytes
-    for d in ((shape,) if isinstance(shape, int) else shape):
-        count *= d
+    dims = (shape,) if _np_module.ndim(shape) == 0 else tuple(shape)
+    count = 1
+    for d in dims:
+        count *= _operator.index(d)
     nbytes = count * dt.itemsize
-    if nbytes < _POOL_MIN or _pool_cap == 0:
+    if nbytes < _POOL_MIN or _pool_cap == 0 or nbytes > _POOL_MAX:
         return _np_module.empty(shape, dt)
     cdef _Block blk = _Block.__new__(_Block)
     cdef size_t got
@@ -3537,11 +3543,13 @@ def workspace(shape, dtype):
         raise MemoryError(f"workspace of {nbytes} bytes")
     PyTraceMalloc_Track(_NUMPY_DOMAIN, <size_t>blk.ptr, <size_t>blk.size)
     blk.shape[0], blk.strides[0] = blk.size, 1
-    return _np_module.frombuffer(blk, dtype=dt, count=count).reshape(shape)
+    return _np_module.frombuffer(blk, dtype=dt, count=count).reshape(dims)
 
 
 #: Smaller requests come from NumPy: malloc keeps such blocks on its heap anyway.
 _POOL_MIN = 1 << 18
+#: Larger ones too (NumPy raises its own error for sizes no machine has).
+_POOL_MAX = 1 << 62
 
 
 def workspace_pool(limit=None):
@@ -3551,12 +3559,11 @@ def workspace_pool(limit=None):
     cdef size_t idle
     cdef int n
     if limit is not None:
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-            raise ValueError(f"workspace_pool: limit must be a non-negative integer of bytes, got {limit!r}")
-        _pool_cap = limit
-        lk_pool_limit(_pool_cap, &idle, &n)
-    else:
-        lk_pool_limit(<size_t>-1, &idle, &n)
+        if isinstance(limit, bool) or not hasattr(limit, "__index__") or not 0 <= limit <= _POOL_MAX:
+            raise ValueError(f"workspace_pool: limit must be a non-negative integer of bytes "
+                             f"(at most 2**62), got {limit!r}")
+        _pool_cap = _operator.index(limit)
+    lk_pool_limit(limit is not None, _pool_cap, &idle, &n)
     return idle, n, _pool_cap
 
 
@@ -3569,6 +3576,7 @@ def _default_pool_limit():
     return int(min(512 << 20, phys // 16))
 
 
+import operator as _operator
 import os as _os
 lk_pool_init()
 workspace_pool(_default_pool_limit())

@@ -29,7 +29,7 @@ microseconds (``docs/performance.md``).  The rules:
   BLAS (the Python threads are the parallelism; one OpenBLAS pool shared by
   both would serialise them); the pool is restored when the last one leaves.
 - **The two directions of a layer** (:func:`run_pair`) run in the calling
-  thread and one persistent helper thread, each held to its own half of the
+  thread and one helper thread (kept while in use), each held to its own half of the
   CPUs while they run.
 
 The thread counts are process-wide state of the BLAS libraries: this module
@@ -431,82 +431,117 @@ def cpu_halves() -> tuple[set, set] | None:
     return mine, set(allowed) - mine
 
 
+class _Job:
+    """One call for the helper thread, with its own result slot and event: a caller that stopped
+    waiting (an interrupt) can never be handed another call's result."""
+
+    __slots__ = ("call", "result", "error", "done")
+
+    def __init__(self, call):
+        self.call, self.result, self.error = call, None, None
+        self.done = threading.Event()
+
+    def run(self):
+        try:
+            self.result = self.call()
+        except BaseException as exc:  # re-raised in the caller's thread
+            self.error = exc
+        finally:
+            self.call = None
+            self.done.set()
+
+    def wait(self):
+        """Until the helper is done, even through a KeyboardInterrupt (it writes into arrays the
+        caller owns), which is raised afterwards."""
+        interrupted = None
+        while not self.done.is_set():
+            try:
+                self.done.wait()
+            except KeyboardInterrupt as exc:
+                interrupted = exc
+        if interrupted is not None:
+            raise interrupted
+
+
 class _Partner:
-    """One persistent daemon thread that runs the second of two calls while the caller runs the
-    first (:func:`run_pair`).  Persistent: starting a thread per call cost ~0.2 ms a layer.  Each of
-    the two is held to its own half of the CPUs while they run: left to the scheduler, after the
-    machine idled a while the GIL hand-offs between them woke one beside the other, and the two
-    time-shared one CPU for most of the call (T200 B8 H128 L2 bidirectional after a 0.15 s pause:
-    22 ms against 13-15 held apart)."""
+    """A daemon helper thread that runs the second of two calls while the caller runs the first
+    (:func:`run_pair`).  Kept between calls (starting a thread per call cost ~0.2 ms a layer) until
+    it has idled :attr:`IDLE_S` seconds, so that a process does not keep a thread it no longer
+    uses (Python 3.12 warns when a process with threads forks).  Each of the two is held to its own
+    half of the CPUs while they run: left to the scheduler, after the machine idled a while the GIL
+    hand-offs between them woke one beside the other, and the two time-shared one CPU for most of
+    the call (T200 B8 H128 L2 bidirectional after a 0.15 s pause: 22 ms against 13-15 held apart)."""
+
+    IDLE_S = 1.0
 
     def __init__(self):
-        self.lock = threading.Lock()  # one caller at a time
+        self.lock = threading.Lock()  # held by the one caller using the partner, or an exiting helper
         self.jobs: queue.SimpleQueue = queue.SimpleQueue()
-        self.done: queue.SimpleQueue = queue.SimpleQueue()
-        self.tid = None
         self.thread = None
+        self.tid = None
 
-    def _loop(self):
+    def _loop(self, started):
         self.tid = threading.get_native_id()
+        started.set()
         while True:
-            call = self.jobs.get()
             try:
-                self.done.put((call(), None))
-            except BaseException as exc:  # re-raised in the caller's thread
-                self.done.put((None, exc))
-            del call
+                job = self.jobs.get(timeout=self.IDLE_S)
+            except queue.Empty:
+                # exit only while no caller is in run(): a job is posted under the lock
+                if self.lock.acquire(blocking=False):
+                    try:
+                        if self.jobs.empty():
+                            self.thread = self.tid = None
+                            return
+                    finally:
+                        self.lock.release()
+                continue
+            job.run()
 
     def _start(self):
-        self.thread = threading.Thread(target=self._loop, name="lstmkit-direction", daemon=True)
-        self.thread.start()
-        while self.tid is None:  # its native id, to set its CPUs
-            time.sleep(1e-4)
+        started = threading.Event()
+        thread = threading.Thread(target=self._loop, args=(started,), name="lstmkit-direction",
+                                  daemon=True)
+        thread.start()  # may raise (no more threads): then there is still no helper
+        self.thread = thread
+        started.wait()
 
     def run(self, first, second) -> list | None:
-        """``[first(), second()]``, ``second`` in the partner; None (nothing run) when another
+        """``[first(), second()]``, ``second`` in the helper; None (nothing run) when another
         Python thread is using the partner."""
         if not self.lock.acquire(blocking=False):
             return None
         try:
             if self.thread is None:
                 self._start()
-            halves, saved = cpu_halves(), None
-            if halves is not None:
-                try:
-                    os.sched_setaffinity(self.tid, halves[1])
-                    saved = os.sched_getaffinity(0)
-                    os.sched_setaffinity(0, halves[0])
-                except OSError:  # a container or policy that forbids it: run unheld
-                    saved = None
-            self.jobs.put(second)
+            job, posted, saved = _Job(second), False, None
             try:
+                halves = cpu_halves() if self.tid is not None else None
+                if halves is not None:
+                    try:
+                        os.sched_setaffinity(self.tid, halves[1])
+                        saved = os.sched_getaffinity(0)
+                        os.sched_setaffinity(0, halves[0])
+                    except OSError:  # a container or policy that forbids it: run unheld
+                        pass
+                self.jobs.put(job)
+                posted = True
                 mine = first()
             finally:
-                theirs, error = self._wait()
-                if saved is not None:
-                    try:
-                        os.sched_setaffinity(0, saved)
-                    except OSError:
-                        pass
-            if error is not None:
-                raise error
-            return [mine, theirs]
+                try:
+                    if posted:
+                        job.wait()
+                finally:
+                    if saved is not None:
+                        try:
+                            os.sched_setaffinity(0, saved)
+                        except OSError:
+                            pass
+            if job.error is not None:
+                raise job.error
+            return [mine, job.result]
         finally:
             self.lock.release()
-
-    def _wait(self):
-        """The partner's ``(result, error)``; waits it out even through a KeyboardInterrupt (the
-        partner is writing into arrays the caller owns), which is raised afterwards."""
-        interrupted = None
-        while True:
-            try:
-                result = self.done.get()
-                break
-            except KeyboardInterrupt as exc:
-                interrupted = exc
-        if interrupted is not None:
-            raise interrupted
-        return result
 
 
 _PARTNER = _Partner()
@@ -522,7 +557,7 @@ if hasattr(os, "register_at_fork"):
 
 
 def run_pair(first, second) -> list:
-    """``[first(), second()]`` at once: ``second`` in the persistent partner thread, ``first`` in
+    """``[first(), second()]`` at once: ``second`` in the partner's helper thread, ``first`` in
     this one, each held to its own half of the CPUs meanwhile (:class:`_Partner`); one after the
     other when another Python thread has the partner.  An exception in either is raised here,
     the first's first."""

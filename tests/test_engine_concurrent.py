@@ -212,3 +212,70 @@ def _child_pair():
 
     ok = _threads.run_pair(lambda: 1, lambda: threading.current_thread().name) == [1, "lstmkit-direction"]
     os._exit(0 if ok else 1)
+
+
+def test_an_interrupt_while_waiting_waits_for_the_helper_and_restores_the_cpus():
+    """Ctrl-C (here a SIGALRM handler raising KeyboardInterrupt) during the wait: the helper's
+    call still finishes before the caller goes on, the caller's CPUs come back, and the next
+    pair gets its own result, not the interrupted one's."""
+    import os
+    import signal
+    import time
+
+    if not hasattr(signal, "setitimer"):
+        pytest.skip("no interval timer on this platform")
+    partner = _threads._Partner()
+    before = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    finished = []
+
+    def slow():
+        time.sleep(0.3)
+        finished.append(time.monotonic())
+        return "old"
+
+    def interrupt(*_):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        with pytest.raises(KeyboardInterrupt):
+            partner.run(lambda: "first", slow)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert finished  # the helper was waited for
+    if before is not None:
+        assert os.sched_getaffinity(0) == before
+    assert partner.run(lambda: 1, lambda: "new") == [1, "new"]
+    with pytest.raises(KeyboardInterrupt):  # raised by the first call, after the second finished
+        partner.run(lambda: (_ for _ in ()).throw(KeyboardInterrupt), slow)
+    assert len(finished) == 2
+    assert partner.run(lambda: 2, lambda: "newer") == [2, "newer"]
+
+
+def test_a_helper_that_cannot_start_leaves_the_partner_usable(monkeypatch):
+    partner = _threads._Partner()
+    start = threading.Thread.start
+
+    def fail(self):
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", fail)
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        partner.run(lambda: 1, lambda: 2)
+    monkeypatch.setattr(threading.Thread, "start", start)
+    assert partner.run(lambda: 1, lambda: 2) == [1, 2]
+
+
+def test_an_idle_helper_exits_and_a_new_one_starts(monkeypatch):
+    """No thread is kept for a process that stopped using bidirectional layers (Python 3.12
+    warns when a process with threads forks)."""
+    monkeypatch.setattr(_threads._Partner, "IDLE_S", 0.05)
+    partner = _threads._Partner()
+    assert partner.run(lambda: 1, lambda: 2) == [1, 2]
+    helper = partner.thread
+    helper.join(5)
+    assert not helper.is_alive() and partner.thread is None
+    second = partner.run(lambda: 1, lambda: threading.current_thread())[1]
+    assert second is partner.thread and second is not helper and second.is_alive()
