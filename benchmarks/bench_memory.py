@@ -5,6 +5,7 @@ Usage (from the repository root)::
 
     PYTHONPATH=. python benchmarks/bench_memory.py              # both shapes, markdown table
     PYTHONPATH=. python benchmarks/bench_memory.py --rounds 7 --json results.json
+    PYTHONPATH=. python benchmarks/bench_memory.py --shapes "100,16,64,128,1;200,8,64,128,2,bi" --variants plain,torch --rounds 30
 
 Each (shape, variant) runs in a fresh process, as a training loop would, at 1
 thread (threadpoolctl limit 1, ``lstmkit.set_threads(1)``,
@@ -16,7 +17,9 @@ machine it leaves out the time spent waiting for a CPU) of ``--rounds`` further
 steps.  (Variants are not timed in one process: the plain path's large arrays
 change what the allocator does for the others and the other way round.)  Variants: ``plain`` (every step's activations kept), ``k=<n>`` (segments
 of n steps; ``forward_train(..., recompute=n)``), ``torch``.  The output alone is
-listed for scale (float32, ``T*B*H*4`` bytes).
+listed for scale (float32, ``T*B*H*4`` bytes).  ``--shapes`` takes ``T,B,I,H,L`` or
+``T,B,I,H,L,bi`` (bidirectional) separated by ``;``; with ``--variants plain,torch`` the
+table's last column compares a plain training loop of each library, step for step.
 """
 from __future__ import annotations
 
@@ -58,12 +61,13 @@ def _status_kb(field):
 
 def _step_fn(shape, variant, x):
     """A function running one training step of ``variant`` on ``x`` (the module built here)."""
-    T, B, I, H, L = shape
+    T, B, I, H, L = shape[:5]
+    bi = len(shape) > 5 and shape[5] == "bi"
     if variant == "torch":
         import torch
 
         torch.manual_seed(0)
-        m = torch.nn.LSTM(I, H, L)
+        m = torch.nn.LSTM(I, H, L, bidirectional=bi)
         xt = torch.from_numpy(x).requires_grad_()
 
         def step():
@@ -73,8 +77,8 @@ def _step_fn(shape, variant, x):
         return step
     import lstmkit
 
-    m = lstmkit.LSTM(I, H, L, dtype=np.float32, seed=0)
-    ones = np.ones((T, B, H), np.float32)
+    m = lstmkit.LSTM(I, H, L, dtype=np.float32, seed=0, bidirectional=bi)
+    ones = np.ones((T, B, (2 if bi else 1) * H), np.float32)
     recompute = None if variant == "plain" else int(variant[2:])
 
     def step():
@@ -119,6 +123,14 @@ def child(shape, variant, rounds):
                       "step_cpu_s": statistics.median(cpu)}))
 
 
+def _shape(text: str) -> tuple:
+    """``"T,B,I,H,L"`` or ``"T,B,I,H,L,bi"`` -> a shape tuple."""
+    parts = text.strip().split(",")
+    if len(parts) not in (5, 6) or (len(parts) == 6 and parts[5] != "bi"):
+        raise SystemExit(f"bench_memory.py: a shape is T,B,I,H,L or T,B,I,H,L,bi; got {text!r}")
+    return tuple(int(v) for v in parts[:5]) + tuple(parts[5:])
+
+
 def _child(args: list[str]):
     proc = subprocess.run([sys.executable, os.path.abspath(__file__)] + args, capture_output=True, text=True,
                           check=False)
@@ -134,35 +146,41 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=5, help="timed steps after the first (median reported)")
     ap.add_argument("--no-torch", action="store_true", help="leave torch out")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--shapes", help='"T,B,I,H,L[,bi];..." (default: the two memory shapes)')
+    ap.add_argument("--variants", help="comma-separated subset of plain, k=<n>, torch (default: all)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
         shape, name = args.child.split("/")
-        child(tuple(int(v) for v in shape.split(",")), name, args.rounds)
+        child(_shape(shape), name, args.rounds)
         return
+    shapes = [_shape(v) for v in args.shapes.split(";")] if args.shapes else SHAPES
+    wanted = set(args.variants.split(",")) if args.variants else None
     results = []
-    for shape in SHAPES:
+    for shape in shapes:
         for name in variants(shape[0]):
-            if args.no_torch and name == "torch":
+            if (args.no_torch and name == "torch") or (wanted is not None and name not in wanted):
                 continue
             record = _child(["--rounds", str(args.rounds), "--child", ",".join(map(str, shape)) + "/" + name])
             results.append({"shape": shape, "variant": name, "peak_mb": None, "step_s": None, "step_cpu_s": None,
                             **(record or {})})
             print(f"  {results[-1]}", file=sys.stderr, flush=True)
-    print("| LSTM float32, 1 thread (T, B, I, H, layers) | variant | peak RSS growth (MB) | one step, wall (s) "
-          "| one step, CPU (s) | CPU / plain |")
+    print("| LSTM float32, 1 thread (T, B, I, H, layers) | variant | peak RSS growth (MB) | one step, wall (ms) "
+          "| one step, CPU (ms) | CPU / plain |")
     print("|---|---|---|---|---|---|")
 
     def fmt(value, spec):
         return "-" if value is None else format(value, spec)
 
     for r in results:
-        plain = next(p for p in results if p["shape"] == r["shape"] and p["variant"] == "plain")
-        T, B, I, H, L = r["shape"]
-        ratio = r["step_cpu_s"] / plain["step_cpu_s"] if r["step_cpu_s"] and plain["step_cpu_s"] else None
-        print(f"| T{T} B{B} I{I} H{H} L{L} (output {T * B * H * 4 / 2**20:.0f} MB) | {r['variant']} "
-              f"| {fmt(r['peak_mb'], '.0f')} | {fmt(r['step_s'], '.2f')} | {fmt(r['step_cpu_s'], '.2f')} "
-              f"| {fmt(ratio, '.2f')} |")
+        plain = next((p for p in results if p["shape"] == r["shape"] and p["variant"] == "plain"), {})
+        T, B, I, H, L = r["shape"][:5]
+        bi = " bi" if len(r["shape"]) > 5 else ""
+        ms = {k: None if r[k] is None else 1e3 * r[k] for k in ("step_s", "step_cpu_s")}
+        ratio = r["step_cpu_s"] / plain["step_cpu_s"] if r["step_cpu_s"] and plain.get("step_cpu_s") else None
+        print(f"| T{T} B{B} I{I} H{H} L{L}{bi} (output {T * B * H * 4 * (2 if bi else 1) / 2**20:.0f} MB) "
+              f"| {r['variant']} | {fmt(r['peak_mb'], '.0f')} | {fmt(ms['step_s'], '.2f')} "
+              f"| {fmt(ms['step_cpu_s'], '.2f')} | {fmt(ratio, '.2f')} |")
     if args.json:
         tmp = args.json + ".tmp"
         with open(tmp, "w") as f:
