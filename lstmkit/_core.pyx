@@ -382,25 +382,14 @@ cdef extern from *:
     #  define LK_ATOMIC_STORE(p, v) (*(p) = (v))
     #  define LK_ATOMIC_LOAD(p) (*(p))
     #endif
-    /* Memory for packed panels, aligned to 64 bytes (malloc gives 16), so that
-       no vector load of a panel row straddles two cache lines.  On Zen 4 the
-       layer timings did not change measurably; CPUs with costlier split loads
-       (before Skylake, many ARM cores) gain. */
-    static void *lk_alloc64(size_t n) {
-        char *raw = (char *)malloc(n + 64 + sizeof(void *));
-        if (raw == NULL) return NULL;
-        char *p = (char *)(((uintptr_t)(raw + sizeof(void *)) + 63) & ~(uintptr_t)63);
-        ((void **)p)[-1] = raw;
-        return p;
-    }
-    static void lk_free64(void *p) {
-        if (p != NULL) free(((void **)p)[-1]);
-    }
     /* The workspace pool (see "The workspace pool" below): freed blocks kept
        for the next call instead of handed back to the system, at most
        lk_pool.cap bytes idle (the oldest given back first).  A request takes
        the smallest idle block of its size to 5/4 of it, else a new block.
-       Blocks are 64-byte aligned; from 4 MiB advised for transparent huge
+       Blocks are 64-byte aligned (malloc gives 16), so that no vector load of
+       a panel row straddles two cache lines (on Zen 4 the layer timings did
+       not change measurably; CPUs with costlier split loads, before Skylake
+       and many ARM cores, gain); from 4 MiB advised for transparent huge
        pages, as NumPy does for its large arrays, and 2 MiB-aligned so that
        whole huge pages can back them.  Both
        threads of a call and Python callers use it: a mutex guards it. */
@@ -419,6 +408,7 @@ cdef extern from *:
     #  define LK_POOL_LOCK() ((void)0)
     #  define LK_POOL_UNLOCK() ((void)0)
     #endif
+    /* 64-byte aligned memory (see above), freed by lk_block_free. */
     static void *lk_block_alloc(size_t n) {
         void *p = NULL;
     #if defined(_WIN32)
@@ -877,12 +867,12 @@ cdef extern from *:
     void lk_denormals_restore(unsigned old) noexcept nogil
     int lk_panels_pay(int dbl) noexcept nogil
     int lk_proj_panels_pay(int dbl) noexcept nogil
-    void* lk_alloc64(size_t n) noexcept nogil
+    void* lk_block_alloc(size_t n) noexcept nogil
     void* lk_pool_take(size_t want, size_t* got) noexcept nogil
     void lk_pool_give(void* p, size_t size) noexcept nogil
     void lk_pool_limit(int set, size_t cap, size_t* idle, int* n) noexcept nogil
     void lk_pool_init() noexcept nogil
-    void lk_free64(void* p) noexcept nogil
+    void lk_block_free(void* p) noexcept nogil
     void lk_pack_f(Py_ssize_t k, Py_ssize_t n, const float* src, int trans,
                    float* packed) noexcept nogil
     void lk_pack_d(Py_ssize_t k, Py_ssize_t n, const double* src, int trans,
@@ -3256,19 +3246,19 @@ cdef class CellStep:
     def __dealloc__(self):
         free(self.ws)
         free(self.wcopy)
-        lk_free64(self.wpack)
+        lk_block_free(self.wpack)
 
     cdef int _packed_weights(self, size_t item) except -1:
         """Room for the weights' copy and panels (allocated on the first ``_VIA_PANELS`` step)."""
         cdef Py_ssize_t G = self.n_gate
         if self.wcopy == NULL:
             self.wcopy = <char*>malloc(G * (self.n_in + self.n_hid) * item)
-            self.wpack = <char*>lk_alloc64((_packed_size(self.n_in, G, <float*>NULL)
+            self.wpack = <char*>lk_block_alloc((_packed_size(self.n_in, G, <float*>NULL)
                                             + _packed_size(self.n_hid, G, <float*>NULL)) * item)
             self.wvalid = False
             if self.wcopy == NULL or self.wpack == NULL:
                 free(self.wcopy)
-                lk_free64(self.wpack)
+                lk_block_free(self.wpack)
                 self.wcopy = self.wpack = NULL
                 raise MemoryError()
         return 0
@@ -3640,7 +3630,7 @@ def panel_gemm(const floating[:, ::1] a, const floating[:, ::1] b, bint trans_b,
     _shape("out", out.shape[0], out.shape[1], m, n)
     if m == 0 or n == 0:
         return
-    packed = <floating*>lk_alloc64(max(1, _packed_size(k, n, &out[0, 0])) * sizeof(floating))
+    packed = <floating*>lk_block_alloc(max(1, _packed_size(k, n, &out[0, 0])) * sizeof(floating))
     if packed == NULL:
         raise MemoryError()
     try:
@@ -3655,7 +3645,7 @@ def panel_gemm(const floating[:, ::1] a, const floating[:, ::1] b, bint trans_b,
                 for rep in range(max(1, repeat)):
                     _panel_gemm(m, n, k, &a[0, 0], k, packed, accumulate, &out[0, 0], n)
     finally:
-        lk_free64(packed)
+        lk_block_free(packed)
 
 
 def nt_gemm(const floating[:, ::1] a, const floating[:, ::1] w, floating[:, ::1] out,
