@@ -49,14 +49,17 @@ cdef extern from *:
     #  define LK_INLINE static inline __attribute__((always_inline))
     #  define LK_RESTRICT __restrict__
     #  define LK_PREFETCH_W(p) __builtin_prefetch((p), 1)
+    #  define LK_PREFETCH_R(p) __builtin_prefetch((p), 0)
     #elif defined(_MSC_VER)
     #  define LK_INLINE static __forceinline
     #  define LK_RESTRICT __restrict
     #  define LK_PREFETCH_W(p) ((void)0)
+    #  define LK_PREFETCH_R(p) ((void)0)
     #else
     #  define LK_INLINE static inline
     #  define LK_RESTRICT
     #  define LK_PREFETCH_W(p) ((void)0)
+    #  define LK_PREFETCH_R(p) ((void)0)
     #endif
 
     /* One clone per x86-64 level, chosen once at load time by glibc's ifunc:
@@ -629,6 +632,9 @@ cdef extern from *:
                 const Py_ssize_t k1 = k - k0 < 16 ? k : k0 + 16;                     \
                 for (Py_ssize_t c = 0; c < w; c++) {                                 \
                     const T *row = src + (p0 + c) * k;                               \
+                    /* NR rows at once are more streams than the hardware tracks: a    \
+                       cold (G, H) weight packed 20% faster (H512) */                  \
+                    LK_PREFETCH_R(row + k0 + 4 * 64 / (Py_ssize_t)sizeof(T));       \
                     for (Py_ssize_t kk = k0; kk < k1; kk++) dst[kk * NR + c] = row[kk];\
                 }                                                                    \
             }                                                                        \
@@ -1093,7 +1099,7 @@ cdef inline Py_ssize_t _split_at(Py_ssize_t n) noexcept nogil:
 cdef void _input_projection(int n, int g, int i, const floating* x, const floating* w_ih,
                             const floating* pk, const floating* b1, int n1,
                             const floating* b2, int n2, floating* out, Py_ssize_t c0,
-                            Py_ssize_t c1) noexcept nogil:
+                            Py_ssize_t c1, int nq=1, Py_ssize_t stride=0) noexcept nogil:
     """Columns ``[c0, c1)`` of ``out[n, g] = x[n, i] @ w_ih[g, i]^T + b1 + b2`` (all
     columns, or one thread's share of a two-thread call).  Always one GEMM per side of
     :func:`_split_at` (``g``), where a two-thread call splits the columns, so that one and
@@ -1104,16 +1110,25 @@ cdef void _input_projection(int n, int g, int i, const floating* x, const floati
     row is pre-filled with their sum and the GEMM accumulates with beta = 1.
     ``pk``: ``w_ih^T`` in panels followed by that sum (:func:`_proj_panels_for`),
     or NULL; then the panel kernel does it, adding the biases as it stores (the
-    columns of any share are its own, so one and two threads agree there too).
+    columns of any share are its own, so one and two threads agree there too), and
+    ``nq`` > 1 does the columns ``[c0, c1)`` of each of ``nq`` gate blocks ``stride``
+    apart (a share of the units, :func:`_forward_units`) in one pass over ``x``.
     """
     cdef Py_ssize_t mid = _split_at(g)
-    if c0 < mid < c1 and pk == NULL:
+    cdef int q
+    if pk != NULL:
+        _panel_gemm_rows(n, g, i, x, pk, b1 != NULL or b2 != NULL, out, c0, c1, nq, stride)
+        return
+    if nq > 1:
+        for q in range(nq):
+            _input_projection(n, g, i, x, w_ih, pk, b1, n1, b2, n2, out, c0 + q * stride,
+                              c1 + q * stride)
+        return
+    if c0 < mid < c1:
         _projection_cols(n, g, i, x, w_ih, b1, n1, b2, n2, out, c0, mid)
         _projection_cols(n, g, i, x, w_ih, b1, n1, b2, n2, out, mid, c1)
-    elif pk == NULL:
-        _projection_cols(n, g, i, x, w_ih, b1, n1, b2, n2, out, c0, c1)
     else:
-        _panel_gemm_rows(n, g, i, x, pk, b1 != NULL or b2 != NULL, out, c0, c1)
+        _projection_cols(n, g, i, x, w_ih, b1, n1, b2, n2, out, c0, c1)
 
 
 #: Rows of ``x`` the panel projection takes at a time: all its panels run over
@@ -1123,20 +1138,23 @@ cdef Py_ssize_t _PROJ_CHUNK_BYTES = 256 * 1024
 
 cdef void _panel_gemm_rows(Py_ssize_t n, Py_ssize_t g, Py_ssize_t i, const floating* x,
                            const floating* pk, bint bias, floating* out, Py_ssize_t c0,
-                           Py_ssize_t c1) noexcept nogil:
+                           Py_ssize_t c1, int nq=1, Py_ssize_t stride=0) noexcept nogil:
     """Columns ``[c0, c1)`` (``c0`` on a panel boundary) of ``out[n, g] = x[n, i] @ b``
     (+ the bias sum packed after ``b``, with ``bias``), ``b`` (i, g) packed in ``pk``
     (:func:`_sequence_panels_for`, ``i`` > 0), a chunk of rows at a time: the input
-    projection and the backward's ``dx``."""
-    cdef Py_ssize_t r0, rows = _PROJ_CHUNK_BYTES // max(1, i * <Py_ssize_t>sizeof(floating))
+    projection and the backward's ``dx``.  ``nq`` > 1: those columns of ``nq`` blocks
+    ``stride`` apart, each chunk of rows through all of them."""
+    cdef Py_ssize_t r0, q, a, rows = _PROJ_CHUNK_BYTES // max(1, i * <Py_ssize_t>sizeof(floating))
     rows = max(4, rows // 4 * 4)
-    cdef const floating* bsum = pk + _packed_size(i, g, pk) + c0 if bias else NULL
+    cdef const floating* bsum = pk + _packed_size(i, g, pk) if bias else NULL
     if n <= 0 or c1 <= c0:
         return
     r0 = 0
     while r0 < n:
-        _panel_gemm(min(rows, n - r0), c1 - c0, i, x + r0 * i, i, pk + c0 * i, False,
-                    out + r0 * g + c0, g, bsum)
+        for q in range(nq):
+            a = c0 + q * stride
+            _panel_gemm(min(rows, n - r0), c1 - c0, i, x + r0 * i, i, pk + a * i, False,
+                        out + r0 * g + a, g, bsum + a if bias else NULL)
         r0 += rows
 
 
@@ -1296,6 +1314,7 @@ ctypedef struct _TeamJob:
     bint wg_panels  # backward: the weight gradients on the panel kernel (_wg_panels)
     bint relu     # RNN: ReLU, else tanh
     int cell      # _LSTM, _GRU or _RNN (the backward's loop serves all three)
+    bint by_units  # forward: _forward_units (w_pk and w_ih_pk are packed there)
 
 
 cdef inline void _lstm_units(Py_ssize_t n, Py_ssize_t H, Py_ssize_t j0, Py_ssize_t j1,
@@ -1417,10 +1436,114 @@ cdef void _weight_grads_rows(Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t g0, Py_ssi
         _colsum(N, g1 - g0, dg + g0, G, db_hh + g0)
 
 
+cdef inline bint _same_rows(Py_ssize_t T, const int64_t* bs) noexcept nogil:
+    """Whether every step has the same rows (no shrinking packed batch)."""
+    cdef Py_ssize_t t
+    for t in range(1, T):
+        if bs[t] != bs[0]:
+            return False
+    return True
+
+
+cdef bint _units_apart(const int64_t[::1] bs, Py_ssize_t H, bint y, void* pk,
+                       void* pk_ih) noexcept nogil:
+    """Whether a two-thread forward can split everything by hidden units
+    (:func:`_forward_units`): every step has the same rows, each half of the units is whole
+    panels, the input projection and the recurrent product take the panel kernel (whose
+    columns do not depend on the share; BLAS's may) and the output ``y`` is kept."""
+    if not y or pk == NULL or pk_ih == NULL or H % (2 * LK_NR_f) or H % (2 * LK_NR_d):
+        return False
+    return bs.shape[0] == 0 or _same_rows(bs.shape[0], &bs[0])
+
+
+cdef Py_ssize_t _units_count = 0  # forwards that took _forward_units (a test hook reads it)
+
+
+cdef void _forward_units(_TeamJob* j, int tid, floating* kind) noexcept nogil:
+    """Thread ``tid``'s part of a layer's forward when :func:`_units_apart` holds: each thread
+    owns hidden units ``[u_lo, u_hi)`` and every column computed for them -- those units'
+    columns of each gate block (packing ``w_hh`` and ``w_ih``, the input projection, the
+    recurrent product), the gate loop, ``c`` -- and writes ``h`` straight into its row of
+    ``y``, which the next step reads.  Nothing one thread writes is read by the other until
+    the next step's product, which reads all of ``h``: one barrier a step, where
+    :func:`_forward_2t` needs two or three."""
+    global _units_count
+    cdef int H = j.H, I = j.isz, q, sense = 0
+    cdef int nq = 4 if j.cell == _LSTM else 3 if j.cell == _GRU else 1
+    cdef int G = nq * H, n2 = 2 * H if j.cell == _GRU else G
+    cdef Py_ssize_t T = j.T, B = j.bs[0], s, t, r, off, lo = 0, hi = 0
+    cdef Py_ssize_t u_lo = 0, u_hi = H, c0, c1
+    cdef bint train = j.hprev != NULL, gru = j.cell == _GRU
+    cdef size_t row
+    cdef floating* w_pk = <floating*>j.w_pk
+    cdef floating* w_ih_pk = <floating*>j.w_ih_pk
+    cdef const floating* b_ih = <const floating*>j.b_ih
+    cdef const floating* b_hh = <const floating*>j.b_hh
+    cdef floating* y = <floating*>j.y
+    cdef floating* c = <floating*>j.c
+    cdef floating* hin = <floating*>j.h
+    cdef floating* hout
+    cdef floating* gt
+    if j.team.nthreads > 1:
+        if tid:
+            u_lo = j.units
+        else:
+            u_hi = j.units
+    if tid == 0:
+        _units_count += 1
+    row = <size_t>(u_hi - u_lo) * sizeof(floating)
+    for q in range(nq):  # this thread's panels: both packs in parallel
+        c0, c1 = q * H + u_lo, q * H + u_hi
+        _pack(H, c1 - c0, <const floating*>j.w_hh + c0 * H, True, w_pk + c0 * H)
+        _pack(I, c1 - c0, <const floating*>j.w_ih + c0 * I, True, w_ih_pk + c0 * I)
+        _projection_biases(c0, c1, b_ih, G, b_hh, n2, w_ih_pk + _packed_size(I, G, w_ih_pk))
+    for s in range(T):
+        t = T - 1 - s if j.reverse else s
+        off = t * B
+        hout = y + off * H
+        lk_maybe_stall(tid, s)
+        if train:
+            for r in range(B):
+                memcpy(<floating*>j.hprev + (off + r) * H + u_lo, hin + r * H + u_lo, row)
+                if j.cell == _LSTM:
+                    memcpy(<floating*>j.cprev + (off + r) * H + u_lo, c + r * H + u_lo, row)
+        c0, c1 = lo, hi
+        gt = _gates_block(s, T, j.bs, j.reverse, off, B, j.R, &lo, &hi, G, I,
+                          <const floating*>j.x, <const floating*>j.w_ih, w_ih_pk, b_ih, G, b_hh,
+                          n2, <floating*>j.gates, False)
+        if lo != c0 or hi != c1:  # a new block of the input projection
+            _input_projection(<int>(hi - lo), G, I, <const floating*>j.x + lo * I,
+                              <const floating*>j.w_ih, w_ih_pk, b_ih, G, b_hh, n2,
+                              <floating*>j.gates, u_lo, u_hi, nq, H)
+        for q in range(nq):
+            _panel_gemm(B, u_hi - u_lo, H, hin, H, w_pk + (q * H + u_lo) * H, not gru,
+                        (<floating*>j.gh if gru else gt) + q * H + u_lo, G)
+        if j.cell == _LSTM:
+            _lstm_units(B, H, u_lo, u_hi, gt, c, hout,
+                        <floating*>j.tanhc + off * H if train else NULL)
+        elif gru:
+            for r in range(B):
+                memcpy(hout + r * H + u_lo, hin + r * H + u_lo, row)
+            _gru_units(B, H, u_lo, u_hi, gt, <floating*>j.gh, b_hh + 2 * H, hout,
+                       <floating*>j.ghn + off * H if train else NULL)
+        else:
+            for r in range(B):
+                _rnn_rows(u_hi - u_lo, gt + r * G + u_lo, hout + r * H + u_lo, j.relu, train)
+        hin = hout
+        if not lk_team_wait(&j.team, &sense, tid, True):
+            if tid:
+                return
+            u_lo, u_hi = 0, H  # alone from here on
+            row = <size_t>H * sizeof(floating)
+    if tid == 0 and T > 0:
+        memcpy(<floating*>j.h, hin, <size_t>B * H * sizeof(floating))
+
+
 cdef void _forward_2t(_TeamJob* j, int tid, floating* kind) noexcept nogil:
     """Thread ``tid``'s part of a layer's forward (:func:`_lstm_forward`, :func:`_gru_forward`,
     :func:`_rnn_forward`; ``kind`` picks the dtype): the input projection's blocks and the
-    step's recurrent product by panel columns, then the gate loop by hidden units."""
+    step's recurrent product by panel columns, then the gate loop by hidden units
+    (:func:`_forward_units` where it applies)."""
     cdef int H = j.H, live, sense = 0
     cdef int G = (4 if j.cell == _LSTM else 3 if j.cell == _GRU else 1) * H
     cdef Py_ssize_t T = j.T, s, t, r, off = j.N if j.reverse else 0, lo = 0, hi = 0
@@ -1433,6 +1556,9 @@ cdef void _forward_2t(_TeamJob* j, int tid, floating* kind) noexcept nogil:
     cdef floating* gt
     cdef floating* out  # the product's target: the gate rows, or the GRU's gh apart
     cdef bint train = hprev != NULL, gru = j.cell == _GRU, solo = False
+    if j.by_units:
+        _forward_units(j, tid, kind)
+        return
     if j.team.nthreads > 1:
         if tid:
             c_lo, u_lo = j.cols, j.units
@@ -1614,8 +1740,12 @@ cdef void _lstm_forward(Py_ssize_t T, const int64_t* bs, bint reverse, int N, in
     """
     cdef int G = 4 * H
     cdef bint train = hprev != NULL
+    # every step's rows the same, no projection: h goes straight into its row of y and
+    # the next step reads it there (no copy a step)
+    cdef bint direct = y != NULL and w_hr == NULL and _same_rows(T, bs)
     cdef Py_ssize_t s, t, off = N if reverse else 0, lo = 0, hi = 0
     cdef int live
+    cdef floating* hin = h
     cdef floating* hc
     cdef floating* gt
     for s in range(T):
@@ -1625,22 +1755,28 @@ cdef void _lstm_forward(Py_ssize_t T, const int64_t* bs, bint reverse, int N, in
             off -= live
         if live > 0:
             if train:
-                memcpy(hprev + off * P, h, <size_t>live * P * sizeof(floating))
+                memcpy(hprev + off * P, hin, <size_t>live * P * sizeof(floating))
                 memcpy(cprev + off * H, c, <size_t>live * H * sizeof(floating))
             gt = _gates_block(s, T, bs, reverse, off, live, R, &lo, &hi, G, I, x, w_ih,
                               w_ih_pk, b_ih, G, b_hh, G, gates, True)
-            _recurrent_gemm(live, G, P, h, w_hh, w_pk, 1, gt)
-            if w_hr == NULL:
+            _recurrent_gemm(live, G, P, hin, w_hh, w_pk, 1, gt)
+            if direct:
+                hc = y + off * P
+            elif w_hr == NULL:
                 hc = h
             else:
                 hc = hcell + off * H if train else hcell
             _lstm_rows(live, H, gt, c, hc, tanhc + off * H if train else NULL)
-            if w_hr != NULL:
+            if direct:
+                hin = hc
+            elif w_hr != NULL:
                 _recurrent_gemm(live, P, H, hc, w_hr, w_hr_pk, 0, h)
-            if y != NULL:
+            if y != NULL and not direct:
                 memcpy(y + off * P, h, <size_t>live * P * sizeof(floating))
         if not reverse:
             off += live
+    if hin != h:
+        memcpy(h, hin, <size_t>bs[0] * P * sizeof(floating))
 
 
 cdef void _lstm_backward(Py_ssize_t T, const int64_t* bs, bint reverse, int N, int I,
@@ -1668,6 +1804,7 @@ cdef void _lstm_backward(Py_ssize_t T, const int64_t* bs, bint reverse, int N, i
     cdef int live
     cdef const floating* src
     cdef _TeamJob job
+    job.by_units = False  # the backward's loop never reads it
     if threads > 1 and w_hr == NULL and w_pk != NULL:
         # the same loop on two threads (_backward_2t)
         job.T, job.N, job.isz, job.H, job.reverse, job.bs = T, N, I, H, reverse, bs
@@ -1876,8 +2013,10 @@ cdef void _rnn_forward(Py_ssize_t T, const int64_t* bs, bint reverse, bint relu,
     workspace (as in :func:`_lstm_forward`), holding the activations when
     training (``hprev`` (N, H) given); ``w_pk``: ``w_hh^T`` in panels or NULL."""
     cdef bint train = hprev != NULL
+    cdef bint direct = y != NULL and _same_rows(T, bs)  # h into y, as in _lstm_forward
     cdef Py_ssize_t s, t, off = N if reverse else 0, lo = 0, hi = 0
     cdef int live
+    cdef floating* hin = h
     cdef floating* gt
     for s in range(T):
         t = T - 1 - s if reverse else s
@@ -1886,15 +2025,21 @@ cdef void _rnn_forward(Py_ssize_t T, const int64_t* bs, bint reverse, bint relu,
             off -= live
         if live > 0:
             if train:
-                memcpy(hprev + off * H, h, <size_t>live * H * sizeof(floating))
+                memcpy(hprev + off * H, hin, <size_t>live * H * sizeof(floating))
             gt = _gates_block(s, T, bs, reverse, off, live, R, &lo, &hi, H, I, x, w_ih,
                               w_ih_pk, b_ih, H, b_hh, H, gates, True)
-            _recurrent_gemm(live, H, H, h, w_hh, w_pk, 1, gt)
-            _rnn_rows(<Py_ssize_t>live * H, gt, h, relu, train)
-            if y != NULL:
-                memcpy(y + off * H, h, <size_t>live * H * sizeof(floating))
+            _recurrent_gemm(live, H, H, hin, w_hh, w_pk, 1, gt)
+            if direct:
+                hin = y + off * H
+                _rnn_rows(<Py_ssize_t>live * H, gt, hin, relu, train)
+            else:
+                _rnn_rows(<Py_ssize_t>live * H, gt, h, relu, train)
+                if y != NULL:
+                    memcpy(y + off * H, h, <size_t>live * H * sizeof(floating))
         if not reverse:
             off += live
+    if hin != h:
+        memcpy(h, hin, <size_t>bs[0] * H * sizeof(floating))
 
 
 cdef void _rnn_backward(Py_ssize_t T, const int64_t* bs, bint reverse, bint relu, int N,
@@ -2156,14 +2301,15 @@ def lstm_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
                                      batch_sizes.shape[0])
     cdef _Panels pk_ih = _proj_panels_for(N, I, G, sizeof(floating), panels)
     cdef _TeamJob job
+    job.by_units = team and _units_apart(batch_sizes, H, y is not None, pk.ptr, pk_ih.ptr)
     cdef unsigned csr = lk_denormals_flush() if flush_denormals else 0
     try:
         with nogil:
             memmove(&h[0, 0], &h0[0, 0], B * P * sizeof(floating))
             memmove(&c[0, 0], &c0[0, 0], B * H * sizeof(floating))
-            if pk.ptr != NULL:
+            if pk.ptr != NULL and not job.by_units:
                 _pack(P, G, &w_hh[0, 0], True, <floating*>pk.ptr)
-            if pk_ih.ptr != NULL:
+            if pk_ih.ptr != NULL and not job.by_units:
                 _pack_projection(I, G, &w_ih[0, 0], _c1(b_ih), G, _c1(b_hh), G,
                                  <floating*>pk_ih.ptr)
             if pk_hr.ptr != NULL:
@@ -2325,13 +2471,14 @@ def gru_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
     cdef _Panels pk = _panels_for(rows, H, G, sizeof(floating), panels, batch_sizes.shape[0])
     cdef _Panels pk_ih = _proj_panels_for(N, I, G, sizeof(floating), panels)
     cdef _TeamJob job
+    job.by_units = team and _units_apart(batch_sizes, H, y is not None, pk.ptr, pk_ih.ptr)
     cdef unsigned csr = lk_denormals_flush() if flush_denormals else 0
     try:
         with nogil:
             memmove(&h[0, 0], &h0[0, 0], B * H * sizeof(floating))
-            if pk.ptr != NULL:
+            if pk.ptr != NULL and not job.by_units:
                 _pack(H, G, &w_hh[0, 0], True, <floating*>pk.ptr)
-            if pk_ih.ptr != NULL:
+            if pk_ih.ptr != NULL and not job.by_units:
                 _pack_projection(I, G, &w_ih[0, 0], _c1(b_ih), G, &b_hh[0], 2 * H,
                                  <floating*>pk_ih.ptr)
             if team and pk.ptr != NULL:
@@ -2401,6 +2548,7 @@ def gru_backward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
     cdef bint team = threads > 1 and 1 < rows <= _PANEL_MAX_ROWS  # and pk.ptr
     cdef _Panels pk = _panels_for(rows, G, H, sizeof(floating), panels, batch_sizes.shape[0])
     cdef _TeamJob job
+    job.by_units = False  # the backward's loop never reads it
     cdef unsigned csr = lk_denormals_flush() if flush_denormals else 0
     try:
         with nogil:
@@ -2473,13 +2621,14 @@ def rnn_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
     cdef _Panels pk = _panels_for(rows, H, H, sizeof(floating), panels, batch_sizes.shape[0])
     cdef _Panels pk_ih = _proj_panels_for(N, I, H, sizeof(floating), panels)
     cdef _TeamJob job
+    job.by_units = team and _units_apart(batch_sizes, H, y is not None, pk.ptr, pk_ih.ptr)
     cdef unsigned csr = lk_denormals_flush() if flush_denormals else 0
     try:
         with nogil:
             memmove(&h[0, 0], &h0[0, 0], B * H * sizeof(floating))
-            if pk.ptr != NULL:
+            if pk.ptr != NULL and not job.by_units:
                 _pack(H, H, &w_hh[0, 0], True, <floating*>pk.ptr)
-            if pk_ih.ptr != NULL:
+            if pk_ih.ptr != NULL and not job.by_units:
                 _pack_projection(I, H, &w_ih[0, 0], _c1(b_ih), H, _c1(b_hh), H,
                                  <floating*>pk_ih.ptr)
             if team and pk.ptr != NULL:
@@ -2543,6 +2692,7 @@ def rnn_backward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
     cdef _Panels pk = _panels_for(rows, H, H, sizeof(floating), panels, batch_sizes.shape[0])
     cdef _Panels pk_dx = _sequence_panels_for(N, H, I, 0, sizeof(floating), panels)
     cdef _TeamJob job
+    job.by_units = False  # the backward's loop never reads it
     cdef unsigned csr = lk_denormals_flush() if flush_denormals else 0
     try:
         with nogil:
@@ -3674,10 +3824,11 @@ def _stall_worker_at(Py_ssize_t step, Py_ssize_t steps=-1):
     """Test hook: the second thread of a two-thread loop sleeps 5 ms before each of
     ``steps`` time steps (-1: all) from ``step`` on (loop order; step -1: never), as
     a thread descheduled on a busy machine would.  Returns how many two-thread loops
-    have started so far and how many of them gave up on their second thread."""
+    have started so far, how many of them gave up on their second thread and how many
+    forwards took :func:`_forward_units`."""
     global lk_stall_step, lk_stall_steps
     lk_stall_step, lk_stall_steps = step, steps
-    return lk_team_count, lk_solo_count
+    return lk_team_count, lk_solo_count, _units_count
 
 
 def projection_panels_used(dtype):

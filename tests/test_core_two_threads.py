@@ -210,3 +210,43 @@ def test_split_threads_follows_the_policy(monkeypatch):
         monkeypatch.setattr(_threads._C, "active", 0)
     with _threads.threads(1):
         assert _threads.split_threads(big) == 1
+
+
+# every step the same rows and each half of the units whole 32-column panels: the forward
+# splits everything by units (_forward_units), one barrier a step
+UNIFORM = {"dense": [6] * 7, "full": [64] * 3, "many": [5] * 40}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("layout", list(UNIFORM))
+@pytest.mark.parametrize("hidden", [64, 128, 192])
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn_tanh", "rnn_relu"])
+def test_the_forward_split_by_units_gives_the_bits_of_one(kind, hidden, layout, reverse, dtype,
+                                                           monkeypatch):
+    one, _, _ = _layer(1, dtype, hidden, UNIFORM[layout], reverse, hidden != 128, monkeypatch,
+                       kind=kind)
+    before = _core._stall_worker_at(-1)[2]
+    two, (teams, solos), _ = _layer(2, dtype, hidden, UNIFORM[layout], reverse, hidden != 128,
+                                    monkeypatch, kind=kind)
+    if cython_backend._core.projection_panels_used(dtype):
+        assert (teams, solos) == (3, 0)
+        assert _core._stall_worker_at(-1)[2] - before == 2  # inference and training forwards
+    for i, (a, b) in enumerate(zip(one, two)):
+        np.testing.assert_array_equal(a, b, err_msg=f"output {i}")
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn_tanh"])
+@pytest.mark.parametrize("step", [0, 3])
+def test_a_stalled_worker_hands_its_units_to_the_caller(step, kind, monkeypatch):
+    """The split by units falls back as the split by columns does: the caller takes every
+    unit from the next step on, and the results are still the bits of one thread."""
+    one, _, _ = _layer(1, np.float64, 64, [5] * 12, False, monkeypatch=monkeypatch, kind=kind)
+    before = _core._stall_worker_at(-1)[2]
+    two, (teams, solos), _ = _layer(2, np.float64, 64, [5] * 12, False, monkeypatch=monkeypatch,
+                                    stall=step, kind=kind)
+    if cython_backend._core.projection_panels_used(np.float64):
+        assert (teams, solos) == (3, 3)
+        assert _core._stall_worker_at(-1)[2] - before == 2
+    for i, (a, b) in enumerate(zip(one, two)):
+        np.testing.assert_array_equal(a, b, err_msg=f"output {i}")
