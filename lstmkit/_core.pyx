@@ -630,11 +630,14 @@ cdef extern from *:
             const Py_ssize_t w = n - p0 < NR ? n - p0 : NR;                          \
             for (Py_ssize_t k0 = 0; k0 < k; k0 += 16) {  /* one cache line of each src row */\
                 const Py_ssize_t k1 = k - k0 < 16 ? k : k0 + 16;                     \
+                const Py_ssize_t pf = k0 + 4 * 64 / (Py_ssize_t)sizeof(T);           \
                 for (Py_ssize_t c = 0; c < w; c++) {                                 \
                     const T *row = src + (p0 + c) * k;                               \
-                    /* NR rows at once are more streams than the hardware tracks: a    \
-                       cold (G, H) weight packed 20% faster (H512) */                  \
-                    LK_PREFETCH_R(row + k0 + 4 * 64 / (Py_ssize_t)sizeof(T));       \
+                    /* NR rows at once are more streams than the hardware tracks:   \
+                       fetch 4 lines ahead in the row (a cold float32 (2048, 512)     \
+                       weight packed 20% faster) */                                    \
+                    if (pf < k) LK_PREFETCH_R(row + pf);                             \
+                    if (sizeof(T) == 8 && pf + 8 < k) LK_PREFETCH_R(row + pf + 8);   \
                     for (Py_ssize_t kk = k0; kk < k1; kk++) dst[kk * NR + c] = row[kk];\
                 }                                                                    \
             }                                                                        \
@@ -1110,9 +1113,11 @@ cdef void _input_projection(int n, int g, int i, const floating* x, const floati
     row is pre-filled with their sum and the GEMM accumulates with beta = 1.
     ``pk``: ``w_ih^T`` in panels followed by that sum (:func:`_proj_panels_for`),
     or NULL; then the panel kernel does it, adding the biases as it stores (the
-    columns of any share are its own, so one and two threads agree there too), and
+    columns of any share are its own, so one and two threads agree there too).
     ``nq`` > 1 does the columns ``[c0, c1)`` of each of ``nq`` gate blocks ``stride``
-    apart (a share of the units, :func:`_forward_units`) in one pass over ``x``.
+    apart (a share of the units, :func:`_forward_units`): with panels in one pass over
+    ``x``; without, one GEMM per block, which BLAS may round differently from a GEMM
+    over the whole width (so :func:`_forward_units` requires panels).
     """
     cdef Py_ssize_t mid = _split_at(g)
     cdef int q
@@ -1143,7 +1148,8 @@ cdef void _panel_gemm_rows(Py_ssize_t n, Py_ssize_t g, Py_ssize_t i, const float
     (+ the bias sum packed after ``b``, with ``bias``), ``b`` (i, g) packed in ``pk``
     (:func:`_sequence_panels_for`, ``i`` > 0), a chunk of rows at a time: the input
     projection and the backward's ``dx``.  ``nq`` > 1: those columns of ``nq`` blocks
-    ``stride`` apart, each chunk of rows through all of them."""
+    ``stride`` apart (a multiple of the panel width), each chunk of rows through all
+    of them."""
     cdef Py_ssize_t r0, q, a, rows = _PROJ_CHUNK_BYTES // max(1, i * <Py_ssize_t>sizeof(floating))
     rows = max(4, rows // 4 * 4)
     cdef const floating* bsum = pk + _packed_size(i, g, pk) if bias else NULL
@@ -1265,12 +1271,15 @@ cdef inline void _rnn_rows_bwd(Py_ssize_t n, const floating* a, const floating* 
 # ---------------------------------------------------------------------------
 
 # ---------------------------------------------------------------------------
-# Two threads in one LSTM call (no projection, 2-64 rows, packed panels): the
-# caller and one worker (lk_team) split each step by whole 32-column panels of
-# the recurrent product and by units of the gate loops, and meet at barriers.
-# Every value is computed by the same code on the same operands as on one
-# thread, so results are the same bits at 1 and 2 threads; a step with one
-# row, and each block of the input projection, run on the caller alone.
+# Two threads in one LSTM (no projection), GRU or RNN call (2-64 rows, packed
+# panels): the caller and one worker (lk_team) split each step by whole
+# 32-column panels of the recurrent product and by units of the gate loops,
+# and meet at barriers; where every step has the same rows, the forward
+# splits everything by hidden units instead (_forward_units, one barrier a
+# step).  Every value is computed by the same code on the same operands as on
+# one thread, so results are the same bits at 1 and 2 threads; a step with one
+# row, and a block of the input projection of at most 4 rows, run on the
+# caller alone.
 # ---------------------------------------------------------------------------
 
 cdef enum:  # the cell of a two-thread job
@@ -1466,12 +1475,14 @@ cdef void _forward_units(_TeamJob* j, int tid, floating* kind) noexcept nogil:
     recurrent product), the gate loop, ``c`` -- and writes ``h`` straight into its row of
     ``y``, which the next step reads.  Nothing one thread writes is read by the other until
     the next step's product, which reads all of ``h``: one barrier a step, where
-    :func:`_forward_2t` needs two or three."""
+    :func:`_forward_2t` needs two or three.  If the worker stalls, the caller takes every
+    unit from the next step on, reading the worker's panels and projected columns after
+    the barrier that decided it."""
     global _units_count
     cdef int H = j.H, I = j.isz, q, sense = 0
     cdef int nq = 4 if j.cell == _LSTM else 3 if j.cell == _GRU else 1
     cdef int G = nq * H, n2 = 2 * H if j.cell == _GRU else G
-    cdef Py_ssize_t T = j.T, B = j.bs[0], s, t, r, off, lo = 0, hi = 0
+    cdef Py_ssize_t T = j.T, B = j.bs[0], s, t, r, off, lo = 0, hi = 0, lo0, hi0
     cdef Py_ssize_t u_lo = 0, u_hi = H, c0, c1
     cdef bint train = j.hprev != NULL, gru = j.cell == _GRU
     cdef size_t row
@@ -1507,11 +1518,11 @@ cdef void _forward_units(_TeamJob* j, int tid, floating* kind) noexcept nogil:
                 memcpy(<floating*>j.hprev + (off + r) * H + u_lo, hin + r * H + u_lo, row)
                 if j.cell == _LSTM:
                     memcpy(<floating*>j.cprev + (off + r) * H + u_lo, c + r * H + u_lo, row)
-        c0, c1 = lo, hi
+        lo0, hi0 = lo, hi
         gt = _gates_block(s, T, j.bs, j.reverse, off, B, j.R, &lo, &hi, G, I,
                           <const floating*>j.x, <const floating*>j.w_ih, w_ih_pk, b_ih, G, b_hh,
                           n2, <floating*>j.gates, False)
-        if lo != c0 or hi != c1:  # a new block of the input projection
+        if lo != lo0 or hi != hi0:  # a new block of the input projection
             _input_projection(<int>(hi - lo), G, I, <const floating*>j.x + lo * I,
                               <const floating*>j.w_ih, w_ih_pk, b_ih, G, b_hh, n2,
                               <floating*>j.gates, u_lo, u_hi, nq, H)

@@ -236,17 +236,30 @@ def test_the_forward_split_by_units_gives_the_bits_of_one(kind, hidden, layout, 
         np.testing.assert_array_equal(a, b, err_msg=f"output {i}")
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn_tanh"])
 @pytest.mark.parametrize("step", [0, 3])
-def test_a_stalled_worker_hands_its_units_to_the_caller(step, kind, monkeypatch):
+def test_a_stalled_worker_hands_its_units_to_the_caller(step, kind, reverse, dtype, monkeypatch):
     """The split by units falls back as the split by columns does: the caller takes every
     unit from the next step on, and the results are still the bits of one thread."""
-    one, _, _ = _layer(1, np.float64, 64, [5] * 12, False, monkeypatch=monkeypatch, kind=kind)
+    one, _, _ = _layer(1, dtype, 64, [5] * 12, reverse, monkeypatch=monkeypatch, kind=kind)
     before = _core._stall_worker_at(-1)[2]
-    two, (teams, solos), _ = _layer(2, np.float64, 64, [5] * 12, False, monkeypatch=monkeypatch,
+    two, (teams, solos), _ = _layer(2, dtype, 64, [5] * 12, reverse, monkeypatch=monkeypatch,
                                     stall=step, kind=kind)
-    if cython_backend._core.projection_panels_used(np.float64):
+    if cython_backend._core.projection_panels_used(dtype):
         assert (teams, solos) == (3, 3)
         assert _core._stall_worker_at(-1)[2] - before == 2
     for i, (a, b) in enumerate(zip(one, two)):
         np.testing.assert_array_equal(a, b, err_msg=f"output {i}")
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn_relu"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+def test_the_forward_split_by_units_matches_the_reference(kind, reverse, monkeypatch):
+    two, _, (cell, params, x, bs, state0, d_y) = _layer(2, np.float64, 128, [7] * 9, reverse,
+                                                         monkeypatch=monkeypatch, kind=kind)
+    ref = ReferenceBackend()
+    y, s, _ = ref.layer_forward(cell, params, x, bs, reverse, state0, False)
+    for i, (a, b) in enumerate(zip(two, [y, *s])):
+        assert _rel(a, b) < TOL[np.float64] * 5, (i, _rel(a, b))
