@@ -1323,7 +1323,7 @@ ctypedef struct _TeamJob:
     bint wg_panels  # backward: the weight gradients on the panel kernel (_wg_panels)
     bint relu     # RNN: ReLU, else tanh
     int cell      # _LSTM, _GRU or _RNN (the backward's loop serves all three)
-    bint by_units  # forward: _forward_units (w_pk and w_ih_pk are packed there)
+    int split     # forward: _BY_COLUMNS (_forward_2t), _BY_UNITS or _BY_ROWS (they pack w_pk, w_ih_pk)
 
 
 cdef inline void _lstm_units(Py_ssize_t n, Py_ssize_t H, Py_ssize_t j0, Py_ssize_t j1,
@@ -1454,22 +1454,60 @@ cdef inline bint _same_rows(Py_ssize_t T, const int64_t* bs) noexcept nogil:
     return True
 
 
-cdef bint _units_apart(const int64_t[::1] bs, Py_ssize_t H, bint y, void* pk,
-                       void* pk_ih) noexcept nogil:
-    """Whether a two-thread forward can split everything by hidden units
-    (:func:`_forward_units`): every step has the same rows, each half of the units is whole
-    panels, the input projection and the recurrent product take the panel kernel (whose
-    columns do not depend on the share; BLAS's may) and the output ``y`` is kept."""
-    if not y or pk == NULL or pk_ih == NULL or H % (2 * LK_NR_f) or H % (2 * LK_NR_d):
-        return False
-    return bs.shape[0] == 0 or _same_rows(bs.shape[0], &bs[0])
+cdef enum:  # how a two-thread forward shares the work (_TeamJob.split)
+    _BY_COLUMNS = 0
+    _BY_UNITS = 1
+    _BY_ROWS = 2
+
+cdef int _SPLIT_FORCE = -1  # test switch (_force_split): -1 the rule below
+
+
+def _force_split(int split=-1):
+    """Test switch: make two-thread forwards share the work by columns (0), units (1) or
+    rows (2) wherever that split can run, or by the rule (-1); returns the previous
+    setting."""
+    global _SPLIT_FORCE
+    old, _SPLIT_FORCE = _SPLIT_FORCE, split
+    return old
+
+
+cdef int _forward_split(bint team, const int64_t[::1] bs, Py_ssize_t H, Py_ssize_t G,
+                        size_t item, bint y, void* pk, void* pk_ih) noexcept nogil:
+    """How a two-thread forward shares the work (``_TeamJob.split``).
+
+    :func:`_forward_rows` and :func:`_forward_units` need every step to have the same
+    rows, both products on the panel kernel (it computes each row and each panel alone,
+    so a share gives the bits of the whole; BLAS may not) and the output ``y`` kept.  By
+    rows, each thread streams all of ``W_hh`` for half the rows: it paid (two threads,
+    units/rows time 1.0-1.22 at B8-B64, H128-H512) where each half is whole 4-row blocks
+    of the kernel and the weight stays in cache for that few rows, and lost where it did
+    not (B4 H512 0.63, B12 H256 0.84, B16 H1024 0.94).  By units, each half of the units
+    must be whole panels."""
+    cdef Py_ssize_t B, w = G * H * <Py_ssize_t>item
+    cdef bint rows, units
+    if not team or not y or pk == NULL or pk_ih == NULL or bs.shape[0] == 0 \
+            or not _same_rows(bs.shape[0], &bs[0]):
+        return _BY_COLUMNS
+    B = bs[0]
+    units = H % (2 * LK_NR_f) == 0 and H % (2 * LK_NR_d) == 0
+    if _SPLIT_FORCE >= 0:
+        rows = B >= 4  # each share at least two rows, as on one thread
+    else:
+        rows = B % 8 == 0 and (B >= 32 or (B >= 16 and w <= (4 << 20))
+                               or (B >= 8 and w <= (1 << 20)))
+    if rows and _SPLIT_FORCE in (-1, _BY_ROWS):
+        return _BY_ROWS
+    if units and _SPLIT_FORCE in (-1, _BY_UNITS):
+        return _BY_UNITS
+    return _BY_COLUMNS
 
 
 cdef Py_ssize_t _units_count = 0  # forwards that took _forward_units (a test hook reads it)
+cdef Py_ssize_t _rows_count = 0  # ... and _forward_rows
 
 
 cdef void _forward_units(_TeamJob* j, int tid, floating* kind) noexcept nogil:
-    """Thread ``tid``'s part of a layer's forward when :func:`_units_apart` holds: each thread
+    """Thread ``tid``'s part of a layer's forward split by hidden units (:func:`_forward_split`): each thread
     owns hidden units ``[u_lo, u_hi)`` and every column computed for them -- those units'
     columns of each gate block (packing ``w_hh`` and ``w_ih``, the input projection, the
     recurrent product), the gate loop, ``c`` -- and writes ``h`` straight into its row of
@@ -1550,6 +1588,72 @@ cdef void _forward_units(_TeamJob* j, int tid, floating* kind) noexcept nogil:
         memcpy(<floating*>j.h, hin, <size_t>B * H * sizeof(floating))
 
 
+cdef void _forward_rows(_TeamJob* j, int tid, floating* kind) noexcept nogil:
+    """Thread ``tid``'s part of a layer's forward split by batch rows: the rows of a batch
+    are independent sequences, so after packing half of the panels each and meeting once
+    (each needs all of them), each thread runs its rows ``[r_lo, r_hi)`` of every step --
+    the input projection, the recurrent product, the gate loop, ``h`` into ``y`` -- with no
+    barrier at all."""
+    global _rows_count
+    cdef int H = j.H, I = j.isz, sense = 0
+    cdef int nq = 4 if j.cell == _LSTM else 3 if j.cell == _GRU else 1
+    cdef int G = nq * H, n2 = 2 * H if j.cell == _GRU else G
+    cdef Py_ssize_t T = j.T, B = j.bs[0], s, t, off, n, r_lo = 0, r_hi = B, c_lo = 0, c_hi = G
+    cdef bint train = j.hprev != NULL, gru = j.cell == _GRU
+    cdef floating* w_pk = <floating*>j.w_pk
+    cdef floating* w_ih_pk = <floating*>j.w_ih_pk
+    cdef const floating* b_ih = <const floating*>j.b_ih
+    cdef const floating* b_hh = <const floating*>j.b_hh
+    cdef const floating* bsum = w_ih_pk + _packed_size(I, G, w_ih_pk)
+    cdef floating* y = <floating*>j.y
+    cdef floating* hin
+    cdef floating* hout
+    cdef floating* gt
+    cdef floating* gh
+    if tid == 0:
+        _rows_count += 1
+    if j.team.nthreads > 1:
+        if tid:
+            r_lo, c_lo = B // 2, j.cols
+        else:
+            r_hi, c_hi = B // 2, j.cols
+    _pack(H, c_hi - c_lo, <const floating*>j.w_hh + c_lo * H, True, w_pk + c_lo * H)
+    _pack(I, c_hi - c_lo, <const floating*>j.w_ih + c_lo * I, True, w_ih_pk + c_lo * I)
+    _projection_biases(c_lo, c_hi, b_ih, G, b_hh, n2, <floating*>bsum)
+    if b_ih == NULL and b_hh == NULL:
+        bsum = NULL
+    lk_team_wait(&j.team, &sense, tid, False)  # each reads all the panels from here on
+    n = r_hi - r_lo
+    if n <= 0:
+        return
+    hin = <floating*>j.h + r_lo * H
+    gh = <floating*>j.gh + r_lo * G if gru else NULL
+    for s in range(T):
+        t = T - 1 - s if j.reverse else s
+        off = t * B + r_lo
+        hout = y + off * H
+        lk_maybe_stall(tid, s)
+        if train:
+            memcpy(<floating*>j.hprev + off * H, hin, <size_t>n * H * sizeof(floating))
+            if j.cell == _LSTM:
+                memcpy(<floating*>j.cprev + off * H, <floating*>j.c + r_lo * H,
+                       <size_t>n * H * sizeof(floating))
+        gt = <floating*>j.gates + (off if train else r_lo) * G
+        _panel_gemm(n, G, I, <const floating*>j.x + off * I, I, w_ih_pk, False, gt, G, bsum)
+        _panel_gemm(n, G, H, hin, H, w_pk, not gru, gh if gru else gt, G)
+        if j.cell == _LSTM:
+            _lstm_units(n, H, 0, H, gt, <floating*>j.c + r_lo * H, hout,
+                        <floating*>j.tanhc + off * H if train else NULL)
+        elif gru:
+            memcpy(hout, hin, <size_t>n * H * sizeof(floating))
+            _gru_units(n, H, 0, H, gt, gh, b_hh + 2 * H, hout,
+                       <floating*>j.ghn + off * H if train else NULL)
+        else:
+            _rnn_rows(n * H, gt, hout, j.relu, train)
+        hin = hout
+    memcpy(<floating*>j.h + r_lo * H, hin, <size_t>n * H * sizeof(floating))
+
+
 cdef void _forward_2t(_TeamJob* j, int tid, floating* kind) noexcept nogil:
     """Thread ``tid``'s part of a layer's forward (:func:`_lstm_forward`, :func:`_gru_forward`,
     :func:`_rnn_forward`; ``kind`` picks the dtype): the input projection's blocks and the
@@ -1567,8 +1671,11 @@ cdef void _forward_2t(_TeamJob* j, int tid, floating* kind) noexcept nogil:
     cdef floating* gt
     cdef floating* out  # the product's target: the gate rows, or the GRU's gh apart
     cdef bint train = hprev != NULL, gru = j.cell == _GRU, solo = False
-    if j.by_units:
+    if j.split == _BY_UNITS:
         _forward_units(j, tid, kind)
+        return
+    if j.split == _BY_ROWS:
+        _forward_rows(j, tid, kind)
         return
     if j.team.nthreads > 1:
         if tid:
@@ -1815,7 +1922,7 @@ cdef void _lstm_backward(Py_ssize_t T, const int64_t* bs, bint reverse, int N, i
     cdef int live
     cdef const floating* src
     cdef _TeamJob job
-    job.by_units = False  # the backward's loop never reads it
+    job.split = _BY_COLUMNS  # the backward's loop never reads it
     if threads > 1 and w_hr == NULL and w_pk != NULL:
         # the same loop on two threads (_backward_2t)
         job.T, job.N, job.isz, job.H, job.reverse, job.bs = T, N, I, H, reverse, bs
@@ -2312,15 +2419,16 @@ def lstm_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
                                      batch_sizes.shape[0])
     cdef _Panels pk_ih = _proj_panels_for(N, I, G, sizeof(floating), panels)
     cdef _TeamJob job
-    job.by_units = team and _units_apart(batch_sizes, H, y is not None, pk.ptr, pk_ih.ptr)
+    job.split = _forward_split(team, batch_sizes, H, G, sizeof(floating), y is not None,
+                               pk.ptr, pk_ih.ptr)
     cdef unsigned csr = lk_denormals_flush() if flush_denormals else 0
     try:
         with nogil:
             memmove(&h[0, 0], &h0[0, 0], B * P * sizeof(floating))
             memmove(&c[0, 0], &c0[0, 0], B * H * sizeof(floating))
-            if pk.ptr != NULL and not job.by_units:
+            if pk.ptr != NULL and job.split == _BY_COLUMNS:
                 _pack(P, G, &w_hh[0, 0], True, <floating*>pk.ptr)
-            if pk_ih.ptr != NULL and not job.by_units:
+            if pk_ih.ptr != NULL and job.split == _BY_COLUMNS:
                 _pack_projection(I, G, &w_ih[0, 0], _c1(b_ih), G, _c1(b_hh), G,
                                  <floating*>pk_ih.ptr)
             if pk_hr.ptr != NULL:
@@ -2482,14 +2590,15 @@ def gru_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
     cdef _Panels pk = _panels_for(rows, H, G, sizeof(floating), panels, batch_sizes.shape[0])
     cdef _Panels pk_ih = _proj_panels_for(N, I, G, sizeof(floating), panels)
     cdef _TeamJob job
-    job.by_units = team and _units_apart(batch_sizes, H, y is not None, pk.ptr, pk_ih.ptr)
+    job.split = _forward_split(team, batch_sizes, H, G, sizeof(floating), y is not None,
+                               pk.ptr, pk_ih.ptr)
     cdef unsigned csr = lk_denormals_flush() if flush_denormals else 0
     try:
         with nogil:
             memmove(&h[0, 0], &h0[0, 0], B * H * sizeof(floating))
-            if pk.ptr != NULL and not job.by_units:
+            if pk.ptr != NULL and job.split == _BY_COLUMNS:
                 _pack(H, G, &w_hh[0, 0], True, <floating*>pk.ptr)
-            if pk_ih.ptr != NULL and not job.by_units:
+            if pk_ih.ptr != NULL and job.split == _BY_COLUMNS:
                 _pack_projection(I, G, &w_ih[0, 0], _c1(b_ih), G, &b_hh[0], 2 * H,
                                  <floating*>pk_ih.ptr)
             if team and pk.ptr != NULL:
@@ -2559,7 +2668,7 @@ def gru_backward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
     cdef bint team = threads > 1 and 1 < rows <= _PANEL_MAX_ROWS  # and pk.ptr
     cdef _Panels pk = _panels_for(rows, G, H, sizeof(floating), panels, batch_sizes.shape[0])
     cdef _TeamJob job
-    job.by_units = False  # the backward's loop never reads it
+    job.split = _BY_COLUMNS  # the backward's loop never reads it
     cdef unsigned csr = lk_denormals_flush() if flush_denormals else 0
     try:
         with nogil:
@@ -2632,14 +2741,15 @@ def rnn_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
     cdef _Panels pk = _panels_for(rows, H, H, sizeof(floating), panels, batch_sizes.shape[0])
     cdef _Panels pk_ih = _proj_panels_for(N, I, H, sizeof(floating), panels)
     cdef _TeamJob job
-    job.by_units = team and _units_apart(batch_sizes, H, y is not None, pk.ptr, pk_ih.ptr)
+    job.split = _forward_split(team, batch_sizes, H, H, sizeof(floating), y is not None,
+                               pk.ptr, pk_ih.ptr)
     cdef unsigned csr = lk_denormals_flush() if flush_denormals else 0
     try:
         with nogil:
             memmove(&h[0, 0], &h0[0, 0], B * H * sizeof(floating))
-            if pk.ptr != NULL and not job.by_units:
+            if pk.ptr != NULL and job.split == _BY_COLUMNS:
                 _pack(H, H, &w_hh[0, 0], True, <floating*>pk.ptr)
-            if pk_ih.ptr != NULL and not job.by_units:
+            if pk_ih.ptr != NULL and job.split == _BY_COLUMNS:
                 _pack_projection(I, H, &w_ih[0, 0], _c1(b_ih), H, _c1(b_hh), H,
                                  <floating*>pk_ih.ptr)
             if team and pk.ptr != NULL:
@@ -2703,7 +2813,7 @@ def rnn_backward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
     cdef _Panels pk = _panels_for(rows, H, H, sizeof(floating), panels, batch_sizes.shape[0])
     cdef _Panels pk_dx = _sequence_panels_for(N, H, I, 0, sizeof(floating), panels)
     cdef _TeamJob job
-    job.by_units = False  # the backward's loop never reads it
+    job.split = _BY_COLUMNS  # the backward's loop never reads it
     cdef unsigned csr = lk_denormals_flush() if flush_denormals else 0
     try:
         with nogil:
@@ -3836,10 +3946,10 @@ def _stall_worker_at(Py_ssize_t step, Py_ssize_t steps=-1):
     ``steps`` time steps (-1: all) from ``step`` on (loop order; step -1: never), as
     a thread descheduled on a busy machine would.  Returns how many two-thread loops
     have started so far, how many of them gave up on their second thread and how many
-    forwards took :func:`_forward_units`."""
+    forwards took :func:`_forward_units` and :func:`_forward_rows`."""
     global lk_stall_step, lk_stall_steps
     lk_stall_step, lk_stall_steps = step, steps
-    return lk_team_count, lk_solo_count, _units_count
+    return lk_team_count, lk_solo_count, _units_count, _rows_count
 
 
 def projection_panels_used(dtype):

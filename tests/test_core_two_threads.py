@@ -212,9 +212,17 @@ def test_split_threads_follows_the_policy(monkeypatch):
         assert _threads.split_threads(big) == 1
 
 
-# every step the same rows and each half of the units whole 32-column panels: the forward
-# splits everything by units (_forward_units), one barrier a step
+# every step the same rows: the forward splits everything by hidden units (_forward_units,
+# one barrier a step; each half of the units whole 32-column panels) or by batch rows
+# (_forward_rows, no barrier); _force_split picks one where the rule would pick another
 UNIFORM = {"dense": [6] * 7, "full": [64] * 3, "many": [5] * 40}
+
+
+@pytest.fixture
+def force_split():
+    old = _core._force_split()
+    yield _core._force_split
+    _core._force_split(old)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
@@ -223,7 +231,8 @@ UNIFORM = {"dense": [6] * 7, "full": [64] * 3, "many": [5] * 40}
 @pytest.mark.parametrize("hidden", [64, 128, 192])
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn_tanh", "rnn_relu"])
 def test_the_forward_split_by_units_gives_the_bits_of_one(kind, hidden, layout, reverse, dtype,
-                                                           monkeypatch):
+                                                           monkeypatch, force_split):
+    force_split(1)
     one, _, _ = _layer(1, dtype, hidden, UNIFORM[layout], reverse, hidden != 128, monkeypatch,
                        kind=kind)
     before = _core._stall_worker_at(-1)[2]
@@ -240,9 +249,11 @@ def test_the_forward_split_by_units_gives_the_bits_of_one(kind, hidden, layout, 
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn_tanh"])
 @pytest.mark.parametrize("step", [0, 3])
-def test_a_stalled_worker_hands_its_units_to_the_caller(step, kind, reverse, dtype, monkeypatch):
+def test_a_stalled_worker_hands_its_units_to_the_caller(step, kind, reverse, dtype, monkeypatch,
+                                                        force_split):
     """The split by units falls back as the split by columns does: the caller takes every
     unit from the next step on, and the results are still the bits of one thread."""
+    force_split(1)
     one, _, _ = _layer(1, dtype, 64, [5] * 12, reverse, monkeypatch=monkeypatch, kind=kind)
     before = _core._stall_worker_at(-1)[2]
     two, (teams, solos), _ = _layer(2, dtype, 64, [5] * 12, reverse, monkeypatch=monkeypatch,
@@ -254,12 +265,68 @@ def test_a_stalled_worker_hands_its_units_to_the_caller(step, kind, reverse, dty
         np.testing.assert_array_equal(a, b, err_msg=f"output {i}")
 
 
+@pytest.mark.parametrize("split", [1, 2], ids=["units", "rows"])
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn_relu"])
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
-def test_the_forward_split_by_units_matches_the_reference(kind, reverse, monkeypatch):
+def test_the_forward_splits_match_the_reference(split, kind, reverse, monkeypatch, force_split):
+    force_split(split)
     two, _, (cell, params, x, bs, state0, d_y) = _layer(2, np.float64, 128, [7] * 9, reverse,
                                                          monkeypatch=monkeypatch, kind=kind)
     ref = ReferenceBackend()
     y, s, _ = ref.layer_forward(cell, params, x, bs, reverse, state0, False)
     for i, (a, b) in enumerate(zip(two, [y, *s])):
         assert _rel(a, b) < TOL[np.float64] * 5, (i, _rel(a, b))
+
+
+ROWS = {"four": [4] * 9, "odd": [13] * 5, "dense": [6] * 7, "full": [64] * 3, "many": [8] * 30}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("layout", list(ROWS))
+@pytest.mark.parametrize("hidden", [20, 37, 64, 100])
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn_tanh", "rnn_relu"])
+def test_the_forward_split_by_rows_gives_the_bits_of_one(kind, hidden, layout, reverse, dtype,
+                                                          monkeypatch, force_split):
+    """Each thread runs its half of the batch rows through every step: the kernel computes
+    each row alone (each share keeps at least two rows, as one thread does), so the
+    results are the bits of one thread, with any hidden size and an odd batch."""
+    force_split(2)
+    one, _, _ = _layer(1, dtype, hidden, ROWS[layout], reverse, hidden != 64, monkeypatch,
+                       kind=kind)
+    before = _core._stall_worker_at(-1)[3]
+    two, (teams, solos), _ = _layer(2, dtype, hidden, ROWS[layout], reverse, hidden != 64,
+                                    monkeypatch, kind=kind)
+    if cython_backend._core.projection_panels_used(dtype):
+        assert (teams, solos) == (3, 0)
+        assert _core._stall_worker_at(-1)[3] - before == 2
+    for i, (a, b) in enumerate(zip(one, two)):
+        np.testing.assert_array_equal(a, b, err_msg=f"output {i}")
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_a_slow_worker_on_rows_delays_but_changes_nothing(kind, monkeypatch, force_split):
+    """No barrier between steps: a worker descheduled at every step only makes the caller
+    wait at the end, and the results are still the bits of one thread."""
+    force_split(2)
+    one, _, _ = _layer(1, np.float32, 64, [8] * 6, True, monkeypatch=monkeypatch, kind=kind)
+    two, (teams, solos), _ = _layer(2, np.float32, 64, [8] * 6, True, monkeypatch=monkeypatch,
+                                    stall=0, kind=kind)
+    for i, (a, b) in enumerate(zip(one, two)):
+        np.testing.assert_array_equal(a, b, err_msg=f"output {i}")
+
+
+@pytest.mark.parametrize("batch, hidden, want", [
+    (16, 128, "rows"), (64, 256, "rows"), (8, 128, "rows"), (32, 1024, "rows"),
+    (4, 512, "units"), (12, 256, "units"), (16, 1024, "units"), (8, 512, "units"),
+    (12, 96, "columns"),
+])
+def test_the_rule_picks_the_split_that_measured_faster(batch, hidden, want, monkeypatch, force_split):
+    force_split(-1)
+    if not cython_backend._core.projection_panels_used(np.float32):
+        pytest.skip("the input projection is not on the panel kernel on this CPU")
+    before = _core._stall_worker_at(-1)
+    _layer(2, np.float32, hidden, [batch] * 8, False, monkeypatch=monkeypatch, input_size=16)
+    after = _core._stall_worker_at(-1)
+    units, rows = after[2] - before[2], after[3] - before[3]
+    assert {"rows": (0, 2), "units": (2, 0), "columns": (0, 0)}[want] == (units, rows)
