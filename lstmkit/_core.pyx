@@ -1471,6 +1471,27 @@ def _force_split(int split=-1):
     return old
 
 
+cdef inline bint _rows_pay(Py_ssize_t B, Py_ssize_t w) noexcept nogil:
+    """Whether two threads split ``B`` rows in halves (``w``: bytes of ``W_hh``); see
+    :func:`_forward_split`.  Each share keeps at least two rows, as one thread does: the
+    kernel's one-row loop sums in another order."""
+    if _SPLIT_FORCE >= 0:
+        return B >= 4
+    return B % 8 == 0 and (B >= 32 or (B >= 16 and w <= (4 << 20))
+                           or (B >= 8 and w <= (1 << 20)))
+
+
+cdef int _backward_split(Py_ssize_t T, const int64_t* bs, Py_ssize_t G, Py_ssize_t H,
+                         size_t item) noexcept nogil:
+    """How a two-thread backward through time shares each step: by batch rows
+    (:func:`_backward_rows`, by the rule of :func:`_forward_split`) where every step has the
+    same rows, else by hidden units (``_BY_COLUMNS``: :func:`_backward_2t`'s own loop)."""
+    if T > 0 and _same_rows(T, bs) and _rows_pay(bs[0], G * H * <Py_ssize_t>item) \
+            and _SPLIT_FORCE in (-1, _BY_ROWS):
+        return _BY_ROWS
+    return _BY_COLUMNS
+
+
 cdef int _forward_split(bint team, const int64_t[::1] bs, Py_ssize_t H, Py_ssize_t G,
                         size_t item, bint y, void* pk, void* pk_ih) noexcept nogil:
     """How a two-thread forward shares the work (``_TeamJob.split``).
@@ -1483,18 +1504,12 @@ cdef int _forward_split(bint team, const int64_t[::1] bs, Py_ssize_t H, Py_ssize
     of the kernel and the weight stays in cache for that few rows, and lost where it did
     not (B4 H512 0.63, B12 H256 0.84, B16 H1024 0.94).  By units, each half of the units
     must be whole panels."""
-    cdef Py_ssize_t B, w = G * H * <Py_ssize_t>item
     cdef bint rows, units
     if not team or not y or pk == NULL or pk_ih == NULL or bs.shape[0] == 0 \
             or not _same_rows(bs.shape[0], &bs[0]):
         return _BY_COLUMNS
-    B = bs[0]
     units = H % (2 * LK_NR_f) == 0 and H % (2 * LK_NR_d) == 0
-    if _SPLIT_FORCE >= 0:
-        rows = B >= 4  # each share at least two rows, as on one thread
-    else:
-        rows = B % 8 == 0 and (B >= 32 or (B >= 16 and w <= (4 << 20))
-                               or (B >= 8 and w <= (1 << 20)))
+    rows = _rows_pay(bs[0], G * H * <Py_ssize_t>item)
     if rows and _SPLIT_FORCE in (-1, _BY_ROWS):
         return _BY_ROWS
     if units and _SPLIT_FORCE in (-1, _BY_UNITS):
@@ -1503,7 +1518,7 @@ cdef int _forward_split(bint team, const int64_t[::1] bs, Py_ssize_t H, Py_ssize
 
 
 cdef Py_ssize_t _units_count = 0  # forwards that took _forward_units (a test hook reads it)
-cdef Py_ssize_t _rows_count = 0  # ... and _forward_rows
+cdef Py_ssize_t _rows_count = 0  # ... and _forward_rows or _backward_rows
 
 
 cdef void _forward_units(_TeamJob* j, int tid, floating* kind) noexcept nogil:
@@ -1761,6 +1776,9 @@ cdef void _backward_2t(_TeamJob* j, int tid, floating* kind) noexcept nogil:
     cdef floating* dg = <floating*>j.dgates
     cdef bint add = j.cell == _GRU  # the GRU's dh already holds d * z
     cdef bint alone = j.team.nthreads < 2
+    if j.split == _BY_ROWS:
+        _backward_rows(j, tid, kind)
+        return
     if not alone:
         if tid:
             u_lo = j.units
@@ -1814,15 +1832,67 @@ cdef void _backward_2t(_TeamJob* j, int tid, floating* kind) noexcept nogil:
                 u_lo, u_hi, alone = 0, H, True
         if j.reverse:
             off += live
-    # the whole-sequence products: each thread its half of each
+    _backward_products(j, 2 if alone else tid, kind)
+
+
+cdef void _backward_rows(_TeamJob* j, int tid, floating* kind) noexcept nogil:
+    """Thread ``tid``'s part of a backward through time split by batch rows (every step the
+    same rows; :func:`_backward_split`): each thread takes its rows ``[r_lo, r_hi)`` of every
+    step -- the gate-gradient loop and ``dh = dG W_hh`` -- with no barrier, then both meet
+    once and share the whole-sequence products as :func:`_backward_2t` does."""
+    cdef int H = j.H, sense = 0
+    cdef int G = (4 if j.cell == _LSTM else 3 if j.cell == _GRU else 1) * H
+    cdef Py_ssize_t T = j.T, B = j.bs[0], s, t, off, n, r_lo = 0, r_hi = B
+    cdef const floating* gates = <const floating*>j.gates
+    cdef floating* dh = <floating*>j.h
+    cdef floating* dg = <floating*>j.dgates
+    cdef bint alone
+    global _rows_count
+    if tid == 0:
+        _rows_count += 1
+    if j.team.nthreads > 1:
+        if tid:
+            r_lo = B // 2
+        else:
+            r_hi = B // 2
+    n = r_hi - r_lo
+    dh += r_lo * H
+    for s in range(T):
+        t = s if j.reverse else T - 1 - s
+        off = t * B + r_lo
+        lk_maybe_stall(tid, s)
+        _add(n * H, dh, <const floating*>j.dy + off * H)
+        if j.cell == _LSTM:
+            _lstm_units_bwd(n, H, 0, H, gates + off * G, <const floating*>j.cprev + off * H,
+                            <const floating*>j.tanhc + off * H, dh, <floating*>j.c + r_lo * H,
+                            dg + off * G)
+        elif j.cell == _GRU:
+            _gru_units_bwd(n, H, 0, H, gates + off * G, <const floating*>j.ghn + off * H,
+                           <const floating*>j.hprev + off * H, dh, dg + off * G,
+                           <floating*>j.dgin + off * H)
+        else:
+            _rnn_rows_bwd(n * H, gates + off * H, dh, dg + off * H, j.relu)
+        _panel_gemm(n, H, G, dg + off * G, G, <const floating*>j.w_pk, j.cell == _GRU, dh, H)
+    alone = not lk_team_wait(&j.team, &sense, tid, False)  # every row's dG, for the products
+    if alone and tid:
+        return
+    _backward_products(j, 2 if alone else tid, kind)
+
+
+cdef void _backward_products(_TeamJob* j, int part, floating* kind) noexcept nogil:
+    """The backward's whole-sequence products from the whole ``dG``: ``part`` 0 or 1 one
+    thread's half of each, 2 all of them."""
+    cdef int H = j.H
+    cdef int G = (4 if j.cell == _LSTM else 3 if j.cell == _GRU else 1) * H
+    cdef floating* dg = <floating*>j.dgates
     if j.cell == _GRU:
-        _gru_weight_grads(2 if alone else tid, j.N, H, j.isz, dg, <const floating*>j.dgin,
+        _gru_weight_grads(part, j.N, H, j.isz, dg, <const floating*>j.dgin,
                           <const floating*>j.x, <const floating*>j.hprev,
                           <const floating*>j.w_ih, <floating*>j.dx, <floating*>j.dw_ih,
                           <floating*>j.dw_hh, <floating*>j.db_ih, <floating*>j.db_hh,
                           j.wg_panels)
     else:
-        _weight_grads(2 if alone else tid, j.N, G, j.isz, H, dg, <const floating*>j.x,
+        _weight_grads(part, j.N, G, j.isz, H, dg, <const floating*>j.x,
                       <const floating*>j.hprev, <const floating*>j.w_ih,
                       <const floating*>j.w_ih_pk, <floating*>j.dx,
                       <floating*>j.dw_ih, <floating*>j.dw_hh, <floating*>j.db_ih,
@@ -1922,7 +1992,7 @@ cdef void _lstm_backward(Py_ssize_t T, const int64_t* bs, bint reverse, int N, i
     cdef int live
     cdef const floating* src
     cdef _TeamJob job
-    job.split = _BY_COLUMNS  # the backward's loop never reads it
+    job.split = _backward_split(T, bs, G, H, sizeof(floating))
     if threads > 1 and w_hr == NULL and w_pk != NULL:
         # the same loop on two threads (_backward_2t)
         job.T, job.N, job.isz, job.H, job.reverse, job.bs = T, N, I, H, reverse, bs
@@ -2668,7 +2738,8 @@ def gru_backward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
     cdef bint team = threads > 1 and 1 < rows <= _PANEL_MAX_ROWS  # and pk.ptr
     cdef _Panels pk = _panels_for(rows, G, H, sizeof(floating), panels, batch_sizes.shape[0])
     cdef _TeamJob job
-    job.split = _BY_COLUMNS  # the backward's loop never reads it
+    job.split = _backward_split(batch_sizes.shape[0] if N else 0,
+                                &batch_sizes[0] if N else NULL, G, H, sizeof(floating))
     cdef unsigned csr = lk_denormals_flush() if flush_denormals else 0
     try:
         with nogil:
@@ -2813,7 +2884,8 @@ def rnn_backward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
     cdef _Panels pk = _panels_for(rows, H, H, sizeof(floating), panels, batch_sizes.shape[0])
     cdef _Panels pk_dx = _sequence_panels_for(N, H, I, 0, sizeof(floating), panels)
     cdef _TeamJob job
-    job.split = _BY_COLUMNS  # the backward's loop never reads it
+    job.split = _backward_split(batch_sizes.shape[0] if N else 0,
+                                &batch_sizes[0] if N else NULL, H, H, sizeof(floating))
     cdef unsigned csr = lk_denormals_flush() if flush_denormals else 0
     try:
         with nogil:
@@ -3946,7 +4018,8 @@ def _stall_worker_at(Py_ssize_t step, Py_ssize_t steps=-1):
     ``steps`` time steps (-1: all) from ``step`` on (loop order; step -1: never), as
     a thread descheduled on a busy machine would.  Returns how many two-thread loops
     have started so far, how many of them gave up on their second thread and how many
-    forwards took :func:`_forward_units` and :func:`_forward_rows`."""
+    forwards took :func:`_forward_units` and how many loops (forward or backward) went by
+    rows (:func:`_forward_rows`, :func:`_backward_rows`)."""
     global lk_stall_step, lk_stall_steps
     lk_stall_step, lk_stall_steps = step, steps
     return lk_team_count, lk_solo_count, _units_count, _rows_count
