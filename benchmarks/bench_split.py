@@ -5,10 +5,14 @@ core's rule picks (``lstmkit._core._force_split``), in one process, alternating.
     PYTHONPATH=. python benchmarks/bench_split.py --mode backward --cell GRU
     PYTHONPATH=. python benchmarks/bench_split.py --shapes "100,4,128,512;100,12,64,256"
 
-Each shape ``T,B,I,H[,L]`` runs at two threads (``threadpoolctl``), every split in turn,
-``--rounds`` times two samples, each after a 30 ms pause; the table gives the median and the
-minimum milliseconds and ``units / rows`` (> 1: rows faster).  All splits give the same bits;
-a split that cannot run for a shape (units: H not a multiple of 64) falls back to columns.
+Each shape ``T,B,I,H[,L]`` runs with the layer's two threads granted whatever its size and
+the machine's load (the threads policy is bypassed; BLAS limited to two threads by
+``threadpoolctl``), every split in turn, ``--rounds`` times two samples, each after a 30 ms
+pause; the table gives the median and the minimum milliseconds, ``units / rows`` (> 1: rows
+faster) and the split the rule took.  All splits give the same bits.  A split that cannot
+run for a shape falls back (units: to columns where H is not a multiple of 64; rows: to
+units or columns for an odd batch; the backward has no split by units), and the last
+column says which loops each setting ran.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from threadpoolctl import threadpool_limits
 
 from lstmkit import _core
 from lstmkit import nn as lnn
+from lstmkit.backends import cython as cython_backend
 
 SHAPES = "100,16,64,128;100,32,128,256;50,32,128,512;100,64,128,256,2;100,8,64,128;100,4,128,512"
 SPLITS = {"rows": 2, "units": 1, "rule": -1}
@@ -44,9 +49,11 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=10)
     args = ap.parse_args(argv)
     print(f"| {args.cell} {args.mode}, 2 threads | " + " | ".join(
-        f"{k} ms (median / min)" for k in SPLITS) + " | units / rows |")
-    print("|---|" + "---:|" * (len(SPLITS) + 1))
+        f"{k} ms (median / min)" for k in SPLITS) + " | units / rows | loops run (units, rows) |")
+    print("|---|" + "---:|" * (len(SPLITS) + 1) + "---|")
     old = _core._force_split()
+    policy = cython_backend._split_threads
+    cython_backend._split_threads = lambda work: 2
     try:
         with threadpool_limits(2):
             for T, B, I, H, L in _parse(args.shapes):
@@ -68,18 +75,28 @@ def main(argv=None):
                     return time.perf_counter() - t0
 
                 times = {k: [] for k in SPLITS}
+                loops = {}
                 for _ in range(args.rounds):
                     for name, split in SPLITS.items():
                         _core._force_split(split)
+                        before = _core._stall_worker_at(-1)
                         sample()
+                        after = _core._stall_worker_at(-1)
+                        if after[0] == before[0]:
+                            raise SystemExit(f"T{T} B{B} I{I} H{H}: no two-thread loop ran "
+                                             "(batch 1 or over 64 rows, or no panel kernel)")
+                        loops[name] = (after[2] - before[2], after[3] - before[3])
                         for _ in range(2):
                             time.sleep(0.03)
                             times[name].append(sample())
                 med = {k: 1e3 * float(np.median(v)) for k, v in times.items()}
                 cells = " | ".join(f"{med[k]:.2f} / {1e3 * min(v):.2f}" for k, v in times.items())
-                print(f"| T{T} B{B} I{I} H{H} L{L} | {cells} | {med['units'] / med['rows']:.3f} |")
+                ran = ", ".join(f"{k} {u}/{r}" for k, (u, r) in loops.items())
+                print(f"| T{T} B{B} I{I} H{H} L{L} | {cells} | {med['units'] / med['rows']:.3f} "
+                      f"| {ran} |")
     finally:
         _core._force_split(old)
+        cython_backend._split_threads = policy
 
 
 if __name__ == "__main__":

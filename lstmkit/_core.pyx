@@ -1274,9 +1274,10 @@ cdef inline void _rnn_rows_bwd(Py_ssize_t n, const floating* a, const floating* 
 # Two threads in one LSTM (no projection), GRU or RNN call (2-64 rows, packed
 # panels): the caller and one worker (lk_team) split each step by whole
 # 32-column panels of the recurrent product and by units of the gate loops,
-# and meet at barriers; where every step has the same rows, the forward
-# splits everything by hidden units instead (_forward_units, one barrier a
-# step).  Every value is computed by the same code on the same operands as on
+# and meet at barriers.  Where every step has the same rows, each thread runs
+# half of the batch rows through the whole sequence instead (_forward_rows,
+# _backward_rows: no barrier between steps), or the forward splits everything
+# by hidden units (_forward_units, one barrier a step).  Every value is computed by the same code on the same operands as on
 # one thread, so results are the same bits at 1 and 2 threads; a step with one
 # row, and a block of the input projection of at most 4 rows, run on the
 # caller alone.
@@ -1323,7 +1324,8 @@ ctypedef struct _TeamJob:
     bint wg_panels  # backward: the weight gradients on the panel kernel (_wg_panels)
     bint relu     # RNN: ReLU, else tanh
     int cell      # _LSTM, _GRU or _RNN (the backward's loop serves all three)
-    int split     # forward: _BY_COLUMNS (_forward_2t), _BY_UNITS or _BY_ROWS (they pack w_pk, w_ih_pk)
+    int split     # _BY_COLUMNS (_forward_2t/_backward_2t's own loops), _BY_UNITS (forward) or
+                  # _BY_ROWS; the forward's units and rows pack w_pk and w_ih_pk themselves
 
 
 cdef inline void _lstm_units(Py_ssize_t n, Py_ssize_t H, Py_ssize_t j0, Py_ssize_t j1,
@@ -1454,7 +1456,7 @@ cdef inline bint _same_rows(Py_ssize_t T, const int64_t* bs) noexcept nogil:
     return True
 
 
-cdef enum:  # how a two-thread forward shares the work (_TeamJob.split)
+cdef enum:  # how a two-thread loop shares the work (_TeamJob.split)
     _BY_COLUMNS = 0
     _BY_UNITS = 1
     _BY_ROWS = 2
@@ -1463,22 +1465,27 @@ cdef int _SPLIT_FORCE = -1  # test switch (_force_split): -1 the rule below
 
 
 def _force_split(int split=-1):
-    """Test switch: make two-thread forwards share the work by columns (0), units (1) or
+    """Test switch: make two-thread loops share the work by columns (0), units (1) or
     rows (2) wherever that split can run, or by the rule (-1); returns the previous
-    setting."""
+    setting.  The backward has no split by units: 0 and 1 give it its own loop by
+    units, 2 rows."""
     global _SPLIT_FORCE
+    if split not in (-1, _BY_COLUMNS, _BY_UNITS, _BY_ROWS):
+        raise ValueError(f"split: expected -1, 0, 1 or 2, got {split}")
     old, _SPLIT_FORCE = _SPLIT_FORCE, split
     return old
 
 
 cdef inline bint _rows_pay(Py_ssize_t B, Py_ssize_t w) noexcept nogil:
-    """Whether two threads split ``B`` rows in halves (``w``: bytes of ``W_hh``); see
-    :func:`_forward_split`.  Each share keeps at least two rows, as one thread does: the
-    kernel's one-row loop sums in another order."""
+    """Whether two threads split ``B`` rows in halves (``w``: bytes of the weights each
+    thread reads every step); see :func:`_forward_split`.  No share of the rows may end in
+    a single row where one thread has two or more: the kernel's one-row loop sums in
+    another order.  An even ``B`` ensures it (each share has at least two rows, and one
+    thread's blocks of rows, whole steps in chunks of a multiple of 4 rows, never leave
+    one row over)."""
     if _SPLIT_FORCE >= 0:
-        return B >= 4
-    return B % 8 == 0 and (B >= 32 or (B >= 16 and w <= (4 << 20))
-                           or (B >= 8 and w <= (1 << 20)))
+        return B >= 4 and B % 2 == 0
+    return B >= 8 and B % 8 == 0 and w <= min(B * (512 << 10), 8 << 20)
 
 
 cdef int _backward_split(Py_ssize_t T, const int64_t* bs, Py_ssize_t G, Py_ssize_t H,
@@ -1492,24 +1499,26 @@ cdef int _backward_split(Py_ssize_t T, const int64_t* bs, Py_ssize_t G, Py_ssize
     return _BY_COLUMNS
 
 
-cdef int _forward_split(bint team, const int64_t[::1] bs, Py_ssize_t H, Py_ssize_t G,
-                        size_t item, bint y, void* pk, void* pk_ih) noexcept nogil:
+cdef int _forward_split(bint team, const int64_t[::1] bs, Py_ssize_t I, Py_ssize_t H,
+                        Py_ssize_t G, size_t item, bint y, void* pk, void* pk_ih) noexcept nogil:
     """How a two-thread forward shares the work (``_TeamJob.split``).
 
     :func:`_forward_rows` and :func:`_forward_units` need every step to have the same
     rows, both products on the panel kernel (it computes each row and each panel alone,
     so a share gives the bits of the whole; BLAS may not) and the output ``y`` kept.  By
-    rows, each thread streams all of ``W_hh`` for half the rows: it paid (two threads,
-    units/rows time 1.0-1.22 at B8-B64, H128-H512) where each half is whole 4-row blocks
-    of the kernel and the weight stays in cache for that few rows, and lost where it did
-    not (B4 H512 0.63, B12 H256 0.84, B16 H1024 0.94).  By units, each half of the units
-    must be whole panels."""
+    rows, each thread streams all of ``W_hh`` and ``W_ih`` every step for half the rows: it
+    paid (two threads, units/rows time 1.0-1.32 at B8-B64, H128-H512,
+    benchmarks/bench_split.py) where each half is whole 4-row blocks of the kernel and the
+    weights stay in cache for that few rows: a multiple of 8 rows and up to 512 KB of
+    weights a row, at most 8 MB.  It lost or tied beyond (B4 H512 0.63, B12 H256 0.84,
+    B16 H1024 0.94, B32 H1024 1.02, B32 I1024 H512 0.90).  By units, each half of the
+    units must be whole panels."""
     cdef bint rows, units
     if not team or not y or pk == NULL or pk_ih == NULL or bs.shape[0] == 0 \
             or not _same_rows(bs.shape[0], &bs[0]):
         return _BY_COLUMNS
     units = H % (2 * LK_NR_f) == 0 and H % (2 * LK_NR_d) == 0
-    rows = _rows_pay(bs[0], G * H * <Py_ssize_t>item)
+    rows = _rows_pay(bs[0], G * (H + I) * <Py_ssize_t>item)
     if rows and _SPLIT_FORCE in (-1, _BY_ROWS):
         return _BY_ROWS
     if units and _SPLIT_FORCE in (-1, _BY_UNITS):
@@ -1608,7 +1617,7 @@ cdef void _forward_rows(_TeamJob* j, int tid, floating* kind) noexcept nogil:
     are independent sequences, so after packing half of the panels each and meeting once
     (each needs all of them), each thread runs its rows ``[r_lo, r_hi)`` of every step --
     the input projection, the recurrent product, the gate loop, ``h`` into ``y`` -- with no
-    barrier at all."""
+    barrier between steps."""
     global _rows_count
     cdef int H = j.H, I = j.isz, sense = 0
     cdef int nq = 4 if j.cell == _LSTM else 3 if j.cell == _GRU else 1
@@ -1673,7 +1682,7 @@ cdef void _forward_2t(_TeamJob* j, int tid, floating* kind) noexcept nogil:
     """Thread ``tid``'s part of a layer's forward (:func:`_lstm_forward`, :func:`_gru_forward`,
     :func:`_rnn_forward`; ``kind`` picks the dtype): the input projection's blocks and the
     step's recurrent product by panel columns, then the gate loop by hidden units
-    (:func:`_forward_units` where it applies)."""
+    (:func:`_forward_rows` or :func:`_forward_units` where they apply)."""
     cdef int H = j.H, live, sense = 0
     cdef int G = (4 if j.cell == _LSTM else 3 if j.cell == _GRU else 1) * H
     cdef Py_ssize_t T = j.T, s, t, r, off = j.N if j.reverse else 0, lo = 0, hi = 0
@@ -1838,7 +1847,7 @@ cdef void _backward_2t(_TeamJob* j, int tid, floating* kind) noexcept nogil:
 cdef void _backward_rows(_TeamJob* j, int tid, floating* kind) noexcept nogil:
     """Thread ``tid``'s part of a backward through time split by batch rows (every step the
     same rows; :func:`_backward_split`): each thread takes its rows ``[r_lo, r_hi)`` of every
-    step -- the gate-gradient loop and ``dh = dG W_hh`` -- with no barrier, then both meet
+    step -- the gate-gradient loop and ``dh (+)= dG W_hh`` -- with no barrier, then both meet
     once and share the whole-sequence products as :func:`_backward_2t` does."""
     cdef int H = j.H, sense = 0
     cdef int G = (4 if j.cell == _LSTM else 3 if j.cell == _GRU else 1) * H
@@ -1984,8 +1993,8 @@ cdef void _lstm_backward(Py_ssize_t T, const int64_t* bs, bint reverse, int N, i
     ``dgates`` (N, 4H); projection only: ``dhtot`` (N, P), ``dhcell`` (B, H).
     Outputs ``dx`` (N, I), ``dw_ih`` (4H, I), ``dw_hh`` (4H, P), ``db_*`` (4H)
     or NULL, ``dw_hr`` (P, H) or NULL.  ``w_pk``: ``w_hh`` in panels, or NULL.
-    ``threads``: with panels and no projection, the time loop may split its
-    units over two threads.  ``wg_panels``: see :func:`_wg_panels`.
+    ``threads``: with panels and no projection, the time loop may run on two threads
+    (by batch rows or hidden units, :func:`_backward_split`).  ``wg_panels``: see :func:`_wg_panels`.
     """
     cdef int G = 4 * H
     cdef Py_ssize_t s, t, off = 0 if reverse else N
@@ -2489,7 +2498,7 @@ def lstm_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
                                      batch_sizes.shape[0])
     cdef _Panels pk_ih = _proj_panels_for(N, I, G, sizeof(floating), panels)
     cdef _TeamJob job
-    job.split = _forward_split(team, batch_sizes, H, G, sizeof(floating), y is not None,
+    job.split = _forward_split(team, batch_sizes, I, H, G, sizeof(floating), y is not None,
                                pk.ptr, pk_ih.ptr)
     cdef unsigned csr = lk_denormals_flush() if flush_denormals else 0
     try:
@@ -2660,7 +2669,7 @@ def gru_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
     cdef _Panels pk = _panels_for(rows, H, G, sizeof(floating), panels, batch_sizes.shape[0])
     cdef _Panels pk_ih = _proj_panels_for(N, I, G, sizeof(floating), panels)
     cdef _TeamJob job
-    job.split = _forward_split(team, batch_sizes, H, G, sizeof(floating), y is not None,
+    job.split = _forward_split(team, batch_sizes, I, H, G, sizeof(floating), y is not None,
                                pk.ptr, pk_ih.ptr)
     cdef unsigned csr = lk_denormals_flush() if flush_denormals else 0
     try:
@@ -2812,7 +2821,7 @@ def rnn_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
     cdef _Panels pk = _panels_for(rows, H, H, sizeof(floating), panels, batch_sizes.shape[0])
     cdef _Panels pk_ih = _proj_panels_for(N, I, H, sizeof(floating), panels)
     cdef _TeamJob job
-    job.split = _forward_split(team, batch_sizes, H, H, sizeof(floating), y is not None,
+    job.split = _forward_split(team, batch_sizes, I, H, H, sizeof(floating), y is not None,
                                pk.ptr, pk_ih.ptr)
     cdef unsigned csr = lk_denormals_flush() if flush_denormals else 0
     try:

@@ -278,7 +278,8 @@ def test_the_forward_splits_match_the_reference(split, kind, reverse, monkeypatc
         assert _rel(a, b) < TOL[np.float64] * 5, (i, _rel(a, b))
 
 
-ROWS = {"four": [4] * 9, "odd": [13] * 5, "dense": [6] * 7, "full": [64] * 3, "many": [8] * 30}
+ROWS = {"four": [4] * 9, "odd_share": [14] * 5, "dense": [6] * 7, "full": [64] * 3,
+        "many": [8] * 30}
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
@@ -290,7 +291,7 @@ def test_the_forward_split_by_rows_gives_the_bits_of_one(kind, hidden, layout, r
                                                           monkeypatch, force_split):
     """Each thread runs its half of the batch rows through every step, forward and backward:
     the kernel computes each row alone (each share keeps at least two rows, as one thread
-    does), so the results are the bits of one thread, with any hidden size and an odd batch."""
+    does), so the results are the bits of one thread, with any hidden size and an odd share."""
     force_split(2)
     one, _, _ = _layer(1, dtype, hidden, ROWS[layout], reverse, hidden != 64, monkeypatch,
                        kind=kind)
@@ -310,15 +311,19 @@ def test_a_slow_worker_on_rows_delays_but_changes_nothing(kind, monkeypatch, for
     wait at the end, and the results are still the bits of one thread."""
     force_split(2)
     one, _, _ = _layer(1, np.float32, 64, [8] * 6, True, monkeypatch=monkeypatch, kind=kind)
+    before = _core._stall_worker_at(-1)[3]
     two, (teams, solos), _ = _layer(2, np.float32, 64, [8] * 6, True, monkeypatch=monkeypatch,
                                     stall=0, kind=kind)
+    if cython_backend._core.projection_panels_used(np.float32):
+        assert (teams, solos) == (3, 0) and _core._stall_worker_at(-1)[3] - before == 3
     for i, (a, b) in enumerate(zip(one, two)):
         np.testing.assert_array_equal(a, b, err_msg=f"output {i}")
 
 
 @pytest.mark.parametrize("batch, hidden, want", [
-    (16, 128, "rows"), (64, 256, "rows"), (8, 128, "rows"), (32, 1024, "rows"),
-    (4, 512, "units"), (12, 256, "units"), (16, 1024, "units"), (8, 512, "units"),
+    (16, 128, "rows"), (64, 256, "rows"), (8, 128, "rows"), (32, 512, "rows"),
+    (4, 512, "units"), (12, 256, "units"), (16, 1024, "units"), (8, 640, "units"),
+    (32, 1024, "units"),
     (12, 96, "columns"),
 ])
 def test_the_rule_picks_the_split_that_measured_faster(batch, hidden, want, monkeypatch, force_split):
@@ -330,3 +335,26 @@ def test_the_rule_picks_the_split_that_measured_faster(batch, hidden, want, monk
     after = _core._stall_worker_at(-1)
     units, rows = after[2] - before[2], after[3] - before[3]
     assert {"rows": (0, 3), "units": (2, 0), "columns": (0, 0)}[want] == (units, rows)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn_tanh"])
+@pytest.mark.parametrize("batch", [30, 31], ids=["even", "odd"])
+def test_rows_never_leave_one_thread_a_single_row_chunk(batch, kind, monkeypatch, force_split):
+    """One thread projects 92-row chunks of a 700-wide input: 3 steps of 31 rows leave a last
+    chunk of one row, which the kernel's one-row loop sums in another order than any share
+    of the rows would; so an odd batch never goes by rows, even when forced."""
+    force_split(2)
+    one, _, _ = _layer(1, np.float32, 64, [batch] * 3, False, monkeypatch=monkeypatch, kind=kind,
+                       input_size=700)
+    before = _core._stall_worker_at(-1)[3]
+    two, _, _ = _layer(2, np.float32, 64, [batch] * 3, False, monkeypatch=monkeypatch, kind=kind,
+                       input_size=700)
+    if cython_backend._core.projection_panels_used(np.float32):
+        assert _core._stall_worker_at(-1)[3] - before == (3 if batch % 2 == 0 else 0)
+    for i, (a, b) in enumerate(zip(one, two)):
+        np.testing.assert_array_equal(a, b, err_msg=f"output {i}")
+
+
+def test_force_split_rejects_an_unknown_split():
+    with pytest.raises(ValueError, match="expected -1, 0, 1 or 2, got 5"):
+        _core._force_split(5)
