@@ -232,15 +232,22 @@ def force_split():
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn_tanh", "rnn_relu"])
 def test_the_forward_split_by_units_gives_the_bits_of_one(kind, hidden, layout, reverse, dtype,
                                                            monkeypatch, force_split):
-    force_split(1)
-    one, _, _ = _layer(1, dtype, hidden, UNIFORM[layout], reverse, hidden != 128, monkeypatch,
-                       kind=kind)
-    before = _core._stall_worker_at(-1)[2]
-    two, (teams, solos), _ = _layer(2, dtype, hidden, UNIFORM[layout], reverse, hidden != 128,
-                                    monkeypatch, kind=kind)
+    # counter 2: the inference and training forwards went by units
+    _assert_split_gives_the_bits_of_one(force_split, 1, 2, 2, kind, dtype, hidden,
+                                        UNIFORM[layout], reverse, hidden != 128, monkeypatch)
+
+
+def _assert_split_gives_the_bits_of_one(force_split, split, counter, loops, kind, dtype, hidden,
+                                        layout, reverse, bias, monkeypatch):
+    """Forced ``split``: two threads give one thread's bits, and ``_stall_worker_at``'s
+    ``counter`` shows ``loops`` loops took it (where the panel kernel serves the products)."""
+    force_split(split)
+    one, _, _ = _layer(1, dtype, hidden, layout, reverse, bias, monkeypatch, kind=kind)
+    before = _core._stall_worker_at(-1)[counter]
+    two, (teams, solos), _ = _layer(2, dtype, hidden, layout, reverse, bias, monkeypatch, kind=kind)
     if cython_backend._core.projection_panels_used(dtype):
         assert (teams, solos) == (3, 0)
-        assert _core._stall_worker_at(-1)[2] - before == 2  # inference and training forwards
+        assert _core._stall_worker_at(-1)[counter] - before == loops
     for i, (a, b) in enumerate(zip(one, two)):
         np.testing.assert_array_equal(a, b, err_msg=f"output {i}")
 
@@ -292,17 +299,9 @@ def test_the_forward_split_by_rows_gives_the_bits_of_one(kind, hidden, layout, r
     """Each thread runs its half of the batch rows through every step, forward and backward:
     the kernel computes each row alone (each share keeps at least two rows, as one thread
     does), so the results are the bits of one thread, with any hidden size and an odd share."""
-    force_split(2)
-    one, _, _ = _layer(1, dtype, hidden, ROWS[layout], reverse, hidden != 64, monkeypatch,
-                       kind=kind)
-    before = _core._stall_worker_at(-1)[3]
-    two, (teams, solos), _ = _layer(2, dtype, hidden, ROWS[layout], reverse, hidden != 64,
-                                    monkeypatch, kind=kind)
-    if cython_backend._core.projection_panels_used(dtype):
-        assert (teams, solos) == (3, 0)
-        assert _core._stall_worker_at(-1)[3] - before == 3  # two forwards and the backward
-    for i, (a, b) in enumerate(zip(one, two)):
-        np.testing.assert_array_equal(a, b, err_msg=f"output {i}")
+    # counter 3: the two forwards and the backward went by rows
+    _assert_split_gives_the_bits_of_one(force_split, 2, 3, 3, kind, dtype, hidden, ROWS[layout],
+                                        reverse, hidden != 64, monkeypatch)
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
