@@ -240,13 +240,16 @@ def test_the_forward_split_by_units_gives_the_bits_of_one(kind, hidden, layout, 
 def _assert_split_gives_the_bits_of_one(force_split, split, counter, loops, kind, dtype, hidden,
                                         layout, reverse, bias, monkeypatch):
     """Forced ``split``: two threads give one thread's bits, and ``_stall_worker_at``'s
-    ``counter`` shows ``loops`` loops took it (where the panel kernel serves the products)."""
+    ``counter`` shows ``loops`` loops took it (where the panel kernel serves the products).
+    Loops with a barrier a step may still fall back to the caller when the machine stalls a
+    thread (then the bits are the same too); loops by rows never judge a stall."""
     force_split(split)
     one, _, _ = _layer(1, dtype, hidden, layout, reverse, bias, monkeypatch, kind=kind)
     before = _core._stall_worker_at(-1)[counter]
     two, (teams, solos), _ = _layer(2, dtype, hidden, layout, reverse, bias, monkeypatch, kind=kind)
     if cython_backend._core.projection_panels_used(dtype):
-        assert (teams, solos) == (3, 0)
+        assert teams == 3
+        assert solos == 0 or split != 2
         assert _core._stall_worker_at(-1)[counter] - before == loops
     for i, (a, b) in enumerate(zip(one, two)):
         np.testing.assert_array_equal(a, b, err_msg=f"output {i}")
