@@ -785,27 +785,187 @@ cdef extern from *:
         }
         return !LK_ATOMIC_LOAD(&b->solo);
     }
-    /* Two threads for one core call: the caller and one worker started per call
-       (a few us against the ms such a call takes). */
+    /* Two threads for one core call: the caller and a worker.  The worker is
+       lk_helper's thread, kept between calls: creating and joining a thread per
+       call cost 50-80 us on these machines (with its affinity set), 2-4% of a
+       T100 B16 H128 layer at two threads.  After a call it waits
+       LK_HELPER_SPIN_S for the next one (the next layer, direction or step of
+       a Python loop), giving the CPU away to anything else runnable, then
+       sleeps; after LK_HELPER_IDLE_S asleep it exits, so that a process does
+       not keep a thread it no longer uses (Python 3.12 warns when a process
+       with threads forks).  One call holds it at a time: a call made meanwhile
+       (another Python thread in the core) starts a thread of its own. */
     typedef struct {
         lk_barrier bar;
         int nthreads;
+        int pooled;  /* the worker is lk_helper's thread (else one to join) */
     #if LK_HAVE_PTHREAD
         pthread_t worker;
     #endif
     } lk_team;
+    #if LK_HAVE_PTHREAD
+    #  include <errno.h>
+    #  define LK_HELPER_SPIN_S 2e-4
+    #  define LK_HELPER_IDLE_S 1
+    static struct {
+        pthread_mutex_t mu;
+        pthread_cond_t job, done_cv;
+        int alive, held, sleeping, waiting;
+        unsigned long posted, done, start;  /* calls posted and finished */
+        void *(*fn)(void *);
+        void *arg;
+        pthread_t thread;
+    #  if defined(__linux__)
+        cpu_set_t placed;  /* the mask last given to the thread */
+        int has_placed;
+    #  endif
+    } lk_helper = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
+                   PTHREAD_COND_INITIALIZER};
+    static int lk_helper_count = 0;  /* threads lk_helper started (a test hook reads it) */
+    static void *lk_helper_main(void *unused) {
+        unsigned long seen = lk_helper.start;
+        (void)unused;
+        for (;;) {
+            const double t0 = lk_now();
+            unsigned spins = 0;
+            while (LK_ATOMIC_LOAD(&lk_helper.posted) == seen) {
+                LK_PAUSE();
+                if ((++spins & 255) == 0) {
+                    if (lk_now() - t0 > LK_HELPER_SPIN_S) break;
+                    sched_yield();
+                }
+            }
+            if (LK_ATOMIC_LOAD(&lk_helper.posted) == seen) {
+                pthread_mutex_lock(&lk_helper.mu);
+                lk_helper.sleeping = 1;
+                while (LK_ATOMIC_LOAD(&lk_helper.posted) == seen) {
+                    struct timespec ts;
+                    clock_gettime(CLOCK_REALTIME, &ts);
+                    ts.tv_sec += LK_HELPER_IDLE_S;
+                    if (pthread_cond_timedwait(&lk_helper.job, &lk_helper.mu, &ts) == ETIMEDOUT
+                            && LK_ATOMIC_LOAD(&lk_helper.posted) == seen
+                            && !LK_ATOMIC_LOAD(&lk_helper.held)) {
+                        lk_helper.alive = lk_helper.sleeping = 0;  /* a caller starts another */
+                        pthread_mutex_unlock(&lk_helper.mu);
+                        return NULL;
+                    }
+                }
+                lk_helper.sleeping = 0;
+                pthread_mutex_unlock(&lk_helper.mu);
+            }
+            seen = LK_ATOMIC_LOAD(&lk_helper.posted);
+            lk_helper.fn(lk_helper.arg);
+            LK_ATOMIC_STORE(&lk_helper.done, seen);
+            pthread_mutex_lock(&lk_helper.mu);
+            if (lk_helper.waiting) pthread_cond_signal(&lk_helper.done_cv);
+            pthread_mutex_unlock(&lk_helper.mu);
+        }
+    }
+    /* The helper runs on the caller's CPUs but the one the caller is on: left to
+       the scheduler, a thread woken after the machine idled a while runs beside
+       the thread that woke it, and the two time-share one CPU until load
+       balancing moves one (T100 B16 H128: 15 ms against 2.4). */
+    static void lk_helper_place(void) {
+    #  if defined(__linux__)
+        cpu_set_t mask;
+        const int here = sched_getcpu();
+        if (here < 0 || sched_getaffinity(0, sizeof mask, &mask) != 0
+                || !CPU_ISSET(here, &mask) || CPU_COUNT(&mask) < 2)
+            return;
+        CPU_CLR(here, &mask);
+        if (lk_helper.has_placed && CPU_EQUAL(&mask, &lk_helper.placed)) return;
+        if (pthread_setaffinity_np(lk_helper.thread, sizeof mask, &mask) == 0) {
+            lk_helper.placed = mask;
+            lk_helper.has_placed = 1;
+        }
+    #  endif
+    }
+    /* Post fn(arg) to the helper: 0 (nothing posted) when another call holds it or no
+       thread can be started. */
+    static int lk_helper_post(void *(*fn)(void *), void *arg) {
+        int free_ = 0;
+        if (!__atomic_compare_exchange_n(&lk_helper.held, &free_, 1, 0, __ATOMIC_ACQ_REL,
+                                         __ATOMIC_ACQUIRE))
+            return 0;
+        pthread_mutex_lock(&lk_helper.mu);
+        if (!lk_helper.alive) {
+            pthread_attr_t attr;
+            int ok = pthread_attr_init(&attr) == 0;
+            lk_helper.start = lk_helper.posted;
+            if (ok) {
+                pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+                ok = pthread_create(&lk_helper.thread, &attr, lk_helper_main, NULL) == 0;
+                pthread_attr_destroy(&attr);
+            }
+            if (!ok) {
+                pthread_mutex_unlock(&lk_helper.mu);
+                LK_ATOMIC_STORE(&lk_helper.held, 0);
+                return 0;
+            }
+            lk_helper.alive = 1;
+    #  if defined(__linux__)
+            lk_helper.has_placed = 0;
+    #  endif
+            LK_ATOMIC_ADD(&lk_helper_count, 1);
+        }
+        lk_helper_place();
+        lk_helper.fn = fn;
+        lk_helper.arg = arg;
+        LK_ATOMIC_STORE(&lk_helper.posted, lk_helper.posted + 1);
+        if (lk_helper.sleeping) pthread_cond_signal(&lk_helper.job);
+        pthread_mutex_unlock(&lk_helper.mu);
+        return 1;
+    }
+    /* Until the posted call has returned (spinning briefly, then asleep); then
+       the helper is free for the next call. */
+    static void lk_helper_wait(void) {
+        const unsigned long want = lk_helper.posted;
+        unsigned spins = 0;
+        while (LK_ATOMIC_LOAD(&lk_helper.done) != want && ++spins < 4096) LK_PAUSE();
+        if (LK_ATOMIC_LOAD(&lk_helper.done) != want) {
+            pthread_mutex_lock(&lk_helper.mu);
+            lk_helper.waiting = 1;
+            while (LK_ATOMIC_LOAD(&lk_helper.done) != want)
+                pthread_cond_wait(&lk_helper.done_cv, &lk_helper.mu);
+            lk_helper.waiting = 0;
+            pthread_mutex_unlock(&lk_helper.mu);
+        }
+        LK_ATOMIC_STORE(&lk_helper.held, 0);
+    }
+    /* A forked child has no helper thread, and the parent's other threads may
+       have held the mutex: start afresh. */
+    static void lk_helper_after_fork(void) {
+        pthread_mutex_init(&lk_helper.mu, NULL);
+        pthread_cond_init(&lk_helper.job, NULL);
+        pthread_cond_init(&lk_helper.done_cv, NULL);
+        lk_helper.alive = lk_helper.held = lk_helper.sleeping = lk_helper.waiting = 0;
+        lk_helper.posted = lk_helper.done = lk_helper.start = 0;
+    }
+    static void lk_helper_init(void) { pthread_atfork(NULL, NULL, lk_helper_after_fork); }
+    static unsigned long lk_helper_posts(void) { return LK_ATOMIC_LOAD(&lk_helper.posted); }
+    #else
+    static int lk_helper_count = 0;
+    static void lk_helper_init(void) {}
+    static int lk_helper_post(void *(*fn)(void *), void *arg) { (void)fn; (void)arg; return 0; }
+    static void lk_helper_wait(void) {}
+    static unsigned long lk_helper_posts(void) { return 0; }
+    #endif
     static void lk_team_start(lk_team *t, int want, void *(*fn)(void *), void *arg) {
         t->bar.n = 2; t->bar.count = 0; t->bar.sense = 0; t->bar.solo = 0; t->bar.strikes = 0;
         t->bar.released = lk_now();
         t->nthreads = 1;
+        t->pooled = 0;
     #if LK_HAVE_PTHREAD
         if (want > 1) {
+            t->nthreads = 2;  /* before the worker starts: it reads it */
+            if (lk_helper_post(fn, arg)) {
+                t->pooled = 1;
+                LK_ATOMIC_ADD(&lk_team_count, 1);
+                return;
+            }
             pthread_attr_t attr, *use = NULL;
     #  if defined(__linux__)
-            /* The worker starts on another CPU than the caller's: left to the
-               scheduler, a thread created after the machine idled a while
-               starts beside its parent and the two time-share one CPU until
-               load balancing moves it (T100 B16 H128: 15 ms against 2.4). */
+            /* placed as lk_helper_place places the helper */
             cpu_set_t mask;
             const int here = sched_getcpu();
             if (here >= 0 && sched_getaffinity(0, sizeof mask, &mask) == 0
@@ -816,7 +976,6 @@ cdef extern from *:
                 else pthread_attr_destroy(&attr);
             }
     #  endif
-            t->nthreads = 2;  /* before the worker starts: it reads it */
             if (pthread_create(&t->worker, use, fn, arg) != 0) t->nthreads = 1;
             else LK_ATOMIC_ADD(&lk_team_count, 1);
             if (use) pthread_attr_destroy(use);
@@ -835,7 +994,8 @@ cdef extern from *:
     }
     static void lk_team_end(lk_team *t) {
     #if LK_HAVE_PTHREAD
-        if (t->nthreads > 1) pthread_join(t->worker, NULL);
+        if (t->nthreads > 1 && t->pooled) lk_helper_wait();
+        else if (t->nthreads > 1) pthread_join(t->worker, NULL);
     #else
         (void)t;
     #endif
@@ -906,7 +1066,11 @@ cdef extern from *:
     void lk_team_end(lk_team* t) noexcept nogil
     void lk_maybe_stall(int tid, Py_ssize_t s) noexcept nogil
     Py_ssize_t lk_stall_step, lk_stall_steps
-    int lk_solo_count, lk_team_count
+    int lk_solo_count, lk_team_count, lk_helper_count
+    void lk_helper_init() noexcept nogil
+    int lk_helper_post(void* (*fn)(void*) noexcept nogil, void* arg) noexcept nogil
+    void lk_helper_wait() noexcept nogil
+    unsigned long lk_helper_posts() noexcept nogil
     void lk_lstm_fwd_units_f(Py_ssize_t n, Py_ssize_t H, Py_ssize_t j0, Py_ssize_t j1,
                              float* g, float* c, float* h, float* tanhc) noexcept nogil
     void lk_lstm_fwd_units_d(Py_ssize_t n, Py_ssize_t H, Py_ssize_t j0, Py_ssize_t j1,
@@ -3467,6 +3631,48 @@ cdef inline Py_ssize_t _cell_workspace(int kind, int via, Py_ssize_t B, Py_ssize
     return 4 * H + (2 if kind == _K_GRU else 1) * B * G
 
 
+cdef struct _CellRows:  # the rows of a cell step the core's helper thread computes
+    int kind, via
+    Py_ssize_t n, n_in, n_hid
+    const void* x
+    const void* w_ih
+    const void* w_hh
+    const void* b_ih
+    const void* b_hh
+    const void* h0
+    const void* c0
+    void* h
+    void* c
+    void* ws
+    const void* pk_ih
+    const void* pk_hh
+
+
+cdef void* _cell_rows_f(void* arg) noexcept nogil:
+    cdef _CellRows* r = <_CellRows*>arg
+    _cell_compute(r.kind, r.via, r.n, r.n_in, r.n_hid, <const float*>r.x, <const float*>r.w_ih,
+                  <const float*>r.w_hh, <const float*>r.b_ih, <const float*>r.b_hh,
+                  <const float*>r.h0, <const float*>r.c0, <float*>r.h, <float*>r.c,
+                  <float*>r.ws, <const float*>r.pk_ih, <const float*>r.pk_hh)
+    return NULL
+
+
+cdef void* _cell_rows_d(void* arg) noexcept nogil:
+    cdef _CellRows* r = <_CellRows*>arg
+    _cell_compute(r.kind, r.via, r.n, r.n_in, r.n_hid, <const double*>r.x, <const double*>r.w_ih,
+                  <const double*>r.w_hh, <const double*>r.b_ih, <const double*>r.b_hh,
+                  <const double*>r.h0, <const double*>r.c0, <double*>r.h, <double*>r.c,
+                  <double*>r.ws, <const double*>r.pk_ih, <const double*>r.pk_hh)
+    return NULL
+
+
+cdef inline Py_ssize_t _cell_split_at(Py_ssize_t B) noexcept nogil:
+    """The caller's rows of a step split with the helper: about half, whole 4-row blocks of
+    the panel kernel (each share >= 2 rows, so no row takes the one-row loop, which sums in
+    another order: the bits are those of one thread)."""
+    return min(B - 2, ((B + 1) // 2 + 3) // 4 * 4)
+
+
 cdef inline int _step_via(bint dbl, Py_ssize_t B) noexcept nogil:
     """How a step of ``B`` rows runs its products: ``lk_nt_gemm`` where it beats BLAS;
     from ``_PANELS_MIN_ROWS`` rows the panel kernel over packed weights (where panels
@@ -3710,6 +3916,8 @@ cdef class CellStep:
         cdef bint own = False, poison
         cdef int via
         cdef int kind = self.kind
+        cdef Py_ssize_t split = 0
+        cdef _CellRows rows
         cdef void* hd
         cdef void* cd = NULL
         ndarray = np_ndarray
@@ -3769,12 +3977,20 @@ cdef class CellStep:
         if c is not None:
             cd = lk_nd_data(<PyObject*>c)
         item = sizeof(double) if self.dbl else sizeof(float)
-        nvals = _cell_workspace(kind, via, B, self.n_in, H)
+        # Over packed panels, rows may be shared with the core's helper thread (the
+        # policy's split_threads, as for a layer; the helper only, never a thread started
+        # for one step): it computes the last B - split rows into its own workspace.
+        if via == _VIA_PANELS:
+            found = PyDict_GetItem(self.config, "_split_threads")
+            if found != NULL and (<object>found)(B * self.row_work) > 1:
+                split = _cell_split_at(B)
+        nvals = _cell_workspace(kind, via, B, self.n_in, H) + (4 * H if split else 0)
         ws = self._workspace(nvals * item, &own)
         try:
             if via == _VIA_PANELS:
                 if own:  # another Python thread holds this step's workspace and panels
                     via = _VIA_NT if lk_nt_pays(self.dbl, B) else _VIA_BLAS
+                    split = 0
                 else:
                     self._packed_weights(item)
             if poison:
@@ -3786,6 +4002,22 @@ cdef class CellStep:
             with nogil:
                 if via == _VIA_PANELS:
                     self._refresh_panels(lk_nd_data(w_ih), lk_nd_data(w_hh), item)
+                if split:
+                    rows.kind, rows.via, rows.n, rows.n_in, rows.n_hid = kind, via, B - split, self.n_in, H
+                    rows.x = lk_nd_data(x) + split * self.n_in * item
+                    rows.w_ih, rows.w_hh = lk_nd_data(w_ih), lk_nd_data(w_hh)
+                    rows.b_ih = lk_nd_data(b_ih) if b_ih != NULL else NULL
+                    rows.b_hh = lk_nd_data(b_hh) if b_hh != NULL else NULL
+                    rows.h0 = lk_nd_data(h0) + split * H * item if h0 != NULL else NULL
+                    rows.c0 = lk_nd_data(c0) + split * H * item if c0 != NULL else NULL
+                    rows.h = <char*>hd + split * H * item
+                    rows.c = <char*>cd + split * H * item if cd != NULL else NULL
+                    rows.ws = ws + _cell_workspace(kind, via, split, self.n_in, H) * item
+                    rows.pk_ih, rows.pk_hh = self.wpack, self.wpack + n1 * item
+                    if lk_helper_post(_cell_rows_d if self.dbl else _cell_rows_f, &rows):
+                        B = split
+                    else:
+                        split = 0
                 if self.dbl:
                     _cell_compute(kind, via, B, self.n_in, H, <double*>lk_nd_data(x),
                                   <double*>lk_nd_data(w_ih), <double*>lk_nd_data(w_hh),
@@ -3804,6 +4036,8 @@ cdef class CellStep:
                                   <float*>(lk_nd_data(c0) if c0 != NULL else NULL),
                                   <float*>hd, <float*>cd, <float*>ws,
                                   <float*>self.wpack, <float*>self.wpack + n1)
+                if split:
+                    lk_helper_wait()
         finally:
             if own:
                 free(ws)
@@ -3921,6 +4155,7 @@ def _default_pool_limit():
 import operator as _operator
 import os as _os
 lk_pool_init()
+lk_helper_init()
 workspace_pool(_default_pool_limit())
 
 
@@ -4032,6 +4267,13 @@ def _stall_worker_at(Py_ssize_t step, Py_ssize_t steps=-1):
     global lk_stall_step, lk_stall_steps
     lk_stall_step, lk_stall_steps = step, steps
     return lk_team_count, lk_solo_count, _units_count, _rows_count
+
+
+def _helper_threads():
+    """Test hooks: how many times the core's kept worker thread (lk_helper) has been started
+    in this process (a call reuses it while it lives; it exits after idling a second), and
+    how many calls have been posted to it (two-thread layer calls, shared cell steps)."""
+    return lk_helper_count, lk_helper_posts()
 
 
 def projection_panels_used(dtype):

@@ -303,3 +303,83 @@ def test_a_cell_is_freed_without_the_cycle_collector(policy):
     finally:
         if was:
             gc.enable()
+
+
+@pytest.mark.parametrize("name,kw", CELLS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bias", [True, False])
+def test_rows_shared_with_the_helper_thread_give_the_bits_of_one(name, kw, dtype, bias, monkeypatch):
+    """Over packed panels (32-64 rows) a step offered two threads hands its last rows to the
+    core's helper thread: each row is summed as on one thread, so the bits are the same, with
+    and without ``hx``; and the helper took one call per step."""
+    rng = np.random.default_rng(11)
+    cell = _make(name, kw, dtype, bias, sizes=(40, 64))
+    for batch in (32, 33, 40, 64):
+        x = rng.standard_normal((batch, 40)).astype(dtype)
+        hx = _state(name, batch, 64, dtype, rng)
+        monkeypatch.setattr(cython_backend, "_split_threads", lambda work: 1)
+        posts = _core._helper_threads()[1]
+        one = [cell(x, hx), cell(x)]
+        assert _core._helper_threads()[1] == posts
+        monkeypatch.setattr(cython_backend, "_split_threads", lambda work: 2)
+        two = [cell(x, hx), cell(x)]
+        shared = _core._helper_threads()[1] - posts
+        if _core.lk_panels_used(dtype):
+            assert shared == 2
+        for a, b in zip(one, two):
+            for g, w in zip(_flat(a), _flat(b)):
+                np.testing.assert_array_equal(g, w)
+
+
+def test_a_shared_step_sees_poisoned_workspaces_change_nothing(monkeypatch):
+    """Both halves' workspaces poisoned with NaN: every value read is one written first."""
+    monkeypatch.setattr(cython_backend, "_split_threads", lambda work: 2)
+    rng = np.random.default_rng(12)
+    for name, kw in CELLS:
+        cell = _make(name, kw, np.float32, sizes=(40, 64))
+        x = rng.standard_normal((48, 40)).astype(np.float32)
+        hx = _state(name, 48, 64, np.float32, rng)
+        clean = [cell(x, hx), cell(x)]
+        monkeypatch.setattr(cython_backend, "POISON_WORKSPACES", True)
+        poisoned = [cell(x, hx), cell(x)]
+        monkeypatch.setattr(cython_backend, "POISON_WORKSPACES", False)
+        for a, b in zip(clean, poisoned):
+            for g, w in zip(_flat(a), _flat(b)):
+                np.testing.assert_array_equal(g, w)
+
+
+def test_two_python_threads_sharing_steps_keep_their_rows(monkeypatch):
+    """Two Python loops offered two threads at once: one step holds the helper, the other runs
+    all its rows itself (never a thread started for one step); results as on one thread."""
+    monkeypatch.setattr(cython_backend, "_split_threads", lambda work: 2)
+    rng = np.random.default_rng(13)
+    cells = [_make("LSTMCell", {}, np.float32, sizes=(64, 128)) for _ in range(2)]
+    xs = [rng.standard_normal((6, 48, 64)).astype(np.float32) for _ in range(2)]
+
+    def run(cell, x):
+        state = None
+        for x_t in x:
+            state = cell(x_t, state)
+        return state
+
+    want = [run(c, x) for c, x in zip(cells, xs)]
+    got, errors = [None, None], []
+
+    def worker(i):
+        try:
+            for _ in range(30):
+                got[i] = run(cells[i], xs[i])
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
+    started = _core._helper_threads()[0]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+    assert _core._helper_threads()[0] - started <= 1
+    for g, w in zip(got, want):
+        for a, b in zip(g, w):
+            np.testing.assert_array_equal(a, b)

@@ -34,7 +34,8 @@ def _layer(threads, dtype, hidden, layout, reverse, bias=True, monkeypatch=None,
            kind="lstm", input_size=11):
     """Forward (inference and training) and backward of one layer-direction on the cython
     backend with ``threads``; returns every output and how many teams started/fell back."""
-    monkeypatch.setattr(cython_backend, "_split_threads", lambda work: threads)
+    if monkeypatch is not None:
+        monkeypatch.setattr(cython_backend, "_split_threads", lambda work: threads)
     rng = np.random.default_rng(hidden * 7 + len(layout))
     cell = get_cell(kind)
     params = {k: (rng.standard_normal(s) * 0.4).astype(dtype)
@@ -360,3 +361,96 @@ def test_rows_never_leave_one_thread_a_single_row_chunk(batch, kind, monkeypatch
 def test_force_split_rejects_an_unknown_split():
     with pytest.raises(ValueError, match="expected -1, 0, 1 or 2, got 5"):
         _core._force_split(5)
+
+
+# the worker thread is the core's kept helper (lk_helper): started once, reused by every
+# two-thread call, gone after idling a second; a second caller meanwhile starts its own
+
+def _threads_alive():
+    import os
+
+    return len(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else None
+
+
+def test_the_worker_thread_is_kept_between_calls(monkeypatch):
+    one, _, _ = _layer(1, np.float32, 64, [8] * 5, False, monkeypatch=monkeypatch)
+    started = _core._helper_threads()[0]
+    for _ in range(5):
+        two, (teams, _), _ = _layer(2, np.float32, 64, [8] * 5, False, monkeypatch=monkeypatch)
+        assert teams == 3  # forward twice and backward: every call a team
+        for i, (a, b) in enumerate(zip(one, two)):
+            np.testing.assert_array_equal(a, b, err_msg=f"output {i}")
+    assert _core._helper_threads()[0] - started <= 1  # none, or one if the last had exited
+
+
+def test_an_idle_worker_exits_and_the_next_call_starts_another(monkeypatch):
+    """No thread is kept for a process that stopped calling the core (Python 3.12 warns when a
+    process with threads forks)."""
+    import time
+
+    _layer(2, np.float32, 64, [8] * 5, False, monkeypatch=monkeypatch)
+    with_helper = _threads_alive()
+    time.sleep(1.6)  # 1 s asleep after its spin
+    if with_helper is not None:
+        assert _threads_alive() == with_helper - 1
+    started = _core._helper_threads()[0]
+    one, _, _ = _layer(1, np.float32, 64, [8] * 5, False, monkeypatch=monkeypatch)
+    two, (teams, _), _ = _layer(2, np.float32, 64, [8] * 5, False, monkeypatch=monkeypatch)
+    assert teams == 3 and _core._helper_threads()[0] == started + 1
+    for i, (a, b) in enumerate(zip(one, two)):
+        np.testing.assert_array_equal(a, b, err_msg=f"output {i}")
+
+
+def _child_two_threads():
+    import os
+
+    try:
+        one, _, _ = _layer(1, np.float32, 64, [8] * 5, False, monkeypatch=pytest.MonkeyPatch())
+        started = _core._helper_threads()[0]
+        two, (teams, _), _ = _layer(2, np.float32, 64, [8] * 5, False,
+                                    monkeypatch=pytest.MonkeyPatch())
+        ok = teams == 3 and _core._helper_threads()[0] == started + 1 and all(
+            np.array_equal(a, b) for a, b in zip(one, two))
+    except BaseException:
+        ok = False
+    os._exit(0 if ok else 1)
+
+
+def test_a_forked_child_starts_its_own_worker(monkeypatch):
+    """The helper thread does not survive fork, and its lock may have been held then."""
+    import multiprocessing
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork on this platform")
+    _layer(2, np.float32, 64, [8] * 5, False, monkeypatch=monkeypatch)  # the parent's helper lives
+    child = multiprocessing.get_context("fork").Process(target=_child_two_threads)
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+
+
+def test_two_python_threads_in_two_thread_calls_keep_their_results(monkeypatch):
+    """Both offered two threads at once: one call holds the helper, the other starts a thread of
+    its own; neither gets the other's results."""
+    import threading
+
+    monkeypatch.setattr(cython_backend, "_split_threads", lambda work: 2)
+    want = {h: _layer(1, np.float32, h, [8] * 6, False, monkeypatch=monkeypatch)[0] for h in (64, 96)}
+    monkeypatch.setattr(cython_backend, "_split_threads", lambda work: 2)
+    errors = []
+
+    def run(hidden):
+        try:
+            for _ in range(10):
+                got, _, _ = _layer(2, np.float32, hidden, [8] * 6, False, monkeypatch=None)
+                for i, (a, b) in enumerate(zip(want[hidden], got)):
+                    np.testing.assert_array_equal(a, b, err_msg=f"output {i}")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(h,)) for h in (64, 96)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors[0]
