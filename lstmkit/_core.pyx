@@ -3538,14 +3538,14 @@ cdef void _products(int via, Py_ssize_t m, Py_ssize_t n, const floating* a1, Py_
         else:
             lk_nt_gemm_d(m, n, a1, k1, w1, a2, k2 if a2 != NULL else 0, w2, bias, 0, out, ldo)
         return
-    for r in range(m):
-        for j in range(n):
-            out[r * ldo + j] = 0 if bias == NULL else bias[j]
-    if via == _VIA_PANELS:
-        _panel_gemm(m, n, k1, a1, k1, pk1, True, out, ldo)
+    if via == _VIA_PANELS:  # the first product stores bias + a1 w1^T: no pass filling rows
+        _panel_gemm(m, n, k1, a1, k1, pk1, False, out, ldo, bias)
         if a2 != NULL:
             _panel_gemm(m, n, k2, a2, k2, pk2, True, out, ldo)
         return
+    for r in range(m):
+        for j in range(n):
+            out[r * ldo + j] = 0 if bias == NULL else bias[j]
     _gemm(False, True, <int>m, <int>n, <int>k1, 1, a1, <int>k1, w1, <int>k1, 1, out, <int>ldo)
     if a2 != NULL:
         _gemm(False, True, <int>m, <int>n, <int>k2, 1, a2, <int>k2, w2, <int>k2, 1, out,
