@@ -502,6 +502,40 @@ cdef extern from *:
         *n = lk_pool.n;
         LK_POOL_UNLOCK();
     }
+    /* One block of MRV rows of the panel kernel below (rows r0.., mr of them real):
+       MRV x NR accumulators over the whole k. */
+    #define LK_PANEL_BLOCK(T, RS, KS, MRV)                                           \
+            {                                                                        \
+                const T *ar[MRV];                                                  \
+                /* rows past m repeat the last row: computed, never stored */       \
+                for (int r = 0; r < MRV; r++) ar[r] = a + (r0 + (r < mr ? r : mr - 1)) * RS;\
+                T acc[MRV][NR];                                                    \
+                for (int r = 0; r < MRV; r++)                                      \
+                    for (int c = 0; c < NR; c++) acc[r][c] = 0;                      \
+                /* the rows it adds to (a step's gate rows, in a block of the    \
+                   input projection that L2 no longer holds): fetched while the   \
+                   k loop runs, not at the store (T100 B64 H256: 7% faster) */    \
+                if (accumulate)                                                      \
+                    for (Py_ssize_t r = 0; r < mr; r++)                              \
+                        for (Py_ssize_t c = 0; c < w_; c += 64 / (Py_ssize_t)sizeof(T))\
+                            LK_PREFETCH_W(out + (r0 + r) * ldo + p0 + c);             \
+                for (Py_ssize_t kk = 0; kk < k; kk++) {                              \
+                    const T *wk = w + kk * NR;                                       \
+                    for (int r = 0; r < MRV; r++) {                                \
+                        const T av = ar[r][kk * KS];                                \
+                        for (int c = 0; c < NR; c++) acc[r][c] += av * wk[c];        \
+                    }                                                                \
+                }                                                                    \
+                for (Py_ssize_t r = 0; r < mr; r++) {                                \
+                    T *o = out + (r0 + r) * ldo + p0;                                \
+                    if (accumulate)                                                  \
+                        for (Py_ssize_t c = 0; c < w_; c++) o[c] += acc[r][c];       \
+                    else if (bias)  /* as BLAS's beta = 1 onto a row of biases */   \
+                        for (Py_ssize_t c = 0; c < w_; c++) o[c] = bias[p0 + c] + acc[r][c];\
+                    else                                                             \
+                        for (Py_ssize_t c = 0; c < w_; c++) o[c] = acc[r][c];        \
+                }                                                                    \
+            }
     /* The panel kernel NAME: out[m, n] (+)= a[m, k] @ b, b packed by lk_pack, a[r, kk]
        at a[r * RS + kk * KS] (RS = lda, KS = 1: a as stored; RS = 1, KS = lda: a
        given transposed). */
@@ -548,35 +582,13 @@ cdef extern from *:
             const Py_ssize_t w_ = n - p0 < NR ? n - p0 : NR;                         \
             for (Py_ssize_t r0 = 0; r0 < m; r0 += LK_MR) {                           \
                 const Py_ssize_t mr = m - r0 < LK_MR ? m - r0 : LK_MR;               \
-                const T *ar[LK_MR];                                                  \
-                /* rows past m repeat the last row: computed, never stored */       \
-                for (int r = 0; r < LK_MR; r++) ar[r] = a + (r0 + (r < mr ? r : mr - 1)) * RS;\
-                T acc[LK_MR][NR];                                                    \
-                for (int r = 0; r < LK_MR; r++)                                      \
-                    for (int c = 0; c < NR; c++) acc[r][c] = 0;                      \
-                /* the rows it adds to (a step's gate rows, in a block of the    \
-                   input projection that L2 no longer holds): fetched while the   \
-                   k loop runs, not at the store (T100 B64 H256: 7% faster) */    \
-                if (accumulate)                                                      \
-                    for (Py_ssize_t r = 0; r < mr; r++)                              \
-                        for (Py_ssize_t c = 0; c < w_; c += 64 / (Py_ssize_t)sizeof(T))\
-                            LK_PREFETCH_W(out + (r0 + r) * ldo + p0 + c);             \
-                for (Py_ssize_t kk = 0; kk < k; kk++) {                              \
-                    const T *wk = w + kk * NR;                                       \
-                    for (int r = 0; r < LK_MR; r++) {                                \
-                        const T av = ar[r][kk * KS];                                \
-                        for (int c = 0; c < NR; c++) acc[r][c] += av * wk[c];        \
-                    }                                                                \
-                }                                                                    \
-                for (Py_ssize_t r = 0; r < mr; r++) {                                \
-                    T *o = out + (r0 + r) * ldo + p0;                                \
-                    if (accumulate)                                                  \
-                        for (Py_ssize_t c = 0; c < w_; c++) o[c] += acc[r][c];       \
-                    else if (bias)  /* as BLAS's beta = 1 onto a row of biases */   \
-                        for (Py_ssize_t c = 0; c < w_; c++) o[c] = bias[p0 + c] + acc[r][c];\
-                    else                                                             \
-                        for (Py_ssize_t c = 0; c < w_; c++) o[c] = acc[r][c];        \
-                }                                                                    \
+                /* a last block of 1 or 2 rows on 2 or 4 accumulators (the FMA      \
+                   latency bounds them, still 2x faster than 4 rows of which 2-3 are \
+                   thrown away: a packed batch's shrinking steps); each row sums in   \
+                   the same order in every block, so the bits do not change */       \
+                if (mr == 1) LK_PANEL_BLOCK(T, RS, KS, 1)                             \
+                else if (mr == 2) LK_PANEL_BLOCK(T, RS, KS, 2)                        \
+                else LK_PANEL_BLOCK(T, RS, KS, LK_MR)                                 \
             }                                                                        \
         }                                                                            \
     }
