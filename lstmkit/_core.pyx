@@ -138,9 +138,11 @@ cdef extern from *:
         return old;
     }
     static void lk_denormals_restore(unsigned old) { _mm_setcsr(old); }
+    static unsigned lk_fp_mode(void) { return _mm_getcsr(); }
     #else
     static unsigned lk_denormals_flush(void) { return 0; }
     static void lk_denormals_restore(unsigned old) { (void)old; }
+    static unsigned lk_fp_mode(void) { return 0; }
     #endif
 
     LK_INLINE double lk_sigmoid_d(double x) { return 0.5 * lk_tanh_d(0.5 * x) + 0.5; }
@@ -826,6 +828,7 @@ cdef extern from *:
         unsigned long posted, done, start;  /* calls posted and finished */
         void *(*fn)(void *);
         void *arg;
+        unsigned mode;  /* the caller's control register (denormals flushed or not) */
         pthread_t thread;
     #  if defined(__linux__)
         cpu_set_t placed;  /* the mask last given to the thread */
@@ -866,6 +869,8 @@ cdef extern from *:
                 pthread_mutex_unlock(&lk_helper.mu);
             }
             seen = LK_ATOMIC_LOAD(&lk_helper.posted);
+            /* as a thread started for the call would have inherited it */
+            if (lk_fp_mode() != lk_helper.mode) lk_denormals_restore(lk_helper.mode);
             lk_helper.fn(lk_helper.arg);
             LK_ATOMIC_STORE(&lk_helper.done, seen);
             pthread_mutex_lock(&lk_helper.mu);
@@ -881,10 +886,9 @@ cdef extern from *:
     #  if defined(__linux__)
         cpu_set_t mask;
         const int here = sched_getcpu();
-        if (here < 0 || sched_getaffinity(0, sizeof mask, &mask) != 0
-                || !CPU_ISSET(here, &mask) || CPU_COUNT(&mask) < 2)
-            return;
-        CPU_CLR(here, &mask);
+        if (sched_getaffinity(0, sizeof mask, &mask) != 0) return;
+        /* else the caller's whole mask, as a thread started for the call inherits */
+        if (here >= 0 && CPU_ISSET(here, &mask) && CPU_COUNT(&mask) > 1) CPU_CLR(here, &mask);
         if (lk_helper.has_placed && CPU_EQUAL(&mask, &lk_helper.placed)) return;
         if (pthread_setaffinity_np(lk_helper.thread, sizeof mask, &mask) == 0) {
             lk_helper.placed = mask;
@@ -923,6 +927,7 @@ cdef extern from *:
         lk_helper_place();
         lk_helper.fn = fn;
         lk_helper.arg = arg;
+        lk_helper.mode = lk_fp_mode();
         LK_ATOMIC_STORE(&lk_helper.posted, lk_helper.posted + 1);
         if (lk_helper.sleeping) pthread_cond_signal(&lk_helper.job);
         pthread_mutex_unlock(&lk_helper.mu);
@@ -944,8 +949,8 @@ cdef extern from *:
         }
         LK_ATOMIC_STORE(&lk_helper.held, 0);
     }
-    /* A forked child has no helper thread, and the parent's other threads may
-       have held the mutex: start afresh. */
+    /* A forked child has no helper thread (the fork held the mutex, so no call
+       was half-way through posting): start afresh. */
     static void lk_helper_after_fork(void) {
         pthread_mutex_init(&lk_helper.mu, NULL);
         pthread_cond_init(&lk_helper.job, NULL);
@@ -953,7 +958,11 @@ cdef extern from *:
         lk_helper.alive = lk_helper.held = lk_helper.sleeping = lk_helper.waiting = 0;
         lk_helper.posted = lk_helper.done = lk_helper.start = 0;
     }
-    static void lk_helper_init(void) { pthread_atfork(NULL, NULL, lk_helper_after_fork); }
+    static void lk_helper_fork_lock(void) { pthread_mutex_lock(&lk_helper.mu); }
+    static void lk_helper_fork_unlock(void) { pthread_mutex_unlock(&lk_helper.mu); }
+    static void lk_helper_init(void) {
+        pthread_atfork(lk_helper_fork_lock, lk_helper_fork_unlock, lk_helper_after_fork);
+    }
     static unsigned long lk_helper_posts(void) { return LK_ATOMIC_LOAD(&lk_helper.posted); }
     #else
     static int lk_helper_count = 0;
@@ -3550,7 +3559,10 @@ cdef void _products(int via, Py_ssize_t m, Py_ssize_t n, const floating* a1, Py_
         else:
             lk_nt_gemm_d(m, n, a1, k1, w1, a2, k2 if a2 != NULL else 0, w2, bias, 0, out, ldo)
         return
-    if via == _VIA_PANELS:  # the first product stores bias + a1 w1^T: no pass filling rows
+    # over panels with biases, the first product stores bias + a1 w1^T (no pass filling
+    # the rows first); without, rows of +0 are added to, as on BLAS's path (a stored
+    # accumulator could be the -0 of an FMA whose product underflowed)
+    if via == _VIA_PANELS and bias != NULL:
         _panel_gemm(m, n, k1, a1, k1, pk1, False, out, ldo, bias)
         if a2 != NULL:
             _panel_gemm(m, n, k2, a2, k2, pk2, True, out, ldo)
@@ -3558,6 +3570,11 @@ cdef void _products(int via, Py_ssize_t m, Py_ssize_t n, const floating* a1, Py_
     for r in range(m):
         for j in range(n):
             out[r * ldo + j] = 0 if bias == NULL else bias[j]
+    if via == _VIA_PANELS:
+        _panel_gemm(m, n, k1, a1, k1, pk1, True, out, ldo)
+        if a2 != NULL:
+            _panel_gemm(m, n, k2, a2, k2, pk2, True, out, ldo)
+        return
     _gemm(False, True, <int>m, <int>n, <int>k1, 1, a1, <int>k1, w1, <int>k1, 1, out, <int>ldo)
     if a2 != NULL:
         _gemm(False, True, <int>m, <int>n, <int>k2, 1, a2, <int>k2, w2, <int>k2, 1, out,

@@ -390,8 +390,8 @@ SPLIT_MIN_WORK = 1 << 19
 
 
 def split_threads(work: int) -> int:
-    """Threads a core call with its own parallel loop may use (call it just before entering
-    :class:`kernel`): :func:`free_threads` for ``work`` >= :data:`SPLIT_MIN_WORK` multiply-adds per
+    """Threads a core call with its own parallel loop may use (a layer's time loop, a cell step
+    of 32-64 rows over packed weights; call it just before entering :class:`kernel`): :func:`free_threads` for ``work`` >= :data:`SPLIT_MIN_WORK` multiply-adds per
     step, else 1; 1 while another Python thread is in the core (the two directions of a layer, a
     user's threads)."""
     if work < SPLIT_MIN_WORK or _C.active > 0 or get_threads() <= 1:

@@ -383,3 +383,15 @@ def test_two_python_threads_sharing_steps_keep_their_rows(monkeypatch):
     for g, w in zip(got, want):
         for a, b in zip(g, w):
             np.testing.assert_array_equal(a, b)
+
+
+def test_a_bias_free_step_over_panels_keeps_the_sign_of_zero(checked):
+    """Without biases the products are added to rows of +0, as on the checked path: an
+    accumulator stored as it is would be -0 where every product underflowed below zero."""
+    cell = _make("RNNCell", {}, np.float32, bias=False, sizes=(40, 64))
+    cell.weight_ih[...] = -1e-30
+    x = np.full((32, 40), 1e-30, np.float32)  # each product -1e-60: -0 in float32
+    fast, slow = cell(x), cell(_strided(x))
+    assert checked == [cell]  # the strided input took the checked path
+    assert not np.signbit(slow).any()
+    np.testing.assert_array_equal(np.signbit(fast), np.signbit(slow))

@@ -6,6 +6,8 @@ panel, packed batches that shrink to one row or grow in reverse, no bias) and wh
 stalls and the caller finishes alone."""
 from __future__ import annotations
 
+import platform
+
 import numpy as np
 import pytest
 
@@ -366,23 +368,30 @@ def test_force_split_rejects_an_unknown_split():
 # the worker thread is the core's kept helper (lk_helper): started once, reused by every
 # two-thread call, gone after idling a second; a second caller meanwhile starts its own
 
+needs_panels = pytest.mark.skipif(not _core.lk_panels_used(np.float32),
+                                  reason="no two-thread loop without the panel kernel")
+
+
 def _threads_alive():
     import os
 
     return len(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else None
 
 
+@needs_panels
 def test_the_worker_thread_is_kept_between_calls(monkeypatch):
     one, _, _ = _layer(1, np.float32, 64, [8] * 5, False, monkeypatch=monkeypatch)
-    started = _core._helper_threads()[0]
+    started, posts = _core._helper_threads()
     for _ in range(5):
         two, (teams, _), _ = _layer(2, np.float32, 64, [8] * 5, False, monkeypatch=monkeypatch)
         assert teams == 3  # forward twice and backward: every call a team
         for i, (a, b) in enumerate(zip(one, two)):
             np.testing.assert_array_equal(a, b, err_msg=f"output {i}")
+    assert _core._helper_threads()[1] - posts == 15  # every team's worker was the helper
     assert _core._helper_threads()[0] - started <= 1  # none, or one if the last had exited
 
 
+@needs_panels
 def test_an_idle_worker_exits_and_the_next_call_starts_another(monkeypatch):
     """No thread is kept for a process that stopped calling the core (Python 3.12 warns when a
     process with threads forks)."""
@@ -416,6 +425,7 @@ def _child_two_threads():
     os._exit(0 if ok else 1)
 
 
+@needs_panels
 def test_a_forked_child_starts_its_own_worker(monkeypatch):
     """The helper thread does not survive fork, and its lock may have been held then."""
     import multiprocessing
@@ -426,9 +436,13 @@ def test_a_forked_child_starts_its_own_worker(monkeypatch):
     child = multiprocessing.get_context("fork").Process(target=_child_two_threads)
     child.start()
     child.join(60)
+    if child.exitcode is None:  # hung (the lock or the thread inherited): do not leave it
+        child.kill()
+        child.join()
     assert child.exitcode == 0
 
 
+@needs_panels
 def test_two_python_threads_in_two_thread_calls_keep_their_results(monkeypatch):
     """Both offered two threads at once: one call holds the helper, the other starts a thread of
     its own; neither gets the other's results."""
@@ -454,3 +468,34 @@ def test_two_python_threads_in_two_thread_calls_keep_their_results(monkeypatch):
     for t in threads:
         t.join(120)
     assert not errors, errors[0]
+
+
+@needs_panels
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"),
+                    reason="no denormals control register to set")
+def test_the_helper_runs_each_call_with_the_callers_denormals_setting(monkeypatch):
+    """The helper thread outlives the call that started it, so it takes each caller's
+    flush-to-zero setting (a thread started per call inherited it): first started by a call
+    that keeps denormals, then a flushing call, then one that keeps them again; each gives
+    the bits of one thread with the same setting, and the setting matters here."""
+    def run(threads, flush):
+        monkeypatch.setattr(cython_backend, "FLUSH_DENORMALS", flush)
+        monkeypatch.setattr(cython_backend, "_split_threads", lambda work: threads)
+        cell = get_cell("lstm")
+        rng = np.random.default_rng(3)
+        params = {k: (rng.standard_normal(s) * 0.3).astype(np.float32)
+                  for k, s in cell.parameter_shapes(5, 64, 0, False)}
+        tiny = np.finfo(np.float32).smallest_normal / 4
+        x = (rng.standard_normal((8 * 6, 5)) * tiny).astype(np.float32)  # denormal gates, c, h
+        state0 = (np.zeros((8, 64), np.float32), np.zeros((8, 64), np.float32))
+        y, (h, c), _ = CythonBackend().layer_forward(cell, params, x, np.full(6, 8, np.int64),
+                                                     False, state0, False)
+        return y, h, c
+
+    for flush in (False, True, False):
+        one, two = run(1, flush), run(2, flush)
+        for a, b in zip(one, two):
+            np.testing.assert_array_equal(a, b)
+    kept, flushed = run(1, False), run(1, True)
+    assert np.count_nonzero(kept[0]) > 0 and np.count_nonzero(flushed[0]) == 0
+
