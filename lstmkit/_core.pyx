@@ -1480,6 +1480,7 @@ ctypedef struct _TeamJob:
     Py_ssize_t cols, units  # the worker's first product column / unit
     int isz, H    # I, H
     bint reverse
+    bint zero_start  # forward, LSTM/RNN: the first step's recurrent product is 0 (_zero_start)
     const int64_t* bs
     const void* x
     const void* w_ih
@@ -1773,7 +1774,7 @@ cdef void _forward_units(_TeamJob* j, int tid, floating* kind) noexcept nogil:
             _input_projection(<int>(hi - lo), G, I, <const floating*>j.x + lo * I,
                               <const floating*>j.w_ih, w_ih_pk, b_ih, G, b_hh, n2,
                               <floating*>j.gates, u_lo, u_hi, nq, H)
-        for q in range(nq):
+        for q in range(nq if gru or s > 0 or not j.zero_start else 0):
             _panel_gemm(B, u_hi - u_lo, H, hin, H, w_pk + (q * H + u_lo) * H, not gru,
                         (<floating*>j.gh if gru else gt) + q * H + u_lo, G)
         if j.cell == _LSTM:
@@ -1849,7 +1850,8 @@ cdef void _forward_rows(_TeamJob* j, int tid, floating* kind) noexcept nogil:
                        <size_t>n * H * sizeof(floating))
         gt = <floating*>j.gates + (off if train else r_lo) * G
         _panel_gemm(n, G, I, <const floating*>j.x + off * I, I, w_ih_pk, False, gt, G, bsum)
-        _panel_gemm(n, G, H, hin, H, w_pk, not gru, gh if gru else gt, G)
+        if gru or s > 0 or not j.zero_start:
+            _panel_gemm(n, G, H, hin, H, w_pk, not gru, gh if gru else gt, G)
         if j.cell == _LSTM:
             _lstm_units(n, H, 0, H, gt, <floating*>j.c + r_lo * H, hout,
                         <floating*>j.tanhc + off * H if train else NULL)
@@ -1910,7 +1912,9 @@ cdef void _forward_2t(_TeamJob* j, int tid, floating* kind) noexcept nogil:
                     return
                 c_lo, c_hi, u_lo, u_hi = 0, G, 0, H  # alone from here on
             out = <floating*>j.gh if gru else gt
-            if live > 1:
+            if not gru and s == 0 and j.zero_start:
+                pass
+            elif live > 1:
                 if c_hi > c_lo:
                     _panel_gemm(live, c_hi - c_lo, H, h, H, w_pk + c_lo * H, not gru, out + c_lo, G)
             elif tid == 0:  # as on one thread
@@ -2103,6 +2107,41 @@ cdef void* _bwd_worker_d(void* job) noexcept nogil:
     return NULL
 
 
+cdef bint _ZERO_START = True  # test switch (_use_zero_start)
+cdef Py_ssize_t _zero_starts = 0  # forwards that skipped their first product (a test hook)
+
+
+def _use_zero_start(bint on):
+    """Test switch: whether a forward may skip its first step's recurrent product
+    (:func:`_zero_start`); returns the previous setting and how many forwards skipped it."""
+    global _ZERO_START
+    old, _ZERO_START = _ZERO_START, on
+    return old, _zero_starts
+
+
+cdef bint _zero_start(Py_ssize_t B, Py_ssize_t P, const floating* h0, Py_ssize_t G,
+                      const floating* w_hh) noexcept nogil:
+    """May the first step skip its recurrent product ``h0 w_hh^T`` (added to the gates, LSTM
+    and RNN)?  Yes when every value of ``h0`` is zero (no state given) and ``w_hh`` is finite,
+    so that each of its sums is a zero that adds nothing (0 * inf is NaN, which the gates must
+    then get).  Asked from 8 rows, where a step's product (B*G*P multiply-adds) outweighs one
+    pass over ``w_hh``."""
+    global _zero_starts
+    cdef Py_ssize_t i
+    cdef bint nonzero = False, bad = False
+    if B < 8 or not _ZERO_START:
+        return False
+    for i in range(B * P):
+        nonzero |= h0[i] != 0
+    if nonzero:
+        return False
+    for i in range(G * P):
+        bad |= (w_hh[i] - w_hh[i]) != 0  # inf - inf and NaN - NaN are NaN
+    if not bad:
+        _zero_starts += 1
+    return not bad
+
+
 cdef void _lstm_forward(Py_ssize_t T, const int64_t* bs, bint reverse, int N, int I,
                         int H, int P, const floating* x, const floating* w_ih,
                         const floating* w_ih_pk, const floating* w_hh, const floating* w_pk,
@@ -2110,7 +2149,7 @@ cdef void _lstm_forward(Py_ssize_t T, const int64_t* bs, bint reverse, int N, in
                         const floating* w_hr_pk,
                         floating* h, floating* c, floating* y, floating* gates,
                         Py_ssize_t R, floating* hcell, floating* hprev,
-                        floating* cprev, floating* tanhc) noexcept nogil:
+                        floating* cprev, floating* tanhc, bint zero_start=False) noexcept nogil:
     """LSTM layer-direction forward.  ``h`` (B, P), ``c`` (B, H): state0 in, state_n out.
 
     ``w_pk``/``w_hr_pk``: ``w_hh^T``/``w_hr^T`` in panels, or NULL.  ``gates``
@@ -2141,7 +2180,8 @@ cdef void _lstm_forward(Py_ssize_t T, const int64_t* bs, bint reverse, int N, in
                 memcpy(cprev + off * H, c, <size_t>live * H * sizeof(floating))
             gt = _gates_block(s, T, bs, reverse, off, live, R, &lo, &hi, G, I, x, w_ih,
                               w_ih_pk, b_ih, G, b_hh, G, gates, True)
-            _recurrent_gemm(live, G, P, hin, w_hh, w_pk, 1, gt)
+            if s > 0 or not zero_start:  # (_zero_start)
+                _recurrent_gemm(live, G, P, hin, w_hh, w_pk, 1, gt)
             if direct:
                 hc = y + off * P
             elif w_hr == NULL:
@@ -2390,7 +2430,7 @@ cdef void _rnn_forward(Py_ssize_t T, const int64_t* bs, bint reverse, bint relu,
                        const floating* w_ih_pk, const floating* w_hh, const floating* w_pk,
                        const floating* b_ih, const floating* b_hh, floating* h, floating* y,
                        floating* gates,
-                       Py_ssize_t R, floating* hprev) noexcept nogil:
+                       Py_ssize_t R, floating* hprev, bint zero_start=False) noexcept nogil:
     """Elman RNN forward.  ``h`` (B, H) state0 in, state_n out; ``gates`` (R, H)
     workspace (as in :func:`_lstm_forward`), holding the activations when
     training (``hprev`` (N, H) given); ``w_pk``: ``w_hh^T`` in panels or NULL."""
@@ -2410,7 +2450,8 @@ cdef void _rnn_forward(Py_ssize_t T, const int64_t* bs, bint reverse, bint relu,
                 memcpy(hprev + off * H, hin, <size_t>live * H * sizeof(floating))
             gt = _gates_block(s, T, bs, reverse, off, live, R, &lo, &hi, H, I, x, w_ih,
                               w_ih_pk, b_ih, H, b_hh, H, gates, True)
-            _recurrent_gemm(live, H, H, hin, w_hh, w_pk, 1, gt)
+            if s > 0 or not zero_start:  # (_zero_start)
+                _recurrent_gemm(live, H, H, hin, w_hh, w_pk, 1, gt)
             if direct:
                 hin = y + off * H
                 _rnn_rows(<Py_ssize_t>live * H, gt, hin, relu, train)
@@ -2688,6 +2729,7 @@ def lstm_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
     cdef unsigned csr = lk_denormals_flush() if flush_denormals else 0
     try:
         with nogil:
+            job.zero_start = _zero_start(B, P, &h0[0, 0], G, &w_hh[0, 0]) if N else False
             memmove(&h[0, 0], &h0[0, 0], B * P * sizeof(floating))
             memmove(&c[0, 0], &c0[0, 0], B * H * sizeof(floating))
             if pk.ptr != NULL and job.split == _BY_COLUMNS:
@@ -2717,7 +2759,7 @@ def lstm_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
                               <floating*>pk.ptr, _c1(b_ih), _c1(b_hh), _c2(w_hr),
                               <floating*>pk_hr.ptr, &h[0, 0],
                               &c[0, 0], _p2(y), &gates[0, 0], gates.shape[0], _p2(hcell),
-                              _p2(hprev), _p2(cprev), _p2(tanhc))
+                              _p2(hprev), _p2(cprev), _p2(tanhc), job.zero_start)
     finally:
         if flush_denormals:
             lk_denormals_restore(csr)
@@ -2856,6 +2898,7 @@ def gru_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
     cdef _TeamJob job
     job.split = _forward_split(team, batch_sizes, I, H, G, sizeof(floating), y is not None,
                                pk.ptr, pk_ih.ptr)
+    job.zero_start = False  # GRU's product is stored apart, not added: always run
     cdef unsigned csr = lk_denormals_flush() if flush_denormals else 0
     try:
         with nogil:
@@ -3011,6 +3054,7 @@ def rnn_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
     cdef unsigned csr = lk_denormals_flush() if flush_denormals else 0
     try:
         with nogil:
+            job.zero_start = _zero_start(B, H, &h0[0, 0], H, &w_hh[0, 0]) if N else False
             memmove(&h[0, 0], &h0[0, 0], B * H * sizeof(floating))
             if pk.ptr != NULL and job.split == _BY_COLUMNS:
                 _pack(H, H, &w_hh[0, 0], True, <floating*>pk.ptr)
@@ -3035,7 +3079,7 @@ def rnn_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
                 _rnn_forward(batch_sizes.shape[0], &batch_sizes[0], reverse, relu, N, I, H,
                              &x[0, 0], &w_ih[0, 0], <floating*>pk_ih.ptr, &w_hh[0, 0],
                              <floating*>pk.ptr, _c1(b_ih), _c1(b_hh), &h[0, 0], _p2(y),
-                             &gates[0, 0], gates.shape[0], _p2(hprev))
+                             &gates[0, 0], gates.shape[0], _p2(hprev), job.zero_start)
     finally:
         if flush_denormals:
             lk_denormals_restore(csr)

@@ -499,3 +499,73 @@ def test_the_helper_runs_each_call_with_the_callers_denormals_setting(monkeypatc
     kept, flushed = run(1, False), run(1, True)
     assert np.count_nonzero(kept[0]) > 0 and np.count_nonzero(flushed[0]) == 0
 
+
+# a forward without a state skips its first step's recurrent product (0 @ w_hh^T adds nothing)
+# from 8 rows, where w_hh is finite: the same bits as computing it, on every loop
+
+@pytest.fixture
+def zero_start():
+    old, _ = _core._use_zero_start(True)
+    yield _core._use_zero_start
+    _core._use_zero_start(old)
+
+
+def _zero_state_layer(threads, kind, layout, reverse, monkeypatch, w_hh_special=None):
+    monkeypatch.setattr(cython_backend, "_split_threads", lambda work: threads)
+    rng = np.random.default_rng(21)
+    cell = get_cell(kind)
+    params = {k: (rng.standard_normal(s) * 0.4).astype(np.float32)
+              for k, s in cell.parameter_shapes(9, 64, 0, True)}
+    if w_hh_special is not None:
+        params["weight_hh"][3, 5] = w_hh_special
+    bs = np.asarray(layout, np.int64)
+    x = rng.standard_normal((int(bs.sum()), 9)).astype(np.float32)
+    state0 = tuple(np.zeros((int(bs[0]), 64), np.float32) for _ in ("hc" if kind == "lstm" else "h"))
+    be = CythonBackend()
+    yi, si, _ = be.layer_forward(cell, params, x, bs, reverse, state0, False)
+    y, s, cache = be.layer_forward(cell, params, x, bs, reverse, state0, True)
+    d = be.layer_backward(cell, params, cache, np.ones_like(y), s)
+    return [yi, *si, y, *s, *cache.arrays[:4], d[0], *d[1], *(d[2][k] for k in sorted(d[2]))]
+
+
+@pytest.mark.parametrize("split", [-1, 0, 1, 2], ids=["rule", "columns", "units", "rows"])
+@pytest.mark.parametrize("layout", [[8] * 6, [16, 16, 12, 9, 8, 3]], ids=["dense", "packed"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("kind", ["lstm", "rnn_tanh", "gru"])
+def test_skipping_the_first_product_of_a_zero_state_changes_no_bit(kind, reverse, layout, split,
+                                                                   monkeypatch, zero_start,
+                                                                   force_split):
+    force_split(split)
+    for threads in (1, 2):
+        zero_start(False)
+        want = _zero_state_layer(threads, kind, layout, reverse, monkeypatch)
+        _, before = zero_start(True)
+        got = _zero_state_layer(threads, kind, layout, reverse, monkeypatch)
+        _, after = zero_start(True)
+        assert after - before == (0 if kind == "gru" else 2)  # inference and training forwards
+        for i, (a, b) in enumerate(zip(want, got)):
+            np.testing.assert_array_equal(a, b, err_msg=f"output {i}")
+
+
+@pytest.mark.parametrize("special", [np.inf, -np.inf, np.nan])
+@pytest.mark.parametrize("kind", ["lstm", "rnn_tanh"])
+def test_a_non_finite_recurrent_weight_still_poisons_the_first_step(kind, special, monkeypatch,
+                                                                    zero_start):
+    """0 * inf is NaN: with a non-finite w_hh the first product is computed, as torch does."""
+    _, before = zero_start(True)
+    got = _zero_state_layer(1, kind, [8] * 3, False, monkeypatch, w_hh_special=special)
+    assert zero_start(True)[1] == before
+    zero_start(False)
+    want = _zero_state_layer(1, kind, [8] * 3, False, monkeypatch, w_hh_special=special)
+    assert np.isnan(got[0][:8]).any()
+    for i, (a, b) in enumerate(zip(want, got)):
+        np.testing.assert_array_equal(a, b, err_msg=f"output {i}")
+
+
+def test_a_given_state_or_a_small_batch_computes_the_first_product(monkeypatch, zero_start):
+    _, before = zero_start(True)
+    _layer(1, np.float32, 64, [8] * 3, False, monkeypatch=monkeypatch)  # a random state
+    _zero_state_layer(1, "lstm", [7] * 3, False, monkeypatch)  # 7 rows: not worth a pass
+    assert zero_start(True)[1] == before
+    _zero_state_layer(1, "lstm", [8] * 3, False, monkeypatch)
+    assert zero_start(True)[1] == before + 2
