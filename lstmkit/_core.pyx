@@ -2120,16 +2120,17 @@ def _use_zero_start(bint on):
 
 
 cdef bint _zero_start(Py_ssize_t B, Py_ssize_t P, const floating* h0, Py_ssize_t G,
-                      const floating* w_hh) noexcept nogil:
+                      const floating* w_hh, Py_ssize_t I) noexcept nogil:
     """May the first step skip its recurrent product ``h0 w_hh^T`` (added to the gates, LSTM
     and RNN)?  Yes when every value of ``h0`` is zero (no state given) and ``w_hh`` is finite,
     so that each of its sums is a zero that adds nothing (0 * inf is NaN, which the gates must
     then get).  Asked from 8 rows, where a step's product (B*G*P multiply-adds) outweighs one
-    pass over ``w_hh``."""
+    pass over ``w_hh``; not without inputs or state columns (``I`` or ``P`` 0), where gates
+    of bias alone keep a -0 bias that adding the +0 product would make +0."""
     global _zero_starts
     cdef Py_ssize_t i
     cdef bint nonzero = False, bad = False
-    if B < 8 or not _ZERO_START:
+    if B < 8 or I == 0 or P == 0 or not _ZERO_START:
         return False
     for i in range(B * P):
         nonzero |= h0[i] != 0
@@ -2729,7 +2730,7 @@ def lstm_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
     cdef unsigned csr = lk_denormals_flush() if flush_denormals else 0
     try:
         with nogil:
-            job.zero_start = _zero_start(B, P, &h0[0, 0], G, &w_hh[0, 0]) if N else False
+            job.zero_start = _zero_start(B, P, &h0[0, 0], G, &w_hh[0, 0], I) if N else False
             memmove(&h[0, 0], &h0[0, 0], B * P * sizeof(floating))
             memmove(&c[0, 0], &c0[0, 0], B * H * sizeof(floating))
             if pk.ptr != NULL and job.split == _BY_COLUMNS:
@@ -3054,7 +3055,7 @@ def rnn_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
     cdef unsigned csr = lk_denormals_flush() if flush_denormals else 0
     try:
         with nogil:
-            job.zero_start = _zero_start(B, H, &h0[0, 0], H, &w_hh[0, 0]) if N else False
+            job.zero_start = _zero_start(B, H, &h0[0, 0], H, &w_hh[0, 0], I) if N else False
             memmove(&h[0, 0], &h0[0, 0], B * H * sizeof(floating))
             if pk.ptr != NULL and job.split == _BY_COLUMNS:
                 _pack(H, H, &w_hh[0, 0], True, <floating*>pk.ptr)
