@@ -202,12 +202,18 @@ def test_a_changed_backend_is_noticed():
     np.testing.assert_array_equal(cell(x), want)
 
 
-def test_poisoned_workspace_and_outputs_change_nothing(monkeypatch, policy):
+@pytest.mark.parametrize("shared", [False, True], ids=["alone", "shared"])
+def test_poisoned_workspace_and_outputs_change_nothing(monkeypatch, policy, shared):
+    """Workspaces and outputs filled with NaN first: every value read is one written. Shared:
+    a step of 32-64 rows offered two threads hands rows to the helper, into its own workspace."""
+    if shared:
+        monkeypatch.setattr(cython_backend, "_split_threads", lambda work: 2)
+    posts = _core._helper_threads()[1]
     rng = np.random.default_rng(9)
     for name, kw in CELLS:
         for bias in (True, False):
             cell = _make(name, kw, np.float32, bias)
-            for batch in (1, 4, 16, 40):
+            for batch in (1, 4, 16, 40, 64):
                 x = rng.standard_normal((batch, 13)).astype(np.float32)
                 hx = _state(name, batch, 21, np.float32, rng)
                 clean = [cell(x, hx), cell(x)]
@@ -217,6 +223,8 @@ def test_poisoned_workspace_and_outputs_change_nothing(monkeypatch, policy):
                 for a, b in zip(clean, poisoned):
                     for g, w in zip(_flat(a), _flat(b)):
                         np.testing.assert_array_equal(g, w)
+    if shared and _core.lk_panels_used(np.float32):
+        assert _core._helper_threads()[1] > posts  # rows went to the helper
 
 
 @pytest.mark.parametrize("batch", [4, 40])
@@ -327,23 +335,6 @@ def test_rows_shared_with_the_helper_thread_give_the_bits_of_one(name, kw, dtype
         if _core.lk_panels_used(dtype):
             assert shared == 2
         for a, b in zip(one, two):
-            for g, w in zip(_flat(a), _flat(b)):
-                np.testing.assert_array_equal(g, w)
-
-
-def test_a_shared_step_sees_poisoned_workspaces_change_nothing(monkeypatch):
-    """Both halves' workspaces poisoned with NaN: every value read is one written first."""
-    monkeypatch.setattr(cython_backend, "_split_threads", lambda work: 2)
-    rng = np.random.default_rng(12)
-    for name, kw in CELLS:
-        cell = _make(name, kw, np.float32, sizes=(40, 64))
-        x = rng.standard_normal((48, 40)).astype(np.float32)
-        hx = _state(name, 48, 64, np.float32, rng)
-        clean = [cell(x, hx), cell(x)]
-        monkeypatch.setattr(cython_backend, "POISON_WORKSPACES", True)
-        poisoned = [cell(x, hx), cell(x)]
-        monkeypatch.setattr(cython_backend, "POISON_WORKSPACES", False)
-        for a, b in zip(clean, poisoned):
             for g, w in zip(_flat(a), _flat(b)):
                 np.testing.assert_array_equal(g, w)
 
