@@ -882,13 +882,20 @@ cdef extern from *:
        the scheduler, a thread woken after the machine idled a while runs beside
        the thread that woke it, and the two time-share one CPU until load
        balancing moves one (T100 B16 H128: 15 ms against 2.4). */
+    #  if defined(__linux__)
+    /* The caller's CPUs but the one it is on (its whole mask, as a thread started for
+       the call inherits, when that is its only CPU); 0 when they cannot be read. */
+    static int lk_away_mask(cpu_set_t *mask) {
+        const int here = sched_getcpu();
+        if (sched_getaffinity(0, sizeof *mask, mask) != 0) return 0;
+        if (here >= 0 && CPU_ISSET(here, mask) && CPU_COUNT(mask) > 1) CPU_CLR(here, mask);
+        return 1;
+    }
+    #  endif
     static void lk_helper_place(void) {
     #  if defined(__linux__)
         cpu_set_t mask;
-        const int here = sched_getcpu();
-        if (sched_getaffinity(0, sizeof mask, &mask) != 0) return;
-        /* else the caller's whole mask, as a thread started for the call inherits */
-        if (here >= 0 && CPU_ISSET(here, &mask) && CPU_COUNT(&mask) > 1) CPU_CLR(here, &mask);
+        if (!lk_away_mask(&mask)) return;
         if (lk_helper.has_placed && CPU_EQUAL(&mask, &lk_helper.placed)) return;
         if (pthread_setaffinity_np(lk_helper.thread, sizeof mask, &mask) == 0) {
             lk_helper.placed = mask;
@@ -988,11 +995,7 @@ cdef extern from *:
     #  if defined(__linux__)
             /* placed as lk_helper_place places the helper */
             cpu_set_t mask;
-            const int here = sched_getcpu();
-            if (here >= 0 && sched_getaffinity(0, sizeof mask, &mask) == 0
-                    && CPU_ISSET(here, &mask) && CPU_COUNT(&mask) > 1
-                    && pthread_attr_init(&attr) == 0) {
-                CPU_CLR(here, &mask);
+            if (lk_away_mask(&mask) && pthread_attr_init(&attr) == 0) {
                 if (pthread_attr_setaffinity_np(&attr, sizeof mask, &mask) == 0) use = &attr;
                 else pthread_attr_destroy(&attr);
             }
@@ -3705,7 +3708,7 @@ cdef inline Py_ssize_t _cell_workspace(int kind, int via, Py_ssize_t B, Py_ssize
     return 4 * H + (2 if kind == _K_GRU else 1) * B * G
 
 
-cdef struct _CellRows:  # the rows of a cell step the core's helper thread computes
+cdef struct _CellRows:  # rows of a cell step: the caller's, or those the helper computes
     int kind, via
     Py_ssize_t n, n_in, n_hid
     const void* x
@@ -3991,7 +3994,7 @@ cdef class CellStep:
         cdef int via
         cdef int kind = self.kind
         cdef Py_ssize_t split = 0
-        cdef _CellRows rows
+        cdef _CellRows mine, rows
         cdef void* hd
         cdef void* cd = NULL
         ndarray = np_ndarray
@@ -4076,40 +4079,31 @@ cdef class CellStep:
             with nogil:
                 if via == _VIA_PANELS:
                     self._refresh_panels(lk_nd_data(w_ih), lk_nd_data(w_hh), item)
-                if split:
-                    rows.kind, rows.via, rows.n, rows.n_in, rows.n_hid = kind, via, B - split, self.n_in, H
-                    rows.x = lk_nd_data(x) + split * self.n_in * item
-                    rows.w_ih, rows.w_hh = lk_nd_data(w_ih), lk_nd_data(w_hh)
-                    rows.b_ih = lk_nd_data(b_ih) if b_ih != NULL else NULL
-                    rows.b_hh = lk_nd_data(b_hh) if b_hh != NULL else NULL
-                    rows.h0 = lk_nd_data(h0) + split * H * item if h0 != NULL else NULL
-                    rows.c0 = lk_nd_data(c0) + split * H * item if c0 != NULL else NULL
+                mine.kind, mine.via, mine.n, mine.n_in, mine.n_hid = kind, via, B, self.n_in, H
+                mine.x, mine.w_ih, mine.w_hh = lk_nd_data(x), lk_nd_data(w_ih), lk_nd_data(w_hh)
+                mine.b_ih = lk_nd_data(b_ih) if b_ih != NULL else NULL
+                mine.b_hh = lk_nd_data(b_hh) if b_hh != NULL else NULL
+                mine.h0 = lk_nd_data(h0) if h0 != NULL else NULL
+                mine.c0 = lk_nd_data(c0) if c0 != NULL else NULL
+                mine.h, mine.c, mine.ws = hd, cd, ws
+                mine.pk_ih, mine.pk_hh = self.wpack, self.wpack + n1 * item
+                if split:  # the helper's rows: the same, from row `split` on
+                    rows = mine
+                    rows.n = B - split
+                    rows.x = <const char*>mine.x + split * self.n_in * item
+                    rows.h0 = <const char*>mine.h0 + split * H * item if h0 != NULL else NULL
+                    rows.c0 = <const char*>mine.c0 + split * H * item if c0 != NULL else NULL
                     rows.h = <char*>hd + split * H * item
                     rows.c = <char*>cd + split * H * item if cd != NULL else NULL
                     rows.ws = ws + _cell_workspace(kind, via, split, self.n_in, H) * item
-                    rows.pk_ih, rows.pk_hh = self.wpack, self.wpack + n1 * item
                     if lk_helper_post(_cell_rows_d if self.dbl else _cell_rows_f, &rows):
-                        B = split
+                        mine.n = split
                     else:
                         split = 0
                 if self.dbl:
-                    _cell_compute(kind, via, B, self.n_in, H, <double*>lk_nd_data(x),
-                                  <double*>lk_nd_data(w_ih), <double*>lk_nd_data(w_hh),
-                                  <double*>(lk_nd_data(b_ih) if b_ih != NULL else NULL),
-                                  <double*>(lk_nd_data(b_hh) if b_hh != NULL else NULL),
-                                  <double*>(lk_nd_data(h0) if h0 != NULL else NULL),
-                                  <double*>(lk_nd_data(c0) if c0 != NULL else NULL),
-                                  <double*>hd, <double*>cd, <double*>ws,
-                                  <double*>self.wpack, <double*>self.wpack + n1)
+                    _cell_rows_d(&mine)
                 else:
-                    _cell_compute(kind, via, B, self.n_in, H, <float*>lk_nd_data(x),
-                                  <float*>lk_nd_data(w_ih), <float*>lk_nd_data(w_hh),
-                                  <float*>(lk_nd_data(b_ih) if b_ih != NULL else NULL),
-                                  <float*>(lk_nd_data(b_hh) if b_hh != NULL else NULL),
-                                  <float*>(lk_nd_data(h0) if h0 != NULL else NULL),
-                                  <float*>(lk_nd_data(c0) if c0 != NULL else NULL),
-                                  <float*>hd, <float*>cd, <float*>ws,
-                                  <float*>self.wpack, <float*>self.wpack + n1)
+                    _cell_rows_f(&mine)
                 if split:
                     lk_helper_wait()
         finally:
