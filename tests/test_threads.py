@@ -4,6 +4,7 @@ a BLAS loaded after threadpool_limits was entered, two Python threads in the cor
 No timings here: speed is measured by benchmarks/bench_run.py (docs/performance.md).
 """
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -188,6 +189,94 @@ def test_two_python_threads_in_the_core_each_get_one_thread(pools, quiet, monkey
     assert seen == [1, 1]
     for a, b in zip(alone, out):
         np.testing.assert_array_equal(a, b)
+
+
+def _allowed_cpus():
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        pytest.skip("no CPU affinity here")
+    if len(cpus) < 2 or _threads._GETCPU is None:
+        pytest.skip("needs two CPUs and sched_getcpu")
+    return cpus
+
+
+def _in_core(entered, leave, seen):
+    """A Python thread that enters the core (``kernel``) and records its CPU mask inside and after."""
+    with kernel(0):
+        seen.append(("in", os.sched_getaffinity(0)))
+        entered.set()
+        leave.wait(30)
+    seen.append(("out", os.sched_getaffinity(0)))
+
+
+def _two_in_core(on):
+    """Two Python threads in the core at once, the first entering on CPU ``on[0]`` (as
+    ``sched_getcpu`` tells it), the second on ``on[1]``: what each saw of its CPU mask."""
+    cpu = iter(on)
+    seen = ([], [])
+    leave = threading.Event()
+    runners = []
+    for i in (0, 1):
+        entered = threading.Event()
+        where = next(cpu)
+        # each thread's own sched_getcpu reads this while it enters
+        _threads._GETCPU = lambda where=where: where
+        t = threading.Thread(target=_in_core, args=(entered, leave, seen[i]))
+        t.start()
+        runners.append(t)
+        assert entered.wait(30)
+    leave.set()
+    for t in runners:
+        t.join(30)
+    return seen
+
+
+def test_a_second_thread_entering_the_core_on_a_busy_cpu_moves_off_it_until_it_leaves(pools, monkeypatch):
+    cpus = _allowed_cpus()
+    monkeypatch.setattr(_threads, "_GETCPU", _threads._GETCPU)
+    first, second = _two_in_core([cpus[0], cpus[0]])
+    assert first == [("in", set(cpus)), ("out", set(cpus))]  # alone on its CPU: not moved
+    # the second found the first on its CPU: held to the others while inside, its mask back after
+    assert second == [("in", set(cpus[1:])), ("out", set(cpus))]
+    assert _threads._C.cpus == {}
+
+
+def test_threads_on_different_cpus_and_nested_calls_are_not_moved(pools, monkeypatch):
+    cpus = _allowed_cpus()
+    monkeypatch.setattr(_threads, "_GETCPU", _threads._GETCPU)
+    first, second = _two_in_core([cpus[0], cpus[1]])
+    assert first == [("in", set(cpus)), ("out", set(cpus))]
+    assert second == [("in", set(cpus)), ("out", set(cpus))]
+    monkeypatch.setattr(_threads, "_GETCPU", lambda: cpus[0])
+    with kernel(0):  # a call nested in this thread's own call: not another thread, not moved
+        with kernel(0):
+            inside = os.sched_getaffinity(0)
+    assert inside == set(cpus)
+    assert _threads._C.cpus == {}
+
+
+def test_a_thread_held_to_one_cpu_stays_there(pools, monkeypatch):
+    cpus = _allowed_cpus()
+    monkeypatch.setattr(_threads, "_GETCPU", lambda: cpus[0])
+    seen = []
+
+    def pinned(entered, leave):
+        os.sched_setaffinity(0, {cpus[0]})  # the user's choice: never moved off it
+        _in_core(entered, leave, seen)
+
+    entered, leave, entered2 = threading.Event(), threading.Event(), threading.Event()
+    a = threading.Thread(target=_in_core, args=(entered, leave, []))
+    a.start()
+    assert entered.wait(30)
+    b = threading.Thread(target=pinned, args=(entered2, leave))
+    b.start()
+    assert entered2.wait(30)
+    leave.set()
+    a.join(30)
+    b.join(30)
+    assert seen == [("in", {cpus[0]}), ("out", {cpus[0]})]
+    assert _threads._C.cpus == {}
 
 
 # -- a BLAS loaded after the limit was set ----------------------------------------------------------
