@@ -202,7 +202,14 @@ def stack_forward(
                 out[index] = value
             outputs.append(y)
             caches.append(cache)
-        layer_output = outputs[0] if num_dirs == 1 else xp.concatenate(outputs, axis=1)
+        if num_dirs == 1:
+            layer_output = outputs[0]
+        elif layer == num_layers - 1:  # the caller's
+            layer_output = xp.concatenate(outputs, axis=1)
+        else:  # the next layer's input (and cache): the backend's scratch memory
+            joined = _scratch(backend, (len(outputs[0]), sum(o.shape[1] for o in outputs)),
+                              outputs[0].dtype)
+            layer_output = xp.concatenate(outputs, axis=1, out=joined)
         mask = None
         if training and dropout > 0 and layer < num_layers - 1:
             # Drawn on the host from the module's generator: the same masks on every backend.
@@ -241,7 +248,7 @@ def stack_backward(
         d_input = None
         calls = [
             partial(_layer_backward, cell, backend, params[layer][d], cache.layer_caches[layer][d],
-                    xp.ascontiguousarray(d_layer_out[:, d * cache.width:(d + 1) * cache.width]),
+                    _direction_part(backend, d_layer_out, d, cache.width, num_dirs),
                     tuple(g[layer * num_dirs + d] for g in d_state_n))
             for d in range(num_dirs)
         ]
@@ -251,12 +258,33 @@ def stack_backward(
             for out, value in zip(d_state0, d_s0):
                 out[index] = value
             d_params[layer][direction] = d_p
-            d_input = d_x if d_input is None else d_input + d_x
+            if d_input is None:
+                d_input = d_x
+            elif layer:  # the layer below's output gradient: the backend's scratch memory
+                d_input = xp.add(d_input, d_x, out=_scratch(backend, d_x.shape, d_x.dtype))
+            else:  # the caller's
+                d_input = d_input + d_x
         mask = cache.masks[layer - 1] if layer > 0 else None
         if mask is not None:
             d_input = d_input * (mask.array(xp) if isinstance(mask, PackedMask) else mask)
         d_layer_out = d_input
     return d_layer_out, tuple(d_state0), d_params
+
+
+def _direction_part(backend: Backend, d_out, direction: int, width: int, num_dirs: int):
+    """One direction's columns of a layer's output gradient, C-contiguous (a copy on the
+    backend's scratch memory when the layer has two directions)."""
+    if num_dirs == 1:
+        return backend.xp.ascontiguousarray(d_out)
+    part = _scratch(backend, (len(d_out), width), d_out.dtype)
+    part[...] = d_out[:, direction * width:(direction + 1) * width]
+    return part
+
+
+def _scratch(backend: Backend, shape, dtype):
+    """The backend's scratch memory for the engine's temporaries (optional in the contract)."""
+    scratch = getattr(backend, "scratch", None)
+    return scratch(shape, dtype) if scratch is not None else backend.xp.empty(shape, dtype)
 
 
 def _layer_backward(cell: CellType, backend: Backend, params: dict, layer_cache, d_y, d_state_n):

@@ -92,6 +92,29 @@ def test_training_on_the_pool_gives_the_same_bits(kind, pool):
             np.testing.assert_array_equal(u, v)
 
 
+def test_a_bidirectional_stack_keeps_its_own_temporaries_on_the_pool(pool, monkeypatch):
+    """The engine's joined outputs between layers, the gradient halves and the summed input
+    gradient between layers come from the backend's scratch memory; what the caller gets does
+    not."""
+    from lstmkit.backends.cython import CythonBackend
+
+    asked = []
+    real = CythonBackend.scratch
+    monkeypatch.setattr(CythonBackend, "scratch",
+                        lambda self, shape, dtype: asked.append(tuple(shape)) or real(self, shape, dtype))
+    m = lstmkit.LSTM(16, 256, num_layers=2, bidirectional=True, seed=1)
+    x = np.random.default_rng(0).standard_normal((40, 8, 16)).astype(np.float32)
+    out, _, backward = m.forward_train(x)
+    assert asked == [(320, 512)]  # layer 0's joined output, the input of layer 1
+    d_x, _, _ = backward(np.ones_like(out))
+    # two halves per layer, the input gradient of layer 1 (layer 0's output gradient)
+    assert asked[1:] == [(320, 256), (320, 256), (320, 512), (320, 256), (320, 256)]
+    for a in (out, d_x):  # NumPy's own memory (views of it), not a pool block's
+        while isinstance(a.base, np.ndarray):
+            a = a.base
+        assert a.base is None and a.flags.owndata
+
+
 def test_tracemalloc_sees_a_block_while_it_is_in_use(pool):
     """As it sees NumPy's own arrays: memory measurements (test_recompute's peak) stay honest."""
     import tracemalloc

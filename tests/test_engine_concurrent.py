@@ -279,3 +279,40 @@ def test_an_idle_helper_exits_and_a_new_one_starts(monkeypatch):
     assert not helper.is_alive() and partner.thread is None
     second = partner.run(lambda: 1, lambda: threading.current_thread())[1]
     assert second is partner.thread and second is not helper and second.is_alive()
+
+
+def test_a_backend_without_scratch_runs_a_bidirectional_stack():
+    """``scratch`` is optional in the backend contract (docs/plugins.md): a duck-typed backend
+    without it trains a bidirectional stack to the same results as the reference backend."""
+    from lstmkit.backends import ReferenceBackend
+
+    ref = ReferenceBackend()
+
+    class Duck:
+        name, xp = "duck", np
+
+        def layer_forward(self, *args):
+            return ref.layer_forward(*args)
+
+        def layer_backward(self, *args):
+            return ref.layer_backward(*args)
+
+    m = lstmkit.LSTM(5, 6, num_layers=2, bidirectional=True, dtype=np.float64, seed=0,
+                     backend="numpy")
+    params = m._layer_params()
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((7 * 3, 5))
+    bs = np.full(7, 3, np.int64)
+    state0 = (np.zeros((4, 3, 6)), np.zeros((4, 3, 6)))
+    d_y = rng.standard_normal((21, 12))
+    d_state = (np.zeros((4, 3, 6)), np.zeros((4, 3, 6)))
+    results = []
+    for backend in (ref, Duck()):
+        y, state_n, cache = engine.stack_forward(m.cell, backend, params, x, bs, state0,
+                                                 training=True, keep_cache=True)
+        d_x, d_state0, d_params = engine.stack_backward(m.cell, backend, params, cache, d_y,
+                                                        d_state)
+        results.append([y, *state_n, d_x, *d_state0,
+                        *(g for layer in d_params for d in layer for g in d.values())])
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)

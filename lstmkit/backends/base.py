@@ -90,6 +90,14 @@ class Backend:
         """A NumPy copy of a backend array (identity for NumPy backends)."""
         return array
 
+    def scratch(self, shape, dtype):
+        """An uninitialised array for the engine's own temporaries, never handed to the caller
+        (a bidirectional layer's joined outputs between layers, its gradient halves).  The
+        default is ``xp.empty``; a backend with a memory pool returns pool memory, so that a
+        training loop does not hand the same megabytes to the system and fault them back in at
+        every step."""
+        return self.xp.empty(shape, dtype)
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
 

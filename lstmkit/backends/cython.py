@@ -146,6 +146,9 @@ class CythonBackend(Backend):
         with _sized(0 if split > 1 else work):
             return self._layer_backward(cell, params, cache, d_y, d_state_n, split)
 
+    def scratch(self, shape, dtype):
+        return _scratch(shape, dtype)
+
     def cell_step(self, cell, params, x, state):
         with _sized(len(x) * (params["weight_ih"].size + params["weight_hh"].size)):
             return self._cell_step(cell, params, x, state)
