@@ -28,8 +28,10 @@ microseconds (``docs/performance.md``).  The rules:
 - **Two Python threads** inside the core at once each run single-threaded
   BLAS (the Python threads are the parallelism; one OpenBLAS pool shared by
   both would serialise them); the pool is restored when the last one leaves.
-  A thread that enters the core on the CPU another one there runs on is held
-  to the other CPUs until it leaves (:func:`_place`).
+  A thread that enters the core on the CPU where another one there runs is
+  held to the other CPUs until it leaves (:func:`_place`); while another
+  Python thread is in the core, a bidirectional layer's directions run one
+  after the other.
 - **The two directions of a layer** (:func:`run_pair`) run in the calling
   thread and one helper thread (kept while in use), each held to its own half of the
   CPUs while they run.
@@ -216,20 +218,28 @@ class kernel:
         c = _C
         with _LOCK:
             c.active += 1
-            if c.active == 1:
-                c.saved = c.now = p.get()
-                if self.work < 2 * WORK_PER_THREAD:
-                    want = 1
+            placing = False
+            try:
+                if c.active == 1:
+                    c.saved = c.now = p.get()
+                    if self.work < 2 * WORK_PER_THREAD:
+                        want = 1
+                    else:
+                        ceiling = c.explicit if c.explicit is not None else (
+                            p.numpy_get() if p.numpy_get is not None else c.saved)
+                        want = decide(self.work, ceiling, _other_load())
                 else:
-                    ceiling = c.explicit if c.explicit is not None else (
-                        p.numpy_get() if p.numpy_get is not None else c.saved)
-                    want = decide(self.work, ceiling, _other_load())
-            else:
-                want = 1
-            if want != c.now:
-                p.set(want)
-                c.now = want
-            _place(c)
+                    want = 1
+                if want != c.now:
+                    p.set(want)
+                    c.now = want
+                placing = True
+                _place(c)
+            except BaseException:  # an interrupt here: __exit__ will not run, undo what it would
+                if placing:
+                    _unplace(c)
+                _leave(p, c)
+                raise
         return self
 
     def __exit__(self, *exc):
@@ -238,11 +248,21 @@ class kernel:
             return
         c = _C
         with _LOCK:
-            c.active -= 1
-            if c.active == 0 and c.now != c.saved:
-                p.set(c.saved)
-                c.now = c.saved
-            _unplace(c)
+            try:
+                _unplace(c)
+            finally:
+                _leave(p, c)
+
+
+def _leave(p, c) -> None:
+    """One Python thread's call leaves the core (``_LOCK`` held): the last one out restores the pool."""
+    c.active -= 1
+    if c.active == 0 and c.now != c.saved:
+        p.set(c.saved)
+        c.now = c.saved
+
+
+_HERE = threading.local()  # this thread's native id, once looked up
 
 
 def _place(c) -> None:
@@ -251,31 +271,54 @@ def _place(c) -> None:
     allowed CPUs the others are not on until it leaves.  Left to the scheduler, a thread woken
     beside another on a 2-vCPU VM often time-shared that CPU for the whole call while the other
     CPU idled (two Python threads at T100 B16 H128: 0.84-1.09x the throughput of one, where a
-    pair on two CPUs gives 1.8x); once apart, each is woken where it last ran."""
+    pair on two CPUs gives 1.8x); once apart, each is woken where it last ran.  Only where the
+    core's BLAS thread count can be set (:class:`kernel` counts the threads in the core)."""
     me = threading.get_ident()
-    mine = c.cpus.get(me)  # [cpu, depth of nested calls, mask to restore or None]
+    mine = c.cpus.get(me)  # [cpu, depth of nested calls, mask to restore, mask set] or None
     if mine is not None:
         mine[1] += 1
         return
     cpu = _GETCPU() if _GETCPU is not None else -1
-    mine = c.cpus[me] = [cpu, 1, None]
+    try:
+        native = _HERE.native
+    except AttributeError:  # get_native_id is a system call (~0.2 us): once per thread
+        native = _HERE.native = threading.get_native_id()
+    mine = c.cpus[me] = [cpu, 1, None, None, native]
     if c.active < 2 or cpu < 0:
         return
-    others = {rec[0] for rec in c.cpus.values() if rec is not mine}
-    if cpu not in others:
+    others = [rec for rec in c.cpus.values() if rec is not mine]
+    if not any(rec[0] == cpu for rec in others):
+        return
+    for rec in others:  # where they are now: a thread may have moved since it entered
+        if rec[0] == cpu:
+            rec[0] = _cpu_of(rec[4], rec[0])
+    busy = {rec[0] for rec in others}
+    if cpu not in busy:
         return
     try:
         allowed = os.sched_getaffinity(0)
-        free = allowed - others
+        free = allowed - busy
         if free:
+            mine[2], mine[3] = allowed, free  # before the call: an interrupt after it restores
             os.sched_setaffinity(0, free)
-            mine[0], mine[2] = min(free), allowed
+            mine[0] = _GETCPU()  # the call moved this thread before returning
     except OSError:  # a container or policy that forbids it: run where the scheduler puts it
-        pass
+        mine[2] = mine[3] = None
+
+
+def _cpu_of(native_id: int, default: int) -> int:
+    """The CPU thread ``native_id`` of this process last ran on (``/proc``), else ``default``."""
+    try:
+        with open(f"/proc/self/task/{native_id}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return int(fields[36])  # field 39, "processor"; fields[0] is field 3
+    except (OSError, IndexError, ValueError):
+        return default
 
 
 def _unplace(c) -> None:
-    """On the outermost exit (``_LOCK`` held): forget the thread's CPU, give it its mask back."""
+    """On the outermost exit (``_LOCK`` held): forget the thread's CPU and give it its mask back,
+    unless something else changed the mask meanwhile (then that stays)."""
     me = threading.get_ident()
     mine = c.cpus.get(me)
     if mine is None:
@@ -286,9 +329,15 @@ def _unplace(c) -> None:
     del c.cpus[me]
     if mine[2] is not None:
         try:
-            os.sched_setaffinity(0, mine[2])
+            if os.sched_getaffinity(0) == mine[3]:
+                os.sched_setaffinity(0, mine[2])
         except OSError:
             pass
+
+
+def in_core() -> int:
+    """Calls of Python threads inside the core right now (read without the lock: a hint)."""
+    return _C.active
 
 
 def kernel_unneeded(work: int) -> bool:
@@ -601,7 +650,10 @@ _PARTNER = _Partner()
 def _after_fork():  # the partner thread does not exist in a forked child; its lock may be held
     global _PARTNER
     _PARTNER = _Partner()
-    _C.cpus.clear()  # nor do the other threads that were in the core
+    mine = _C.cpus.get(threading.get_ident())  # the forking thread's own record stays
+    _C.cpus.clear()  # the other threads that were in the core do not exist in the child
+    if mine is not None:
+        _C.cpus[threading.get_ident()] = mine
 
 
 if hasattr(os, "register_at_fork"):

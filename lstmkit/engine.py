@@ -329,7 +329,8 @@ def run_directions(calls: Sequence[Callable[[], Any]], concurrent: bool) -> list
     """``[call() for call in calls]``; with ``concurrent``, the second in another Python thread
     while the first runs in this one (:func:`lstmkit._threads.run_pair`; an exception in either is
     raised here, the first's first)."""
-    if not concurrent or len(calls) != 2:
+    if not concurrent or len(calls) != 2 or _threads.in_core():
+        # (another Python thread in the core: each runs on one CPU, the policy's rule)
         return [call() for call in calls]
     # counted as in the core before either starts: whichever enters first would otherwise take
     # the second CPU for its own two-thread loop or BLAS, and three threads would share two CPUs

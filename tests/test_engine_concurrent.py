@@ -91,6 +91,16 @@ def test_sequential_at_one_thread_or_small_work(spy, monkeypatch):
     assert [name for *_, name in spy] == [threading.current_thread().name] * 4
 
 
+def test_sequential_while_another_python_thread_is_in_the_core(spy, monkeypatch):
+    m = lstmkit.LSTM(4, 5, bidirectional=True, seed=0)
+    x = np.ones((3, 2, 4), np.float32)
+    monkeypatch.setattr(engine, "CONCURRENT_WORK", 1)
+    monkeypatch.setattr(_threads, "in_core", lambda: 1)  # a user's other thread, say
+    with lstmkit.threads(2):
+        m(x)
+    assert [name for *_, name in spy] == [threading.current_thread().name] * 2
+
+
 def test_not_for_other_backends_or_unidirectional(monkeypatch):
     _quiet(monkeypatch)
     monkeypatch.setattr(engine, "CONCURRENT_WORK", 1)

@@ -194,6 +194,7 @@ def test_two_python_threads_in_the_core_each_get_one_thread(pools, quiet, monkey
 def _allowed_cpus():
     try:
         cpus = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, set(cpus))  # a container may forbid setting it
     except (AttributeError, OSError):
         pytest.skip("no CPU affinity here")
     if len(cpus) < 2 or _threads._GETCPU is None:
@@ -201,18 +202,24 @@ def _allowed_cpus():
     return cpus
 
 
-def _in_core(entered, leave, seen):
-    """A Python thread that enters the core (``kernel``) and records its CPU mask inside and after."""
+def _in_core(entered, leave, seen, nested=False):
+    """A Python thread that enters the core (``kernel``) and records its CPU mask inside (and in
+    and after a call nested in it) and after."""
     with kernel(0):
         seen.append(("in", os.sched_getaffinity(0)))
+        if nested:
+            with kernel(0):
+                seen.append(("nested", os.sched_getaffinity(0)))
+            seen.append(("after nested", os.sched_getaffinity(0)))
         entered.set()
         leave.wait(30)
     seen.append(("out", os.sched_getaffinity(0)))
 
 
-def _two_in_core(on):
+def _two_in_core(on, nested=False):
     """Two Python threads in the core at once, the first entering on CPU ``on[0]`` (as
-    ``sched_getcpu`` tells it), the second on ``on[1]``: what each saw of its CPU mask."""
+    ``sched_getcpu`` tells it), the second on ``on[1]`` (with a nested call if ``nested``):
+    what each saw of its CPU mask."""
     cpu = iter(on)
     seen = ([], [])
     leave = threading.Event()
@@ -222,7 +229,7 @@ def _two_in_core(on):
         where = next(cpu)
         # each thread's own sched_getcpu reads this while it enters
         _threads._GETCPU = lambda where=where: where
-        t = threading.Thread(target=_in_core, args=(entered, leave, seen[i]))
+        t = threading.Thread(target=_in_core, args=(entered, leave, seen[i], nested and i == 1))
         t.start()
         runners.append(t)
         assert entered.wait(30)
@@ -235,6 +242,7 @@ def _two_in_core(on):
 def test_a_second_thread_entering_the_core_on_a_busy_cpu_moves_off_it_until_it_leaves(pools, monkeypatch):
     cpus = _allowed_cpus()
     monkeypatch.setattr(_threads, "_GETCPU", _threads._GETCPU)
+    monkeypatch.setattr(_threads, "_cpu_of", lambda native, entered: entered)  # still there
     first, second = _two_in_core([cpus[0], cpus[0]])
     assert first == [("in", set(cpus)), ("out", set(cpus))]  # alone on its CPU: not moved
     # the second found the first on its CPU: held to the others while inside, its mask back after
@@ -242,23 +250,116 @@ def test_a_second_thread_entering_the_core_on_a_busy_cpu_moves_off_it_until_it_l
     assert _threads._C.cpus == {}
 
 
-def test_threads_on_different_cpus_and_nested_calls_are_not_moved(pools, monkeypatch):
+def test_a_moved_thread_keeps_its_cpus_through_a_nested_call(pools, monkeypatch):
     cpus = _allowed_cpus()
     monkeypatch.setattr(_threads, "_GETCPU", _threads._GETCPU)
+    monkeypatch.setattr(_threads, "_cpu_of", lambda native, entered: entered)
+    _, second = _two_in_core([cpus[0], cpus[0]], nested=True)
+    away = set(cpus[1:])
+    assert second == [("in", away), ("nested", away), ("after nested", away), ("out", set(cpus))]
+    assert _threads._C.cpus == {}
+
+
+def test_threads_on_different_cpus_are_not_moved(pools, monkeypatch):
+    cpus = _allowed_cpus()
+    monkeypatch.setattr(_threads, "_GETCPU", _threads._GETCPU)
+    monkeypatch.setattr(_threads, "_cpu_of", lambda native, entered: entered)
     first, second = _two_in_core([cpus[0], cpus[1]])
     assert first == [("in", set(cpus)), ("out", set(cpus))]
     assert second == [("in", set(cpus)), ("out", set(cpus))]
-    monkeypatch.setattr(_threads, "_GETCPU", lambda: cpus[0])
-    with kernel(0):  # a call nested in this thread's own call: not another thread, not moved
-        with kernel(0):
-            inside = os.sched_getaffinity(0)
-    assert inside == set(cpus)
     assert _threads._C.cpus == {}
+
+
+def test_a_thread_that_moved_since_it_entered_is_looked_up(pools, monkeypatch):
+    """The first thread entered on cpus[0] and runs on cpus[1] now: the second, entering on
+    cpus[0], stays where it is."""
+    cpus = _allowed_cpus()
+    monkeypatch.setattr(_threads, "_GETCPU", _threads._GETCPU)
+    monkeypatch.setattr(_threads, "_cpu_of", lambda native, entered: cpus[1])
+    _, second = _two_in_core([cpus[0], cpus[0]])
+    assert second == [("in", set(cpus)), ("out", set(cpus))]
+    assert _threads._C.cpus == {}
+
+
+def test_cpu_of_reads_this_threads_cpu():
+    cpus = _allowed_cpus()
+    native = threading.get_native_id()
+    assert _threads._cpu_of(native, -1) in cpus
+    assert _threads._cpu_of(2 ** 31 - 1, -7) == -7  # no such thread
+
+
+def test_a_mask_changed_during_the_call_is_left_alone(pools, monkeypatch):
+    cpus = _allowed_cpus()
+    monkeypatch.setattr(_threads, "_GETCPU", _threads._GETCPU)
+    monkeypatch.setattr(_threads, "_cpu_of", lambda native, entered: entered)
+    seen = []
+
+    def repinned(entered, leave):
+        try:
+            with kernel(0):
+                os.sched_setaffinity(0, {cpus[0]})  # the user's own choice, mid-call
+                entered.set()
+                leave.wait(30)
+            seen.append(os.sched_getaffinity(0))
+        finally:
+            os.sched_setaffinity(0, set(cpus))
+
+    leave = threading.Event()
+    entered, entered2 = threading.Event(), threading.Event()
+    _threads._GETCPU = lambda: cpus[0]
+    a = threading.Thread(target=_in_core, args=(entered, leave, []))
+    a.start()
+    assert entered.wait(30)
+    b = threading.Thread(target=repinned, args=(entered2, leave))
+    b.start()
+    assert entered2.wait(30)
+    leave.set()
+    a.join(30)
+    b.join(30)
+    assert seen == [{cpus[0]}]  # not put back to all CPUs
+    assert _threads._C.cpus == {}
+
+
+def test_an_interrupt_while_entering_leaves_nothing_behind(pools, monkeypatch):
+    """Ctrl-C right after the move: the thread gets its mask back and is no longer counted."""
+    cpus = _allowed_cpus()
+    monkeypatch.setattr(_threads, "_cpu_of", lambda native, entered: entered)
+    real = os.sched_setaffinity
+    raised = []
+
+    def set_then_interrupt(pid, mask):
+        real(pid, mask)
+        if not raised:
+            raised.append(mask)
+            raise KeyboardInterrupt
+
+    leave = threading.Event()
+    entered = threading.Event()
+    monkeypatch.setattr(_threads, "_GETCPU", lambda: cpus[0])
+    a = threading.Thread(target=_in_core, args=(entered, leave, []))
+    a.start()
+    assert entered.wait(30)
+    try:
+        monkeypatch.setattr(_threads.os, "sched_setaffinity", set_then_interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            with kernel(0):
+                pass
+        monkeypatch.setattr(_threads.os, "sched_setaffinity", real)
+        assert raised == [set(cpus[1:])]
+        assert os.sched_getaffinity(0) == set(cpus)
+        assert threading.get_ident() not in _threads._C.cpus
+    finally:
+        monkeypatch.setattr(_threads.os, "sched_setaffinity", real)
+        real(0, set(cpus))
+        leave.set()
+        a.join(30)
+    assert _threads._C.cpus == {} and _threads._C.active == 0
 
 
 def test_a_thread_held_to_one_cpu_stays_there(pools, monkeypatch):
     cpus = _allowed_cpus()
     monkeypatch.setattr(_threads, "_GETCPU", lambda: cpus[0])
+    monkeypatch.setattr(_threads, "_cpu_of", lambda native, entered: entered)
     seen = []
 
     def pinned(entered, leave):

@@ -91,11 +91,12 @@ class Backend:
         return array
 
     def scratch(self, shape, dtype):
-        """An uninitialised array for the engine's own temporaries, never handed to the caller
-        (a bidirectional layer's joined outputs between layers, its gradient halves).  The
-        default is ``xp.empty``; a backend with a memory pool returns pool memory, so that a
-        training loop does not hand the same megabytes to the system and fault them back in at
-        every step."""
+        """An uninitialised, writable, C-contiguous ``xp`` array of exactly ``shape`` and
+        ``dtype`` for the engine's own temporaries, never handed to the caller (a bidirectional
+        layer's joined outputs between layers, each direction's half of the output gradient, the
+        summed input gradient between layers).  The default is ``xp.empty``; a backend with a
+        memory pool returns pool memory, so that a training loop does not hand the same
+        megabytes to the system and fault them back in at every step."""
         return self.xp.empty(shape, dtype)
 
     def __repr__(self) -> str:
