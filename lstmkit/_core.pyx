@@ -43,6 +43,12 @@ cdef extern from *:
     #endif
     #if defined(_WIN32)
     #  include <malloc.h>
+    /* lk_yield serves the placement of Python threads (lstmkit/_threads.py), which
+       needs sched_setaffinity: Linux's */
+    #  define lk_yield() ((void)0)
+    #else
+    #  include <sched.h>
+    #  define lk_yield() ((void)sched_yield())
     #endif
 
     #if defined(__GNUC__) || defined(__clang__)
@@ -1058,6 +1064,7 @@ cdef extern from *:
     int LK_MR, LK_NR_f, LK_NR_d
     unsigned lk_denormals_flush() noexcept nogil
     void lk_denormals_restore(unsigned old) noexcept nogil
+    void lk_yield() noexcept nogil
     int lk_panels_pay(int dbl) noexcept nogil
     int lk_proj_panels_pay(int dbl) noexcept nogil
     void* lk_block_alloc(size_t n) noexcept nogil
@@ -2110,6 +2117,35 @@ cdef void* _bwd_worker_d(void* job) noexcept nogil:
     return NULL
 
 
+#: Multiply-adds of a layer call (rows x gate rows x (input + hidden)) from which it yields
+#: its CPU once on entry: ~0.2 us a call, under 1% from here (2^20 multiply-adds ~ 10 us).
+cdef Py_ssize_t _YIELD_WORK = 1 << 20
+cdef bint _YIELD = True  # test switch (_use_yield)
+cdef Py_ssize_t _yields = 0  # layer calls that yielded (a test hook)
+
+
+def _use_yield(bint on):
+    """Test switch: whether a layer call yields its CPU on entry (:func:`_let_waiting_run`);
+    returns the previous setting and how many calls have yielded."""
+    global _YIELD
+    old, _YIELD = _YIELD, on
+    return old, _yields
+
+
+cdef inline void _let_waiting_run(Py_ssize_t work) noexcept nogil:
+    """On entering a layer's time loop, the GIL just released: yield this CPU once.  A thread
+    woken here (the one waiting for that GIL, or another Python thread's work handed over)
+    otherwise waits in this CPU's run queue for the whole call while the other CPU idles (the
+    scheduler neither preempts nor moves it for milliseconds on these VMs); run now, it enters
+    the core, and the thread policy moves it to a free CPU (``lstmkit/_threads.py``, ``_place``).
+    With nothing waiting it returns at once; a waiting task of another process only runs
+    earlier, the fair share is unchanged."""
+    global _yields
+    if _YIELD and work >= _YIELD_WORK:
+        _yields += 1
+        lk_yield()
+
+
 cdef bint _ZERO_START = True  # test switch (_use_zero_start)
 cdef Py_ssize_t _zero_starts = 0  # forwards that skipped their first product (a test hook)
 
@@ -2733,6 +2769,7 @@ def lstm_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
     cdef unsigned csr = lk_denormals_flush() if flush_denormals else 0
     try:
         with nogil:
+            _let_waiting_run(N * G * (I + P))
             job.zero_start = _zero_start(B, P, &h0[0, 0], G, &w_hh[0, 0], I) if N else False
             memmove(&h[0, 0], &h0[0, 0], B * P * sizeof(floating))
             memmove(&c[0, 0], &c0[0, 0], B * H * sizeof(floating))
@@ -2832,6 +2869,7 @@ def lstm_backward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
     cdef unsigned csr = lk_denormals_flush() if flush_denormals else 0
     try:
         with nogil:
+            _let_waiting_run(N * G * (I + P))
             memmove(&dh0[0, 0], &dhn[0, 0], B * P * sizeof(floating))
             memmove(&dc0[0, 0], &dcn[0, 0], B * H * sizeof(floating))
             if pk.ptr != NULL:
@@ -2906,6 +2944,7 @@ def gru_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
     cdef unsigned csr = lk_denormals_flush() if flush_denormals else 0
     try:
         with nogil:
+            _let_waiting_run(N * G * (I + H))
             memmove(&h[0, 0], &h0[0, 0], B * H * sizeof(floating))
             if pk.ptr != NULL and job.split == _BY_COLUMNS:
                 _pack(H, G, &w_hh[0, 0], True, <floating*>pk.ptr)
@@ -2984,6 +3023,7 @@ def gru_backward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
     cdef unsigned csr = lk_denormals_flush() if flush_denormals else 0
     try:
         with nogil:
+            _let_waiting_run(N * G * (I + H))
             memmove(&dh0[0, 0], &dhn[0, 0], B * H * sizeof(floating))
             if pk.ptr != NULL:
                 _pack(G, H, &w_hh[0, 0], False, <floating*>pk.ptr)
@@ -3058,6 +3098,7 @@ def rnn_forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
     cdef unsigned csr = lk_denormals_flush() if flush_denormals else 0
     try:
         with nogil:
+            _let_waiting_run(N * H * (I + H))
             job.zero_start = _zero_start(B, H, &h0[0, 0], H, &w_hh[0, 0], I) if N else False
             memmove(&h[0, 0], &h0[0, 0], B * H * sizeof(floating))
             if pk.ptr != NULL and job.split == _BY_COLUMNS:
@@ -3131,6 +3172,7 @@ def rnn_backward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
     cdef unsigned csr = lk_denormals_flush() if flush_denormals else 0
     try:
         with nogil:
+            _let_waiting_run(N * H * (I + H))
             memmove(&dh0[0, 0], &dhn[0, 0], B * H * sizeof(floating))
             if pk.ptr != NULL:
                 _pack(H, H, &w_hh[0, 0], False, <floating*>pk.ptr)

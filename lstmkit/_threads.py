@@ -287,9 +287,8 @@ def _place(c) -> None:
     if c.active < 2 or cpu < 0:
         return
     others = [rec for rec in c.cpus.values() if rec is not mine]
-    for rec in others:  # one noted on this CPU: where is it now (it may have moved since)?
-        if rec[0] == cpu:
-            rec[0] = _cpu_of(rec[4], rec[0])
+    for rec in others:  # where is it now?  It may have moved since (onto this CPU too)
+        rec[0] = _cpu_of(rec[4], rec[0])
     busy = {rec[0] for rec in others}
     if cpu not in busy:
         return

@@ -281,6 +281,17 @@ def test_a_thread_that_moved_since_it_entered_is_looked_up(pools, monkeypatch):
     assert _threads._C.cpus == {}
 
 
+def test_a_thread_that_moved_onto_this_cpu_since_it_entered_is_looked_up(pools, monkeypatch):
+    """The first thread entered on cpus[1] and runs on cpus[0] now: the second, entering on
+    cpus[0], moves off it (a record that names another CPU is looked up too)."""
+    cpus = _allowed_cpus()
+    monkeypatch.setattr(_threads, "_GETCPU", _threads._GETCPU)
+    monkeypatch.setattr(_threads, "_cpu_of", lambda native, entered: cpus[0])
+    _, second = _two_in_core([cpus[1], cpus[0]])
+    assert second == [("in", set(cpus[1:])), ("out", set(cpus))]
+    assert _threads._C.cpus == {}
+
+
 def test_cpu_of_reads_this_threads_cpu():
     cpus = _allowed_cpus()
     native = threading.get_native_id()
