@@ -51,6 +51,48 @@ def test_panel_gemm_matches_numpy(m, n, k, trans, dtype):
     assert _rel(acc, start + 3 * want) < TOL[dtype] * 30
 
 
+@pytest.fixture
+def fetch_ahead():
+    """``fetch_ahead(True)``: every product of more than 4 rows takes the panel kernel's
+    path that fetches the next panel ahead (by default only a ``b`` larger than L2)."""
+    def switch(on):
+        _core._panel_ahead_from(1 if on else 1 << 62)
+    yield switch
+    _core._panel_ahead_from(0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("m,n,k", [(5, 33, 8), (8, 64, 37), (13, 148, 37), (33, 70, 64)])
+def test_fetching_the_next_panel_ahead_changes_no_bits(m, n, k, dtype, fetch_ahead):
+    rng = np.random.default_rng(m + n + k)
+    a = rng.standard_normal((m, k)).astype(dtype)
+    b = rng.standard_normal((n, k)).astype(dtype)
+    outs = []
+    for on in (False, True):
+        fetch_ahead(on)
+        out = np.full((m, n), np.nan, dtype)
+        _core.panel_gemm[CTYPE[dtype]](a, b, True, out)
+        acc = np.ones((m, n), dtype)
+        _core.panel_gemm[CTYPE[dtype]](a, b, True, acc, True, 2)
+        outs.append((out, acc))
+    for plain, ahead in zip(*outs):
+        np.testing.assert_array_equal(plain, ahead)
+    want = a.astype(np.float64) @ b.T.astype(np.float64)
+    assert _rel(outs[1][0], want) < TOL[dtype] * 10
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("name", ["lstm", "gru", "rnn_tanh"])
+def test_a_layer_with_panels_fetched_ahead_gives_the_same_bits(name, dtype, fetch_ahead):
+    problem = _problem(name, 0, LAYOUTS["packed"], dtype)  # steps of 70 rows down to 1
+    runs = []
+    for on in (False, True):
+        fetch_ahead(on)
+        runs.append(_run(CY, *problem[:4], False, problem[4]))
+    for plain, ahead in zip(*runs):
+        np.testing.assert_array_equal(plain, ahead)
+
+
 def test_panel_gemm_checks_shapes():
     a, b = np.ones((2, 3)), np.ones((4, 3))
     with pytest.raises(ValueError, match="inner dimensions differ: 3 and 4"):
