@@ -536,6 +536,32 @@ cdef extern from *:
         lk_ahead = v;
         return old;
     }
+    /* float rows in blocks of 8 (8 x 32 accumulators: 16 of the 32 AVX-512
+       registers) where the x86-64-v4 clone runs: on an Intel Xeon, whose two FMA
+       units need 8 or more independent sums each 4 cycles, 4 rows kept the kernel at
+       ~65% of the FMA peak (16 x 128 x 512 137 -> 150 GFLOP/s, 64 x 256 x 1024 144
+       -> 160); with AVX2's 16 registers they would spill, and double's 8 x 32 would
+       take all 32.  A test switch (lk_set_rows8) turns them off. */
+    static int lk_rows8_on = -1;  /* a race between threads writes the same value */
+    static int lk_rows8(void) {
+        if (lk_rows8_on < 0) {
+    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) \
+        && defined(__GLIBC__) && !defined(LK_NO_CLONES)
+            __builtin_cpu_init();
+            lk_rows8_on = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
+                && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl")
+                && __builtin_cpu_supports("avx512cd");
+    #else
+            lk_rows8_on = 0;
+    #endif
+        }
+        return lk_rows8_on;
+    }
+    static int lk_set_rows8(int on) {
+        const int old = lk_rows8();
+        lk_rows8_on = on;
+        return old;
+    }
     /* One block of MRV rows of the panel kernel below (rows r0.., mr of them real):
        MRV x NR accumulators over the whole k. */
     #define LK_PANEL_BLOCK(T, RS, KS, MRV, PF)                                       \
@@ -585,22 +611,30 @@ cdef extern from *:
        8, 16 and 32 rows x 512 x 2048 75 -> 91, 95 -> 116 and 113 -> 121).  Its own
        function: beside the others in one, it cost the blocks without it 2-5%. */
     #define LK_PANEL_LOOP(T, RS, KS, AHEAD)                                          \
-        const Py_ssize_t blocks = (m + LK_MR - 1) / LK_MR;                           \
+        const int rows8 = sizeof(T) == 4 && lk_rows8();                              \
+        const Py_ssize_t blocks = rows8 ? m / 8 + (m % 8 + LK_MR - 1) / LK_MR        \
+                                        : (m + LK_MR - 1) / LK_MR;                   \
         (void)blocks;                                                                \
         for (Py_ssize_t p0 = 0; p0 < n; p0 += NR) {                                  \
             const T *w = packed + p0 * k;                                            \
             const Py_ssize_t w_ = n - p0 < NR ? n - p0 : NR;                         \
-            for (Py_ssize_t r0 = 0; r0 < m; r0 += LK_MR) {                           \
-                const Py_ssize_t mr = m - r0 < LK_MR ? m - r0 : LK_MR;               \
-                const T *ahead = AHEAD && p0 + NR < n ? w + k * NR : NULL;           \
-                Py_ssize_t row = (r0 / LK_MR * k + blocks - 1) / blocks;             \
-                Py_ssize_t tick = row * blocks - r0 / LK_MR * k + 1;                 \
+            const T *ahead = AHEAD && p0 + NR < n ? w + k * NR : NULL;               \
+            (void)ahead;                                                             \
+            Py_ssize_t bi = 0, mr;                                                   \
+            for (Py_ssize_t r0 = 0; r0 < m; r0 += mr, bi++) {                        \
+                mr = rows8 && m - r0 >= 8 ? 8 : m - r0 < LK_MR ? m - r0 : LK_MR;     \
+                Py_ssize_t row = (bi * k + blocks - 1) / blocks;                     \
+                Py_ssize_t tick = row * blocks - bi * k + 1;                         \
                 (void)row; (void)tick;                                               \
                 /* a last block of 1 or 2 rows on 2 or 4 accumulators (the FMA      \
                    latency bounds them, still 2x faster than 4 rows of which 2-3 are \
                    thrown away: a packed batch's shrinking steps); each row sums in   \
                    the same order in every block, so the bits do not change */       \
-                if (mr == 1) LK_PANEL_BLOCK(T, RS, KS, 1, 0)                          \
+                if (mr == 8) {                                                       \
+                    if (AHEAD && ahead) LK_PANEL_BLOCK(T, RS, KS, 8, AHEAD)          \
+                    else LK_PANEL_BLOCK(T, RS, KS, 8, 0)                             \
+                }                                                                    \
+                else if (mr == 1) LK_PANEL_BLOCK(T, RS, KS, 1, 0)                     \
                 else if (mr == 2) LK_PANEL_BLOCK(T, RS, KS, 2, 0)                     \
                 else if (AHEAD && ahead) LK_PANEL_BLOCK(T, RS, KS, LK_MR, AHEAD)      \
                 else LK_PANEL_BLOCK(T, RS, KS, LK_MR, 0)                              \
@@ -1125,6 +1159,7 @@ cdef extern from *:
     void lk_denormals_restore(unsigned old) noexcept nogil
     void lk_yield() noexcept nogil
     size_t lk_set_ahead_bytes(size_t v) noexcept nogil
+    int lk_set_rows8(int on) noexcept nogil
     int lk_panels_pay(int dbl) noexcept nogil
     int lk_proj_panels_pay(int dbl) noexcept nogil
     void* lk_block_alloc(size_t n) noexcept nogil
@@ -2189,6 +2224,13 @@ def _panel_ahead_from(size_t nbytes):
     ahead (``LK_PANEL_LOOP``; half of this CPU's L2 by default, ``0`` restores that);
     returns the previous size."""
     return lk_set_ahead_bytes(nbytes)
+
+
+def _use_rows8(int on):
+    """Test switch: float rows of the panel kernel in blocks of 8 (``lk_rows8``: on where
+    the x86-64-v4 clone runs; ``-1`` asks the CPU again); returns the previous setting.
+    On a CPU without AVX-512 turning it on runs correctly but spills registers."""
+    return lk_set_rows8(on)
 
 
 def _use_yield(bint on):

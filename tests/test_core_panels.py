@@ -93,6 +93,46 @@ def test_a_layer_with_panels_fetched_ahead_gives_the_same_bits(name, dtype, fetc
         np.testing.assert_array_equal(plain, ahead)
 
 
+@pytest.fixture
+def rows8():
+    """``rows8(True)``: float rows of the panel kernel in blocks of 8 (by default on
+    x86-64-v4 CPUs only; elsewhere correct but slower)."""
+    yield lambda on: _core._use_rows8(int(on))
+    _core._use_rows8(-1)
+
+
+@pytest.mark.parametrize("ahead", [False, True], ids=["near", "ahead"])
+@pytest.mark.parametrize("m", [5, 8, 9, 12, 13, 16, 17, 31, 70])
+def test_float_rows_in_blocks_of_8_change_no_bits(m, ahead, rows8, fetch_ahead):
+    rng = np.random.default_rng(m)
+    n, k = 70, 37
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    b = rng.standard_normal((n, k)).astype(np.float32)
+    fetch_ahead(ahead)
+    outs = []
+    for on in (False, True):
+        rows8(on)
+        out = np.full((m, n), np.nan, np.float32)
+        _core.panel_gemm[CTYPE[np.float32]](a, b, True, out)
+        bias = np.ones((m, n), np.float32)
+        _core.panel_gemm[CTYPE[np.float32]](a, b, True, bias, True, 2)
+        outs.append((out, bias))
+    for four, eight in zip(*outs):
+        np.testing.assert_array_equal(four, eight)
+    assert _rel(outs[1][0], a.astype(np.float64) @ b.T.astype(np.float64)) < TOL[np.float32] * 10
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru", "rnn_tanh"])
+def test_a_float_layer_in_blocks_of_8_rows_gives_the_same_bits(name, rows8):
+    problem = _problem(name, 0, LAYOUTS["packed"], np.float32)  # steps of 70 rows down to 1
+    runs = []
+    for on in (False, True):
+        rows8(on)
+        runs.append(_run(CY, *problem[:4], False, problem[4]))
+    for four, eight in zip(*runs):
+        np.testing.assert_array_equal(four, eight)
+
+
 def test_panel_gemm_checks_shapes():
     a, b = np.ones((2, 3)), np.ones((4, 3))
     with pytest.raises(ValueError, match="inner dimensions differ: 3 and 4"):
